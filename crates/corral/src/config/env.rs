@@ -1,0 +1,171 @@
+//! Service environments: corral's own environment, env files, inherit-env globs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::user::Identity;
+
+/// The PATH a service gets when corral itself has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A snapshot of corral's own environment, the source of interpolation and inherit-env.
+#[derive(Debug, Clone, Default)]
+pub struct HostEnv {
+    pub vars: BTreeMap<String, String>,
+}
+
+impl HostEnv {
+    /// The environment of the running corral process (non-UTF-8 entries are skipped).
+    pub fn from_process() -> Self {
+        HostEnv {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
+    }
+}
+
+/// Parses an env file: `KEY=VALUE` lines, `#` comments, optional `export `,
+/// optional matching quotes around the value. Values are taken literally.
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        let Some((key, value)) = line.split_once('=') else {
+            return Err((i + 1, format!("expected KEY=VALUE, found {line:?}")));
+        };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c == '_' || c.is_ascii_alphanumeric()) {
+            return Err((i + 1, format!("invalid variable name {key:?}")));
+        }
+        let value = value.trim();
+        let value = ['"', '\'']
+            .iter()
+            .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
+            .unwrap_or(value);
+        out.push((key.to_string(), value.to_string()));
+    }
+    Ok(out)
+}
+
+/// Matches `name` against a pattern where `*` is any run and `?` any one character.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
+}
+
+/// The pieces a service environment is built from, lowest precedence first.
+pub struct EnvParts<'a> {
+    pub host: &'a HostEnv,
+    pub identity: &'a Identity,
+    pub inherit: &'a [String],
+    pub files: Vec<(String, String)>,
+    pub explicit: Vec<(String, String)>,
+    pub service: &'a str,
+}
+
+/// Builds the isolated environment: PATH, HOME/USER/LOGNAME, inherit-env,
+/// env-file, env, then CORRAL_SERVICE. Nothing else of corral's passes through.
+pub fn assemble(parts: EnvParts<'_>) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert(
+        "PATH".into(),
+        parts.host.get("PATH").unwrap_or(DEFAULT_PATH).to_string(),
+    );
+    env.insert("HOME".into(), parts.identity.home.clone());
+    env.insert("USER".into(), parts.identity.name.clone());
+    env.insert("LOGNAME".into(), parts.identity.name.clone());
+    for (k, v) in &parts.host.vars {
+        if parts.inherit.iter().any(|p| glob_match(p, k)) {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    env.extend(parts.files);
+    env.extend(parts.explicit);
+    env.insert("CORRAL_SERVICE".into(), parts.service.to_string());
+    env.into_iter().collect()
+}
+
+/// Whether a variable's value should be masked when printed.
+pub fn looks_secret(name: &str) -> bool {
+    const MARKERS: [&str; 8] = [
+        "SECRET", "PASSWORD", "PASSWD", "TOKEN", "PRIVATE", "CREDENTIAL", "API_KEY", "_KEY",
+    ];
+    let upper = name.to_ascii_uppercase();
+    MARKERS.iter().any(|m| upper.contains(m)) || upper == "KEY"
+}
+
+/// Reads and parses an env file, for error reporting: Err((line, message)).
+pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, (usize, String)> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| (0, format!("cannot read env file {}: {e}", path.display())))?;
+    parse_env_file(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("PG*", "PGHOST"));
+        assert!(glob_match("PG*", "PG"));
+        assert!(!glob_match("PG*", "XPG"));
+        assert!(glob_match("*_URL", "DATABASE_URL"));
+        assert!(glob_match("T?", "TZ"));
+        assert!(glob_match("TZ", "TZ"));
+        assert!(!glob_match("TZ", "TZX"));
+        assert!(glob_match("A*B*C", "AxxBxxC"));
+    }
+
+    #[test]
+    fn env_file_lines() {
+        let parsed = parse_env_file("# c\n\nA=1\nexport B = two \nC=\"q v\"\nD='x'\nE=\n");
+        assert_eq!(
+            parsed,
+            Ok(vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two".into()),
+                ("C".into(), "q v".into()),
+                ("D".into(), "x".into()),
+                ("E".into(), "".into()),
+            ])
+        );
+        assert_eq!(parse_env_file("ok=1\nnope\n").map_err(|e| e.0), Err(2));
+    }
+
+    #[test]
+    fn secrets_are_recognised() {
+        for name in ["DB_PASSWORD", "api_token", "AWS_SECRET_ACCESS_KEY", "SSH_KEY"] {
+            assert!(looks_secret(name), "{name}");
+        }
+        for name in ["PATH", "HOME", "PGPORT", "KEYBOARD"] {
+            assert!(!looks_secret(name), "{name}");
+        }
+    }
+}

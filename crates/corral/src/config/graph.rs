@@ -1,0 +1,184 @@
+//! The start graph: resolves depends-on names, rejects cycles, orders the start.
+
+use std::path::Path;
+
+use super::diag::{suggestion, Diagnostics};
+use super::parse::RawConfig;
+use super::{Condition, Config, Dependency};
+
+/// Turns parsed services into a Config with indexed dependencies and a start order.
+pub fn resolve(raw: RawConfig, path: &Path, d: &mut Diagnostics<'_>) -> Option<Config> {
+    let names: Vec<String> = raw.services.iter().map(|s| s.service.name.clone()).collect();
+    let any_explicit = raw.services.iter().any(|s| !s.depends_on.is_empty());
+    let mut services = Vec::with_capacity(raw.services.len());
+    let mut edge_spans: Vec<Vec<std::ops::Range<usize>>> = Vec::with_capacity(raw.services.len());
+    for (i, rs) in raw.services.into_iter().enumerate() {
+        let mut svc = rs.service;
+        let mut spans = Vec::new();
+        for dep in rs.depends_on {
+            match names.iter().position(|n| *n == dep.name) {
+                Some(j) if j == i => d.error(dep.span, format!("service {:?} depends on itself", svc.name)),
+                Some(j) => {
+                    if svc.depends_on.iter().any(|e: &Dependency| e.service == j) {
+                        d.error(dep.span, format!("{:?} is listed twice in depends-on", dep.name));
+                    } else {
+                        svc.depends_on.push(Dependency {
+                            service: j,
+                            condition: dep.condition,
+                            explicit: true,
+                        });
+                        spans.push(dep.span);
+                    }
+                }
+                None => d.error(
+                    dep.span,
+                    format!(
+                        "service {:?} depends on unknown service {:?}{}",
+                        svc.name,
+                        dep.name,
+                        suggestion(&dep.name, names.iter().map(String::as_str))
+                    ),
+                ),
+            }
+        }
+        spans.resize(svc.depends_on.len(), rs.name_span.clone());
+        edge_spans.push(spans);
+        services.push(svc);
+    }
+    // Without any depends-on, file order is start order (each waits for the one
+    // before it to start, or to complete if that one is a oneshot).
+    if !any_explicit && !raw.global.parallel {
+        for i in 1..services.len() {
+            let condition = if services[i - 1].oneshot {
+                Condition::Completed
+            } else {
+                Condition::Started
+            };
+            services[i].depends_on.push(Dependency {
+                service: i - 1,
+                condition,
+                explicit: false,
+            });
+            edge_spans[i].push(0..0);
+        }
+    }
+    let edges: Vec<Vec<usize>> = services
+        .iter()
+        .map(|s| s.depends_on.iter().map(|e| e.service).collect())
+        .collect();
+    if let Some(cycle) = find_cycle(&edges) {
+        let path: Vec<&str> = cycle.iter().map(|&i| services[i].name.as_str()).collect();
+        let (from, to) = (cycle[0], cycle[1]);
+        let span = edges[from]
+            .iter()
+            .position(|&e| e == to)
+            .and_then(|k| edge_spans[from].get(k).cloned())
+            .unwrap_or(0..0);
+        d.error(
+            span,
+            format!("dependency cycle: {} (each depends on the next)", path.join(" -> ")),
+        );
+        return None;
+    }
+    let start_order = topological_order(&edges);
+    Some(Config {
+        path: path.to_path_buf(),
+        global: raw.global,
+        services,
+        start_order,
+    })
+}
+
+/// A cycle as a closed path (first == last), if the graph has one.
+pub fn find_cycle(edges: &[Vec<usize>]) -> Option<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnStack,
+        Done,
+    }
+    let mut mark = vec![Mark::New; edges.len()];
+    let mut stack: Vec<usize> = Vec::new();
+    for root in 0..edges.len() {
+        if mark[root] != Mark::New {
+            continue;
+        }
+        // Iterative DFS: (node, next edge index).
+        let mut frames = vec![(root, 0usize)];
+        mark[root] = Mark::OnStack;
+        stack.push(root);
+        while let Some((node, next)) = frames.last().copied() {
+            if let Some(&dep) = edges[node].get(next) {
+                if let Some(f) = frames.last_mut() {
+                    f.1 += 1;
+                }
+                match mark[dep] {
+                    Mark::New => {
+                        mark[dep] = Mark::OnStack;
+                        stack.push(dep);
+                        frames.push((dep, 0));
+                    }
+                    Mark::OnStack => {
+                        let start = stack.iter().position(|&n| n == dep).unwrap_or(0);
+                        let mut cycle: Vec<usize> = stack[start..].to_vec();
+                        cycle.push(dep);
+                        return Some(cycle);
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                mark[node] = Mark::Done;
+                stack.pop();
+                frames.pop();
+            }
+        }
+    }
+    None
+}
+
+/// Kahn's algorithm, ties broken by file order.
+pub fn topological_order(edges: &[Vec<usize>]) -> Vec<usize> {
+    let n = edges.len();
+    let mut remaining: Vec<usize> = edges.iter().map(Vec::len).collect();
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, deps) in edges.iter().enumerate() {
+        for &d in deps {
+            dependents[d].push(i);
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &j in &dependents[i] {
+            remaining[j] -= 1;
+            if remaining[j] == 0 {
+                ready.insert(j);
+            }
+        }
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_cycle_and_prints_it_closed() {
+        // a(0) -> b(1) -> c(2) -> a(0)
+        let edges = vec![vec![1], vec![2], vec![0]];
+        let cycle = find_cycle(&edges).unwrap_or_default();
+        assert_eq!(cycle.first(), cycle.last());
+        assert_eq!(cycle.len(), 4);
+        assert_eq!(find_cycle(&[vec![], vec![0], vec![0, 1]]), None);
+    }
+
+    #[test]
+    fn order_respects_edges_and_file_order() {
+        // 0 depends on 2; 1 free; 2 free.
+        assert_eq!(topological_order(&[vec![2], vec![], vec![]]), vec![1, 2, 0]);
+        // diamond: 3 <- 1,2 <- 0
+        assert_eq!(topological_order(&[vec![], vec![0], vec![0], vec![1, 2]]), vec![0, 1, 2, 3]);
+    }
+}

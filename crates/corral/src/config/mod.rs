@@ -1,0 +1,212 @@
+//! The configuration model (corral.toml), and loading it with full validation.
+
+mod diag;
+mod env;
+mod graph;
+pub mod interp;
+mod parse;
+mod user;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+pub use diag::{ConfigErrors, Diagnostic, Severity};
+pub use env::{looks_secret, HostEnv};
+pub use user::Identity;
+
+/// The start order of a graph given as dependency lists (for engine tests).
+#[cfg(test)]
+pub fn topological_order_for_tests(edges: &[Vec<usize>]) -> Vec<usize> {
+    graph::topological_order(edges)
+}
+
+/// A loaded, validated configuration: everything needed to run, resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from.
+    pub path: PathBuf,
+    pub global: Global,
+    /// Services in file order.
+    pub services: Vec<Service>,
+    /// A start order consistent with the dependency graph (indices into `services`).
+    pub start_order: Vec<usize>,
+}
+
+/// The `[corral]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Global {
+    pub shutdown_timeout: Duration,
+    /// Name of the environment variable that freezes start-up.
+    pub break_glass: Option<String>,
+    /// Start services without depends-on in parallel instead of in file order.
+    pub parallel: bool,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Global {
+            shutdown_timeout: Duration::from_secs(30),
+            break_glass: None,
+            parallel: false,
+        }
+    }
+}
+
+/// One `[services.NAME]` table, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    pub command: Vec<String>,
+    pub oneshot: bool,
+    pub working_dir: Option<PathBuf>,
+    /// The complete environment the service gets, in a stable order.
+    pub env: Vec<(String, String)>,
+    pub user: Option<Identity>,
+    pub pre: Option<Vec<String>>,
+    pub post: Option<Vec<String>>,
+    pub restart: RestartPolicy,
+    pub backoff: Backoff,
+    /// Consecutive failed starts allowed before the service is failed; None = no limit.
+    pub max_restarts: Option<u32>,
+    pub essential: bool,
+    pub stop_signal: Signal,
+    pub stop_timeout: Duration,
+    pub depends_on: Vec<Dependency>,
+}
+
+/// When a service that ended is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartPolicy {
+    Always,
+    OnFailure,
+    Never,
+}
+
+impl RestartPolicy {
+    pub const NAMES: [&'static str; 3] = ["always", "on-failure", "never"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Never => "never",
+        }
+    }
+}
+
+/// Exponential restart delay: initial, doubled each time, capped at max, and
+/// reset once a run has lasted `reset_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay before restart number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let shift = attempt.saturating_sub(1).min(31);
+        self.initial
+            .checked_mul(1u32 << shift)
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
+}
+
+/// An edge of the start graph: this service waits for `service` to reach `condition`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    /// Index into `Config::services`.
+    pub service: usize,
+    pub condition: Condition,
+    /// Declared by the user (false for the implicit file-order chain).
+    pub explicit: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// The dependency's process has been spawned.
+    Started,
+    /// The dependency is ready (its readiness probe passed; without one, started).
+    Ready,
+    /// The dependency ran to completion with exit code 0.
+    Completed,
+}
+
+impl Condition {
+    pub const NAMES: [&'static str; 3] = ["started", "ready", "completed"];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Condition::Started => "started",
+            Condition::Ready => "ready",
+            Condition::Completed => "completed",
+        }
+    }
+}
+
+/// Why loading failed: every error at once, plus the warnings seen.
+#[derive(Debug)]
+pub struct LoadFailure {
+    pub errors: ConfigErrors,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// A loaded config and the warnings found along the way.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Reads, parses, interpolates and validates a config file.
+pub fn load(path: &Path, host: &HostEnv) -> Result<Loaded, LoadFailure> {
+    let source = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) => {
+            return Err(LoadFailure {
+                errors: ConfigErrors(vec![Diagnostic {
+                    severity: Severity::Error,
+                    file: path.to_path_buf(),
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read config: {e}"),
+                }]),
+                warnings: Vec::new(),
+            })
+        }
+    };
+    load_str(path, &source, host)
+}
+
+/// Parses and validates config text that came from `path`.
+pub fn load_str(path: &Path, source: &str, host: &HostEnv) -> Result<Loaded, LoadFailure> {
+    let mut diags = diag::Diagnostics::new(path, source);
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let parsed = parse::parse(source, base_dir, host, &mut diags);
+    let config = parsed.and_then(|raw| graph::resolve(raw, path, &mut diags));
+    let (errors, warnings) = diags.finish();
+    match config {
+        Some(config) if errors.is_empty() => Ok(Loaded { config, warnings }),
+        _ => Err(LoadFailure {
+            errors: ConfigErrors(errors),
+            warnings,
+        }),
+    }
+}

@@ -1,0 +1,599 @@
+//! Walks the spanned TOML tree into the config model, collecting every error.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::diag::{suggestion, Diagnostics};
+use super::env::{self, EnvParts, HostEnv};
+use super::interp::{self, Vars};
+use super::user::{self, Identity};
+use super::{Backoff, Condition, Global, RestartPolicy, Service};
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+const TOP_KEYS: [&str; 2] = ["corral", "services"];
+const GLOBAL_KEYS: [&str; 3] = ["shutdown-timeout", "break-glass", "parallel"];
+const SERVICE_KEYS: [&str; 16] = [
+    "command",
+    "oneshot",
+    "working-dir",
+    "env",
+    "env-file",
+    "inherit-env",
+    "user",
+    "pre",
+    "post",
+    "restart",
+    "backoff",
+    "max-restarts",
+    "essential",
+    "stop-signal",
+    "stop-timeout",
+    "depends-on",
+];
+const BACKOFF_KEYS: [&str; 3] = ["initial", "max", "reset-after"];
+const DEPENDENCY_KEYS: [&str; 1] = ["condition"];
+
+/// The parsed file before dependency names are resolved.
+pub struct RawConfig {
+    pub global: Global,
+    pub services: Vec<RawService>,
+}
+
+pub struct RawService {
+    pub service: Service,
+    pub name_span: Range<usize>,
+    pub depends_on: Vec<RawDependency>,
+}
+
+pub struct RawDependency {
+    pub name: String,
+    pub span: Range<usize>,
+    pub condition: Condition,
+}
+
+/// Parses the document; None when it is not even valid TOML or lacks services.
+pub fn parse(
+    source: &str,
+    base_dir: &Path,
+    host: &HostEnv,
+    d: &mut Diagnostics<'_>,
+) -> Option<RawConfig> {
+    let (root, syntax_errors) = DeTable::parse_recoverable(source);
+    let syntax_failed = !syntax_errors.is_empty();
+    for e in syntax_errors {
+        let msg = e.message().trim().to_string();
+        d.error(e.span().unwrap_or(0..0), format!("invalid TOML: {msg}"));
+    }
+    if syntax_failed {
+        return None;
+    }
+    let mut global = Global::default();
+    let mut services = Vec::new();
+    let mut saw_services = false;
+    for (key, value) in root.get_ref().iter() {
+        match key.get_ref().as_ref() {
+            "corral" => {
+                if let Some(table) = table(d, value, "[corral]") {
+                    global = parse_global(d, table, host);
+                }
+            }
+            "services" => {
+                saw_services = true;
+                if let Some(table) = table(d, value, "[services]") {
+                    for (name, svc) in table.iter() {
+                        if let Some(s) = parse_service(d, name, svc, base_dir, host) {
+                            services.push(s);
+                        }
+                    }
+                }
+            }
+            other => unknown_key(d, key, other, "at the top level", &TOP_KEYS),
+        }
+    }
+    if !saw_services {
+        d.error(0..0, "no services defined: add a [services.NAME] table");
+        return None;
+    }
+    Some(RawConfig { global, services })
+}
+
+fn parse_global(d: &mut Diagnostics<'_>, t: &DeTable<'_>, host: &HostEnv) -> Global {
+    let mut g = Global::default();
+    let vars = |n: &str| host.get(n).map(str::to_string);
+    for (key, value) in t.iter() {
+        match key.get_ref().as_ref() {
+            "shutdown-timeout" => set(&mut g.shutdown_timeout, duration(d, value)),
+            "break-glass" => {
+                if let Some(name) = expand(d, value, &vars) {
+                    if name.is_empty() || !name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric()) {
+                        d.error(value.span(), format!("break-glass must name an environment variable, found {name:?}"));
+                    } else {
+                        g.break_glass = Some(name);
+                    }
+                }
+            }
+            "parallel" => set(&mut g.parallel, boolean(d, value)),
+            other => unknown_key(d, key, other, "in [corral]", &GLOBAL_KEYS),
+        }
+    }
+    g
+}
+
+fn parse_service(
+    d: &mut Diagnostics<'_>,
+    name_key: &Spanned<std::borrow::Cow<'_, str>>,
+    value: &Value<'_>,
+    base_dir: &Path,
+    host: &HostEnv,
+) -> Option<RawService> {
+    let name = name_key.get_ref().to_string();
+    let name_span = name_key.span();
+    if name.is_empty() || !name.chars().all(|c| c == '-' || c == '_' || c.is_ascii_alphanumeric()) {
+        d.error(
+            name_span.clone(),
+            format!("invalid service name {name:?}: use letters, digits, '-' and '_'"),
+        );
+    } else if name == "corral" {
+        d.error(name_span.clone(), "the service name \"corral\" is reserved for corral's own messages");
+    }
+    let t = table(d, value, &format!("service {name:?}"))?;
+    let where_ = format!("in service {name:?}");
+    let own = [("CORRAL_SERVICE", name.clone())];
+    let vars = |n: &str| {
+        own.iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| v.clone())
+            .or_else(|| host.get(n).map(str::to_string))
+    };
+
+    let mut command = None;
+    let mut oneshot = false;
+    let mut working_dir = None;
+    let mut explicit_env = Vec::new();
+    let mut env_files = Vec::new();
+    let mut inherit = Vec::new();
+    let mut user_spec: Option<(String, Range<usize>)> = None;
+    let mut pre = None;
+    let mut post = None;
+    let mut restart = None;
+    let mut backoff = Backoff::default();
+    let mut max_restarts = None;
+    let mut essential = false;
+    let mut stop_signal = Signal::SIGTERM;
+    let mut stop_timeout = Duration::from_secs(10);
+    let mut depends_on = Vec::new();
+
+    for (key, v) in t.iter() {
+        match key.get_ref().as_ref() {
+            "command" => command = argv(d, v, &vars, "command"),
+            "oneshot" => set(&mut oneshot, boolean(d, v)),
+            "working-dir" => working_dir = expand(d, v, &vars).map(|p| base_dir.join(p)),
+            "env" => explicit_env = env_table(d, v, &vars),
+            "env-file" => {
+                for (path, span) in string_or_list(d, v, &vars) {
+                    let path = base_dir.join(path);
+                    match env::read_env_file(&path) {
+                        Ok(pairs) => env_files.extend(pairs),
+                        Err((0, msg)) => d.error(span, msg),
+                        Err((line, msg)) => d.error_in(&path, line, msg),
+                    }
+                }
+            }
+            "inherit-env" => inherit = string_or_list(d, v, &vars).into_iter().map(|(s, _)| s).collect(),
+            "user" => user_spec = expand(d, v, &vars).map(|s| (s, v.span())),
+            "pre" => pre = argv(d, v, &vars, "pre"),
+            "post" => post = argv(d, v, &vars, "post"),
+            "restart" => restart = restart_policy(d, v),
+            "backoff" => {
+                if let Some(b) = table(d, v, "backoff") {
+                    backoff = parse_backoff(d, b);
+                }
+            }
+            "max-restarts" => max_restarts = uint(d, v),
+            "essential" => set(&mut essential, boolean(d, v)),
+            "stop-signal" => set(&mut stop_signal, signal(d, v)),
+            "stop-timeout" => set(&mut stop_timeout, duration(d, v)),
+            "depends-on" => depends_on = dependencies(d, v),
+            other => unknown_key(d, key, other, &where_, &SERVICE_KEYS),
+        }
+    }
+    if command.is_none() && !t.contains_key("command") {
+        d.error(name_span.clone(), format!("service {name:?} has no `command`"));
+    }
+
+    let identity = match &user_spec {
+        Some((spec, span)) => match user::resolve(spec).and_then(|id| user::can_switch_to(&id).map(|_| id)) {
+            Ok(id) => Some(id),
+            Err(msg) => {
+                d.error(span.clone(), format!("{msg} (service {name:?})"));
+                None
+            }
+        },
+        None => None,
+    };
+    let env_identity: Identity = identity.clone().unwrap_or_else(user::current);
+    let env = env::assemble(EnvParts {
+        host,
+        identity: &env_identity,
+        inherit: &inherit,
+        files: env_files,
+        explicit: explicit_env,
+        service: &name,
+    });
+    let restart = restart.unwrap_or(if oneshot {
+        RestartPolicy::Never
+    } else {
+        RestartPolicy::OnFailure
+    });
+    Some(RawService {
+        service: Service {
+            name,
+            command: command.unwrap_or_default(),
+            oneshot,
+            working_dir,
+            env,
+            user: identity,
+            pre,
+            post,
+            restart,
+            backoff,
+            max_restarts,
+            essential,
+            stop_signal,
+            stop_timeout,
+            depends_on: Vec::new(),
+        },
+        name_span,
+        depends_on,
+    })
+}
+
+fn parse_backoff(d: &mut Diagnostics<'_>, t: &DeTable<'_>) -> Backoff {
+    let mut b = Backoff::default();
+    let mut max_set = false;
+    for (key, v) in t.iter() {
+        match key.get_ref().as_ref() {
+            "initial" => set(&mut b.initial, duration(d, v)),
+            "max" => {
+                max_set = true;
+                set(&mut b.max, duration(d, v));
+            }
+            "reset-after" => set(&mut b.reset_after, duration(d, v)),
+            other => unknown_key(d, key, other, "in backoff", &BACKOFF_KEYS),
+        }
+    }
+    if !max_set && b.initial > b.max {
+        b.max = b.initial;
+    }
+    b
+}
+
+fn dependencies(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Vec<RawDependency> {
+    let mut out = Vec::new();
+    match v.get_ref() {
+        DeValue::Array(items) => {
+            for item in items.iter() {
+                if let DeValue::String(s) = item.get_ref() {
+                    out.push(RawDependency {
+                        name: s.to_string(),
+                        span: item.span(),
+                        condition: Condition::Started,
+                    });
+                } else {
+                    type_error(d, item, "a service name");
+                }
+            }
+        }
+        DeValue::Table(t) => {
+            for (name, cond) in t.iter() {
+                let condition = match cond.get_ref() {
+                    DeValue::String(_) => condition(d, cond),
+                    DeValue::Table(ct) => {
+                        let mut c = Some(Condition::Started);
+                        for (k, cv) in ct.iter() {
+                            match k.get_ref().as_ref() {
+                                "condition" => c = condition(d, cv),
+                                other => unknown_key(d, k, other, "in a depends-on entry", &DEPENDENCY_KEYS),
+                            }
+                        }
+                        c
+                    }
+                    _ => {
+                        type_error(d, cond, "a condition (\"started\", \"ready\" or \"completed\")");
+                        None
+                    }
+                };
+                if let Some(condition) = condition {
+                    if condition == Condition::Ready {
+                        d.warning(
+                            cond.span(),
+                            "condition \"ready\" is treated as \"started\": readiness probes are not supported yet",
+                        );
+                    }
+                    out.push(RawDependency {
+                        name: name.get_ref().to_string(),
+                        span: name.span(),
+                        condition,
+                    });
+                }
+            }
+        }
+        _ => type_error(d, v, "a list of service names or a table of conditions"),
+    }
+    out
+}
+
+fn condition(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Option<Condition> {
+    let s = string(d, v)?;
+    match s {
+        "started" => Some(Condition::Started),
+        "ready" => Some(Condition::Ready),
+        "completed" => Some(Condition::Completed),
+        other => {
+            d.error(
+                v.span(),
+                format!(
+                    "unknown condition {other:?}: expected one of {}{}",
+                    Condition::NAMES.join(", "),
+                    suggestion(other, Condition::NAMES)
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn restart_policy(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Option<RestartPolicy> {
+    let s = string(d, v)?;
+    match s {
+        "always" => Some(RestartPolicy::Always),
+        "on-failure" => Some(RestartPolicy::OnFailure),
+        "never" => Some(RestartPolicy::Never),
+        other => {
+            d.error(
+                v.span(),
+                format!(
+                    "unknown restart policy {other:?}: expected one of {}{}",
+                    RestartPolicy::NAMES.join(", "),
+                    suggestion(other, RestartPolicy::NAMES)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Parses "SIGTERM", "TERM", "term" or a number.
+pub fn parse_signal(s: &str) -> Option<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = s.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse::<Signal>().ok()
+}
+
+fn signal(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Option<Signal> {
+    let text = match v.get_ref() {
+        DeValue::String(s) => s.to_string(),
+        DeValue::Integer(i) => i.as_str().to_string(),
+        _ => {
+            type_error(d, v, "a signal name such as \"SIGTERM\"");
+            return None;
+        }
+    };
+    let sig = parse_signal(&text);
+    if sig.is_none() {
+        let names: Vec<&str> = Signal::iterator().map(|s| s.as_str()).collect();
+        d.error(
+            v.span(),
+            format!(
+                "unknown signal {text:?}{}",
+                suggestion(&text.to_ascii_uppercase(), names)
+            ),
+        );
+    }
+    sig
+}
+
+fn duration(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Option<Duration> {
+    let s = string(d, v)?;
+    match humantime::parse_duration(s) {
+        Ok(dur) => Some(dur),
+        Err(e) => {
+            d.error(
+                v.span(),
+                format!("invalid duration {s:?}: {e} (write e.g. \"250ms\", \"10s\", \"5m\")"),
+            );
+            None
+        }
+    }
+}
+
+fn uint(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Option<u32> {
+    match v.get_ref() {
+        DeValue::Integer(i) => match u32::from_str_radix(i.as_str(), i.radix()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                d.error(v.span(), format!("expected a non-negative whole number, found {}", i.as_str()));
+                None
+            }
+        },
+        _ => {
+            type_error(d, v, "a whole number");
+            None
+        }
+    }
+}
+
+fn boolean(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Option<bool> {
+    match v.get_ref() {
+        DeValue::Boolean(b) => Some(*b),
+        _ => {
+            type_error(d, v, "true or false");
+            None
+        }
+    }
+}
+
+fn string<'a>(d: &mut Diagnostics<'_>, v: &'a Value<'_>) -> Option<&'a str> {
+    match v.get_ref() {
+        DeValue::String(s) => Some(s.as_ref()),
+        _ => {
+            type_error(d, v, "a string");
+            None
+        }
+    }
+}
+
+fn expand(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> Option<String> {
+    let s = string(d, v)?;
+    expand_text(d, v.span(), s, vars)
+}
+
+fn expand_text(d: &mut Diagnostics<'_>, span: Range<usize>, s: &str, vars: &dyn Vars) -> Option<String> {
+    match interp::expand(s, vars) {
+        Ok(e) => {
+            for name in e.unset {
+                d.warning(span.clone(), format!("${{{name}}} is not set; using an empty string"));
+            }
+            Some(e.value)
+        }
+        Err(e) => {
+            d.error(span, e.to_string());
+            None
+        }
+    }
+}
+
+/// A command: an array is argv as is; a string is split like a shell would, without a shell.
+fn argv(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars, what: &str) -> Option<Vec<String>> {
+    let words: Vec<String> = match v.get_ref() {
+        DeValue::String(s) => match shlex::split(s) {
+            Some(words) => words,
+            None => {
+                d.error(v.span(), format!("cannot split {what} {s:?}: unbalanced quotes or trailing backslash"));
+                return None;
+            }
+        },
+        DeValue::Array(items) => {
+            let mut words = Vec::with_capacity(items.len());
+            for item in items.iter() {
+                words.push(string(d, item)?.to_string());
+            }
+            words
+        }
+        _ => {
+            type_error(d, v, "a string or an array of strings");
+            return None;
+        }
+    };
+    if words.is_empty() || words[0].is_empty() {
+        d.error(v.span(), format!("{what} is empty"));
+        return None;
+    }
+    let mut out = Vec::with_capacity(words.len());
+    for w in words {
+        out.push(expand_text(d, v.span(), &w, vars)?);
+    }
+    Some(out)
+}
+
+fn env_table(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> Vec<(String, String)> {
+    let Some(t) = table(d, v, "env") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, val) in t.iter() {
+        let key = k.get_ref().to_string();
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            d.error(k.span(), format!("invalid environment variable name {key:?}"));
+            continue;
+        }
+        let value = match val.get_ref() {
+            DeValue::String(_) => expand(d, val, vars),
+            DeValue::Integer(i) => Some(i.as_str().to_string()),
+            DeValue::Boolean(b) => Some(b.to_string()),
+            _ => {
+                type_error(d, val, "a string, number or boolean");
+                None
+            }
+        };
+        if let Some(value) = value {
+            out.push((key, value));
+        }
+    }
+    out
+}
+
+fn string_or_list(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> Vec<(String, Range<usize>)> {
+    match v.get_ref() {
+        DeValue::String(_) => expand(d, v, vars).map(|s| (s, v.span())).into_iter().collect(),
+        DeValue::Array(items) => items
+            .iter()
+            .filter_map(|item| expand(d, item, vars).map(|s| (s, item.span())))
+            .collect(),
+        _ => {
+            type_error(d, v, "a string or an array of strings");
+            Vec::new()
+        }
+    }
+}
+
+fn table<'a, 'i>(d: &mut Diagnostics<'_>, v: &'a Value<'i>, what: &str) -> Option<&'a DeTable<'i>> {
+    match v.get_ref() {
+        DeValue::Table(t) => Some(t),
+        _ => {
+            d.error(v.span(), format!("{what} must be a table, found {}", type_name(v.get_ref())));
+            None
+        }
+    }
+}
+
+fn unknown_key(
+    d: &mut Diagnostics<'_>,
+    key: &Spanned<std::borrow::Cow<'_, str>>,
+    name: &str,
+    where_: &str,
+    known: &[&str],
+) {
+    d.error(
+        key.span(),
+        format!("unknown key `{name}` {where_}{}", suggestion(name, known.iter().copied())),
+    );
+}
+
+fn type_error(d: &mut Diagnostics<'_>, v: &Value<'_>, expected: &str) {
+    d.error(
+        v.span(),
+        format!("expected {expected}, found {}", type_name(v.get_ref())),
+    );
+}
+
+fn type_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}

@@ -1,0 +1,328 @@
+//! Engine transitions, tested without any process.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::*;
+use crate::config::{Backoff, Condition, RestartPolicy};
+
+fn spec(name: &str) -> Spec {
+    Spec {
+        name: name.into(),
+        oneshot: false,
+        has_pre: false,
+        has_post: false,
+        restart: RestartPolicy::OnFailure,
+        backoff: Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(400),
+            reset_after: Duration::from_secs(10),
+        },
+        max_restarts: None,
+        essential: false,
+        stop_signal: Signal::SIGTERM,
+        stop_timeout: Duration::from_secs(5),
+        depends_on: vec![],
+    }
+}
+
+/// Drives an engine like the runtime does: every Spawn is answered with a fresh pid.
+struct Harness {
+    engine: Engine,
+    now: Instant,
+    next_pid: Pid,
+    /// (svc, step, pid) of every spawn, in order.
+    spawns: Vec<(usize, Step, Pid)>,
+    signals: Vec<(usize, Signal)>,
+    timers: Vec<(Instant, Timer)>,
+    reports: Vec<(Option<usize>, Report)>,
+    exit: Option<i32>,
+}
+
+impl Harness {
+    fn new(specs: Vec<Spec>) -> Harness {
+        let edges: Vec<Vec<usize>> = specs
+            .iter()
+            .map(|s| s.depends_on.iter().map(|d| d.0).collect())
+            .collect();
+        let order = crate::config::topological_order_for_tests(&edges);
+        Harness {
+            engine: Engine::new(specs, order, Duration::from_secs(30)),
+            now: Instant::now(),
+            next_pid: 100,
+            spawns: vec![],
+            signals: vec![],
+            timers: vec![],
+            reports: vec![],
+            exit: None,
+        }
+    }
+
+    fn send(&mut self, event: Event) {
+        let mut queue = vec![event];
+        while let Some(ev) = queue.pop() {
+            for effect in self.engine.handle(ev, self.now) {
+                match effect {
+                    Effect::Spawn { svc, step } => {
+                        self.next_pid += 1;
+                        self.spawns.push((svc, step, self.next_pid));
+                        queue.insert(
+                            0,
+                            Event::Spawned {
+                                svc,
+                                step,
+                                pid: self.next_pid,
+                            },
+                        );
+                    }
+                    Effect::SignalGroup { svc, signal, .. } => self.signals.push((svc, signal)),
+                    Effect::ArmTimer { at, timer } => self.timers.push((at, timer)),
+                    Effect::Report { svc, report } => self.reports.push((svc, report)),
+                    Effect::Exit { code } => self.exit = Some(code),
+                }
+            }
+        }
+    }
+
+    fn pid(&self, svc: usize) -> Pid {
+        self.engine.units()[svc].state.pid().unwrap_or(-1)
+    }
+
+    fn state(&self, svc: usize) -> &State {
+        &self.engine.units()[svc].state
+    }
+
+    fn exit(&mut self, svc: usize, exit: Exit) {
+        let pid = self.pid(svc);
+        self.send(Event::Exited { svc, pid, exit });
+    }
+
+    /// Advances the clock to the earliest timer and fires it.
+    fn fire_next_timer(&mut self) -> Option<Timer> {
+        self.timers.sort_by_key(|(at, _)| *at);
+        if self.timers.is_empty() {
+            return None;
+        }
+        let (at, timer) = self.timers.remove(0);
+        self.now = self.now.max(at);
+        self.send(Event::TimerFired(timer));
+        Some(timer)
+    }
+
+    fn started(&self) -> Vec<usize> {
+        self.spawns
+            .iter()
+            .filter(|(_, step, _)| *step == Step::Main)
+            .map(|(svc, _, _)| *svc)
+            .collect()
+    }
+}
+
+fn depends(mut s: Spec, on: &[(usize, Condition)]) -> Spec {
+    s.depends_on = on.to_vec();
+    s
+}
+
+#[test]
+fn chain_starts_in_dependency_order() {
+    let mut h = Harness::new(vec![
+        depends(spec("c"), &[(1, Condition::Started)]),
+        depends(spec("b"), &[(2, Condition::Started)]),
+        spec("a"),
+    ]);
+    h.send(Event::Boot);
+    assert_eq!(h.started(), vec![2, 1, 0]);
+}
+
+#[test]
+fn oneshot_gates_on_completion_and_failure_blocks() {
+    let mut migrate = spec("migrate");
+    migrate.oneshot = true;
+    migrate.restart = RestartPolicy::Never;
+    let mut h = Harness::new(vec![migrate.clone(), depends(spec("app"), &[(0, Condition::Completed)])]);
+    h.send(Event::Boot);
+    assert_eq!(h.started(), vec![0]);
+    h.exit(0, Exit::Code(0));
+    assert_eq!(h.started(), vec![0, 1]);
+    assert_eq!(h.state(0), &State::Completed);
+
+    let mut h = Harness::new(vec![migrate, depends(spec("app"), &[(0, Condition::Completed)])]);
+    h.send(Event::Boot);
+    h.exit(0, Exit::Code(3));
+    assert_eq!(h.started(), vec![0]);
+    assert_eq!(h.state(1), &State::Blocked { dependency: 0 });
+    assert!(matches!(h.state(0), State::Failed { exit: Exit::Code(3) }));
+    // Nothing is left to run: corral ends with a failure code.
+    assert_eq!(h.exit, Some(1));
+}
+
+#[test]
+fn backoff_doubles_up_to_the_cap_then_gives_up() {
+    let mut s = spec("flaky");
+    s.max_restarts = Some(4);
+    let mut h = Harness::new(vec![s]);
+    h.send(Event::Boot);
+    let mut delays = vec![];
+    for _ in 0..5 {
+        h.exit(0, Exit::Code(1));
+        if let State::Backoff { until, .. } = *h.state(0) {
+            delays.push(until - h.now);
+            h.fire_next_timer();
+        }
+    }
+    let ms: Vec<u128> = delays.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, vec![100, 200, 400, 400]);
+    assert!(matches!(h.state(0), State::Failed { .. }));
+    assert_eq!(h.started().len(), 5);
+}
+
+#[test]
+fn stable_run_resets_the_backoff() {
+    let mut h = Harness::new(vec![spec("svc")]);
+    h.send(Event::Boot);
+    h.exit(0, Exit::Code(1));
+    h.fire_next_timer();
+    h.exit(0, Exit::Code(1));
+    assert!(matches!(h.state(0), State::Backoff { attempt: 2, .. }));
+    h.fire_next_timer();
+    h.now += Duration::from_secs(11);
+    h.exit(0, Exit::Code(1));
+    assert!(matches!(h.state(0), State::Backoff { attempt: 1, .. }));
+}
+
+#[test]
+fn restart_policies() {
+    for (policy, exit, restarted) in [
+        (RestartPolicy::Always, Exit::Code(0), true),
+        (RestartPolicy::Always, Exit::Code(1), true),
+        (RestartPolicy::OnFailure, Exit::Code(0), false),
+        (RestartPolicy::OnFailure, Exit::Signal(9), true),
+        (RestartPolicy::Never, Exit::Code(1), false),
+    ] {
+        let mut s = spec("svc");
+        s.restart = policy;
+        let mut h = Harness::new(vec![s, spec("other")]);
+        h.send(Event::Boot);
+        h.exit(0, exit);
+        assert_eq!(
+            matches!(h.state(0), State::Backoff { .. }),
+            restarted,
+            "{policy:?} {exit:?}"
+        );
+    }
+}
+
+#[test]
+fn essential_failure_shuts_down_with_its_code() {
+    let mut app = spec("app");
+    app.essential = true;
+    app.restart = RestartPolicy::Never;
+    let mut h = Harness::new(vec![spec("sidecar"), app]);
+    h.send(Event::Boot);
+    h.exit(1, Exit::Code(7));
+    assert!(h.engine.is_shutting_down());
+    assert!(h.signals.contains(&(0, Signal::SIGTERM)));
+    h.exit(0, Exit::Signal(15));
+    assert_eq!(h.exit, Some(7));
+}
+
+#[test]
+fn shutdown_stops_dependents_first() {
+    let mut h = Harness::new(vec![
+        spec("db"),
+        depends(spec("api"), &[(0, Condition::Started)]),
+        depends(spec("web"), &[(1, Condition::Started)]),
+    ]);
+    h.send(Event::Boot);
+    h.send(Event::Shutdown { code: 0 });
+    assert_eq!(h.signals, vec![(2, Signal::SIGTERM)]);
+    h.exit(2, Exit::Signal(15));
+    assert_eq!(h.signals.last(), Some(&(1, Signal::SIGTERM)));
+    h.exit(1, Exit::Signal(15));
+    assert_eq!(h.signals.last(), Some(&(0, Signal::SIGTERM)));
+    assert_eq!(h.exit, None);
+    h.exit(0, Exit::Signal(15));
+    assert_eq!(h.exit, Some(0));
+}
+
+#[test]
+fn stop_timeout_escalates_to_sigkill() {
+    let mut h = Harness::new(vec![spec("stubborn")]);
+    h.send(Event::Boot);
+    h.send(Event::Shutdown { code: 0 });
+    let timer = h.fire_next_timer();
+    assert_eq!(timer.map(|t| t.kind), Some(TimerKind::StopTimeout));
+    assert_eq!(h.signals, vec![(0, Signal::SIGTERM), (0, Signal::SIGKILL)]);
+    h.exit(0, Exit::Signal(9));
+    assert_eq!(h.exit, Some(0));
+}
+
+#[test]
+fn force_stop_kills_everything() {
+    let mut h = Harness::new(vec![spec("a"), spec("b")]);
+    h.send(Event::Boot);
+    h.send(Event::Shutdown { code: 0 });
+    h.send(Event::ForceStop);
+    let kills = h.signals.iter().filter(|(_, s)| *s == Signal::SIGKILL).count();
+    assert_eq!(kills, 2);
+}
+
+#[test]
+fn pre_failure_counts_as_failed_start_and_post_runs_after_exit() {
+    let mut s = spec("svc");
+    s.has_pre = true;
+    s.has_post = true;
+    let mut h = Harness::new(vec![s]);
+    h.send(Event::Boot);
+    assert_eq!(h.spawns[0].1, Step::Pre);
+    h.exit(0, Exit::Code(1));
+    assert!(matches!(h.state(0), State::Backoff { attempt: 1, .. }));
+    h.fire_next_timer();
+    h.exit(0, Exit::Code(0)); // pre ok
+    assert!(matches!(h.state(0), State::Running { .. }));
+    h.exit(0, Exit::Code(2)); // main fails
+    assert!(matches!(h.state(0), State::Post { .. }));
+    h.exit(0, Exit::Code(0)); // post done
+    assert!(matches!(h.state(0), State::Backoff { attempt: 2, .. }));
+    let steps: Vec<Step> = h.spawns.iter().map(|s| s.1).collect();
+    assert_eq!(steps, vec![Step::Pre, Step::Pre, Step::Main, Step::Post]);
+}
+
+#[test]
+fn stale_timers_are_ignored() {
+    let mut h = Harness::new(vec![spec("svc")]);
+    h.send(Event::Boot);
+    h.exit(0, Exit::Code(1));
+    let stale = h.timers[0].1;
+    h.fire_next_timer();
+    let spawned = h.spawns.len();
+    h.send(Event::TimerFired(stale));
+    assert_eq!(h.spawns.len(), spawned);
+}
+
+#[test]
+fn spawn_failure_is_a_failed_start() {
+    let mut s = spec("missing");
+    s.restart = RestartPolicy::Never;
+    let mut h = Harness::new(vec![s]);
+    h.engine.handle(Event::Boot, h.now);
+    let fx = h.engine.handle(
+        Event::SpawnFailed {
+            svc: 0,
+            step: Step::Main,
+            error: "not found".into(),
+        },
+        h.now,
+    );
+    assert!(matches!(h.state(0), State::Failed { exit: Exit::Code(127) }));
+    assert!(fx.contains(&Effect::Exit { code: 1 }));
+}
+
+#[test]
+fn break_glass_engine_never_boots_and_shutdown_exits_clean() {
+    let mut h = Harness::new(vec![spec("a")]);
+    h.send(Event::Shutdown { code: 0 });
+    assert!(h.spawns.is_empty());
+    assert_eq!(h.exit, Some(0));
+}

@@ -1,0 +1,217 @@
+//! The engine's vocabulary: lifecycle states, events in, effects out.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+/// A process id as the kernel gives it.
+pub type Pid = i32;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Exit {
+    pub fn success(self) -> bool {
+        self == Exit::Code(0)
+    }
+
+    /// The shell convention: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Code(c) => write!(f, "exit code {c}"),
+            Exit::Signal(s) => match Signal::try_from(*s) {
+                Ok(sig) => write!(f, "signal {}", sig.as_str()),
+                Err(_) => write!(f, "signal {s}"),
+            },
+        }
+    }
+}
+
+/// Which of a service's processes: the pre step, the service itself, or the post step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Pre,
+    Main,
+    Post,
+}
+
+/// What happens once a service's run (and its post step) is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A oneshot that exited 0.
+    Completed,
+    /// Ended cleanly and is not restarted.
+    Exited(Exit),
+    /// Restart after the given delay (restart number `attempt`).
+    Restart { delay: Duration, attempt: u32 },
+    /// Ended for good with a failure.
+    Failed(Exit),
+    /// Stopped on request or at shutdown.
+    Stopped,
+}
+
+/// The lifecycle of one service; each state carries what only it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Not started: waiting for its dependencies (or for boot).
+    Waiting,
+    /// A spawn was requested; the runtime answers with Spawned or SpawnFailed at once.
+    Launching { step: Step, then: Option<Outcome> },
+    /// The pre step runs.
+    Pre { pid: Pid },
+    /// The service runs.
+    Running { pid: Pid, since: Instant },
+    /// The stop signal was sent to the pre step or the service; SIGKILL follows at the deadline.
+    Stopping { pid: Pid, step: Step },
+    /// The post step runs; `then` applies once it is done.
+    Post { pid: Pid, then: Outcome },
+    /// Waiting to be restarted.
+    Backoff { until: Instant, attempt: u32 },
+    /// A oneshot that finished with exit code 0.
+    Completed,
+    /// Ended cleanly and not restarted.
+    Exited { exit: Exit },
+    /// Ended for good with a failure (or gave up after max-restarts).
+    Failed { exit: Exit },
+    /// Never started because a dependency failed.
+    Blocked { dependency: usize },
+    /// Stopped on request or at shutdown.
+    Stopped,
+}
+
+impl State {
+    /// A process of the service exists (or is being spawned).
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self,
+            State::Launching { .. }
+                | State::Pre { .. }
+                | State::Running { .. }
+                | State::Stopping { .. }
+                | State::Post { .. }
+        )
+    }
+
+    /// Nothing more will happen to the service by itself.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            State::Completed
+                | State::Exited { .. }
+                | State::Failed { .. }
+                | State::Blocked { .. }
+                | State::Stopped
+        )
+    }
+
+    /// The pid of the process that currently exists, if any.
+    pub fn pid(&self) -> Option<Pid> {
+        match self {
+            State::Pre { pid }
+            | State::Running { pid, .. }
+            | State::Stopping { pid, .. }
+            | State::Post { pid, .. } => Some(*pid),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            State::Waiting => "waiting",
+            State::Launching { .. } => "starting",
+            State::Pre { .. } => "pre",
+            State::Running { .. } => "running",
+            State::Stopping { .. } => "stopping",
+            State::Post { .. } => "post",
+            State::Backoff { .. } => "backoff",
+            State::Completed => "completed",
+            State::Exited { .. } => "exited",
+            State::Failed { .. } => "failed",
+            State::Blocked { .. } => "blocked",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// What the outside world tells the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Start every service along the graph.
+    Boot,
+    /// The runtime spawned the requested process.
+    Spawned { svc: usize, step: Step, pid: Pid },
+    /// The runtime could not spawn it (bad path, permission...).
+    SpawnFailed { svc: usize, step: Step, error: String },
+    /// A process of a service was reaped.
+    Exited { svc: usize, pid: Pid, exit: Exit },
+    /// A timer armed by an earlier effect is due.
+    TimerFired(Timer),
+    /// Orderly shutdown (SIGTERM, SIGINT...): exit with `code` unless a failure overrides it.
+    Shutdown { code: i32 },
+    /// Kill everything now (second signal during shutdown).
+    ForceStop,
+}
+
+/// A timer the runtime keeps for the engine; stale ones are ignored by epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Timer {
+    pub svc: Option<usize>,
+    pub kind: TimerKind,
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// Restart a service in backoff.
+    Backoff,
+    /// SIGKILL a service that ignored its stop signal.
+    StopTimeout,
+    /// The whole shutdown took too long.
+    ShutdownDeadline,
+}
+
+/// What the engine asks the runtime to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    Spawn { svc: usize, step: Step },
+    /// Send a signal to the process group led by `pid`.
+    SignalGroup { svc: usize, pid: Pid, signal: Signal },
+    ArmTimer { at: Instant, timer: Timer },
+    Report { svc: Option<usize>, report: Report },
+    /// Everything is stopped: leave with this code.
+    Exit { code: i32 },
+}
+
+/// A lifecycle message for the console (and later the event stream).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report {
+    PreStarted { pid: Pid },
+    Started { pid: Pid },
+    PostStarted { pid: Pid },
+    SpawnFailed { step: Step, error: String },
+    StepFailed { step: Step, exit: Exit },
+    Exited { exit: Exit },
+    Completed,
+    Restarting { delay: Duration, attempt: u32 },
+    GaveUp { restarts: u32, exit: Exit },
+    Failed { exit: Exit },
+    Blocked { dependency: String },
+    Stopping { signal: Signal, timeout: Duration },
+    Killing { reason: &'static str },
+    Stopped,
+    ShuttingDown { reason: String },
+    ShutdownTimeout,
+}
