@@ -110,10 +110,6 @@ impl<'s> Diagnostics<'s> {
         });
     }
 
-    pub fn has_errors(&self) -> bool {
-        self.items.iter().any(|d| d.severity == Severity::Error)
-    }
-
     /// Splits into (errors, warnings), errors sorted by position.
     pub fn finish(self) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
         let (mut errors, warnings): (Vec<_>, Vec<_>) = self

@@ -54,6 +54,59 @@ impl Default for Global {
     }
 }
 
+impl Config {
+    /// Keeps only the named services and everything they depend on; Err names
+    /// the first unknown service.
+    pub fn select(mut self, names: &[String]) -> Result<Config, String> {
+        let mut keep = vec![false; self.services.len()];
+        let mut todo = Vec::new();
+        for name in names {
+            let i = self
+                .services
+                .iter()
+                .position(|s| &s.name == name)
+                .ok_or_else(|| name.clone())?;
+            todo.push(i);
+        }
+        while let Some(i) = todo.pop() {
+            if !keep[i] {
+                keep[i] = true;
+                todo.extend(self.services[i].depends_on.iter().map(|d| d.service));
+            }
+        }
+        let mut new_index = vec![usize::MAX; keep.len()];
+        let mut n = 0;
+        for (i, k) in keep.iter().enumerate() {
+            if *k {
+                new_index[i] = n;
+                n += 1;
+            }
+        }
+        let services: Vec<Service> = std::mem::take(&mut self.services)
+            .into_iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(mut s, _)| {
+                for d in &mut s.depends_on {
+                    d.service = new_index[d.service];
+                }
+                s
+            })
+            .collect();
+        let start_order = self
+            .start_order
+            .iter()
+            .filter(|&&i| keep[i])
+            .map(|&i| new_index[i])
+            .collect();
+        Ok(Config {
+            services,
+            start_order,
+            ..self
+        })
+    }
+}
+
 /// One `[services.NAME]` table, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {

@@ -119,10 +119,6 @@ impl Engine {
         &self.units
     }
 
-    pub fn spec(&self, svc: usize) -> &Spec {
-        &self.specs[svc]
-    }
-
     pub fn is_shutting_down(&self) -> bool {
         !matches!(self.phase, Phase::Running)
     }
@@ -236,7 +232,9 @@ impl Engine {
             if ran_for >= self.specs[svc].backoff.reset_after {
                 self.units[svc].failures = 0;
             }
-            fx.push(report(svc, Report::Exited { exit }));
+            if !(self.specs[svc].oneshot && exit.success()) {
+                fx.push(report(svc, Report::Exited { exit }));
+            }
             self.run_outcome(svc, exit)
         };
         // Whatever the service left in its process group goes with it.

@@ -128,6 +128,7 @@ impl State {
         }
     }
 
+    #[allow(dead_code)] // shown by `corral ps` (control API, next step)
     pub fn name(&self) -> &'static str {
         match self {
             State::Waiting => "waiting",

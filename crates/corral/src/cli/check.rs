@@ -1,0 +1,81 @@
+//! `corral check`: the resolved plan, as a person reads it.
+
+use std::fmt::Write;
+
+use humantime::format_duration;
+
+use crate::config::{looks_secret, Config};
+
+/// The start order and each service's resolved settings, secrets masked.
+pub fn plan(config: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: ok, {} service(s)",
+        config.path.display(),
+        config.services.len()
+    );
+    let _ = writeln!(out, "\nstart order:");
+    for (n, &i) in config.start_order.iter().enumerate() {
+        let s = &config.services[i];
+        let mut line = format!("  {}. {}", n + 1, s.name);
+        if s.oneshot {
+            line.push_str(" (oneshot)");
+        }
+        let deps: Vec<String> = s
+            .depends_on
+            .iter()
+            .map(|d| format!("{} {}", config.services[d.service].name, d.condition.as_str()))
+            .collect();
+        if !deps.is_empty() {
+            let _ = write!(line, "  after: {}", deps.join(", "));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    for s in &config.services {
+        let _ = writeln!(out, "\n[{}]", s.name);
+        let _ = writeln!(out, "  command: {}", shell_words(&s.command));
+        if let Some(pre) = &s.pre {
+            let _ = writeln!(out, "  pre: {}", shell_words(pre));
+        }
+        if let Some(post) = &s.post {
+            let _ = writeln!(out, "  post: {}", shell_words(post));
+        }
+        if let Some(dir) = &s.working_dir {
+            let _ = writeln!(out, "  working-dir: {}", dir.display());
+        }
+        if let Some(u) = &s.user {
+            let _ = writeln!(out, "  user: {} (uid {}, gid {}, groups {:?})", u.name, u.uid, u.gid, u.groups);
+        }
+        let limit = s
+            .max_restarts
+            .map_or_else(|| "no limit".to_string(), |m| format!("max {m}"));
+        let _ = writeln!(
+            out,
+            "  restart: {} (backoff {} to {}, {limit}){}",
+            s.restart.as_str(),
+            format_duration(s.backoff.initial),
+            format_duration(s.backoff.max),
+            if s.essential { ", essential" } else { "" }
+        );
+        let _ = writeln!(
+            out,
+            "  stop: {} then SIGKILL after {}",
+            s.stop_signal.as_str(),
+            format_duration(s.stop_timeout)
+        );
+        let _ = writeln!(out, "  env:");
+        for (k, v) in &s.env {
+            let shown = if looks_secret(k) { "********" } else { v.as_str() };
+            let _ = writeln!(out, "    {k}={shown}");
+        }
+    }
+    out
+}
+
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|w| shlex::try_quote(w).map_or_else(|_| w.clone(), |q| q.into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,99 @@
+//! Reads one pipe of a service and sends its lines to the console.
+
+use std::cell::RefCell;
+use std::os::fd::OwnedFd;
+
+use tokio::net::unix::pipe;
+
+use super::console::{ConsoleHandle, Line, Stream};
+
+/// Lines longer than this are cut into pieces of this size.
+const MAX_LINE: usize = 64 * 1024;
+
+thread_local! {
+    /// One read buffer for every pipe: the event loop is single-threaded, and
+    /// the buffer is never held across an await, so idle services cost no buffer.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
+}
+
+/// Forwards every line from `fd` until EOF; a final line without a newline is
+/// forwarded too. Waits (stops reading) while the console is behind.
+pub async fn pump(fd: OwnedFd, svc: usize, stream: Stream, console: ConsoleHandle) {
+    let Ok(rx) = pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        if rx.readable().await.is_err() {
+            break;
+        }
+        let mut lines = Vec::new();
+        let read = SCRATCH.with(|scratch| {
+            let mut buf = scratch.borrow_mut();
+            let r = rx.try_read(&mut buf[..]);
+            if let Ok(n) = r {
+                split_lines(&mut partial, &buf[..n], &mut lines);
+            }
+            r
+        });
+        for text in lines {
+            if console.send(Line::Output { svc, stream, text }).await.is_err() {
+                return;
+            }
+        }
+        match read {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+    }
+    if !partial.is_empty() {
+        let _ = console.send(Line::Output { svc, stream, text: partial }).await;
+    }
+}
+
+/// Appends `data` to `partial`, moving each complete line (or MAX_LINE piece) into `lines`.
+fn split_lines(partial: &mut Vec<u8>, data: &[u8], lines: &mut Vec<Vec<u8>>) {
+    let mut rest = data;
+    while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+        partial.extend_from_slice(&rest[..pos]);
+        lines.push(std::mem::take(partial));
+        rest = &rest[pos + 1..];
+    }
+    partial.extend_from_slice(rest);
+    while partial.len() >= MAX_LINE {
+        let tail = partial.split_off(MAX_LINE);
+        lines.push(std::mem::replace(partial, tail));
+    }
+    if partial.is_empty() {
+        // Give back the capacity of a big line once it is done.
+        partial.shrink_to(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_complete_lines_and_keeps_the_rest() {
+        let mut partial = Vec::new();
+        let mut lines = Vec::new();
+        split_lines(&mut partial, b"a\nbc\nd", &mut lines);
+        assert_eq!(lines, vec![b"a".to_vec(), b"bc".to_vec()]);
+        assert_eq!(partial, b"d");
+        lines.clear();
+        split_lines(&mut partial, b"e\n", &mut lines);
+        assert_eq!(lines, vec![b"de".to_vec()]);
+    }
+
+    #[test]
+    fn cuts_overlong_lines() {
+        let mut partial = Vec::new();
+        let mut lines = Vec::new();
+        split_lines(&mut partial, &vec![b'x'; MAX_LINE * 2 + 5], &mut lines);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(partial.len(), 5);
+    }
+}
