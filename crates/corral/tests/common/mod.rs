@@ -1,0 +1,291 @@
+//! Test support: runs the real corral binary on a config in a temp dir and
+//! watches its console output.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_corral");
+
+/// A scratch directory with a corral.toml in it.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new(config: &str) -> Project {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("corral.toml"), config).expect("write config");
+        Project { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.file(name), text).expect("write file");
+    }
+
+    pub fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.file(name)).unwrap_or_default()
+    }
+
+    /// A command running corral with a clean environment (PATH only) in the project dir.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .current_dir(self.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("NO_COLOR", "1");
+        cmd
+    }
+
+    /// Starts `corral up` and begins collecting its output.
+    pub fn up(&self) -> Running {
+        self.up_with(&[], &[])
+    }
+
+    pub fn up_with(&self, env: &[(&str, &str)], args: &[&str]) -> Running {
+        let mut all = vec!["up"];
+        all.extend_from_slice(args);
+        let mut cmd = self.command(&all);
+        cmd.envs(env.iter().copied());
+        Running::start(cmd)
+    }
+
+    /// Runs corral to completion: (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.command(args).output().expect("run corral");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// Console lines with the time they were read.
+#[derive(Default)]
+struct Output {
+    lines: Vec<(Instant, String)>,
+    closed: bool,
+}
+
+/// A running corral whose stdout is being collected.
+pub struct Running {
+    pub child: Child,
+    output: Arc<(Mutex<Output>, Condvar)>,
+    status: Option<ExitStatus>,
+}
+
+impl Running {
+    pub fn start(mut cmd: Command) -> Running {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn corral");
+        let stdout = child.stdout.take().expect("stdout");
+        let output = Arc::new((Mutex::new(Output::default()), Condvar::new()));
+        let shared = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("  | {line}");
+                let (lock, cv) = &*shared;
+                lock.lock().expect("lock").lines.push((Instant::now(), line));
+                cv.notify_all();
+            }
+            let (lock, cv) = &*shared;
+            lock.lock().expect("lock").closed = true;
+            cv.notify_all();
+        });
+        Running {
+            child,
+            output,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits until a line containing `needle` appears; returns it.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_nth(needle, 1, timeout)
+    }
+
+    /// Waits until `n` lines contain `needle`; returns the n-th.
+    pub fn wait_for_nth(&self, needle: &str, n: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.output;
+        let mut out = lock.lock().expect("lock");
+        loop {
+            let hits: Vec<&String> = out.lines.iter().map(|(_, l)| l).filter(|l| l.contains(needle)).collect();
+            if hits.len() >= n {
+                return hits[n - 1].clone();
+            }
+            let now = Instant::now();
+            if now >= deadline || out.closed {
+                let all: Vec<&str> = out.lines.iter().map(|(_, l)| l.as_str()).collect();
+                panic!("no {n}x {needle:?} in corral output:\n{}", all.join("\n"));
+            }
+            out = cv.wait_timeout(out, deadline - now).expect("wait").0;
+        }
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        let (lock, _) = &*self.output;
+        lock.lock().expect("lock").lines.iter().map(|(_, l)| l.clone()).collect()
+    }
+
+    /// Index of the first line containing `needle`.
+    pub fn position(&self, needle: &str) -> Option<usize> {
+        self.lines().iter().position(|l| l.contains(needle))
+    }
+
+    /// Pid from a "<name> * started (pid N)" line.
+    pub fn started_pid(&self, service: &str, timeout: Duration) -> i32 {
+        let line = self.wait_for_service_event(service, "started (pid ", timeout);
+        line.rsplit("pid ")
+            .next()
+            .and_then(|s| s.trim_end_matches(')').parse().ok())
+            .expect("pid in started line")
+    }
+
+    /// Waits for an event line `service * <text...>`.
+    pub fn wait_for_service_event(&self, service: &str, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.output;
+        let mut out = lock.lock().expect("lock");
+        loop {
+            if let Some((_, l)) = out.lines.iter().find(|(_, l)| is_event(l, service) && l.contains(text)) {
+                return l.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline || out.closed {
+                let all: Vec<&str> = out.lines.iter().map(|(_, l)| l.as_str()).collect();
+                panic!("no `{service} * ...{text}` in corral output:\n{}", all.join("\n"));
+            }
+            out = cv.wait_timeout(out, deadline - now).expect("wait").0;
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits for corral to exit; returns its exit code (128+signal if killed).
+    pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(status);
+                use std::os::unix::process::ExitStatusExt;
+                return status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+            }
+            if Instant::now() >= deadline {
+                panic!("corral did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Asks corral to shut down and waits for it.
+    pub fn stop(&mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(20))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.status.is_none() && matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn is_event(line: &str, service: &str) -> bool {
+    line.split_once(" * ")
+        .is_some_and(|(name, _)| name.trim_end() == service)
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state != "Z"),
+        Err(_) => false,
+    }
+}
+
+/// Every process that has `marker` in its command line (a test's own tag).
+pub fn pids_with_marker(marker: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(marker) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A marker unique to one test, to find its processes in /proc.
+pub fn marker(name: &str) -> String {
+    format!("corraltest-{name}-{}", std::process::id())
+}
+
+/// Seconds since the epoch as float, read from a file a service wrote with `date +%s.%N`.
+pub fn read_times(project: &Project, name: &str) -> Vec<f64> {
+    project
+        .read(name)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Waits (bounded) until `cond` holds, checking every 20 ms.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub const SECS5: Duration = Duration::from_secs(5);
+pub const SECS10: Duration = Duration::from_secs(10);
