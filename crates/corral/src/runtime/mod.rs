@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, Signal as SignalStream, SignalKind};
-use tokio::time::{sleep_until, Instant};
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::config::Config;
 use crate::engine::{Effect, Engine, Event, Pid, Spec, Step, Timer};
@@ -32,6 +33,9 @@ pub enum RuntimeError {
 
 /// How long orphans left after shutdown get between SIGTERM and SIGKILL.
 const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long to wait at exit for output still in the pipes of ended processes.
+const PIPE_DRAIN: Duration = Duration::from_secs(2);
 
 struct Signals {
     child: SignalStream,
@@ -73,6 +77,8 @@ struct Supervisor<'c> {
     /// Every pid corral spawned and has not reaped yet.
     children: HashMap<Pid, usize>,
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
+    /// The pipe readers; drained before exit so no output line is lost.
+    pumps: JoinSet<()>,
     timer_seq: u64,
     queue: VecDeque<Event>,
     exit: Option<i32>,
@@ -97,6 +103,7 @@ pub async fn run(config: Config, options: Options, console: &Console) -> Result<
         console,
         children: HashMap::new(),
         timers: BinaryHeap::new(),
+        pumps: JoinSet::new(),
         timer_seq: 0,
         queue: VecDeque::new(),
         exit: None,
@@ -113,6 +120,9 @@ pub async fn run(config: Config, options: Options, console: &Console) -> Result<
     }
     let code = sup.run_loop(&mut signals).await;
     sup.sweep_orphans(&mut signals).await;
+    // Every process is gone: the pipes reach EOF once their last bytes are read.
+    let pumps = &mut sup.pumps;
+    let _ = timeout(PIPE_DRAIN, async { while pumps.join_next().await.is_some() {} }).await;
     Ok(code)
 }
 
@@ -204,8 +214,9 @@ impl Supervisor<'_> {
             Ok(spawned) => {
                 self.children.insert(spawned.pid, svc);
                 let console = self.console.handle();
-                tokio::spawn(pump(spawned.stdout, svc, Stream::Stdout, console.clone()));
-                tokio::spawn(pump(spawned.stderr, svc, Stream::Stderr, console));
+                while self.pumps.try_join_next().is_some() {}
+                self.pumps.spawn(pump(spawned.stdout, svc, Stream::Stdout, console.clone()));
+                self.pumps.spawn(pump(spawned.stderr, svc, Stream::Stderr, console));
                 self.queue.push_back(Event::Spawned {
                     svc,
                     step,

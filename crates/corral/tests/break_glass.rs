@@ -1,0 +1,42 @@
+//! Break glass: the configured variable freezes start-up.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn with_the_variable_set_nothing_starts_and_sigterm_ends_it() {
+    let project = Project::new(
+        r#"
+[corral]
+break-glass = "BREAK_GLASS"
+
+[services.app]
+command = ["sh", "-c", "touch started; sleep 60"]
+"#,
+    );
+    let mut corral = project.up_with(&[("BREAK_GLASS", "1")], &[]);
+    corral.wait_for("BREAK GLASS: BREAK_GLASS is set, so no service is started", SECS5);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(matches!(corral.child.try_wait(), Ok(None)), "corral must stay up");
+    assert!(!project.file("started").exists());
+    assert_eq!(corral.stop(), 0);
+}
+
+#[test]
+fn without_the_variable_services_start() {
+    let project = Project::new(
+        r#"
+[corral]
+break-glass = "BREAK_GLASS"
+
+[services.app]
+command = ["sh", "-c", "touch started; sleep 60"]
+"#,
+    );
+    let mut corral = project.up();
+    assert!(eventually(SECS5, || project.file("started").exists()));
+    assert_eq!(corral.stop(), 0);
+}

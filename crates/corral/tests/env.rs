@@ -1,0 +1,99 @@
+//! Environment isolation, inherit-env globs and interpolation.
+
+mod common;
+
+use common::*;
+
+fn environ(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+#[test]
+fn a_secret_of_one_service_never_reaches_another() {
+    let project = Project::new(
+        r#"
+[services.a]
+command = ["sleep", "60"]
+env-file = "a.env"
+
+[services.b]
+command = ["sleep", "60"]
+inherit-env = ["PG*", "T?"]
+env = { COLOR = "blue" }
+"#,
+    );
+    project.write("a.env", "# secrets of a\nDB_PASSWORD=hunter2\n");
+    let corral = project.up_with(
+        &[
+            ("PGHOST", "db.internal"),
+            ("PGPORT", "5432"),
+            ("TZ", "UTC"),
+            ("LEAKY_TOKEN", "must-not-pass"),
+        ],
+        &[],
+    );
+    let a = corral.started_pid("a", SECS5);
+    let b = corral.started_pid("b", SECS5);
+    let env_a = environ(a);
+    let env_b = environ(b);
+    assert!(env_a.contains(&"DB_PASSWORD=hunter2".to_string()), "{env_a:?}");
+    assert!(!env_b.iter().any(|e| e.contains("hunter2")), "{env_b:?}");
+    for want in ["PGHOST=db.internal", "PGPORT=5432", "TZ=UTC", "COLOR=blue", "CORRAL_SERVICE=b"] {
+        assert!(env_b.contains(&want.to_string()), "missing {want} in {env_b:?}");
+    }
+    for (name, env) in [("a", &env_a), ("b", &env_b)] {
+        assert!(!env.iter().any(|e| e.starts_with("LEAKY_TOKEN=")), "{name}: {env:?}");
+        assert!(!env.iter().any(|e| e.starts_with("NO_COLOR=")), "{name}: {env:?}");
+    }
+    // Only what the rules allow is there.
+    let names: Vec<&str> = env_b.iter().filter_map(|e| e.split('=').next()).collect();
+    let mut sorted = names.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        ["COLOR", "CORRAL_SERVICE", "HOME", "LOGNAME", "PATH", "PGHOST", "PGPORT", "TZ", "USER"]
+    );
+}
+
+#[test]
+fn interpolation_expands_braces_and_keeps_shell_dollars() {
+    let project = Project::new(
+        r#"
+[services.echo]
+command = ["sh", "-c", "echo greeting=${GREETING} fallback=${MISSING:-dflt} shell=$CORRAL_SERVICE cost='$$5' svc=${CORRAL_SERVICE}"]
+restart = "never"
+env = { URL = "http://${HOST_NAME:-localhost}:8080" }
+"#,
+    );
+    let mut corral = project.up_with(&[("GREETING", "hello")], &[]);
+    let line = corral.wait_for("greeting=", SECS5);
+    assert!(
+        line.ends_with("greeting=hello fallback=dflt shell=echo cost=$5 svc=echo"),
+        "{line}"
+    );
+    assert_eq!(corral.wait_exit(SECS5), 0);
+    let (code, plan, _) = project.run(&["check"]);
+    assert_eq!(code, 0);
+    assert!(plan.contains("URL=http://localhost:8080"), "{plan}");
+}
+
+#[test]
+fn check_masks_secret_values() {
+    let project = Project::new(
+        r#"
+[services.app]
+command = "app --serve"
+env = { API_TOKEN = "s3cr3t", MODE = "prod" }
+"#,
+    );
+    let (code, plan, _) = project.run(&["check"]);
+    assert_eq!(code, 0);
+    assert!(plan.contains("API_TOKEN=********"), "{plan}");
+    assert!(plan.contains("MODE=prod"), "{plan}");
+    assert!(!plan.contains("s3cr3t"), "{plan}");
+}

@@ -1,0 +1,65 @@
+//! Running services as another user.
+
+mod common;
+
+use common::*;
+
+fn status_field(pid: i32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .unwrap_or_default()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn a_service_runs_with_nobodys_uid_gid_groups_and_home() {
+    if !is_root() {
+        eprintln!("skipped: switching users needs root");
+        return;
+    }
+    let project = Project::new(
+        r#"
+[services.unprivileged]
+command = ["sleep", "60"]
+user = "nobody"
+"#,
+    );
+    let corral = project.up();
+    let pid = corral.started_pid("unprivileged", SECS5);
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let nobody: Vec<&str> = passwd
+        .lines()
+        .find(|l| l.starts_with("nobody:"))
+        .expect("nobody in /etc/passwd")
+        .split(':')
+        .collect();
+    let (uid, gid, home) = (nobody[2], nobody[3], nobody[5]);
+    assert_eq!(status_field(pid, "Uid"), format!("{uid} {uid} {uid} {uid}"));
+    assert_eq!(status_field(pid, "Gid"), format!("{gid} {gid} {gid} {gid}"));
+    // initgroups: nobody's groups only, none of root's.
+    assert_eq!(status_field(pid, "Groups"), gid);
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(environ.split('\0').any(|e| e == format!("HOME={home}")), "{environ}");
+    assert!(environ.split('\0').any(|e| e == "USER=nobody"), "{environ}");
+}
+
+#[test]
+fn an_unknown_user_is_a_config_error() {
+    let project = Project::new(
+        r#"
+[services.app]
+command = ["true"]
+user = "no-such-user-here"
+"#,
+    );
+    let (code, _, err) = project.run(&["up"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("corral.toml:4:8: error: no such user \"no-such-user-here\""), "{err}");
+}
