@@ -18,9 +18,15 @@ command = ["sh", "-c", "touch started; sleep 60"]
 "#,
     );
     let mut corral = project.up_with(&[("BREAK_GLASS", "1")], &[]);
-    corral.wait_for("BREAK GLASS: BREAK_GLASS is set, so no service is started", SECS5);
+    corral.wait_for(
+        "BREAK GLASS: BREAK_GLASS is set, so no service is started",
+        SECS5,
+    );
     std::thread::sleep(Duration::from_millis(500));
-    assert!(matches!(corral.child.try_wait(), Ok(None)), "corral must stay up");
+    assert!(
+        matches!(corral.child.try_wait(), Ok(None)),
+        "corral must stay up"
+    );
     assert!(!project.file("started").exists());
     assert_eq!(corral.stop(), 0);
 }

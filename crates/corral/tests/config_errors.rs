@@ -79,11 +79,17 @@ depends-on = { a = "started" }
 
 #[test]
 fn invalid_toml_and_missing_file() {
-    assert_error("[services.a\ncommand = \"true\"\n", &["corral.toml:1:", "invalid TOML"]);
+    assert_error(
+        "[services.a\ncommand = \"true\"\n",
+        &["corral.toml:1:", "invalid TOML"],
+    );
     let project = Project::new("");
     let (code, _, err) = project.run(&["check", "-f", "nope.toml"]);
     assert_eq!(code, 2);
-    assert!(err.contains("nope.toml: error: cannot read config"), "{err}");
+    assert!(
+        err.contains("nope.toml: error: cannot read config"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -100,7 +106,11 @@ depends-on = ["zz"]
 "#,
     );
     assert_eq!(code, 2);
-    assert_eq!(err.lines().filter(|l| l.contains(": error: ")).count(), 4, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains(": error: ")).count(),
+        4,
+        "{err}"
+    );
 }
 
 #[test]
@@ -121,5 +131,8 @@ fn bad_env_file_points_at_its_line() {
     project.write("a.env", "OK=1\nthis is not an assignment\n");
     let (code, _, err) = project.run(&["check"]);
     assert_eq!(code, 2);
-    assert!(err.contains("a.env:2:1: error: expected KEY=VALUE"), "{err}");
+    assert!(
+        err.contains("a.env:2:1: error: expected KEY=VALUE"),
+        "{err}"
+    );
 }

@@ -41,14 +41,32 @@ env = { COLOR = "blue" }
     let b = corral.started_pid("b", SECS5);
     let env_a = environ(a);
     let env_b = environ(b);
-    assert!(env_a.contains(&"DB_PASSWORD=hunter2".to_string()), "{env_a:?}");
+    assert!(
+        env_a.contains(&"DB_PASSWORD=hunter2".to_string()),
+        "{env_a:?}"
+    );
     assert!(!env_b.iter().any(|e| e.contains("hunter2")), "{env_b:?}");
-    for want in ["PGHOST=db.internal", "PGPORT=5432", "TZ=UTC", "COLOR=blue", "CORRAL_SERVICE=b"] {
-        assert!(env_b.contains(&want.to_string()), "missing {want} in {env_b:?}");
+    for want in [
+        "PGHOST=db.internal",
+        "PGPORT=5432",
+        "TZ=UTC",
+        "COLOR=blue",
+        "CORRAL_SERVICE=b",
+    ] {
+        assert!(
+            env_b.contains(&want.to_string()),
+            "missing {want} in {env_b:?}"
+        );
     }
     for (name, env) in [("a", &env_a), ("b", &env_b)] {
-        assert!(!env.iter().any(|e| e.starts_with("LEAKY_TOKEN=")), "{name}: {env:?}");
-        assert!(!env.iter().any(|e| e.starts_with("NO_COLOR=")), "{name}: {env:?}");
+        assert!(
+            !env.iter().any(|e| e.starts_with("LEAKY_TOKEN=")),
+            "{name}: {env:?}"
+        );
+        assert!(
+            !env.iter().any(|e| e.starts_with("NO_COLOR=")),
+            "{name}: {env:?}"
+        );
     }
     // Only what the rules allow is there.
     let names: Vec<&str> = env_b.iter().filter_map(|e| e.split('=').next()).collect();
@@ -56,7 +74,17 @@ env = { COLOR = "blue" }
     sorted.sort_unstable();
     assert_eq!(
         sorted,
-        ["COLOR", "CORRAL_SERVICE", "HOME", "LOGNAME", "PATH", "PGHOST", "PGPORT", "TZ", "USER"]
+        [
+            "COLOR",
+            "CORRAL_SERVICE",
+            "HOME",
+            "LOGNAME",
+            "PATH",
+            "PGHOST",
+            "PGPORT",
+            "TZ",
+            "USER"
+        ]
     );
 }
 

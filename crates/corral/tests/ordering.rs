@@ -30,13 +30,17 @@ fn chain_starts_in_order_and_stops_in_reverse() {
     let mut corral = project.up();
     corral.wait_for_service_event("c", "started", SECS5);
     let lines = corral.lines();
-    let pos = |n: &str| lines.iter().position(|l| l.starts_with(&format!("{n} ")) && l.contains("* started"));
+    let pos = |n: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(&format!("{n} ")) && l.contains("* started"))
+    };
     let (a, b, c) = (pos("a"), pos("b"), pos("c"));
     assert!(a < b && b < c, "start order a, b, c: {a:?} {b:?} {c:?}");
     // Every service recorded its start before we stop.
-    assert!(eventually(SECS5, || ["a", "b", "c"]
-        .iter()
-        .all(|n| !read_times(&project, &format!("{n}.start")).is_empty())));
+    assert!(eventually(SECS5, || ["a", "b", "c"].iter().all(|n| {
+        !read_times(&project, &format!("{n}.start")).is_empty()
+    })));
     assert_eq!(corral.stop(), 0);
     assert_eq!(project.read("stops"), "c\nb\na\n");
 }
@@ -68,8 +72,14 @@ depends-on = {deps}
     let t = |f: &str| read_times(&project, f).first().copied().expect(f);
     let root_end = t("root.end");
     for branch in ["left", "right"] {
-        assert!(t(&format!("{branch}.start")) >= root_end, "{branch} started before root completed");
-        assert!(t("join.start") >= t(&format!("{branch}.end")), "join started before {branch} completed");
+        assert!(
+            t(&format!("{branch}.start")) >= root_end,
+            "{branch} started before root completed"
+        );
+        assert!(
+            t("join.start") >= t(&format!("{branch}.end")),
+            "join started before {branch} completed"
+        );
     }
     // Parallel branches overlap.
     assert!(t("left.start") < t("right.end") && t("right.start") < t("left.end"));
@@ -97,15 +107,22 @@ depends-on = { migrate = "completed" }
 
 #[test]
 fn without_depends_on_file_order_is_start_order() {
-    let project = Project::new(&[recorder("first"), recorder("second"), recorder("third")].concat());
+    let project =
+        Project::new(&[recorder("first"), recorder("second"), recorder("third")].concat());
     let mut corral = project.up();
     corral.wait_for_service_event("third", "started", SECS5);
     let lines = corral.lines();
-    let pos = |n: &str| lines.iter().position(|l| l.starts_with(n) && l.contains("* started"));
+    let pos = |n: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(n) && l.contains("* started"))
+    };
     assert!(pos("first") < pos("second") && pos("second") < pos("third"));
     assert!(eventually(SECS5, || ["first", "second", "third"]
         .iter()
-        .all(|n| !read_times(&project, &format!("{n}.start")).is_empty())));
+        .all(
+            |n| !read_times(&project, &format!("{n}.start")).is_empty()
+        )));
     assert_eq!(corral.stop(), 0);
     assert_eq!(project.read("stops"), "third\nsecond\nfirst\n");
 }

@@ -17,7 +17,12 @@ fn children(pid: i32) -> Vec<i32> {
 
 fn state(pid: i32) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    Some(stat[stat.rfind(')')? + 1..].split_whitespace().next()?.to_string())
+    Some(
+        stat[stat.rfind(')')? + 1..]
+            .split_whitespace()
+            .next()?
+            .to_string(),
+    )
 }
 
 #[test]
@@ -38,11 +43,20 @@ command = ["sh", "-c", "for i in $(seq 1000); do (sleep 0.5 &); done; echo spawn
     // corral is unshare's only child, and PID 1 in its namespace.
     let corral = children(unshare.pid())[0];
     let status = std::fs::read_to_string(format!("/proc/{corral}/status")).unwrap_or_default();
-    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap_or("");
-    assert!(nspid.ends_with("\t1"), "corral is not PID 1 in its namespace: {nspid:?}");
+    let nspid = status
+        .lines()
+        .find(|l| l.starts_with("NSpid:"))
+        .unwrap_or("");
+    assert!(
+        nspid.ends_with("\t1"),
+        "corral is not PID 1 in its namespace: {nspid:?}"
+    );
     // The orphans were re-parented to corral...
     let orphans = children(corral).len();
-    assert!(orphans > 100, "expected orphans under corral, found {orphans} children");
+    assert!(
+        orphans > 100,
+        "expected orphans under corral, found {orphans} children"
+    );
     // ...and once they exit, corral reaps every one: no zombie is left.
     let settled = eventually(Duration::from_secs(15), || {
         let kids = children(corral);
@@ -52,7 +66,11 @@ command = ["sh", "-c", "for i in $(seq 1000); do (sleep 0.5 &); done; echo spawn
         .iter()
         .filter(|&&k| state(k).as_deref() == Some("Z"))
         .count();
-    assert!(settled, "{zombies} zombies, {} children left", children(corral).len());
+    assert!(
+        settled,
+        "{zombies} zombies, {} children left",
+        children(corral).len()
+    );
     // SIGTERM to PID 1 is an orderly shutdown with exit code 0.
     // SAFETY: kill(2) on a pid read from /proc.
     unsafe {

@@ -66,7 +66,11 @@ max-restarts = 5
     let announced: Vec<String> = corral
         .lines()
         .iter()
-        .filter_map(|l| l.split("restarting in ").nth(1).map(|r| r.split(' ').next().unwrap_or("").to_string()))
+        .filter_map(|l| {
+            l.split("restarting in ")
+                .nth(1)
+                .map(|r| r.split(' ').next().unwrap_or("").to_string())
+        })
         .collect();
     assert_eq!(announced, ["100ms", "200ms", "400ms", "400ms", "400ms"]);
     // The delays really happened: each gap is at least the announced delay.
@@ -75,7 +79,10 @@ max-restarts = 5
     let expected = [0.1, 0.2, 0.4, 0.4, 0.4];
     for (i, want) in expected.iter().enumerate() {
         let gap = times[i + 1] - times[i];
-        assert!(gap >= want * 0.95, "gap {i} was {gap:.3}s, expected >= {want}s");
+        assert!(
+            gap >= want * 0.95,
+            "gap {i} was {gap:.3}s, expected >= {want}s"
+        );
     }
 }
 
@@ -124,7 +131,11 @@ backoff = { initial = "10ms" }
 "#,
     );
     let mut corral = project.up();
-    corral.wait_for_service_event("ghost", "did not start: cannot run \"/nonexistent/program\"", SECS5);
+    corral.wait_for_service_event(
+        "ghost",
+        "did not start: cannot run \"/nonexistent/program\"",
+        SECS5,
+    );
     assert_eq!(corral.wait_exit(SECS5), 1);
     corral.wait_for_service_event("ghost", "gave up after 1 restarts", SECS5);
 }

@@ -26,7 +26,10 @@ stop-timeout = "700ms"
     let asked = Instant::now();
     assert_eq!(corral.stop(), 0);
     let took = asked.elapsed();
-    assert!(took >= Duration::from_millis(700), "stopped after {took:?}, before stop-timeout");
+    assert!(
+        took >= Duration::from_millis(700),
+        "stopped after {took:?}, before stop-timeout"
+    );
     corral.wait_for_service_event("stubborn", "sending SIGKILL: stop-timeout reached", SECS5);
     assert!(pids_with_marker(&m).is_empty());
 }
@@ -133,11 +136,18 @@ stop-timeout = "30s"
     let asked = Instant::now();
     assert_eq!(corral.stop(), 0);
     let took = asked.elapsed();
-    assert!(took >= Duration::from_millis(600) && took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
     corral.wait_for("shutdown-timeout reached", SECS5);
 }
 
 fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }

@@ -8,7 +8,10 @@ fn status_field(pid: i32, field: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.split_whitespace().collect::<Vec<_>>().join(" ")))
+        .find_map(|l| {
+            l.strip_prefix(&format!("{field}:"))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
         .unwrap_or_default()
 }
 
@@ -46,7 +49,10 @@ user = "nobody"
     assert_eq!(status_field(pid, "Groups"), gid);
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
     let environ = String::from_utf8_lossy(&environ);
-    assert!(environ.split('\0').any(|e| e == format!("HOME={home}")), "{environ}");
+    assert!(
+        environ.split('\0').any(|e| e == format!("HOME={home}")),
+        "{environ}"
+    );
     assert!(environ.split('\0').any(|e| e == "USER=nobody"), "{environ}");
 }
 
@@ -61,5 +67,8 @@ user = "no-such-user-here"
     );
     let (code, _, err) = project.run(&["up"]);
     assert_eq!(code, 2);
-    assert!(err.contains("corral.toml:4:8: error: no such user \"no-such-user-here\""), "{err}");
+    assert!(
+        err.contains("corral.toml:4:8: error: no such user \"no-such-user-here\""),
+        "{err}"
+    );
 }

@@ -25,7 +25,13 @@ pub fn plan(config: &Config) -> String {
         let deps: Vec<String> = s
             .depends_on
             .iter()
-            .map(|d| format!("{} {}", config.services[d.service].name, d.condition.as_str()))
+            .map(|d| {
+                format!(
+                    "{} {}",
+                    config.services[d.service].name,
+                    d.condition.as_str()
+                )
+            })
             .collect();
         if !deps.is_empty() {
             let _ = write!(line, "  after: {}", deps.join(", "));
@@ -45,7 +51,11 @@ pub fn plan(config: &Config) -> String {
             let _ = writeln!(out, "  working-dir: {}", dir.display());
         }
         if let Some(u) = &s.user {
-            let _ = writeln!(out, "  user: {} (uid {}, gid {}, groups {:?})", u.name, u.uid, u.gid, u.groups);
+            let _ = writeln!(
+                out,
+                "  user: {} (uid {}, gid {}, groups {:?})",
+                u.name, u.uid, u.gid, u.groups
+            );
         }
         let limit = s
             .max_restarts
@@ -66,7 +76,11 @@ pub fn plan(config: &Config) -> String {
         );
         let _ = writeln!(out, "  env:");
         for (k, v) in &s.env {
-            let shown = if looks_secret(k) { "********" } else { v.as_str() };
+            let shown = if looks_secret(k) {
+                "********"
+            } else {
+                v.as_str()
+            };
             let _ = writeln!(out, "    {k}={shown}");
         }
     }

@@ -97,9 +97,9 @@ fn load(file: &Path) -> Result<Config, CliError> {
 fn up(file: &Path, only: &[String]) -> Result<ExitCode, CliError> {
     let mut config = load(file)?;
     if !only.is_empty() {
-        config = config
-            .select(only)
-            .map_err(|unknown| CliError::Usage(format!("unknown service {unknown:?} in {}", file.display())))?;
+        config = config.select(only).map_err(|unknown| {
+            CliError::Usage(format!("unknown service {unknown:?} in {}", file.display()))
+        })?;
     }
     let break_glass = config
         .global
@@ -118,10 +118,16 @@ fn up(file: &Path, only: &[String]) -> Result<ExitCode, CliError> {
             context: "cannot start the event loop",
             source,
         })?;
-    let result = rt.block_on(runtime::run(config, runtime::Options { break_glass }, &console));
+    let result = rt.block_on(runtime::run(
+        config,
+        runtime::Options { break_glass },
+        &console,
+    ));
     // Dropping the runtime ends the pipe readers, so the console can drain and stop.
     drop(rt);
     console.finish();
     let code = result?;
-    Ok(ExitCode::from(u8::try_from(code.clamp(0, 255)).unwrap_or(1)))
+    Ok(ExitCode::from(
+        u8::try_from(code.clamp(0, 255)).unwrap_or(1),
+    ))
 }

@@ -114,7 +114,14 @@ pub fn assemble(parts: EnvParts<'_>) -> Vec<(String, String)> {
 /// Whether a variable's value should be masked when printed.
 pub fn looks_secret(name: &str) -> bool {
     const MARKERS: [&str; 8] = [
-        "SECRET", "PASSWORD", "PASSWD", "TOKEN", "PRIVATE", "CREDENTIAL", "API_KEY", "_KEY",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "TOKEN",
+        "PRIVATE",
+        "CREDENTIAL",
+        "API_KEY",
+        "_KEY",
     ];
     let upper = name.to_ascii_uppercase();
     MARKERS.iter().any(|m| upper.contains(m)) || upper == "KEY"
@@ -161,7 +168,12 @@ mod tests {
 
     #[test]
     fn secrets_are_recognised() {
-        for name in ["DB_PASSWORD", "api_token", "AWS_SECRET_ACCESS_KEY", "SSH_KEY"] {
+        for name in [
+            "DB_PASSWORD",
+            "api_token",
+            "AWS_SECRET_ACCESS_KEY",
+            "SSH_KEY",
+        ] {
             assert!(looks_secret(name), "{name}");
         }
         for name in ["PATH", "HOME", "PGPORT", "KEYBOARD"] {

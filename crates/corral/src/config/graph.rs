@@ -8,7 +8,11 @@ use super::{Condition, Config, Dependency};
 
 /// Turns parsed services into a Config with indexed dependencies and a start order.
 pub fn resolve(raw: RawConfig, path: &Path, d: &mut Diagnostics<'_>) -> Option<Config> {
-    let names: Vec<String> = raw.services.iter().map(|s| s.service.name.clone()).collect();
+    let names: Vec<String> = raw
+        .services
+        .iter()
+        .map(|s| s.service.name.clone())
+        .collect();
     let any_explicit = raw.services.iter().any(|s| !s.depends_on.is_empty());
     let mut services = Vec::with_capacity(raw.services.len());
     let mut edge_spans: Vec<Vec<std::ops::Range<usize>>> = Vec::with_capacity(raw.services.len());
@@ -17,10 +21,16 @@ pub fn resolve(raw: RawConfig, path: &Path, d: &mut Diagnostics<'_>) -> Option<C
         let mut spans = Vec::new();
         for dep in rs.depends_on {
             match names.iter().position(|n| *n == dep.name) {
-                Some(j) if j == i => d.error(dep.span, format!("service {:?} depends on itself", svc.name)),
+                Some(j) if j == i => d.error(
+                    dep.span,
+                    format!("service {:?} depends on itself", svc.name),
+                ),
                 Some(j) => {
                     if svc.depends_on.iter().any(|e: &Dependency| e.service == j) {
-                        d.error(dep.span, format!("{:?} is listed twice in depends-on", dep.name));
+                        d.error(
+                            dep.span,
+                            format!("{:?} is listed twice in depends-on", dep.name),
+                        );
                     } else {
                         svc.depends_on.push(Dependency {
                             service: j,
@@ -76,7 +86,10 @@ pub fn resolve(raw: RawConfig, path: &Path, d: &mut Diagnostics<'_>) -> Option<C
             .unwrap_or(0..0);
         d.error(
             span,
-            format!("dependency cycle: {} (each depends on the next)", path.join(" -> ")),
+            format!(
+                "dependency cycle: {} (each depends on the next)",
+                path.join(" -> ")
+            ),
         );
         return None;
     }
@@ -146,7 +159,8 @@ pub fn topological_order(edges: &[Vec<usize>]) -> Vec<usize> {
             dependents[d].push(i);
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| remaining[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| remaining[i] == 0).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(i) = ready.pop_first() {
         order.push(i);
@@ -179,6 +193,9 @@ mod tests {
         // 0 depends on 2; 1 free; 2 free.
         assert_eq!(topological_order(&[vec![2], vec![], vec![]]), vec![1, 2, 0]);
         // diamond: 3 <- 1,2 <- 0
-        assert_eq!(topological_order(&[vec![], vec![0], vec![0], vec![1, 2]]), vec![0, 1, 2, 3]);
+        assert_eq!(
+            topological_order(&[vec![], vec![0], vec![0], vec![1, 2]]),
+            vec![0, 1, 2, 3]
+        );
     }
 }

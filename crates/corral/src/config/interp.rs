@@ -54,7 +54,11 @@ pub fn expand(input: &str, vars: &dyn Vars) -> Result<Expanded, InterpError> {
                     name: name.to_string(),
                 });
             }
-            match (vars.get(name).filter(|v| !v.is_empty() || default.is_none()), default) {
+            match (
+                vars.get(name)
+                    .filter(|v| !v.is_empty() || default.is_none()),
+                default,
+            ) {
                 (Some(v), _) => value.push_str(&v),
                 (None, Some(d)) => value.push_str(&expand(d, vars)?.value),
                 (None, None) => {
@@ -106,7 +110,9 @@ mod tests {
     }
 
     fn ex(s: &str) -> String {
-        expand(s, &vars).map(|e| e.value).unwrap_or_else(|e| format!("ERR {e}"))
+        expand(s, &vars)
+            .map(|e| e.value)
+            .unwrap_or_else(|e| format!("ERR {e}"))
     }
 
     #[test]

@@ -111,8 +111,15 @@ fn parse_global(d: &mut Diagnostics<'_>, t: &DeTable<'_>, host: &HostEnv) -> Glo
             "shutdown-timeout" => set(&mut g.shutdown_timeout, duration(d, value)),
             "break-glass" => {
                 if let Some(name) = expand(d, value, &vars) {
-                    if name.is_empty() || !name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric()) {
-                        d.error(value.span(), format!("break-glass must name an environment variable, found {name:?}"));
+                    if name.is_empty()
+                        || !name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric())
+                    {
+                        d.error(
+                            value.span(),
+                            format!(
+                                "break-glass must name an environment variable, found {name:?}"
+                            ),
+                        );
                     } else {
                         g.break_glass = Some(name);
                     }
@@ -134,13 +141,20 @@ fn parse_service(
 ) -> Option<RawService> {
     let name = name_key.get_ref().to_string();
     let name_span = name_key.span();
-    if name.is_empty() || !name.chars().all(|c| c == '-' || c == '_' || c.is_ascii_alphanumeric()) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c == '-' || c == '_' || c.is_ascii_alphanumeric())
+    {
         d.error(
             name_span.clone(),
             format!("invalid service name {name:?}: use letters, digits, '-' and '_'"),
         );
     } else if name == "corral" {
-        d.error(name_span.clone(), "the service name \"corral\" is reserved for corral's own messages");
+        d.error(
+            name_span.clone(),
+            "the service name \"corral\" is reserved for corral's own messages",
+        );
     }
     let t = table(d, value, &format!("service {name:?}"))?;
     let where_ = format!("in service {name:?}");
@@ -185,7 +199,12 @@ fn parse_service(
                     }
                 }
             }
-            "inherit-env" => inherit = string_or_list(d, v, &vars).into_iter().map(|(s, _)| s).collect(),
+            "inherit-env" => {
+                inherit = string_or_list(d, v, &vars)
+                    .into_iter()
+                    .map(|(s, _)| s)
+                    .collect()
+            }
             "user" => user_spec = expand(d, v, &vars).map(|s| (s, v.span())),
             "pre" => pre = argv(d, v, &vars, "pre"),
             "post" => post = argv(d, v, &vars, "post"),
@@ -204,17 +223,22 @@ fn parse_service(
         }
     }
     if command.is_none() && !t.contains_key("command") {
-        d.error(name_span.clone(), format!("service {name:?} has no `command`"));
+        d.error(
+            name_span.clone(),
+            format!("service {name:?} has no `command`"),
+        );
     }
 
     let identity = match &user_spec {
-        Some((spec, span)) => match user::resolve(spec).and_then(|id| user::can_switch_to(&id).map(|_| id)) {
-            Ok(id) => Some(id),
-            Err(msg) => {
-                d.error(span.clone(), format!("{msg} (service {name:?})"));
-                None
+        Some((spec, span)) => {
+            match user::resolve(spec).and_then(|id| user::can_switch_to(&id).map(|_| id)) {
+                Ok(id) => Some(id),
+                Err(msg) => {
+                    d.error(span.clone(), format!("{msg} (service {name:?})"));
+                    None
+                }
             }
-        },
+        }
         None => None,
     };
     let env_identity: Identity = identity.clone().unwrap_or_else(user::current);
@@ -299,13 +323,23 @@ fn dependencies(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Vec<RawDependency> {
                         for (k, cv) in ct.iter() {
                             match k.get_ref().as_ref() {
                                 "condition" => c = condition(d, cv),
-                                other => unknown_key(d, k, other, "in a depends-on entry", &DEPENDENCY_KEYS),
+                                other => unknown_key(
+                                    d,
+                                    k,
+                                    other,
+                                    "in a depends-on entry",
+                                    &DEPENDENCY_KEYS,
+                                ),
                             }
                         }
                         c
                     }
                     _ => {
-                        type_error(d, cond, "a condition (\"started\", \"ready\" or \"completed\")");
+                        type_error(
+                            d,
+                            cond,
+                            "a condition (\"started\", \"ready\" or \"completed\")",
+                        );
                         None
                     }
                 };
@@ -425,7 +459,10 @@ fn uint(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Option<u32> {
         DeValue::Integer(i) => match u32::from_str_radix(i.as_str(), i.radix()) {
             Ok(n) => Some(n),
             Err(_) => {
-                d.error(v.span(), format!("expected a non-negative whole number, found {}", i.as_str()));
+                d.error(
+                    v.span(),
+                    format!("expected a non-negative whole number, found {}", i.as_str()),
+                );
                 None
             }
         },
@@ -461,11 +498,19 @@ fn expand(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> Option<Str
     expand_text(d, v.span(), s, vars)
 }
 
-fn expand_text(d: &mut Diagnostics<'_>, span: Range<usize>, s: &str, vars: &dyn Vars) -> Option<String> {
+fn expand_text(
+    d: &mut Diagnostics<'_>,
+    span: Range<usize>,
+    s: &str,
+    vars: &dyn Vars,
+) -> Option<String> {
     match interp::expand(s, vars) {
         Ok(e) => {
             for name in e.unset {
-                d.warning(span.clone(), format!("${{{name}}} is not set; using an empty string"));
+                d.warning(
+                    span.clone(),
+                    format!("${{{name}}} is not set; using an empty string"),
+                );
             }
             Some(e.value)
         }
@@ -477,12 +522,20 @@ fn expand_text(d: &mut Diagnostics<'_>, span: Range<usize>, s: &str, vars: &dyn 
 }
 
 /// A command: an array is argv as is; a string is split like a shell would, without a shell.
-fn argv(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars, what: &str) -> Option<Vec<String>> {
+fn argv(
+    d: &mut Diagnostics<'_>,
+    v: &Value<'_>,
+    vars: &dyn Vars,
+    what: &str,
+) -> Option<Vec<String>> {
     let words: Vec<String> = match v.get_ref() {
         DeValue::String(s) => match shlex::split(s) {
             Some(words) => words,
             None => {
-                d.error(v.span(), format!("cannot split {what} {s:?}: unbalanced quotes or trailing backslash"));
+                d.error(
+                    v.span(),
+                    format!("cannot split {what} {s:?}: unbalanced quotes or trailing backslash"),
+                );
                 return None;
             }
         },
@@ -517,7 +570,10 @@ fn env_table(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> Vec<(St
     for (k, val) in t.iter() {
         let key = k.get_ref().to_string();
         if key.is_empty() || key.contains('=') || key.contains('\0') {
-            d.error(k.span(), format!("invalid environment variable name {key:?}"));
+            d.error(
+                k.span(),
+                format!("invalid environment variable name {key:?}"),
+            );
             continue;
         }
         let value = match val.get_ref() {
@@ -536,9 +592,16 @@ fn env_table(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> Vec<(St
     out
 }
 
-fn string_or_list(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> Vec<(String, Range<usize>)> {
+fn string_or_list(
+    d: &mut Diagnostics<'_>,
+    v: &Value<'_>,
+    vars: &dyn Vars,
+) -> Vec<(String, Range<usize>)> {
     match v.get_ref() {
-        DeValue::String(_) => expand(d, v, vars).map(|s| (s, v.span())).into_iter().collect(),
+        DeValue::String(_) => expand(d, v, vars)
+            .map(|s| (s, v.span()))
+            .into_iter()
+            .collect(),
         DeValue::Array(items) => items
             .iter()
             .filter_map(|item| expand(d, item, vars).map(|s| (s, item.span())))
@@ -554,7 +617,10 @@ fn table<'a, 'i>(d: &mut Diagnostics<'_>, v: &'a Value<'i>, what: &str) -> Optio
     match v.get_ref() {
         DeValue::Table(t) => Some(t),
         _ => {
-            d.error(v.span(), format!("{what} must be a table, found {}", type_name(v.get_ref())));
+            d.error(
+                v.span(),
+                format!("{what} must be a table, found {}", type_name(v.get_ref())),
+            );
             None
         }
     }
@@ -569,7 +635,10 @@ fn unknown_key(
 ) {
     d.error(
         key.span(),
-        format!("unknown key `{name}` {where_}{}", suggestion(name, known.iter().copied())),
+        format!(
+            "unknown key `{name}` {where_}{}",
+            suggestion(name, known.iter().copied())
+        ),
     );
 }
 

@@ -46,7 +46,11 @@ impl Spec {
                 essential: s.essential,
                 stop_signal: s.stop_signal,
                 stop_timeout: s.stop_timeout,
-                depends_on: s.depends_on.iter().map(|d| (d.service, d.condition)).collect(),
+                depends_on: s
+                    .depends_on
+                    .iter()
+                    .map(|d| (d.service, d.condition))
+                    .collect(),
             })
             .collect()
     }
@@ -192,8 +196,16 @@ impl Engine {
     }
 
     /// A process of the service ended (or could not be spawned).
-    fn on_step_ended(&mut self, svc: usize, step: Step, exit: Exit, now: Instant, fx: &mut Vec<Effect>) {
-        let stopping = matches!(self.units[svc].state, State::Stopping { .. }) || self.is_shutting_down();
+    fn on_step_ended(
+        &mut self,
+        svc: usize,
+        step: Step,
+        exit: Exit,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
+        let stopping =
+            matches!(self.units[svc].state, State::Stopping { .. }) || self.is_shutting_down();
         match step {
             Step::Pre if stopping => {
                 self.units[svc].state = State::Stopped;
@@ -211,7 +223,10 @@ impl Engine {
                     fx.push(report(svc, Report::StepFailed { step, exit }));
                 }
                 let then = match self.units[svc].state {
-                    State::Post { then, .. } | State::Launching { then: Some(then), .. } => then,
+                    State::Post { then, .. }
+                    | State::Launching {
+                        then: Some(then), ..
+                    } => then,
                     _ => Outcome::Stopped,
                 };
                 self.finish_run(svc, then, now, fx);
@@ -219,7 +234,14 @@ impl Engine {
         }
     }
 
-    fn on_main_ended(&mut self, svc: usize, exit: Exit, stopping: bool, now: Instant, fx: &mut Vec<Effect>) {
+    fn on_main_ended(
+        &mut self,
+        svc: usize,
+        exit: Exit,
+        stopping: bool,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
         let (ran_for, pid) = match self.units[svc].state {
             State::Running { since, pid } => (now.saturating_duration_since(since), Some(pid)),
             State::Stopping { pid, .. } => (Duration::ZERO, Some(pid)),
@@ -290,7 +312,9 @@ impl Engine {
 
     /// Moves a service whose run is over into its next state.
     fn finish_run(&mut self, svc: usize, outcome: Outcome, now: Instant, fx: &mut Vec<Effect>) {
-        if self.phase != Phase::Running && !matches!(outcome, Outcome::Failed(_) | Outcome::Completed) {
+        if self.phase != Phase::Running
+            && !matches!(outcome, Outcome::Failed(_) | Outcome::Completed)
+        {
             self.units[svc].state = State::Stopped;
             fx.push(report(svc, Report::Stopped));
             return;
@@ -349,7 +373,12 @@ impl Engine {
                 self.block_dependents(svc, now, fx);
                 if self.specs[svc].essential && self.phase == Phase::Running {
                     let name = self.specs[svc].name.clone();
-                    self.begin_shutdown(exit.code(), format!("essential service {name} failed"), now, fx);
+                    self.begin_shutdown(
+                        exit.code(),
+                        format!("essential service {name} failed"),
+                        now,
+                        fx,
+                    );
                 } else {
                     self.start_ready_services(now, fx);
                 }
@@ -372,7 +401,11 @@ impl Engine {
             (TimerKind::Backoff, Some(svc)) => {
                 let unit = &self.units[svc];
                 if unit.epoch == timer.epoch && matches!(unit.state, State::Backoff { .. }) {
-                    let step = if self.specs[svc].has_pre { Step::Pre } else { Step::Main };
+                    let step = if self.specs[svc].has_pre {
+                        Step::Pre
+                    } else {
+                        Step::Main
+                    };
                     self.launch(svc, step, None, fx);
                 }
             }
@@ -380,7 +413,12 @@ impl Engine {
                 let unit = &self.units[svc];
                 if let State::Stopping { pid, .. } = unit.state {
                     if unit.epoch == timer.epoch {
-                        fx.push(report(svc, Report::Killing { reason: "stop-timeout reached" }));
+                        fx.push(report(
+                            svc,
+                            Report::Killing {
+                                reason: "stop-timeout reached",
+                            },
+                        ));
                         fx.push(Effect::SignalGroup {
                             svc,
                             pid,
@@ -418,7 +456,11 @@ impl Engine {
             if let Some(dep) = blocked_by {
                 self.block(svc, dep, now, fx);
             } else if all_met {
-                let step = if self.specs[svc].has_pre { Step::Pre } else { Step::Main };
+                let step = if self.specs[svc].has_pre {
+                    Step::Pre
+                } else {
+                    Step::Main
+                };
                 self.launch(svc, step, None, fx);
             }
         }
@@ -448,7 +490,12 @@ impl Engine {
                 _ => 1,
             };
             let name = self.specs[svc].name.clone();
-            self.begin_shutdown(code, format!("essential service {name} cannot start"), now, fx);
+            self.begin_shutdown(
+                code,
+                format!("essential service {name} cannot start"),
+                now,
+                fx,
+            );
         }
     }
 

@@ -140,19 +140,30 @@ fn oneshot_gates_on_completion_and_failure_blocks() {
     let mut migrate = spec("migrate");
     migrate.oneshot = true;
     migrate.restart = RestartPolicy::Never;
-    let mut h = Harness::new(vec![migrate.clone(), depends(spec("app"), &[(0, Condition::Completed)])]);
+    let mut h = Harness::new(vec![
+        migrate.clone(),
+        depends(spec("app"), &[(0, Condition::Completed)]),
+    ]);
     h.send(Event::Boot);
     assert_eq!(h.started(), vec![0]);
     h.exit(0, Exit::Code(0));
     assert_eq!(h.started(), vec![0, 1]);
     assert_eq!(h.state(0), &State::Completed);
 
-    let mut h = Harness::new(vec![migrate, depends(spec("app"), &[(0, Condition::Completed)])]);
+    let mut h = Harness::new(vec![
+        migrate,
+        depends(spec("app"), &[(0, Condition::Completed)]),
+    ]);
     h.send(Event::Boot);
     h.exit(0, Exit::Code(3));
     assert_eq!(h.started(), vec![0]);
     assert_eq!(h.state(1), &State::Blocked { dependency: 0 });
-    assert!(matches!(h.state(0), State::Failed { exit: Exit::Code(3) }));
+    assert!(matches!(
+        h.state(0),
+        State::Failed {
+            exit: Exit::Code(3)
+        }
+    ));
     // Nothing is left to run: corral ends with a failure code.
     assert_eq!(h.exit, Some(1));
 }
@@ -264,7 +275,11 @@ fn force_stop_kills_everything() {
     h.send(Event::Boot);
     h.send(Event::Shutdown { code: 0 });
     h.send(Event::ForceStop);
-    let kills = h.signals.iter().filter(|(_, s)| *s == Signal::SIGKILL).count();
+    let kills = h
+        .signals
+        .iter()
+        .filter(|(_, s)| *s == Signal::SIGKILL)
+        .count();
     assert_eq!(kills, 2);
 }
 
@@ -315,7 +330,12 @@ fn spawn_failure_is_a_failed_start() {
         },
         h.now,
     );
-    assert!(matches!(h.state(0), State::Failed { exit: Exit::Code(127) }));
+    assert!(matches!(
+        h.state(0),
+        State::Failed {
+            exit: Exit::Code(127)
+        }
+    ));
     assert!(fx.contains(&Effect::Exit { code: 1 }));
 }
 

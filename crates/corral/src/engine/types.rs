@@ -155,7 +155,11 @@ pub enum Event {
     /// The runtime spawned the requested process.
     Spawned { svc: usize, step: Step, pid: Pid },
     /// The runtime could not spawn it (bad path, permission...).
-    SpawnFailed { svc: usize, step: Step, error: String },
+    SpawnFailed {
+        svc: usize,
+        step: Step,
+        error: String,
+    },
     /// A process of a service was reaped.
     Exited { svc: usize, pid: Pid, exit: Exit },
     /// A timer armed by an earlier effect is due.
@@ -187,13 +191,28 @@ pub enum TimerKind {
 /// What the engine asks the runtime to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    Spawn { svc: usize, step: Step },
+    Spawn {
+        svc: usize,
+        step: Step,
+    },
     /// Send a signal to the process group led by `pid`.
-    SignalGroup { svc: usize, pid: Pid, signal: Signal },
-    ArmTimer { at: Instant, timer: Timer },
-    Report { svc: Option<usize>, report: Report },
+    SignalGroup {
+        svc: usize,
+        pid: Pid,
+        signal: Signal,
+    },
+    ArmTimer {
+        at: Instant,
+        timer: Timer,
+    },
+    Report {
+        svc: Option<usize>,
+        report: Report,
+    },
     /// Everything is stopped: leave with this code.
-    Exit { code: i32 },
+    Exit {
+        code: i32,
+    },
 }
 
 /// A lifecycle message for the console (and later the event stream).

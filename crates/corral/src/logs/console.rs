@@ -55,9 +55,14 @@ const PALETTE: [&str; 6] = ["36", "33", "32", "35", "34", "91"];
 impl Console {
     /// Starts the writer thread for services named `names` (indexed like the config).
     pub fn start(names: Vec<String>) -> io::Result<Console> {
-        let colour = io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let colour =
+            io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         let width = names.iter().map(String::len).chain([6]).max().unwrap_or(6);
-        let style = Style { names, width, colour };
+        let style = Style {
+            names,
+            width,
+            colour,
+        };
         let (tx, rx) = mpsc::channel(QUEUE_LINES);
         let writer = std::thread::Builder::new()
             .name("console".into())
@@ -81,7 +86,14 @@ impl Console {
         let dropped = self.dropped.get();
         if dropped > 0 {
             let note = format!("({dropped} lifecycle messages were not shown: console too slow)");
-            if self.tx.try_send(Line::Event { svc: None, text: note }).is_ok() {
+            if self
+                .tx
+                .try_send(Line::Event {
+                    svc: None,
+                    text: note,
+                })
+                .is_ok()
+            {
                 self.dropped.set(0);
             }
         }
@@ -171,7 +183,13 @@ mod tests {
             },
         );
         assert_eq!(out, "web      | hello\n");
-        let ev = rendered(&style, Line::Event { svc: None, text: "shutting down".into() });
+        let ev = rendered(
+            &style,
+            Line::Event {
+                svc: None,
+                text: "shutting down".into(),
+            },
+        );
         assert_eq!(ev, "corral   * shutting down\n");
     }
 

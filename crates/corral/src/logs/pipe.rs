@@ -37,7 +37,11 @@ pub async fn pump(fd: OwnedFd, svc: usize, stream: Stream, console: ConsoleHandl
             r
         });
         for text in lines {
-            if console.send(Line::Output { svc, stream, text }).await.is_err() {
+            if console
+                .send(Line::Output { svc, stream, text })
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -49,7 +53,13 @@ pub async fn pump(fd: OwnedFd, svc: usize, stream: Stream, console: ConsoleHandl
         }
     }
     if !partial.is_empty() {
-        let _ = console.send(Line::Output { svc, stream, text: partial }).await;
+        let _ = console
+            .send(Line::Output {
+                svc,
+                stream,
+                text: partial,
+            })
+            .await;
     }
 }
 

@@ -13,7 +13,9 @@ pub fn reap_exited() -> Vec<(i32, Exit)> {
     loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => out.push((pid.as_raw(), Exit::Code(code))),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => out.push((pid.as_raw(), Exit::Signal(sig as i32))),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                out.push((pid.as_raw(), Exit::Signal(sig as i32)))
+            }
             Ok(WaitStatus::StillAlive) | Err(_) => break,
             Ok(_) => continue,
         }

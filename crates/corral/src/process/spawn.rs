@@ -75,7 +75,10 @@ pub fn spawn(launch: &Launch<'_>) -> Result<Spawned, SpawnError> {
 }
 
 /// Runs in the forked child: only raw system calls, no allocation, no locks.
-fn in_child(parent: libc::pid_t, ids: Option<&(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>) -> std::io::Result<()> {
+fn in_child(
+    parent: libc::pid_t,
+    ids: Option<&(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+) -> std::io::Result<()> {
     let check = |r: libc::c_int| {
         if r == -1 {
             Err(std::io::Error::last_os_error())
@@ -92,7 +95,13 @@ fn in_child(parent: libc::pid_t, ids: Option<&(libc::uid_t, libc::gid_t, Vec<lib
             check(libc::setuid(*uid))?;
         }
         // After the credential change, which would clear it.
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0))?;
+        check(libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ))?;
         if libc::getppid() != parent {
             // corral died before the signal was armed.
             return Err(std::io::Error::from_raw_os_error(libc::ESRCH));

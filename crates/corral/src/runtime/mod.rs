@@ -122,7 +122,10 @@ pub async fn run(config: Config, options: Options, console: &Console) -> Result<
     sup.sweep_orphans(&mut signals).await;
     // Every process is gone: the pipes reach EOF once their last bytes are read.
     let pumps = &mut sup.pumps;
-    let _ = timeout(PIPE_DRAIN, async { while pumps.join_next().await.is_some() {} }).await;
+    let _ = timeout(PIPE_DRAIN, async {
+        while pumps.join_next().await.is_some() {}
+    })
+    .await;
     Ok(code)
 }
 
@@ -137,19 +140,23 @@ impl Supervisor<'_> {
                 Wakeup::Signal(Received::Child) => self.reap(),
                 Wakeup::Signal(Received::Stop(sig)) => {
                     let event = if self.engine.is_shutting_down() {
-                        self.console
-                            .event(None, format!("{} received again: killing everything", sig.as_str()));
+                        self.console.event(
+                            None,
+                            format!("{} received again: killing everything", sig.as_str()),
+                        );
                         Event::ForceStop
                     } else {
-                        self.console.event(None, format!("{} received", sig.as_str()));
+                        self.console
+                            .event(None, format!("{} received", sig.as_str()));
                         Event::Shutdown { code: 0 }
                     };
                     self.queue.push_back(event);
                 }
                 Wakeup::Signal(Received::Forward(sig)) => self.forward(sig),
-                Wakeup::Signal(Received::Hangup) => self
-                    .console
-                    .event(None, "SIGHUP received: reloading is not supported yet, ignored".into()),
+                Wakeup::Signal(Received::Hangup) => self.console.event(
+                    None,
+                    "SIGHUP received: reloading is not supported yet, ignored".into(),
+                ),
                 Wakeup::Timer => self.fire_due_timers(),
             }
         }
@@ -183,13 +190,16 @@ impl Supervisor<'_> {
             Effect::Spawn { svc, step } => self.spawn(svc, step),
             Effect::SignalGroup { svc, pid, signal } => {
                 if let Err(e) = process::signal_group(pid, signal) {
-                    self.console
-                        .event(Some(svc), format!("cannot send {} to pid {pid}: {e}", signal.as_str()));
+                    self.console.event(
+                        Some(svc),
+                        format!("cannot send {} to pid {pid}: {e}", signal.as_str()),
+                    );
                 }
             }
             Effect::ArmTimer { at, timer } => {
                 self.timer_seq += 1;
-                self.timers.push(Reverse((Instant::from_std(at), self.timer_seq, timer)));
+                self.timers
+                    .push(Reverse((Instant::from_std(at), self.timer_seq, timer)));
             }
             Effect::Report { svc, report } => self.console.event(svc, report::describe(&report)),
             Effect::Exit { code } => self.exit = Some(code),
@@ -215,8 +225,10 @@ impl Supervisor<'_> {
                 self.children.insert(spawned.pid, svc);
                 let console = self.console.handle();
                 while self.pumps.try_join_next().is_some() {}
-                self.pumps.spawn(pump(spawned.stdout, svc, Stream::Stdout, console.clone()));
-                self.pumps.spawn(pump(spawned.stderr, svc, Stream::Stderr, console));
+                self.pumps
+                    .spawn(pump(spawned.stdout, svc, Stream::Stdout, console.clone()));
+                self.pumps
+                    .spawn(pump(spawned.stderr, svc, Stream::Stderr, console));
                 self.queue.push_back(Event::Spawned {
                     svc,
                     step,
@@ -270,7 +282,10 @@ impl Supervisor<'_> {
         }
         self.console.event(
             None,
-            format!("stopping {} leftover process(es) that left their service's group", first.len()),
+            format!(
+                "stopping {} leftover process(es) that left their service's group",
+                first.len()
+            ),
         );
         for pid in &first {
             let _ = process::signal_process(*pid, Signal::SIGTERM);

@@ -17,12 +17,17 @@ pub fn describe(report: &Report) -> String {
         Report::PreStarted { pid } => format!("pre step started (pid {pid})"),
         Report::Started { pid } => format!("started (pid {pid})"),
         Report::PostStarted { pid } => format!("post step started (pid {pid})"),
-        Report::SpawnFailed { step, error } => format!("{} did not start: {error}", step_name(*step)),
+        Report::SpawnFailed { step, error } => {
+            format!("{} did not start: {error}", step_name(*step))
+        }
         Report::StepFailed { step, exit } => format!("{} failed with {exit}", step_name(*step)),
         Report::Exited { exit } => format!("exited with {exit}"),
         Report::Completed => "completed".into(),
         Report::Restarting { delay, attempt } => {
-            format!("restarting in {} (restart {attempt})", format_duration(*delay))
+            format!(
+                "restarting in {} (restart {attempt})",
+                format_duration(*delay)
+            )
         }
         Report::GaveUp { restarts, exit } => {
             format!("failed: gave up after {restarts} restarts (last: {exit})")

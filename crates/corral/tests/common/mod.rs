@@ -89,7 +89,9 @@ pub struct Running {
 
 impl Running {
     pub fn start(mut cmd: Command) -> Running {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .stdin(Stdio::null());
         let mut child = cmd.spawn().expect("spawn corral");
         let stdout = child.stdout.take().expect("stdout");
         let output = Arc::new((Mutex::new(Output::default()), Condvar::new()));
@@ -99,7 +101,10 @@ impl Running {
                 let Ok(line) = line else { break };
                 eprintln!("  | {line}");
                 let (lock, cv) = &*shared;
-                lock.lock().expect("lock").lines.push((Instant::now(), line));
+                lock.lock()
+                    .expect("lock")
+                    .lines
+                    .push((Instant::now(), line));
                 cv.notify_all();
             }
             let (lock, cv) = &*shared;
@@ -128,7 +133,12 @@ impl Running {
         let (lock, cv) = &*self.output;
         let mut out = lock.lock().expect("lock");
         loop {
-            let hits: Vec<&String> = out.lines.iter().map(|(_, l)| l).filter(|l| l.contains(needle)).collect();
+            let hits: Vec<&String> = out
+                .lines
+                .iter()
+                .map(|(_, l)| l)
+                .filter(|l| l.contains(needle))
+                .collect();
             if hits.len() >= n {
                 return hits[n - 1].clone();
             }
@@ -144,7 +154,12 @@ impl Running {
     /// Every line so far.
     pub fn lines(&self) -> Vec<String> {
         let (lock, _) = &*self.output;
-        lock.lock().expect("lock").lines.iter().map(|(_, l)| l.clone()).collect()
+        lock.lock()
+            .expect("lock")
+            .lines
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect()
     }
 
     /// Index of the first line containing `needle`.
@@ -167,13 +182,20 @@ impl Running {
         let (lock, cv) = &*self.output;
         let mut out = lock.lock().expect("lock");
         loop {
-            if let Some((_, l)) = out.lines.iter().find(|(_, l)| is_event(l, service) && l.contains(text)) {
+            if let Some((_, l)) = out
+                .lines
+                .iter()
+                .find(|(_, l)| is_event(l, service) && l.contains(text))
+            {
                 return l.clone();
             }
             let now = Instant::now();
             if now >= deadline || out.closed {
                 let all: Vec<&str> = out.lines.iter().map(|(_, l)| l.as_str()).collect();
-                panic!("no `{service} * ...{text}` in corral output:\n{}", all.join("\n"));
+                panic!(
+                    "no `{service} * ...{text}` in corral output:\n{}",
+                    all.join("\n")
+                );
             }
             out = cv.wait_timeout(out, deadline - now).expect("wait").0;
         }
@@ -193,7 +215,9 @@ impl Running {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 self.status = Some(status);
                 use std::os::unix::process::ExitStatusExt;
-                return status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                return status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
             }
             if Instant::now() >= deadline {
                 panic!("corral did not exit within {timeout:?}");
@@ -246,7 +270,11 @@ pub fn alive(pid: i32) -> bool {
 pub fn pids_with_marker(marker: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
