@@ -113,6 +113,7 @@ pub struct Service {
     pub name: String,
     pub command: Vec<String>,
     pub oneshot: bool,
+    /// Defaults to the config file's directory.
     pub working_dir: Option<PathBuf>,
     /// The complete environment the service gets, in a stable order.
     pub env: Vec<(String, String)>,
@@ -248,11 +249,13 @@ pub fn load(path: &Path, host: &HostEnv) -> Result<Loaded, LoadFailure> {
 /// Parses and validates config text that came from `path`.
 pub fn load_str(path: &Path, source: &str, host: &HostEnv) -> Result<Loaded, LoadFailure> {
     let mut diags = diag::Diagnostics::new(path, source);
-    let base_dir = path
+    let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let parsed = parse::parse(source, base_dir, host, &mut diags);
+    // Relative paths in the file are relative to the file, wherever corral runs.
+    let base_dir = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+    let parsed = parse::parse(source, &base_dir, host, &mut diags);
     let config = parsed.and_then(|raw| graph::resolve(raw, path, &mut diags));
     let (errors, warnings) = diags.finish();
     match config {

@@ -260,7 +260,7 @@ fn parse_service(
             name,
             command: command.unwrap_or_default(),
             oneshot,
-            working_dir,
+            working_dir: working_dir.or_else(|| Some(base_dir.to_path_buf())),
             env,
             user: identity,
             pre,
