@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::user::Identity;
+use super::user::{self, Identity};
 
 /// The PATH a service gets when corral itself has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -12,6 +12,8 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 #[derive(Debug, Clone, Default)]
 pub struct HostEnv {
     pub vars: BTreeMap<String, String>,
+    /// Who corral runs as: services without `user` run as this identity.
+    pub identity: Identity,
 }
 
 impl HostEnv {
@@ -21,6 +23,7 @@ impl HostEnv {
             vars: std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
                 .collect(),
+            identity: user::current(),
         }
     }
 

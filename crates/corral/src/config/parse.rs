@@ -241,10 +241,10 @@ fn parse_service(
         }
         None => None,
     };
-    let env_identity: Identity = identity.clone().unwrap_or_else(user::current);
+    let env_identity: &Identity = identity.as_ref().unwrap_or(&host.identity);
     let env = env::assemble(EnvParts {
         host,
-        identity: &env_identity,
+        identity: env_identity,
         inherit: &inherit,
         files: env_files,
         explicit: explicit_env,

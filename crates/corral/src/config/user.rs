@@ -3,7 +3,7 @@
 use nix::unistd::{Gid, Group, Uid, User};
 
 /// Who a service runs as: resolved before any fork, so the child only makes syscalls.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     pub name: String,
     pub uid: u32,

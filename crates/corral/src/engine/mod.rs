@@ -338,6 +338,13 @@ impl Engine {
                     );
                 }
             }
+            Outcome::Restart { delay, attempt } if delay.is_zero() => {
+                // No timer round trip when there is nothing to wait for.
+                self.units[svc].restarts += 1;
+                fx.push(report(svc, Report::Restarting { delay, attempt }));
+                let step = if self.specs[svc].has_pre { Step::Pre } else { Step::Main };
+                self.launch(svc, step, None, fx);
+            }
             Outcome::Restart { delay, attempt } => {
                 let unit = &mut self.units[svc];
                 unit.restarts += 1;

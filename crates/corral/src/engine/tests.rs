@@ -305,6 +305,19 @@ fn pre_failure_counts_as_failed_start_and_post_runs_after_exit() {
 }
 
 #[test]
+fn zero_backoff_restarts_without_a_timer() {
+    let mut s = spec("fast");
+    s.backoff.initial = Duration::ZERO;
+    s.backoff.max = Duration::ZERO;
+    let mut h = Harness::new(vec![s]);
+    h.send(Event::Boot);
+    h.exit(0, Exit::Code(1));
+    assert!(matches!(h.state(0), State::Running { .. }));
+    assert!(h.timers.is_empty());
+    assert_eq!(h.engine.units()[0].restarts, 1);
+}
+
+#[test]
 fn stale_timers_are_ignored() {
     let mut h = Harness::new(vec![spec("svc")]);
     h.send(Event::Boot);

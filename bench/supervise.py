@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""Supervision benchmark: corral against a bare posix_spawn loop, same run.
+
+For N services of `sleep 86400` it measures, for each supervisor:
+  start     time from exec of the supervisor until all N sleeps run
+  pss       the supervisor's own PSS (kB, /proc/PID/smaps_rollup) with N running
+  restart   median time from SIGKILL of one sleep until its replacement runs
+  idle      context switches of all supervisor threads over 3 idle seconds
+  stop      time from SIGTERM until the supervisor exited and no sleep is left
+
+Usage: bench/supervise.py [--corral PATH] [--sizes 10,100,1000] [--restarts 20]
+"""
+import argparse
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The observer polls /proc at this interval; a busy loop would take one of the
+# machine's two cores away from the supervisor and its children.
+POLL = 0.0003
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def is_sleep(pid):
+    """pid has exec'd sleep and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    name = stat[stat.index("(") + 1:stat.rindex(")")]
+    state = stat[stat.rindex(")") + 2]
+    return name == "sleep" and state != "Z"
+
+
+def wait_sleeps(pid, n, timeout=60.0):
+    """Waits until pid has n children running sleep; returns their pids."""
+    known = set()
+    deadline = time.monotonic() + timeout
+    while len(known) < n:
+        time.sleep(POLL)
+        for k in children(pid):
+            if k not in known and is_sleep(k):
+                known.add(k)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(known)} of {n} sleeps running")
+    return known
+
+
+def wait_replacement(pid, before, timeout=10.0):
+    """Waits until a sleep child that is not in `before` runs; returns it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(POLL)
+        for k in children(pid):
+            if k not in before and is_sleep(k):
+                return k
+        if time.monotonic() > deadline:
+            raise RuntimeError("no replacement started")
+
+
+def pss_kb(pid):
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return -1
+
+
+def ctx_switches(pid):
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+def measure(argv, n, restarts, cwd):
+    out = {}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    known = wait_sleeps(proc.pid, n)
+    out["start"] = time.monotonic() - t0
+    time.sleep(0.5)
+    out["pss"] = pss_kb(proc.pid)
+    before = ctx_switches(proc.pid)
+    time.sleep(3)
+    out["idle"] = ctx_switches(proc.pid) - before
+    lat = []
+    for _ in range(restarts):
+        victim = min(known)
+        t = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        fresh = wait_replacement(proc.pid, known)
+        lat.append(time.monotonic() - t)
+        known.discard(victim)
+        known.add(fresh)
+        time.sleep(0.05)
+    out["restart"] = statistics.median(lat)
+    t = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    while any(is_sleep(k) for k in known):
+        time.sleep(POLL)
+    out["stop"] = time.monotonic() - t
+    return out
+
+
+def corral_config(n):
+    lines = ['[corral]\nparallel = true\n']
+    for i in range(n):
+        lines.append(
+            f'[services.s{i}]\ncommand = ["sleep", "86400"]\nrestart = "always"\n'
+            f'backoff = {{ initial = "0s", max = "0s" }}\nstop-timeout = "5s"\n'
+        )
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--corral", default=os.path.join(HERE, "..", "target", "release", "corral"))
+    ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--restarts", type=int, default=20)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="corral-bench-")
+    baseline = os.path.join(work, "baseline")
+    subprocess.run(["cc", "-O2", "-o", baseline, os.path.join(HERE, "baseline.c")], check=True)
+    print(f"{'N':>5} {'who':<9} {'start ms':>9} {'PSS kB':>7} {'restart ms':>10} {'stop ms':>8} {'idle cs':>7}")
+    for n in [int(s) for s in args.sizes.split(",")]:
+        with open(os.path.join(work, "corral.toml"), "w") as f:
+            f.write(corral_config(n))
+        res = {
+            "baseline": measure([baseline, str(n)], n, args.restarts, work),
+            "corral": measure([args.corral, "up"], n, args.restarts, work),
+        }
+        for who, r in res.items():
+            print(f"{n:>5} {who:<9} {r['start']*1e3:>9.1f} {r['pss']:>7} {r['restart']*1e3:>10.2f} "
+                  f"{r['stop']*1e3:>8.1f} {r['idle']:>7}")
+        b, c = res["baseline"], res["corral"]
+        print(f"{n:>5} {'ratio':<9} {c['start']/b['start']:>8.2f}x {'':>7} "
+              f"{(c['restart']-b['restart'])*1e3:>+9.2f}ms {c['stop']/b['stop']:>7.2f}x")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
