@@ -17,7 +17,10 @@ fn examples_dir() -> PathBuf {
 #[test]
 fn every_example_passes_check() {
     let mut seen = 0;
-    for entry in std::fs::read_dir(examples_dir()).expect("examples dir").flatten() {
+    for entry in std::fs::read_dir(examples_dir())
+        .expect("examples dir")
+        .flatten()
+    {
         let file = entry.path().join("corral.toml");
         if !file.exists() {
             continue;
@@ -49,7 +52,11 @@ fn free_port() -> u16 {
 fn basic_example_serves_http_and_stops_cleanly() {
     // Run a copy, so the example's generated files stay out of the source tree.
     let work = tempfile::tempdir().expect("temp dir");
-    std::fs::copy(examples_dir().join("basic/corral.toml"), work.path().join("corral.toml")).expect("copy");
+    std::fs::copy(
+        examples_dir().join("basic/corral.toml"),
+        work.path().join("corral.toml"),
+    )
+    .expect("copy");
     let port = free_port().to_string();
     let mut cmd = Command::new(BIN);
     cmd.args(["up"])

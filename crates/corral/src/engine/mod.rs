@@ -342,7 +342,7 @@ impl Engine {
                 // No timer round trip when there is nothing to wait for.
                 self.units[svc].restarts += 1;
                 fx.push(report(svc, Report::Restarting { delay, attempt }));
-                let step = if self.specs[svc].has_pre { Step::Pre } else { Step::Main };
+                let step = self.first_step(svc);
                 self.launch(svc, step, None, fx);
             }
             Outcome::Restart { delay, attempt } => {
@@ -408,11 +408,7 @@ impl Engine {
             (TimerKind::Backoff, Some(svc)) => {
                 let unit = &self.units[svc];
                 if unit.epoch == timer.epoch && matches!(unit.state, State::Backoff { .. }) {
-                    let step = if self.specs[svc].has_pre {
-                        Step::Pre
-                    } else {
-                        Step::Main
-                    };
+                    let step = self.first_step(svc);
                     self.launch(svc, step, None, fx);
                 }
             }
@@ -463,11 +459,7 @@ impl Engine {
             if let Some(dep) = blocked_by {
                 self.block(svc, dep, now, fx);
             } else if all_met {
-                let step = if self.specs[svc].has_pre {
-                    Step::Pre
-                } else {
-                    Step::Main
-                };
+                let step = self.first_step(svc);
                 self.launch(svc, step, None, fx);
             }
         }
@@ -503,6 +495,15 @@ impl Engine {
                 now,
                 fx,
             );
+        }
+    }
+
+    /// A start begins with the pre step, if there is one.
+    fn first_step(&self, svc: usize) -> Step {
+        if self.specs[svc].has_pre {
+            Step::Pre
+        } else {
+            Step::Main
         }
     }
 
