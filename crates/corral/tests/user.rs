@@ -72,3 +72,31 @@ user = "no-such-user-here"
         "{err}"
     );
 }
+
+#[test]
+fn switching_users_without_root_is_refused() {
+    if !is_root() {
+        eprintln!("skipped: needs root to drop to nobody first");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let project = Project::new(
+        r#"
+[services.app]
+command = ["true"]
+user = "root"
+"#,
+    );
+    std::fs::set_permissions(project.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    let out = project
+        .command(&["check"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run corral as nobody");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("only root can switch users"), "{err}");
+}

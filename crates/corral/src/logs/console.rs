@@ -194,6 +194,22 @@ mod tests {
     }
 
     #[test]
+    fn colour_marks_the_prefix_and_bolds_events() {
+        let style = Style {
+            colour: true,
+            ..plain(&["web"])
+        };
+        let ev = rendered(
+            &style,
+            Line::Event {
+                svc: Some(0),
+                text: "started".into(),
+            },
+        );
+        assert_eq!(ev, "\x1b[36mweb      *\x1b[0m \x1b[1mstarted\x1b[0m\n");
+    }
+
+    #[test]
     fn invalid_utf8_is_shown_safely() {
         let style = plain(&["bin"]);
         let out = rendered(
