@@ -6,17 +6,17 @@ use std::time::Duration;
 
 use common::*;
 
-#[test]
-fn with_the_variable_set_nothing_starts_and_sigterm_ends_it() {
-    let project = Project::new(
-        r#"
+const CONFIG: &str = r#"
 [corral]
 break-glass = "BREAK_GLASS"
 
 [services.app]
 command = ["sh", "-c", "touch started; sleep 60"]
-"#,
-    );
+"#;
+
+#[test]
+fn with_the_variable_set_nothing_starts_and_sigterm_ends_it() {
+    let project = Project::new(CONFIG);
     let mut corral = project.up_with(&[("BREAK_GLASS", "1")], &[]);
     corral.wait_for(
         "BREAK GLASS: BREAK_GLASS is set, so no service is started",
@@ -33,15 +33,7 @@ command = ["sh", "-c", "touch started; sleep 60"]
 
 #[test]
 fn without_the_variable_services_start() {
-    let project = Project::new(
-        r#"
-[corral]
-break-glass = "BREAK_GLASS"
-
-[services.app]
-command = ["sh", "-c", "touch started; sleep 60"]
-"#,
-    );
+    let project = Project::new(CONFIG);
     let mut corral = project.up();
     assert!(eventually(SECS5, || project.file("started").exists()));
     assert_eq!(corral.stop(), 0);
