@@ -26,8 +26,9 @@ pub fn plan(config: &Config) -> String {
             .depends_on
             .iter()
             .map(|d| {
+                let restart = if d.restart { " (restart with it)" } else { "" };
                 format!(
-                    "{} {}",
+                    "{} {}{restart}",
                     config.services[d.service].name,
                     d.condition.as_str()
                 )
@@ -68,6 +69,25 @@ pub fn plan(config: &Config) -> String {
             format_duration(s.backoff.max),
             if s.essential { ", essential" } else { "" }
         );
+        if let Some(r) = &s.ready {
+            let _ = writeln!(
+                out,
+                "  ready: {} (every {}, start-timeout {})",
+                r.probe.describe(),
+                format_duration(r.interval),
+                format_duration(r.start_timeout)
+            );
+        }
+        if let Some(h) = &s.health {
+            let _ = writeln!(
+                out,
+                "  health: {} (every {}, timeout {}, unhealthy after {} failures)",
+                h.probe.describe(),
+                format_duration(h.interval),
+                format_duration(h.timeout),
+                h.retries
+            );
+        }
         let _ = writeln!(
             out,
             "  stop: {} then SIGKILL after {}",

@@ -35,6 +35,7 @@ pub fn resolve(raw: RawConfig, path: &Path, d: &mut Diagnostics<'_>) -> Option<C
                         svc.depends_on.push(Dependency {
                             service: j,
                             condition: dep.condition,
+                            restart: dep.restart,
                             explicit: true,
                         });
                         spans.push(dep.span);
@@ -67,6 +68,7 @@ pub fn resolve(raw: RawConfig, path: &Path, d: &mut Diagnostics<'_>) -> Option<C
             services[i].depends_on.push(Dependency {
                 service: i - 1,
                 condition,
+                restart: false,
                 explicit: false,
             });
             edge_spans[i].push(0..0);

@@ -128,6 +128,64 @@ pub struct Service {
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
     pub depends_on: Vec<Dependency>,
+    /// How corral learns that the service works; None = ready once started.
+    pub ready: Option<Readiness>,
+    /// Liveness checks once ready; None = never checked.
+    pub health: Option<Health>,
+}
+
+/// One way of checking a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// A command that exits 0 when the check passes (run with the service's env and user).
+    Exec(Vec<String>),
+    /// A TCP connect to "host:port" succeeds.
+    Tcp(String),
+    /// A GET answers with one of `status` (any 2xx when empty).
+    Http { url: String, status: Vec<u16> },
+    /// A line of the service's output matches this regex (readiness only).
+    Log(String),
+    /// The service writes a newline on this fd (readiness only; the s6 protocol).
+    NotifyFd(i32),
+}
+
+impl Probe {
+    /// Whether corral runs it on a timer (else the service's output tells).
+    pub fn is_active(&self) -> bool {
+        matches!(self, Probe::Exec(_) | Probe::Tcp(_) | Probe::Http { .. })
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Probe::Exec(argv) => format!("exec {}", argv.join(" ")),
+            Probe::Tcp(addr) => format!("tcp {addr}"),
+            Probe::Http { url, .. } => format!("http {url}"),
+            Probe::Log(re) => format!("log /{re}/"),
+            Probe::NotifyFd(fd) => format!("notify-fd {fd}"),
+        }
+    }
+}
+
+/// The `ready` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub probe: Probe,
+    pub initial_delay: Duration,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Not ready by then: the start failed.
+    pub start_timeout: Duration,
+}
+
+/// The `health` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub probe: Probe,
+    pub initial_delay: Duration,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures that make the service unhealthy (and restarted).
+    pub retries: u32,
 }
 
 /// When a service that ended is started again.
@@ -186,6 +244,8 @@ pub struct Dependency {
     /// Index into `Config::services`.
     pub service: usize,
     pub condition: Condition,
+    /// When the dependency restarts, restart this service too (once it is ready again).
+    pub restart: bool,
     /// Declared by the user (false for the implicit file-order chain).
     pub explicit: bool,
 }

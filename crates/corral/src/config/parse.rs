@@ -12,13 +12,13 @@ use super::diag::{suggestion, Diagnostics};
 use super::env::{self, EnvParts, HostEnv};
 use super::interp::{self, Vars};
 use super::user::{self, Identity};
-use super::{Backoff, Condition, Global, RestartPolicy, Service};
+use super::{Backoff, Condition, Global, Health, Probe, Readiness, RestartPolicy, Service};
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
 const TOP_KEYS: [&str; 2] = ["corral", "services"];
 const GLOBAL_KEYS: [&str; 3] = ["shutdown-timeout", "break-glass", "parallel"];
-const SERVICE_KEYS: [&str; 16] = [
+const SERVICE_KEYS: [&str; 18] = [
     "command",
     "oneshot",
     "working-dir",
@@ -35,9 +35,34 @@ const SERVICE_KEYS: [&str; 16] = [
     "stop-signal",
     "stop-timeout",
     "depends-on",
+    "ready",
+    "health",
 ];
 const BACKOFF_KEYS: [&str; 3] = ["initial", "max", "reset-after"];
-const DEPENDENCY_KEYS: [&str; 1] = ["condition"];
+const DEPENDENCY_KEYS: [&str; 2] = ["condition", "restart"];
+const PROBE_KINDS: [&str; 5] = ["exec", "tcp", "http", "log", "notify-fd"];
+const READY_KEYS: [&str; 10] = [
+    "exec",
+    "tcp",
+    "http",
+    "status",
+    "log",
+    "notify-fd",
+    "initial-delay",
+    "interval",
+    "timeout",
+    "start-timeout",
+];
+const HEALTH_KEYS: [&str; 8] = [
+    "exec",
+    "tcp",
+    "http",
+    "status",
+    "initial-delay",
+    "interval",
+    "timeout",
+    "retries",
+];
 
 /// The parsed file before dependency names are resolved.
 pub struct RawConfig {
@@ -55,6 +80,7 @@ pub struct RawDependency {
     pub name: String,
     pub span: Range<usize>,
     pub condition: Condition,
+    pub restart: bool,
 }
 
 /// Parses the document; None when it is not even valid TOML or lacks services.
@@ -182,6 +208,8 @@ fn parse_service(
     let mut stop_signal = Signal::SIGTERM;
     let mut stop_timeout = Duration::from_secs(10);
     let mut depends_on = Vec::new();
+    let mut ready = None;
+    let mut health = None;
 
     for (key, v) in t.iter() {
         match key.get_ref().as_ref() {
@@ -219,8 +247,16 @@ fn parse_service(
             "stop-signal" => set(&mut stop_signal, signal(d, v)),
             "stop-timeout" => set(&mut stop_timeout, duration(d, v)),
             "depends-on" => depends_on = dependencies(d, v),
+            "ready" => ready = readiness(d, v, &vars),
+            "health" => health = health_check(d, v, &vars),
             other => unknown_key(d, key, other, &where_, &SERVICE_KEYS),
         }
+    }
+    if let (true, Some(key)) = (oneshot, t.get_key_value("ready").map(|(k, _)| k)) {
+        d.error(
+            key.span(),
+            format!("service {name:?} is a oneshot: it has no readiness, depend on it with condition \"completed\""),
+        );
     }
     if command.is_none() && !t.contains_key("command") {
         d.error(
@@ -272,6 +308,8 @@ fn parse_service(
             stop_signal,
             stop_timeout,
             depends_on: Vec::new(),
+            ready,
+            health,
         },
         name_span,
         depends_on,
@@ -308,6 +346,7 @@ fn dependencies(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Vec<RawDependency> {
                         name: s.to_string(),
                         span: item.span(),
                         condition: Condition::Started,
+                        restart: false,
                     });
                 } else {
                     type_error(d, item, "a service name");
@@ -316,6 +355,7 @@ fn dependencies(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Vec<RawDependency> {
         }
         DeValue::Table(t) => {
             for (name, cond) in t.iter() {
+                let mut restart = false;
                 let condition = match cond.get_ref() {
                     DeValue::String(_) => condition(d, cond),
                     DeValue::Table(ct) => {
@@ -323,6 +363,7 @@ fn dependencies(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Vec<RawDependency> {
                         for (k, cv) in ct.iter() {
                             match k.get_ref().as_ref() {
                                 "condition" => c = condition(d, cv),
+                                "restart" => set(&mut restart, boolean(d, cv)),
                                 other => unknown_key(
                                     d,
                                     k,
@@ -344,16 +385,11 @@ fn dependencies(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Vec<RawDependency> {
                     }
                 };
                 if let Some(condition) = condition {
-                    if condition == Condition::Ready {
-                        d.warning(
-                            cond.span(),
-                            "condition \"ready\" is treated as \"started\": readiness probes are not supported yet",
-                        );
-                    }
                     out.push(RawDependency {
                         name: name.get_ref().to_string(),
                         span: name.span(),
                         condition,
+                        restart,
                     });
                 }
             }
@@ -361,6 +397,192 @@ fn dependencies(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Vec<RawDependency> {
         _ => type_error(d, v, "a list of service names or a table of conditions"),
     }
     out
+}
+
+/// The probe-specific keys of a `ready` or `health` table.
+struct ProbeTable {
+    probe: Option<Probe>,
+    initial_delay: Duration,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    start_timeout: Option<Duration>,
+    retries: Option<u32>,
+}
+
+fn probe_table(
+    d: &mut Diagnostics<'_>,
+    v: &Value<'_>,
+    vars: &dyn Vars,
+    what: &str,
+    known: &[&str],
+) -> Option<ProbeTable> {
+    let t = table(d, v, what)?;
+    let mut out = ProbeTable {
+        probe: None,
+        initial_delay: Duration::ZERO,
+        interval: None,
+        timeout: None,
+        start_timeout: None,
+        retries: None,
+    };
+    let mut kinds = Vec::new();
+    let mut status = Vec::new();
+    let mut status_span = None;
+    for (key, pv) in t.iter() {
+        let k = key.get_ref().as_ref();
+        if !known.contains(&k) {
+            unknown_key(d, key, k, &format!("in {what}"), known);
+            continue;
+        }
+        match k {
+            "exec" => {
+                kinds.push(k);
+                out.probe = argv(d, pv, vars, "exec").map(Probe::Exec);
+            }
+            "tcp" => {
+                kinds.push(k);
+                out.probe = expand(d, pv, vars).and_then(|addr| match split_host_port(&addr) {
+                    Some(_) => Some(Probe::Tcp(addr)),
+                    None => {
+                        d.error(pv.span(), format!("expected \"host:port\", found {addr:?}"));
+                        None
+                    }
+                });
+            }
+            "http" => {
+                kinds.push(k);
+                out.probe = expand(d, pv, vars).and_then(|url| match check_http_url(&url) {
+                    Ok(()) => Some(Probe::Http {
+                        url,
+                        status: Vec::new(),
+                    }),
+                    Err(msg) => {
+                        d.error(pv.span(), msg);
+                        None
+                    }
+                });
+            }
+            "status" => {
+                status_span = Some(pv.span());
+                status = match pv.get_ref() {
+                    DeValue::Array(items) => items
+                        .iter()
+                        .filter_map(|i| uint(d, i))
+                        .filter_map(|n| u16::try_from(n).ok())
+                        .collect(),
+                    _ => uint(d, pv)
+                        .and_then(|n| u16::try_from(n).ok())
+                        .into_iter()
+                        .collect(),
+                };
+            }
+            "log" => {
+                kinds.push(k);
+                out.probe = string(d, pv).and_then(|re| match regex_lite::Regex::new(re) {
+                    Ok(_) => Some(Probe::Log(re.to_string())),
+                    Err(e) => {
+                        d.error(pv.span(), format!("invalid regex: {e}"));
+                        None
+                    }
+                });
+            }
+            "notify-fd" => {
+                kinds.push(k);
+                out.probe = uint(d, pv).and_then(|fd| {
+                    if (3..1024).contains(&fd) {
+                        Some(Probe::NotifyFd(fd as i32))
+                    } else {
+                        d.error(
+                            pv.span(),
+                            format!(
+                                "notify-fd must be between 3 and 1023 (0-2 are stdio), found {fd}"
+                            ),
+                        );
+                        None
+                    }
+                });
+            }
+            "initial-delay" => set(&mut out.initial_delay, duration(d, pv)),
+            "interval" => out.interval = duration(d, pv),
+            "timeout" => out.timeout = duration(d, pv),
+            "start-timeout" => out.start_timeout = duration(d, pv),
+            "retries" => out.retries = uint(d, pv),
+            _ => {}
+        }
+    }
+    match kinds.as_slice() {
+        [] => d.error(
+            v.span(),
+            format!(
+                "{what} needs one of: {}",
+                PROBE_KINDS
+                    .iter()
+                    .filter(|k| known.contains(k))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        [_] => {}
+        many => d.error(
+            v.span(),
+            format!("{what} takes one probe, found {}", many.join(" and ")),
+        ),
+    }
+    match (&mut out.probe, status_span) {
+        (Some(Probe::Http { status: s, .. }), _) => *s = status,
+        (_, Some(span)) => d.error(span, "`status` only applies to an http probe"),
+        _ => {}
+    }
+    Some(out)
+}
+
+fn readiness(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> Option<Readiness> {
+    let t = probe_table(d, v, vars, "ready", &READY_KEYS)?;
+    Some(Readiness {
+        probe: t.probe?,
+        initial_delay: t.initial_delay,
+        interval: t.interval.unwrap_or(Duration::from_millis(500)),
+        timeout: t.timeout.unwrap_or(Duration::from_secs(1)),
+        start_timeout: t.start_timeout.unwrap_or(Duration::from_secs(60)),
+    })
+}
+
+fn health_check(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> Option<Health> {
+    let t = probe_table(d, v, vars, "health", &HEALTH_KEYS)?;
+    Some(Health {
+        probe: t.probe?,
+        initial_delay: t.initial_delay,
+        interval: t.interval.unwrap_or(Duration::from_secs(10)),
+        timeout: t.timeout.unwrap_or(Duration::from_secs(5)),
+        retries: t.retries.unwrap_or(3).max(1),
+    })
+}
+
+/// Splits "host:port" (or "[v6]:port"); None if malformed.
+pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then_some((host, port))
+}
+
+fn check_http_url(url: &str) -> Result<(), String> {
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http"), Some(_)) => Ok(()),
+        (Some("https"), _) => Err(format!(
+            "{url:?}: https probes are not supported; probe the plain-HTTP port"
+        )),
+        _ => Err(format!(
+            "expected a URL like \"http://127.0.0.1:8080/health\", found {url:?}"
+        )),
+    }
 }
 
 fn condition(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Option<Condition> {

@@ -1,5 +1,6 @@
 //! The pure lifecycle state machine: (state, event) -> effects. No I/O, no clock.
 
+mod probes;
 mod types;
 
 #[cfg(test)]
@@ -9,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-pub use types::{Effect, Event, Exit, Outcome, Pid, Report, State, Step, Timer, TimerKind};
+pub use types::{
+    Effect, Event, Exit, HealthStatus, Outcome, Pid, ProbeRole, Report, State, Step, StopReason,
+    Timer, TimerKind,
+};
 
 use crate::config::{Backoff, Condition, Config, RestartPolicy};
 
@@ -26,8 +30,37 @@ pub struct Spec {
     pub essential: bool,
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
-    /// (dependency index, condition)
-    pub depends_on: Vec<(usize, Condition)>,
+    pub depends_on: Vec<Edge>,
+    pub ready: Option<ReadyPlan>,
+    pub health: Option<HealthPlan>,
+}
+
+/// This service waits for `service` to reach `condition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge {
+    pub service: usize,
+    pub condition: Condition,
+    /// Restart this service when the dependency restarts.
+    pub restart: bool,
+}
+
+/// When readiness is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadyPlan {
+    /// The runtime runs the probe on a timer (exec, tcp, http); otherwise the
+    /// service's output reports readiness by itself (log line, notify fd).
+    pub active: bool,
+    pub initial_delay: Duration,
+    pub interval: Duration,
+    pub start_timeout: Duration,
+}
+
+/// When liveness is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthPlan {
+    pub initial_delay: Duration,
+    pub interval: Duration,
+    pub retries: u32,
 }
 
 impl Spec {
@@ -49,8 +82,23 @@ impl Spec {
                 depends_on: s
                     .depends_on
                     .iter()
-                    .map(|d| (d.service, d.condition))
+                    .map(|d| Edge {
+                        service: d.service,
+                        condition: d.condition,
+                        restart: d.restart,
+                    })
                     .collect(),
+                ready: s.ready.as_ref().map(|r| ReadyPlan {
+                    active: r.probe.is_active(),
+                    initial_delay: r.initial_delay,
+                    interval: r.interval,
+                    start_timeout: r.start_timeout,
+                }),
+                health: s.health.as_ref().map(|h| HealthPlan {
+                    initial_delay: h.initial_delay,
+                    interval: h.interval,
+                    retries: h.retries,
+                }),
             })
             .collect()
     }
@@ -60,13 +108,17 @@ impl Spec {
 #[derive(Debug, Clone)]
 pub struct Unit {
     pub state: State,
-    /// Bumped whenever a timer is armed; a timer from an older epoch is stale.
-    epoch: u64,
+    /// Bumped for every new process and every stop; timers and probe results
+    /// from an older epoch are stale.
+    pub epoch: u64,
     /// Consecutive restarts since the last stable run.
     failures: u32,
     /// Restarts in total.
     pub restarts: u32,
     pub last_exit: Option<Exit>,
+    pub health: HealthStatus,
+    /// Why the readiness probe last failed (for the start-timeout message).
+    last_ready_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,8 +146,8 @@ impl Engine {
     pub fn new(specs: Vec<Spec>, order: Vec<usize>, shutdown_timeout: Duration) -> Engine {
         let mut dependents = vec![Vec::new(); specs.len()];
         for (i, s) in specs.iter().enumerate() {
-            for &(d, _) in &s.depends_on {
-                dependents[d].push(i);
+            for e in &s.depends_on {
+                dependents[e.service].push(i);
             }
         }
         let units = specs
@@ -106,6 +158,8 @@ impl Engine {
                 failures: 0,
                 restarts: 0,
                 last_exit: None,
+                health: HealthStatus::default(),
+                last_ready_error: None,
             })
             .collect();
         Engine {
@@ -152,7 +206,13 @@ impl Engine {
                     self.on_step_ended(svc, step, exit, now, &mut fx);
                 }
             }
-            Event::TimerFired(timer) => self.on_timer(timer, &mut fx),
+            Event::TimerFired(timer) => self.on_timer(timer, now, &mut fx),
+            Event::ProbeResult {
+                svc,
+                epoch,
+                role,
+                result,
+            } => self.on_probe_result(svc, epoch, role, result, now, &mut fx),
             Event::Shutdown { code } => {
                 let reason = if code == 0 {
                     "signal received".to_string()
@@ -183,8 +243,24 @@ impl Engine {
                 fx.push(report(svc, Report::PreStarted { pid }));
             }
             Step::Main => {
-                self.units[svc].state = State::Running { pid, since: now };
+                let unit = &mut self.units[svc];
+                unit.epoch += 1;
+                unit.health = HealthStatus::default();
+                unit.last_ready_error = None;
                 fx.push(report(svc, Report::Started { pid }));
+                match self.specs[svc].ready {
+                    Some(plan) => {
+                        self.units[svc].state = State::Starting { pid, since: now };
+                        self.arm(svc, TimerKind::StartTimeout, now + plan.start_timeout, fx);
+                        if plan.active {
+                            self.arm(svc, TimerKind::ReadyProbe, now + plan.initial_delay, fx);
+                        }
+                    }
+                    None => {
+                        self.units[svc].state = State::Running { pid, since: now };
+                        self.on_ready(svc, now, fx);
+                    }
+                }
                 self.start_ready_services(now, fx);
             }
             Step::Post => {
@@ -204,20 +280,25 @@ impl Engine {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
-        let stopping =
-            matches!(self.units[svc].state, State::Stopping { .. }) || self.is_shutting_down();
+        let stop_reason = match self.units[svc].state {
+            State::Stopping { reason, .. } => Some(reason),
+            _ => None,
+        };
         match step {
-            Step::Pre if stopping => {
-                self.units[svc].state = State::Stopped;
-                fx.push(report(svc, Report::Stopped));
+            Step::Pre if self.is_shutting_down() || stop_reason.is_some() => {
+                let outcome = match stop_reason {
+                    Some(StopReason::DependencyRestart) => Outcome::Wait,
+                    _ => Outcome::Stopped,
+                };
+                self.finish_run(svc, outcome, now, fx);
             }
             Step::Pre if exit.success() => self.launch(svc, Step::Main, None, fx),
             Step::Pre => {
                 fx.push(report(svc, Report::StepFailed { step, exit }));
-                let outcome = self.failure_outcome(svc, exit, false);
+                let outcome = self.failure_outcome(svc, exit);
                 self.finish_run(svc, outcome, now, fx);
             }
-            Step::Main => self.on_main_ended(svc, exit, stopping, now, fx),
+            Step::Main => self.on_main_ended(svc, exit, stop_reason, now, fx),
             Step::Post => {
                 if !exit.success() {
                     fx.push(report(svc, Report::StepFailed { step, exit }));
@@ -238,29 +319,37 @@ impl Engine {
         &mut self,
         svc: usize,
         exit: Exit,
-        stopping: bool,
+        stop_reason: Option<StopReason>,
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
         let (ran_for, pid) = match self.units[svc].state {
-            State::Running { since, pid } => (now.saturating_duration_since(since), Some(pid)),
+            State::Running { since, pid } | State::Starting { since, pid } => {
+                (now.saturating_duration_since(since), Some(pid))
+            }
             State::Stopping { pid, .. } => (Duration::ZERO, Some(pid)),
             _ => (Duration::ZERO, None),
         };
         self.units[svc].last_exit = Some(exit);
-        let outcome = if stopping {
-            Outcome::Stopped
-        } else {
-            if ran_for >= self.specs[svc].backoff.reset_after {
-                self.units[svc].failures = 0;
+        let outcome = match stop_reason {
+            _ if self.is_shutting_down() => Outcome::Stopped,
+            Some(StopReason::Shutdown) => Outcome::Stopped,
+            Some(StopReason::DependencyRestart) => Outcome::Wait,
+            Some(StopReason::NotReady | StopReason::Unhealthy) => self.failure_outcome(svc, exit),
+            None => {
+                if ran_for >= self.specs[svc].backoff.reset_after {
+                    self.units[svc].failures = 0;
+                }
+                if !(self.specs[svc].oneshot && exit.success()) {
+                    fx.push(report(svc, Report::Exited { exit }));
+                }
+                self.run_outcome(svc, exit)
             }
-            if !(self.specs[svc].oneshot && exit.success()) {
-                fx.push(report(svc, Report::Exited { exit }));
-            }
-            self.run_outcome(svc, exit)
         };
         // Whatever the service left in its process group goes with it.
-        if let (Some(pid), Outcome::Restart { .. } | Outcome::Stopped) = (pid, outcome) {
+        if let (Some(pid), Outcome::Restart { .. } | Outcome::Stopped | Outcome::Wait) =
+            (pid, outcome)
+        {
             fx.push(Effect::SignalGroup {
                 svc,
                 pid,
@@ -286,7 +375,7 @@ impl Engine {
             RestartPolicy::Never => false,
         };
         if restart {
-            self.failure_outcome(svc, exit, true)
+            self.count_restart(svc, exit)
         } else if exit.success() {
             Outcome::Exited(exit)
         } else {
@@ -294,14 +383,22 @@ impl Engine {
         }
     }
 
+    /// A failed start (pre step failed, never ready, unhealthy): restarted
+    /// unless the policy is `never`.
+    fn failure_outcome(&mut self, svc: usize, exit: Exit) -> Outcome {
+        if self.specs[svc].restart == RestartPolicy::Never {
+            Outcome::Failed(exit)
+        } else {
+            self.count_restart(svc, exit)
+        }
+    }
+
     /// Counts one more restart; Failed once max-restarts is exceeded.
-    fn failure_outcome(&mut self, svc: usize, exit: Exit, policy_says_restart: bool) -> Outcome {
+    fn count_restart(&mut self, svc: usize, exit: Exit) -> Outcome {
         let spec = &self.specs[svc];
-        let allowed = policy_says_restart || spec.restart != RestartPolicy::Never;
         let unit = &mut self.units[svc];
         unit.failures += 1;
         match spec.max_restarts {
-            _ if !allowed => Outcome::Failed(exit),
             Some(max) if unit.failures > max => Outcome::Failed(exit),
             _ => Outcome::Restart {
                 delay: spec.backoff.delay(unit.failures),
@@ -312,9 +409,7 @@ impl Engine {
 
     /// Moves a service whose run is over into its next state.
     fn finish_run(&mut self, svc: usize, outcome: Outcome, now: Instant, fx: &mut Vec<Effect>) {
-        if self.phase != Phase::Running
-            && !matches!(outcome, Outcome::Failed(_) | Outcome::Completed)
-        {
+        if self.is_shutting_down() && !matches!(outcome, Outcome::Failed(_) | Outcome::Completed) {
             self.units[svc].state = State::Stopped;
             fx.push(report(svc, Report::Stopped));
             return;
@@ -338,30 +433,25 @@ impl Engine {
                     );
                 }
             }
-            Outcome::Restart { delay, attempt } if delay.is_zero() => {
-                // No timer round trip when there is nothing to wait for.
+            Outcome::Restart { delay, attempt } => {
                 self.units[svc].restarts += 1;
                 fx.push(report(svc, Report::Restarting { delay, attempt }));
-                let step = self.first_step(svc);
-                self.launch(svc, step, None, fx);
+                self.restart_dependents(svc, now, fx);
+                if delay.is_zero() {
+                    // No timer round trip when there is nothing to wait for.
+                    let step = self.first_step(svc);
+                    self.launch(svc, step, None, fx);
+                } else {
+                    self.units[svc].state = State::Backoff {
+                        until: now + delay,
+                        attempt,
+                    };
+                    self.arm(svc, TimerKind::Backoff, now + delay, fx);
+                }
             }
-            Outcome::Restart { delay, attempt } => {
-                let unit = &mut self.units[svc];
-                unit.restarts += 1;
-                unit.epoch += 1;
-                unit.state = State::Backoff {
-                    until: now + delay,
-                    attempt,
-                };
-                fx.push(report(svc, Report::Restarting { delay, attempt }));
-                fx.push(Effect::ArmTimer {
-                    at: now + delay,
-                    timer: Timer {
-                        svc: Some(svc),
-                        kind: TimerKind::Backoff,
-                        epoch: unit.epoch,
-                    },
-                });
+            Outcome::Wait => {
+                self.units[svc].state = State::Waiting;
+                self.start_ready_services(now, fx);
             }
             Outcome::Failed(exit) => {
                 let unit = &mut self.units[svc];
@@ -397,40 +487,49 @@ impl Engine {
         }
     }
 
-    fn on_timer(&mut self, timer: Timer, fx: &mut Vec<Effect>) {
-        match (timer.kind, timer.svc) {
-            (TimerKind::ShutdownDeadline, _) => {
-                if self.is_shutting_down() {
-                    fx.push(report_global(Report::ShutdownTimeout));
-                    self.kill_all("shutdown-timeout reached", fx);
-                }
+    fn on_timer(&mut self, timer: Timer, now: Instant, fx: &mut Vec<Effect>) {
+        let Some(svc) = timer.svc else {
+            if timer.kind == TimerKind::ShutdownDeadline && self.is_shutting_down() {
+                fx.push(report_global(Report::ShutdownTimeout));
+                self.kill_all("shutdown-timeout reached", fx);
             }
-            (TimerKind::Backoff, Some(svc)) => {
-                let unit = &self.units[svc];
-                if unit.epoch == timer.epoch && matches!(unit.state, State::Backoff { .. }) {
-                    let step = self.first_step(svc);
-                    self.launch(svc, step, None, fx);
-                }
+            return;
+        };
+        if self.units[svc].epoch != timer.epoch {
+            return;
+        }
+        match (timer.kind, &self.units[svc].state) {
+            (TimerKind::Backoff, State::Backoff { .. }) => {
+                let step = self.first_step(svc);
+                self.launch(svc, step, None, fx);
             }
-            (TimerKind::StopTimeout, Some(svc)) => {
-                let unit = &self.units[svc];
-                if let State::Stopping { pid, .. } = unit.state {
-                    if unit.epoch == timer.epoch {
-                        fx.push(report(
-                            svc,
-                            Report::Killing {
-                                reason: "stop-timeout reached",
-                            },
-                        ));
-                        fx.push(Effect::SignalGroup {
-                            svc,
-                            pid,
-                            signal: Signal::SIGKILL,
-                        });
-                    }
-                }
+            (TimerKind::StopTimeout, &State::Stopping { pid, .. }) => {
+                fx.push(report(
+                    svc,
+                    Report::Killing {
+                        reason: "stop-timeout reached",
+                    },
+                ));
+                fx.push(Effect::SignalGroup {
+                    svc,
+                    pid,
+                    signal: Signal::SIGKILL,
+                });
             }
-            (_, None) => {}
+            (TimerKind::ReadyProbe, State::Starting { .. }) => fx.push(Effect::RunProbe {
+                svc,
+                role: ProbeRole::Ready,
+                epoch: timer.epoch,
+            }),
+            (TimerKind::StartTimeout, State::Starting { .. }) => {
+                self.on_start_timeout(svc, now, fx)
+            }
+            (TimerKind::HealthProbe, State::Running { .. }) => fx.push(Effect::RunProbe {
+                svc,
+                role: ProbeRole::Health,
+                epoch: timer.epoch,
+            }),
+            _ => {}
         }
     }
 
@@ -446,12 +545,12 @@ impl Engine {
             }
             let mut all_met = true;
             let mut blocked_by = None;
-            for &(dep, cond) in &self.specs[svc].depends_on {
-                match dependency_status(&self.units[dep].state, cond) {
+            for e in &self.specs[svc].depends_on {
+                match dependency_status(&self.units[e.service].state, e.condition) {
                     DepStatus::Met => {}
                     DepStatus::Pending => all_met = false,
                     DepStatus::Broken => {
-                        blocked_by = Some(dep);
+                        blocked_by = Some(e.service);
                         break;
                     }
                 }
@@ -462,6 +561,33 @@ impl Engine {
                 let step = self.first_step(svc);
                 self.launch(svc, step, None, fx);
             }
+        }
+    }
+
+    /// A dependency is restarting: dependents that asked for it restart with it,
+    /// once the dependency is back (they wait in `Waiting` meanwhile).
+    fn restart_dependents(&mut self, svc: usize, now: Instant, fx: &mut Vec<Effect>) {
+        for k in 0..self.dependents[svc].len() {
+            let d = self.dependents[svc][k];
+            let follows = self.specs[d]
+                .depends_on
+                .iter()
+                .any(|e| e.service == svc && e.restart);
+            if !follows {
+                continue;
+            }
+            let (pid, step) = match self.units[d].state {
+                State::Starting { pid, .. } | State::Running { pid, .. } => (pid, Step::Main),
+                State::Pre { pid } => (pid, Step::Pre),
+                State::Backoff { .. } => {
+                    self.units[d].state = State::Waiting;
+                    continue;
+                }
+                _ => continue,
+            };
+            let dependency = self.specs[svc].name.clone();
+            fx.push(report(d, Report::DependencyRestarting { dependency }));
+            self.stop(d, pid, step, StopReason::DependencyRestart, now, fx);
         }
     }
 
@@ -512,6 +638,18 @@ impl Engine {
         fx.push(Effect::Spawn { svc, step });
     }
 
+    /// Arms a timer for the service's current epoch.
+    fn arm(&mut self, svc: usize, kind: TimerKind, at: Instant, fx: &mut Vec<Effect>) {
+        fx.push(Effect::ArmTimer {
+            at,
+            timer: Timer {
+                svc: Some(svc),
+                kind,
+                epoch: self.units[svc].epoch,
+            },
+        });
+    }
+
     fn begin_shutdown(&mut self, code: i32, reason: String, now: Instant, fx: &mut Vec<Effect>) {
         if self.phase != Phase::Running {
             return;
@@ -542,7 +680,7 @@ impl Engine {
         for k in (0..self.order.len()).rev() {
             let svc = self.order[k];
             let (pid, step) = match self.units[svc].state {
-                State::Running { pid, .. } => (pid, Step::Main),
+                State::Running { pid, .. } | State::Starting { pid, .. } => (pid, Step::Main),
                 State::Pre { pid } => (pid, Step::Pre),
                 _ => continue,
             };
@@ -550,56 +688,50 @@ impl Engine {
                 .iter()
                 .all(|&d| !self.units[d].state.is_active());
             if dependents_done {
-                self.stop(svc, pid, step, now, fx);
+                self.stop(svc, pid, step, StopReason::Shutdown, now, fx);
             }
         }
     }
 
-    fn stop(&mut self, svc: usize, pid: Pid, step: Step, now: Instant, fx: &mut Vec<Effect>) {
+    fn stop(
+        &mut self,
+        svc: usize,
+        pid: Pid,
+        step: Step,
+        reason: StopReason,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
         let spec = &self.specs[svc];
-        let unit = &mut self.units[svc];
-        unit.epoch += 1;
-        unit.state = State::Stopping { pid, step };
-        fx.push(report(
-            svc,
-            Report::Stopping {
-                signal: spec.stop_signal,
-                timeout: spec.stop_timeout,
-            },
-        ));
-        fx.push(Effect::SignalGroup {
-            svc,
-            pid,
-            signal: spec.stop_signal,
-        });
-        fx.push(Effect::ArmTimer {
-            at: now + spec.stop_timeout,
-            timer: Timer {
-                svc: Some(svc),
-                kind: TimerKind::StopTimeout,
-                epoch: unit.epoch,
-            },
-        });
+        let (signal, timeout) = (spec.stop_signal, spec.stop_timeout);
+        self.units[svc].epoch += 1;
+        self.units[svc].state = State::Stopping { pid, step, reason };
+        fx.push(report(svc, Report::Stopping { signal, timeout }));
+        fx.push(Effect::SignalGroup { svc, pid, signal });
+        self.arm(svc, TimerKind::StopTimeout, now + timeout, fx);
     }
 
     fn kill_all(&mut self, reason: &'static str, fx: &mut Vec<Effect>) {
         for svc in 0..self.units.len() {
-            if let Some(pid) = self.units[svc].state.pid() {
-                fx.push(report(svc, Report::Killing { reason }));
-                fx.push(Effect::SignalGroup {
-                    svc,
-                    pid,
-                    signal: Signal::SIGKILL,
-                });
-                if let State::Running { .. } | State::Pre { .. } = self.units[svc].state {
-                    let step = if matches!(self.units[svc].state, State::Pre { .. }) {
-                        Step::Pre
-                    } else {
-                        Step::Main
-                    };
-                    self.units[svc].state = State::Stopping { pid, step };
-                }
-            }
+            let Some(pid) = self.units[svc].state.pid() else {
+                continue;
+            };
+            fx.push(report(svc, Report::Killing { reason }));
+            fx.push(Effect::SignalGroup {
+                svc,
+                pid,
+                signal: Signal::SIGKILL,
+            });
+            let step = match self.units[svc].state {
+                State::Pre { .. } => Step::Pre,
+                State::Running { .. } | State::Starting { .. } => Step::Main,
+                _ => continue,
+            };
+            self.units[svc].state = State::Stopping {
+                pid,
+                step,
+                reason: StopReason::Shutdown,
+            };
         }
     }
 
@@ -645,6 +777,7 @@ fn dependency_status(state: &State, cond: Condition) -> DepStatus {
         (State::Failed { .. } | State::Blocked { .. } | State::Stopped, _) => DepStatus::Broken,
         (State::Completed | State::Exited { .. }, _) => DepStatus::Met,
         (State::Running { .. }, Condition::Started | Condition::Ready) => DepStatus::Met,
+        (State::Starting { .. }, Condition::Started) => DepStatus::Met,
         _ => DepStatus::Pending,
     }
 }

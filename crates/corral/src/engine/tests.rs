@@ -24,6 +24,8 @@ fn spec(name: &str) -> Spec {
         stop_signal: Signal::SIGTERM,
         stop_timeout: Duration::from_secs(5),
         depends_on: vec![],
+        ready: None,
+        health: None,
     }
 }
 
@@ -35,6 +37,7 @@ struct Harness {
     /// (svc, step, pid) of every spawn, in order.
     spawns: Vec<(usize, Step, Pid)>,
     signals: Vec<(usize, Signal)>,
+    probes: Vec<(usize, ProbeRole, u64)>,
     timers: Vec<(Instant, Timer)>,
     reports: Vec<(Option<usize>, Report)>,
     exit: Option<i32>,
@@ -44,7 +47,7 @@ impl Harness {
     fn new(specs: Vec<Spec>) -> Harness {
         let edges: Vec<Vec<usize>> = specs
             .iter()
-            .map(|s| s.depends_on.iter().map(|d| d.0).collect())
+            .map(|s| s.depends_on.iter().map(|d| d.service).collect())
             .collect();
         let order = crate::config::topological_order_for_tests(&edges);
         Harness {
@@ -53,6 +56,7 @@ impl Harness {
             next_pid: 100,
             spawns: vec![],
             signals: vec![],
+            probes: vec![],
             timers: vec![],
             reports: vec![],
             exit: None,
@@ -77,6 +81,7 @@ impl Harness {
                         );
                     }
                     Effect::SignalGroup { svc, signal, .. } => self.signals.push((svc, signal)),
+                    Effect::RunProbe { svc, role, epoch } => self.probes.push((svc, role, epoch)),
                     Effect::ArmTimer { at, timer } => self.timers.push((at, timer)),
                     Effect::Report { svc, report } => self.reports.push((svc, report)),
                     Effect::Exit { code } => self.exit = Some(code),
@@ -120,7 +125,14 @@ impl Harness {
 }
 
 fn depends(mut s: Spec, on: &[(usize, Condition)]) -> Spec {
-    s.depends_on = on.to_vec();
+    s.depends_on = on
+        .iter()
+        .map(|&(service, condition)| Edge {
+            service,
+            condition,
+            restart: false,
+        })
+        .collect();
     s
 }
 
@@ -358,4 +370,161 @@ fn break_glass_engine_never_boots_and_shutdown_exits_clean() {
     h.send(Event::Shutdown { code: 0 });
     assert!(h.spawns.is_empty());
     assert_eq!(h.exit, Some(0));
+}
+
+fn with_ready(mut s: Spec, active: bool) -> Spec {
+    s.ready = Some(ReadyPlan {
+        active,
+        initial_delay: Duration::ZERO,
+        interval: Duration::from_millis(100),
+        start_timeout: Duration::from_secs(2),
+    });
+    s
+}
+
+impl Harness {
+    fn probe_result(&mut self, svc: usize, role: ProbeRole, result: Result<(), String>) {
+        let epoch = self.engine.units()[svc].epoch;
+        self.send(Event::ProbeResult {
+            svc,
+            epoch,
+            role,
+            result,
+        });
+    }
+}
+
+#[test]
+fn ready_condition_waits_for_the_probe() {
+    let mut h = Harness::new(vec![
+        with_ready(spec("db"), true),
+        depends(spec("api"), &[(0, Condition::Ready)]),
+        depends(spec("logger"), &[(0, Condition::Started)]),
+    ]);
+    h.send(Event::Boot);
+    assert!(matches!(h.state(0), State::Starting { .. }));
+    // "started" is enough for the logger, the api waits.
+    assert_eq!(h.started(), vec![0, 2]);
+    h.fire_next_timer(); // first readiness probe
+    assert_eq!(h.probes.last().map(|p| p.1), Some(ProbeRole::Ready));
+    h.probe_result(0, ProbeRole::Ready, Err("refused".into()));
+    assert_eq!(h.started(), vec![0, 2]);
+    h.probe_result(0, ProbeRole::Ready, Ok(()));
+    assert!(matches!(h.state(0), State::Running { .. }));
+    assert_eq!(h.started(), vec![0, 2, 1]);
+}
+
+#[test]
+fn never_ready_is_a_failed_start_and_dependents_never_start() {
+    let mut db = with_ready(spec("db"), false);
+    db.max_restarts = Some(1);
+    let mut h = Harness::new(vec![db, depends(spec("api"), &[(0, Condition::Ready)])]);
+    h.send(Event::Boot);
+    for _ in 0..2 {
+        // start-timeout fires: stop with SIGTERM, the exit counts as a failure.
+        let t = h.fire_next_timer();
+        assert_eq!(t.map(|t| t.kind), Some(TimerKind::StartTimeout));
+        assert!(matches!(h.state(0), State::Stopping { .. }));
+        h.exit(0, Exit::Signal(15));
+        if matches!(h.state(0), State::Backoff { .. }) {
+            h.fire_next_timer();
+        }
+    }
+    assert!(matches!(h.state(0), State::Failed { .. }));
+    assert_eq!(h.state(1), &State::Blocked { dependency: 0 });
+    assert_eq!(h.started(), vec![0, 0]);
+}
+
+#[test]
+fn health_failures_up_to_retries_restart_the_service() {
+    let mut s = spec("api");
+    s.health = Some(HealthPlan {
+        initial_delay: Duration::ZERO,
+        interval: Duration::from_secs(1),
+        retries: 3,
+    });
+    let mut h = Harness::new(vec![s]);
+    h.send(Event::Boot);
+    for n in 1..=3 {
+        let t = h.fire_next_timer();
+        assert_eq!(t.map(|t| t.kind), Some(TimerKind::HealthProbe));
+        if n == 2 {
+            // A pass in between resets the count.
+            h.probe_result(0, ProbeRole::Health, Ok(()));
+            continue;
+        }
+        h.probe_result(0, ProbeRole::Health, Err("timeout".into()));
+    }
+    assert!(matches!(h.state(0), State::Running { .. }));
+    for _ in 0..2 {
+        h.fire_next_timer();
+        h.probe_result(0, ProbeRole::Health, Err("timeout".into()));
+    }
+    assert!(matches!(
+        h.state(0),
+        State::Stopping {
+            reason: StopReason::Unhealthy,
+            ..
+        }
+    ));
+    h.exit(0, Exit::Signal(15));
+    assert!(matches!(h.state(0), State::Backoff { attempt: 1, .. }));
+}
+
+#[test]
+fn stale_probe_results_are_ignored() {
+    let mut h = Harness::new(vec![with_ready(spec("db"), true)]);
+    h.send(Event::Boot);
+    let old = h.engine.units()[0].epoch;
+    h.exit(0, Exit::Code(1));
+    // Timers of the old process fire, then the backoff: all stale but the last.
+    while !matches!(h.state(0), State::Starting { .. }) {
+        h.fire_next_timer();
+    }
+    h.send(Event::ProbeResult {
+        svc: 0,
+        epoch: old,
+        role: ProbeRole::Ready,
+        result: Ok(()),
+    });
+    assert!(matches!(h.state(0), State::Starting { .. }));
+}
+
+#[test]
+fn restart_true_dependents_follow_their_dependency() {
+    let mut api = spec("api");
+    api.depends_on = vec![Edge {
+        service: 0,
+        condition: Condition::Ready,
+        restart: true,
+    }];
+    let mut h = Harness::new(vec![
+        with_ready(spec("db"), true),
+        api,
+        depends(spec("cron"), &[(0, Condition::Ready)]),
+    ]);
+    h.send(Event::Boot);
+    h.probe_result(0, ProbeRole::Ready, Ok(()));
+    assert_eq!(h.started(), vec![0, 1, 2]);
+    h.exit(0, Exit::Code(1)); // db crashes
+    assert!(matches!(
+        h.state(1),
+        State::Stopping {
+            reason: StopReason::DependencyRestart,
+            ..
+        }
+    ));
+    assert!(
+        matches!(h.state(2), State::Running { .. }),
+        "cron keeps running"
+    );
+    h.exit(1, Exit::Signal(15));
+    assert_eq!(h.state(1), &State::Waiting);
+    // db comes back; api starts again only once db is ready.
+    h.timers.retain(|(_, t)| t.kind == TimerKind::Backoff);
+    h.fire_next_timer();
+    assert!(matches!(h.state(0), State::Starting { .. }));
+    assert_eq!(h.state(1), &State::Waiting);
+    h.probe_result(0, ProbeRole::Ready, Ok(()));
+    assert!(matches!(h.state(1), State::Running { .. }));
 }

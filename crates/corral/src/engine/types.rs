@@ -57,6 +57,8 @@ pub enum Outcome {
     Exited(Exit),
     /// Restart after the given delay (restart number `attempt`).
     Restart { delay: Duration, attempt: u32 },
+    /// Wait for the dependencies again (a `restart = true` dependency restarted).
+    Wait,
     /// Ended for good with a failure.
     Failed(Exit),
     /// Stopped on request or at shutdown.
@@ -72,10 +74,16 @@ pub enum State {
     Launching { step: Step, then: Option<Outcome> },
     /// The pre step runs.
     Pre { pid: Pid },
-    /// The service runs.
+    /// The service runs but is not ready yet (its readiness probe has not passed).
+    Starting { pid: Pid, since: Instant },
+    /// The service runs and is ready.
     Running { pid: Pid, since: Instant },
     /// The stop signal was sent to the pre step or the service; SIGKILL follows at the deadline.
-    Stopping { pid: Pid, step: Step },
+    Stopping {
+        pid: Pid,
+        step: Step,
+        reason: StopReason,
+    },
     /// The post step runs; `then` applies once it is done.
     Post { pid: Pid, then: Outcome },
     /// Waiting to be restarted.
@@ -99,6 +107,7 @@ impl State {
             self,
             State::Launching { .. }
                 | State::Pre { .. }
+                | State::Starting { .. }
                 | State::Running { .. }
                 | State::Stopping { .. }
                 | State::Post { .. }
@@ -121,6 +130,7 @@ impl State {
     pub fn pid(&self) -> Option<Pid> {
         match self {
             State::Pre { pid }
+            | State::Starting { pid, .. }
             | State::Running { pid, .. }
             | State::Stopping { pid, .. }
             | State::Post { pid, .. } => Some(*pid),
@@ -132,8 +142,9 @@ impl State {
     pub fn name(&self) -> &'static str {
         match self {
             State::Waiting => "waiting",
-            State::Launching { .. } => "starting",
+            State::Launching { .. } => "launching",
             State::Pre { .. } => "pre",
+            State::Starting { .. } => "starting",
             State::Running { .. } => "running",
             State::Stopping { .. } => "stopping",
             State::Post { .. } => "post",
@@ -145,6 +156,36 @@ impl State {
             State::Stopped => "stopped",
         }
     }
+}
+
+/// Why a service is being stopped, which decides what follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// corral is shutting down.
+    Shutdown,
+    /// It did not become ready within start-timeout: a failed start.
+    NotReady,
+    /// Its health probe failed `retries` times in a row.
+    Unhealthy,
+    /// A dependency it declared `restart = true` on is restarting.
+    DependencyRestart,
+}
+
+/// Which probe of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProbeRole {
+    Ready,
+    Health,
+}
+
+/// What the health probe has found so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthStatus {
+    /// None until the first check after readiness.
+    pub healthy: Option<bool>,
+    /// Consecutive failures.
+    pub failures: u32,
+    pub last_failure: Option<String>,
 }
 
 /// What the outside world tells the engine.
@@ -164,6 +205,13 @@ pub enum Event {
     Exited { svc: usize, pid: Pid, exit: Exit },
     /// A timer armed by an earlier effect is due.
     TimerFired(Timer),
+    /// A probe ran (or, for log and notify-fd readiness, the service said it is ready).
+    ProbeResult {
+        svc: usize,
+        epoch: u64,
+        role: ProbeRole,
+        result: Result<(), String>,
+    },
     /// Orderly shutdown (SIGTERM, SIGINT...): exit with `code` unless a failure overrides it.
     Shutdown { code: i32 },
     /// Kill everything now (second signal during shutdown).
@@ -186,6 +234,12 @@ pub enum TimerKind {
     StopTimeout,
     /// The whole shutdown took too long.
     ShutdownDeadline,
+    /// Run the readiness probe again.
+    ReadyProbe,
+    /// The service had until now to become ready.
+    StartTimeout,
+    /// Run the health probe.
+    HealthProbe,
 }
 
 /// What the engine asks the runtime to do.
@@ -194,6 +248,12 @@ pub enum Effect {
     Spawn {
         svc: usize,
         step: Step,
+    },
+    /// Run a probe for the process of `epoch`; answer with Event::ProbeResult.
+    RunProbe {
+        svc: usize,
+        role: ProbeRole,
+        epoch: u64,
     },
     /// Send a signal to the process group led by `pid`.
     SignalGroup {
@@ -218,20 +278,70 @@ pub enum Effect {
 /// A lifecycle message for the console (and later the event stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Report {
-    PreStarted { pid: Pid },
-    Started { pid: Pid },
-    PostStarted { pid: Pid },
-    SpawnFailed { step: Step, error: String },
-    StepFailed { step: Step, exit: Exit },
-    Exited { exit: Exit },
+    PreStarted {
+        pid: Pid,
+    },
+    Started {
+        pid: Pid,
+    },
+    Ready {
+        after: Duration,
+    },
+    NotReady {
+        timeout: Duration,
+        last_error: Option<String>,
+    },
+    HealthFailed {
+        failures: u32,
+        retries: u32,
+        reason: String,
+    },
+    Unhealthy {
+        failures: u32,
+    },
+    Recovered,
+    DependencyRestarting {
+        dependency: String,
+    },
+    PostStarted {
+        pid: Pid,
+    },
+    SpawnFailed {
+        step: Step,
+        error: String,
+    },
+    StepFailed {
+        step: Step,
+        exit: Exit,
+    },
+    Exited {
+        exit: Exit,
+    },
     Completed,
-    Restarting { delay: Duration, attempt: u32 },
-    GaveUp { restarts: u32, exit: Exit },
-    Failed { exit: Exit },
-    Blocked { dependency: String },
-    Stopping { signal: Signal, timeout: Duration },
-    Killing { reason: &'static str },
+    Restarting {
+        delay: Duration,
+        attempt: u32,
+    },
+    GaveUp {
+        restarts: u32,
+        exit: Exit,
+    },
+    Failed {
+        exit: Exit,
+    },
+    Blocked {
+        dependency: String,
+    },
+    Stopping {
+        signal: Signal,
+        timeout: Duration,
+    },
+    Killing {
+        reason: &'static str,
+    },
     Stopped,
-    ShuttingDown { reason: String },
+    ShuttingDown {
+        reason: String,
+    },
     ShutdownTimeout,
 }

@@ -4,4 +4,4 @@ mod console;
 mod pipe;
 
 pub use console::{Console, Stream};
-pub use pipe::pump;
+pub use pipe::{pump, LogWatch};

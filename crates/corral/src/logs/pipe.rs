@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use tokio::net::unix::pipe;
 
@@ -16,9 +17,22 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
 }
 
+/// Watches a service's output for the line that says it is ready.
+pub struct LogWatch {
+    pub regex: Arc<regex_lite::Regex>,
+    /// Called once, on the first matching line (of either stream).
+    pub on_match: Arc<dyn Fn() + Send + Sync>,
+}
+
 /// Forwards every line from `fd` until EOF; a final line without a newline is
 /// forwarded too. Waits (stops reading) while the console is behind.
-pub async fn pump(fd: OwnedFd, svc: usize, stream: Stream, console: ConsoleHandle) {
+pub async fn pump(
+    fd: OwnedFd,
+    svc: usize,
+    stream: Stream,
+    console: ConsoleHandle,
+    mut watch: Option<LogWatch>,
+) {
     let Ok(rx) = pipe::Receiver::from_owned_fd(fd) else {
         return;
     };
@@ -37,6 +51,12 @@ pub async fn pump(fd: OwnedFd, svc: usize, stream: Stream, console: ConsoleHandl
             r
         });
         for text in lines {
+            if let Some(w) = &watch {
+                if w.regex.is_match(&String::from_utf8_lossy(&text)) {
+                    (w.on_match)();
+                    watch = None;
+                }
+            }
             if console
                 .send(Line::Output { svc, stream, text })
                 .await

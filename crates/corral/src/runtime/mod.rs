@@ -3,20 +3,24 @@
 //! Every wake-up is a signal, a child exit (SIGCHLD), a due timer, or pipe
 //! output; with nothing due, the loop sleeps in the kernel.
 
+mod probe;
 mod report;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, Signal as SignalStream, SignalKind};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, Instant};
 
-use crate::config::Config;
-use crate::engine::{Effect, Engine, Event, Pid, Spec, Step, Timer};
-use crate::logs::{pump, Console, Stream};
+use crate::config::{Config, Probe};
+use crate::engine::{Effect, Engine, Event, Exit, Pid, ProbeRole, Spec, State, Step, Timer};
+use crate::logs::{pump, Console, LogWatch, Stream};
 use crate::process::{self, Launch};
 
 /// How `up` was asked to run.
@@ -69,13 +73,48 @@ enum Received {
     Hangup,
 }
 
+/// What a child process of corral is.
+#[derive(Debug, Clone, Copy)]
+enum Child {
+    /// A pre step, a service, or a post step of this service.
+    Service(usize),
+    /// An exec probe; `id` tells it apart from a later probe with a reused pid.
+    Probe {
+        svc: usize,
+        role: ProbeRole,
+        epoch: u64,
+        id: u64,
+    },
+    /// A probe that timed out and was killed; its exit means nothing.
+    Abandoned,
+}
+
+/// Messages from tasks the loop started (probes, output watchers).
+#[derive(Debug)]
+enum Notice {
+    /// A network probe finished.
+    Probe {
+        svc: usize,
+        epoch: u64,
+        role: ProbeRole,
+        result: Result<(), String>,
+    },
+    /// The process `pid` of `svc` said it is ready (log line or notify fd).
+    Ready { svc: usize, pid: Pid },
+    /// An exec probe's time is up.
+    ProbeDeadline { pid: Pid, id: u64 },
+}
+
 /// The supervisor: engine state plus the live resources it refers to.
 struct Supervisor<'c> {
     config: Config,
     engine: Engine,
     console: &'c Console,
     /// Every pid corral spawned and has not reaped yet.
-    children: HashMap<Pid, usize>,
+    children: HashMap<Pid, Child>,
+    notices_tx: mpsc::UnboundedSender<Notice>,
+    notices: mpsc::UnboundedReceiver<Notice>,
+    probe_seq: u64,
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     /// The pipe readers; drained before exit so no output line is lost.
     pumps: JoinSet<()>,
@@ -97,11 +136,15 @@ pub async fn run(config: Config, options: Options, console: &Console) -> Result<
         config.start_order.clone(),
         config.global.shutdown_timeout,
     );
+    let (notices_tx, notices) = mpsc::unbounded_channel();
     let mut sup = Supervisor {
         config,
         engine,
         console,
         children: HashMap::new(),
+        notices_tx,
+        notices,
+        probe_seq: 0,
         timers: BinaryHeap::new(),
         pumps: JoinSet::new(),
         timer_seq: 0,
@@ -158,6 +201,7 @@ impl Supervisor<'_> {
                     "SIGHUP received: reloading is not supported yet, ignored".into(),
                 ),
                 Wakeup::Timer => self.fire_due_timers(),
+                Wakeup::Notice(notice) => self.on_notice(notice),
             }
         }
     }
@@ -173,6 +217,7 @@ impl Supervisor<'_> {
             _ = signals.usr1.recv() => Wakeup::Signal(Received::Forward(Signal::SIGUSR1)),
             _ = signals.usr2.recv() => Wakeup::Signal(Received::Forward(Signal::SIGUSR2)),
             _ = sleep_until_opt(deadline) => Wakeup::Timer,
+            Some(notice) = self.notices.recv() => Wakeup::Notice(notice),
         }
     }
 
@@ -188,6 +233,7 @@ impl Supervisor<'_> {
     fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::Spawn { svc, step } => self.spawn(svc, step),
+            Effect::RunProbe { svc, role, epoch } => self.run_probe(svc, role, epoch),
             Effect::SignalGroup { svc, pid, signal } => {
                 if let Err(e) = process::signal_group(pid, signal) {
                     self.console.event(
@@ -214,39 +260,220 @@ impl Supervisor<'_> {
             Step::Post => service.post.as_deref(),
         }
         .unwrap_or_default();
+        let ready_probe = service
+            .ready
+            .as_ref()
+            .map(|r| &r.probe)
+            .filter(|_| step == Step::Main);
+        let mut notify_reader = None;
+        let notify = match ready_probe {
+            Some(&Probe::NotifyFd(target)) => {
+                match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+                    Ok((read, write)) => {
+                        notify_reader = Some(read);
+                        Some((write, target))
+                    }
+                    Err(e) => {
+                        self.queue.push_back(Event::SpawnFailed {
+                            svc,
+                            step,
+                            error: format!("cannot create the notify-fd pipe: {e}"),
+                        });
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
         let launch = Launch {
             argv,
             env: &service.env,
             working_dir: service.working_dir.as_deref(),
             user: service.user.as_ref(),
+            capture_output: true,
+            notify,
         };
-        match process::spawn(&launch) {
-            Ok(spawned) => {
-                self.children.insert(spawned.pid, svc);
-                let console = self.console.handle();
-                while self.pumps.try_join_next().is_some() {}
-                self.pumps
-                    .spawn(pump(spawned.stdout, svc, Stream::Stdout, console.clone()));
-                self.pumps
-                    .spawn(pump(spawned.stderr, svc, Stream::Stderr, console));
-                self.queue.push_back(Event::Spawned {
+        let spawned = match process::spawn(launch) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                self.queue.push_back(Event::SpawnFailed {
                     svc,
                     step,
-                    pid: spawned.pid,
+                    error: e.to_string(),
                 });
+                return;
             }
-            Err(e) => self.queue.push_back(Event::SpawnFailed {
-                svc,
-                step,
-                error: e.to_string(),
+        };
+        let pid = spawned.pid;
+        self.children.insert(pid, Child::Service(svc));
+        let watch = match ready_probe {
+            Some(Probe::Log(pattern)) => regex_lite::Regex::new(pattern).ok().map(|regex| {
+                let tx = self.notices_tx.clone();
+                LogWatch {
+                    regex: Arc::new(regex),
+                    on_match: Arc::new(move || {
+                        let _ = tx.send(Notice::Ready { svc, pid });
+                    }),
+                }
             }),
+            _ => None,
+        };
+        if let Some(read) = notify_reader {
+            tokio::spawn(watch_notify_fd(read, svc, pid, self.notices_tx.clone()));
+        }
+        while self.pumps.try_join_next().is_some() {}
+        let console = self.console.handle();
+        let streams = [
+            (spawned.stdout, Stream::Stdout),
+            (spawned.stderr, Stream::Stderr),
+        ];
+        for (fd, stream) in streams {
+            if let Some(fd) = fd {
+                let watch = watch.as_ref().map(|w| LogWatch {
+                    regex: w.regex.clone(),
+                    on_match: w.on_match.clone(),
+                });
+                self.pumps
+                    .spawn(pump(fd, svc, stream, console.clone(), watch));
+            }
+        }
+        self.queue.push_back(Event::Spawned { svc, step, pid });
+    }
+
+    /// Runs the service's readiness or health probe for the process of `epoch`.
+    fn run_probe(&mut self, svc: usize, role: ProbeRole, epoch: u64) {
+        let service = &self.config.services[svc];
+        let (probe, limit) = match role {
+            ProbeRole::Ready => match &service.ready {
+                Some(r) => (r.probe.clone(), r.timeout),
+                None => return,
+            },
+            ProbeRole::Health => match &service.health {
+                Some(h) => (h.probe.clone(), h.timeout),
+                None => return,
+            },
+        };
+        let tx = self.notices_tx.clone();
+        let report = move |result| {
+            let _ = tx.send(Notice::Probe {
+                svc,
+                epoch,
+                role,
+                result,
+            });
+        };
+        match probe {
+            Probe::Tcp(addr) => {
+                tokio::spawn(async move { report(probe::tcp(&addr, limit).await) });
+            }
+            Probe::Http { url, status } => {
+                tokio::spawn(async move { report(probe::http(&url, &status, limit).await) });
+            }
+            Probe::Exec(argv) => {
+                let launch = Launch {
+                    argv: &argv,
+                    env: &service.env,
+                    working_dir: service.working_dir.as_deref(),
+                    user: service.user.as_ref(),
+                    capture_output: false,
+                    notify: None,
+                };
+                match process::spawn(launch) {
+                    Ok(spawned) => {
+                        self.probe_seq += 1;
+                        let id = self.probe_seq;
+                        self.children.insert(
+                            spawned.pid,
+                            Child::Probe {
+                                svc,
+                                role,
+                                epoch,
+                                id,
+                            },
+                        );
+                        let tx = self.notices_tx.clone();
+                        let pid = spawned.pid;
+                        tokio::spawn(async move {
+                            tokio::time::sleep(limit).await;
+                            let _ = tx.send(Notice::ProbeDeadline { pid, id });
+                        });
+                    }
+                    Err(e) => report(Err(format!("probe did not start: {e}"))),
+                }
+            }
+            // Passive readiness: the output watchers report it.
+            Probe::Log(_) | Probe::NotifyFd(_) => {}
+        }
+    }
+
+    fn on_notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Probe {
+                svc,
+                epoch,
+                role,
+                result,
+            } => self.queue.push_back(Event::ProbeResult {
+                svc,
+                epoch,
+                role,
+                result,
+            }),
+            Notice::Ready { svc, pid } => {
+                let unit = &self.engine.units()[svc];
+                if matches!(unit.state, State::Starting { pid: p, .. } if p == pid) {
+                    self.queue.push_back(Event::ProbeResult {
+                        svc,
+                        epoch: unit.epoch,
+                        role: ProbeRole::Ready,
+                        result: Ok(()),
+                    });
+                }
+            }
+            Notice::ProbeDeadline { pid, id } => {
+                if let Some(&Child::Probe {
+                    svc,
+                    role,
+                    epoch,
+                    id: live,
+                }) = self.children.get(&pid)
+                {
+                    if live == id {
+                        let _ = process::signal_group(pid, Signal::SIGKILL);
+                        self.children.insert(pid, Child::Abandoned);
+                        self.queue.push_back(Event::ProbeResult {
+                            svc,
+                            epoch,
+                            role,
+                            result: Err("probe command timed out".into()),
+                        });
+                    }
+                }
+            }
         }
     }
 
     fn reap(&mut self) {
         for (pid, exit) in process::reap_exited() {
-            if let Some(svc) = self.children.remove(&pid) {
-                self.queue.push_back(Event::Exited { svc, pid, exit });
+            match self.children.remove(&pid) {
+                Some(Child::Service(svc)) => self.queue.push_back(Event::Exited { svc, pid, exit }),
+                Some(Child::Probe {
+                    svc, role, epoch, ..
+                }) => {
+                    // Whatever the probe started goes with it.
+                    let _ = process::signal_group(pid, Signal::SIGKILL);
+                    let result = match exit {
+                        Exit::Code(0) => Ok(()),
+                        other => Err(format!("probe command ended with {other}")),
+                    };
+                    self.queue.push_back(Event::ProbeResult {
+                        svc,
+                        epoch,
+                        role,
+                        result,
+                    });
+                }
+                Some(Child::Abandoned) | None => {}
             }
         }
     }
@@ -322,6 +549,31 @@ impl Supervisor<'_> {
 enum Wakeup {
     Signal(Received),
     Timer,
+    Notice(Notice),
+}
+
+/// Reads a notify fd until the service writes a newline (it is ready) or closes it.
+async fn watch_notify_fd(
+    fd: OwnedFd,
+    svc: usize,
+    pid: Pid,
+    notices: mpsc::UnboundedSender<Notice>,
+) {
+    use tokio::io::AsyncReadExt;
+    let Ok(mut rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    let mut buf = [0u8; 64];
+    loop {
+        match rx.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) if buf[..n].contains(&b'\n') => {
+                let _ = notices.send(Notice::Ready { svc, pid });
+                return;
+            }
+            Ok(_) => {}
+        }
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

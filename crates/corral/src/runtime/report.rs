@@ -12,10 +12,42 @@ fn step_name(step: Step) -> &'static str {
     }
 }
 
+/// Durations on the console: whole milliseconds are enough.
+fn short(d: std::time::Duration) -> String {
+    let ms = std::time::Duration::from_millis(d.as_millis() as u64);
+    format_duration(ms).to_string()
+}
+
 pub fn describe(report: &Report) -> String {
     match report {
         Report::PreStarted { pid } => format!("pre step started (pid {pid})"),
         Report::Started { pid } => format!("started (pid {pid})"),
+        Report::Ready { after } => format!("ready after {}", short(*after)),
+        Report::NotReady {
+            timeout,
+            last_error,
+        } => match last_error {
+            Some(e) => format!(
+                "not ready within start-timeout {} (last probe: {e}): a failed start",
+                short(*timeout)
+            ),
+            None => format!(
+                "not ready within start-timeout {}: a failed start",
+                short(*timeout)
+            ),
+        },
+        Report::HealthFailed {
+            failures,
+            retries,
+            reason,
+        } => format!("health check failed ({failures}/{retries}): {reason}"),
+        Report::Unhealthy { failures } => {
+            format!("unhealthy after {failures} failed checks: restarting")
+        }
+        Report::Recovered => "healthy again".into(),
+        Report::DependencyRestarting { dependency } => {
+            format!("restarting with its dependency {dependency}")
+        }
         Report::PostStarted { pid } => format!("post step started (pid {pid})"),
         Report::SpawnFailed { step, error } => {
             format!("{} did not start: {error}", step_name(*step))
@@ -24,10 +56,7 @@ pub fn describe(report: &Report) -> String {
         Report::Exited { exit } => format!("exited with {exit}"),
         Report::Completed => "completed".into(),
         Report::Restarting { delay, attempt } => {
-            format!(
-                "restarting in {} (restart {attempt})",
-                format_duration(*delay)
-            )
+            format!("restarting in {} (restart {attempt})", short(*delay))
         }
         Report::GaveUp { restarts, exit } => {
             format!("failed: gave up after {restarts} restarts (last: {exit})")
@@ -37,7 +66,7 @@ pub fn describe(report: &Report) -> String {
         Report::Stopping { signal, timeout } => format!(
             "stopping with {} (SIGKILL after {})",
             signal.as_str(),
-            format_duration(*timeout)
+            short(*timeout)
         ),
         Report::Killing { reason } => format!("sending SIGKILL: {reason}"),
         Report::Stopped => "stopped".into(),
