@@ -708,6 +708,12 @@ impl Engine {
         self.units[svc].state = State::Stopping { pid, step, reason };
         fx.push(report(svc, Report::Stopping { signal, timeout }));
         fx.push(Effect::SignalGroup { svc, pid, signal });
+        // A stopped (SIGSTOP) process only acts on the stop signal once continued.
+        fx.push(Effect::SignalGroup {
+            svc,
+            pid,
+            signal: Signal::SIGCONT,
+        });
         self.arm(svc, TimerKind::StopTimeout, now + timeout, fx);
     }
 

@@ -80,6 +80,10 @@ impl Harness {
                             },
                         );
                     }
+                    Effect::SignalGroup {
+                        signal: Signal::SIGCONT,
+                        ..
+                    } => {}
                     Effect::SignalGroup { svc, signal, .. } => self.signals.push((svc, signal)),
                     Effect::RunProbe { svc, role, epoch } => self.probes.push((svc, role, epoch)),
                     Effect::ArmTimer { at, timer } => self.timers.push((at, timer)),

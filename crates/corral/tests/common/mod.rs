@@ -317,3 +317,52 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 pub const SECS5: Duration = Duration::from_secs(5);
 pub const SECS10: Duration = Duration::from_secs(10);
+
+/// A port that was free a moment ago (the OS picked it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A tiny HTTP server for tests: `python3 server.py PORT DELAY STAMP` sleeps
+/// DELAY seconds, writes the time to STAMP, then binds PORT and answers 200.
+pub const HTTP_SERVER: &str = r#"
+import http.server, sys, time
+port, delay, stamp = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+time.sleep(delay)
+with open(stamp, "w") as f:
+    f.write(repr(time.time()))
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"#;
+
+/// Context switches of every thread of a process so far.
+pub fn context_switches(pid: i32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if line.starts_with("voluntary_ctxt_switches")
+                || line.starts_with("nonvoluntary_ctxt_switches")
+            {
+                total += line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    total
+}
