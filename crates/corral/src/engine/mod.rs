@@ -1,5 +1,6 @@
 //! The pure lifecycle state machine: (state, event) -> effects. No I/O, no clock.
 
+mod operate;
 mod probes;
 mod types;
 
@@ -18,7 +19,7 @@ pub use types::{
 use crate::config::{Backoff, Condition, Config, RestartPolicy};
 
 /// The part of a service's config the lifecycle needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
     pub name: String,
     pub oneshot: bool,
@@ -104,6 +105,19 @@ impl Spec {
     }
 }
 
+/// A reloaded config, aligned with the engine's indices: services that stay
+/// keep their index, new ones are appended, removed ones keep theirs, retired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadPlan {
+    pub specs: Vec<Spec>,
+    /// Start order of the services in the new config.
+    pub order: Vec<usize>,
+    pub changed: Vec<usize>,
+    pub added: Vec<usize>,
+    pub removed: Vec<usize>,
+    pub shutdown_timeout: Duration,
+}
+
 /// One service's live bookkeeping.
 #[derive(Debug, Clone)]
 pub struct Unit {
@@ -119,6 +133,26 @@ pub struct Unit {
     pub health: HealthStatus,
     /// Why the readiness probe last failed (for the start-timeout message).
     last_ready_error: Option<String>,
+    /// Stopped by an operator: stays down, and does not count as ended by itself.
+    pub held: bool,
+    /// Removed from the config by a reload.
+    pub retired: bool,
+}
+
+impl Unit {
+    fn new() -> Unit {
+        Unit {
+            state: State::Waiting,
+            epoch: 0,
+            failures: 0,
+            restarts: 0,
+            last_exit: None,
+            health: HealthStatus::default(),
+            last_ready_error: None,
+            held: false,
+            retired: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,24 +178,8 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(specs: Vec<Spec>, order: Vec<usize>, shutdown_timeout: Duration) -> Engine {
-        let mut dependents = vec![Vec::new(); specs.len()];
-        for (i, s) in specs.iter().enumerate() {
-            for e in &s.depends_on {
-                dependents[e.service].push(i);
-            }
-        }
-        let units = specs
-            .iter()
-            .map(|_| Unit {
-                state: State::Waiting,
-                epoch: 0,
-                failures: 0,
-                restarts: 0,
-                last_exit: None,
-                health: HealthStatus::default(),
-                last_ready_error: None,
-            })
-            .collect();
+        let dependents = dependents_of(&specs);
+        let units = specs.iter().map(|_| Unit::new()).collect();
         Engine {
             specs,
             units,
@@ -227,6 +245,10 @@ impl Engine {
                 }
                 self.kill_all("forced stop", &mut fx);
             }
+            Event::StartRequested { svc } => self.on_start_requested(svc, now, &mut fx),
+            Event::StopRequested { svc } => self.on_stop_requested(svc, now, &mut fx),
+            Event::RestartRequested { svc } => self.on_restart_requested(svc, now, &mut fx),
+            Event::Reload(plan) => self.on_reload(*plan, now, &mut fx),
         }
         self.advance_shutdown(now, &mut fx);
         self.check_finished(&mut fx);
@@ -287,7 +309,9 @@ impl Engine {
         match step {
             Step::Pre if self.is_shutting_down() || stop_reason.is_some() => {
                 let outcome = match stop_reason {
-                    Some(StopReason::DependencyRestart) => Outcome::Wait,
+                    Some(
+                        StopReason::DependencyRestart | StopReason::Restart | StopReason::Reload,
+                    ) => Outcome::Wait,
                     _ => Outcome::Stopped,
                 };
                 self.finish_run(svc, outcome, now, fx);
@@ -333,8 +357,12 @@ impl Engine {
         self.units[svc].last_exit = Some(exit);
         let outcome = match stop_reason {
             _ if self.is_shutting_down() => Outcome::Stopped,
-            Some(StopReason::Shutdown) => Outcome::Stopped,
-            Some(StopReason::DependencyRestart) => Outcome::Wait,
+            Some(StopReason::Shutdown | StopReason::Requested | StopReason::Removed) => {
+                Outcome::Stopped
+            }
+            Some(StopReason::DependencyRestart | StopReason::Restart | StopReason::Reload) => {
+                Outcome::Wait
+            }
             Some(StopReason::NotReady | StopReason::Unhealthy) => self.failure_outcome(svc, exit),
             None => {
                 if ran_for >= self.specs[svc].backoff.reset_after {
@@ -409,7 +437,9 @@ impl Engine {
 
     /// Moves a service whose run is over into its next state.
     fn finish_run(&mut self, svc: usize, outcome: Outcome, now: Instant, fx: &mut Vec<Effect>) {
-        if self.is_shutting_down() && !matches!(outcome, Outcome::Failed(_) | Outcome::Completed) {
+        let unit = &self.units[svc];
+        let stays_down = self.is_shutting_down() || unit.held || unit.retired;
+        if stays_down && !matches!(outcome, Outcome::Failed(_) | Outcome::Completed) {
             self.units[svc].state = State::Stopped;
             fx.push(report(svc, Report::Stopped));
             return;
@@ -451,6 +481,7 @@ impl Engine {
             }
             Outcome::Wait => {
                 self.units[svc].state = State::Waiting;
+                self.try_start(svc, now, fx);
                 self.start_ready_services(now, fx);
             }
             Outcome::Failed(exit) => {
@@ -540,27 +571,33 @@ impl Engine {
         }
         for k in 0..self.order.len() {
             let svc = self.order[k];
-            if self.units[svc].state != State::Waiting {
-                continue;
+            if self.units[svc].state == State::Waiting && !self.units[svc].held {
+                self.try_start(svc, now, fx);
             }
-            let mut all_met = true;
-            let mut blocked_by = None;
-            for e in &self.specs[svc].depends_on {
-                match dependency_status(&self.units[e.service].state, e.condition) {
-                    DepStatus::Met => {}
-                    DepStatus::Pending => all_met = false,
-                    DepStatus::Broken => {
-                        blocked_by = Some(e.service);
-                        break;
-                    }
+        }
+    }
+
+    /// Launches a waiting service if its dependencies are met, or blocks it if
+    /// one of them can no longer be met.
+    fn try_start(&mut self, svc: usize, now: Instant, fx: &mut Vec<Effect>) {
+        if self.units[svc].state != State::Waiting || self.phase != Phase::Running {
+            return;
+        }
+        let mut all_met = true;
+        for e in &self.specs[svc].depends_on {
+            match dependency_status(&self.units[e.service].state, e.condition) {
+                DepStatus::Met => {}
+                DepStatus::Pending => all_met = false,
+                DepStatus::Broken => {
+                    let dep = e.service;
+                    self.block(svc, dep, now, fx);
+                    return;
                 }
             }
-            if let Some(dep) = blocked_by {
-                self.block(svc, dep, now, fx);
-            } else if all_met {
-                let step = self.first_step(svc);
-                self.launch(svc, step, None, fx);
-            }
+        }
+        if all_met {
+            let step = self.first_step(svc);
+            self.launch(svc, step, None, fx);
         }
     }
 
@@ -606,6 +643,7 @@ impl Engine {
             svc,
             Report::Blocked {
                 dependency: self.specs[dependency].name.clone(),
+                state: self.units[dependency].state.name(),
             },
         ));
         self.block_dependents(svc, now, fx);
@@ -750,11 +788,14 @@ impl Engine {
                 self.phase = Phase::Done;
                 fx.push(Effect::Exit { code });
             }
-            Phase::Running if self.booted && self.units.iter().all(|u| u.state.is_final()) => {
-                let failed = self
-                    .units
-                    .iter()
-                    .any(|u| matches!(u.state, State::Failed { .. } | State::Blocked { .. }));
+            Phase::Running
+                if self.booted
+                    && self.units.iter().all(|u| u.state.is_final())
+                    && !self.units.iter().any(|u| u.held && !u.retired) =>
+            {
+                let failed = self.units.iter().any(|u| {
+                    !u.retired && matches!(u.state, State::Failed { .. } | State::Blocked { .. })
+                });
                 let code = i32::from(failed);
                 let reason = if failed {
                     "every service has ended, some failed"
@@ -770,6 +811,17 @@ impl Engine {
             _ => {}
         }
     }
+}
+
+/// dependents[i]: the services that depend on service i.
+fn dependents_of(specs: &[Spec]) -> Vec<Vec<usize>> {
+    let mut dependents = vec![Vec::new(); specs.len()];
+    for (i, s) in specs.iter().enumerate() {
+        for e in &s.depends_on {
+            dependents[e.service].push(i);
+        }
+    }
+    dependents
 }
 
 enum DepStatus {

@@ -532,3 +532,101 @@ fn restart_true_dependents_follow_their_dependency() {
     h.probe_result(0, ProbeRole::Ready, Ok(()));
     assert!(matches!(h.state(1), State::Running { .. }));
 }
+
+#[test]
+fn operator_stop_holds_the_service_and_start_brings_it_back() {
+    let mut h = Harness::new(vec![spec("a"), spec("b")]);
+    h.send(Event::Boot);
+    h.send(Event::StopRequested { svc: 0 });
+    assert!(matches!(
+        h.state(0),
+        State::Stopping {
+            reason: StopReason::Requested,
+            ..
+        }
+    ));
+    h.exit(0, Exit::Signal(15));
+    assert_eq!(h.state(0), &State::Stopped);
+    // b is untouched, and corral does not end because a is down.
+    assert!(matches!(h.state(1), State::Running { .. }));
+    h.exit(1, Exit::Code(0));
+    assert_eq!(h.exit, None, "an operator-stopped service keeps corral up");
+    h.send(Event::StartRequested { svc: 0 });
+    assert!(matches!(h.state(0), State::Running { .. }));
+    assert_eq!(h.started(), vec![0, 1, 0]);
+}
+
+#[test]
+fn operator_restart_relaunches_without_counting_a_failure() {
+    let mut h = Harness::new(vec![spec("a")]);
+    h.send(Event::Boot);
+    let first = h.pid(0);
+    h.send(Event::RestartRequested { svc: 0 });
+    h.exit(0, Exit::Signal(15));
+    assert!(matches!(h.state(0), State::Running { .. }));
+    assert_ne!(h.pid(0), first);
+    assert_eq!(h.engine.units()[0].restarts, 0);
+}
+
+#[test]
+fn start_of_a_failed_service_retries_it() {
+    let mut s = spec("a");
+    s.restart = RestartPolicy::Never;
+    let mut h = Harness::new(vec![s, spec("b")]);
+    h.send(Event::Boot);
+    h.exit(0, Exit::Code(1));
+    assert!(matches!(h.state(0), State::Failed { .. }));
+    h.send(Event::StartRequested { svc: 0 });
+    assert!(matches!(h.state(0), State::Running { .. }));
+}
+
+#[test]
+fn reload_restarts_changed_starts_added_stops_removed() {
+    let mut h = Harness::new(vec![spec("keep"), spec("change"), spec("drop")]);
+    h.send(Event::Boot);
+    let keep = h.pid(0);
+    let mut changed = spec("change");
+    changed.stop_timeout = Duration::from_secs(1);
+    let mut retired = spec("drop");
+    retired.depends_on.clear();
+    let plan = ReloadPlan {
+        specs: vec![spec("keep"), changed, retired, spec("new")],
+        order: vec![0, 1, 3],
+        changed: vec![1],
+        added: vec![3],
+        removed: vec![2],
+        shutdown_timeout: Duration::from_secs(30),
+    };
+    h.send(Event::Reload(Box::new(plan)));
+    assert_eq!(h.pid(0), keep);
+    assert!(matches!(
+        h.state(1),
+        State::Stopping {
+            reason: StopReason::Reload,
+            ..
+        }
+    ));
+    assert!(matches!(
+        h.state(2),
+        State::Stopping {
+            reason: StopReason::Removed,
+            ..
+        }
+    ));
+    assert!(matches!(h.state(3), State::Running { .. }));
+    h.exit(1, Exit::Signal(15));
+    assert!(
+        matches!(h.state(1), State::Running { .. }),
+        "changed service runs again"
+    );
+    h.exit(2, Exit::Signal(15));
+    assert_eq!(h.state(2), &State::Stopped);
+    assert!(h.engine.units()[2].retired);
+}
+
+#[test]
+fn break_glass_allows_starting_by_hand() {
+    let mut h = Harness::new(vec![spec("a"), spec("b")]);
+    h.send(Event::StartRequested { svc: 1 });
+    assert_eq!(h.started(), vec![1]);
+}

@@ -169,6 +169,14 @@ pub enum StopReason {
     Unhealthy,
     /// A dependency it declared `restart = true` on is restarting.
     DependencyRestart,
+    /// An operator asked to stop it: it stays stopped until started again.
+    Requested,
+    /// An operator asked to restart it.
+    Restart,
+    /// Its definition changed on reload: start again with the new one.
+    Reload,
+    /// It is gone from the config after a reload.
+    Removed,
 }
 
 /// Which probe of a service.
@@ -216,6 +224,14 @@ pub enum Event {
     Shutdown { code: i32 },
     /// Kill everything now (second signal during shutdown).
     ForceStop,
+    /// An operator asked to start a service (also one that failed or was stopped).
+    StartRequested { svc: usize },
+    /// An operator asked to stop a service; it stays down until started.
+    StopRequested { svc: usize },
+    /// An operator asked to restart a service (start it if it is not running).
+    RestartRequested { svc: usize },
+    /// A new config was loaded: see [`ReloadPlan`].
+    Reload(Box<crate::engine::ReloadPlan>),
 }
 
 /// A timer the runtime keeps for the engine; stale ones are ignored by epoch.
@@ -331,7 +347,14 @@ pub enum Report {
     },
     Blocked {
         dependency: String,
+        state: &'static str,
     },
+    WaitingFor {
+        dependencies: Vec<String>,
+    },
+    Changed,
+    Added,
+    Removed,
     Stopping {
         signal: Signal,
         timeout: Duration,

@@ -62,7 +62,15 @@ pub fn describe(report: &Report) -> String {
             format!("failed: gave up after {restarts} restarts (last: {exit})")
         }
         Report::Failed { exit } => format!("failed with {exit}"),
-        Report::Blocked { dependency } => format!("not started: dependency {dependency} failed"),
+        Report::Blocked { dependency, state } => {
+            format!("not started: dependency {dependency} {state}")
+        }
+        Report::WaitingFor { dependencies } => {
+            format!("waiting for {}", dependencies.join(", "))
+        }
+        Report::Changed => "definition changed: restarting".into(),
+        Report::Added => "added".into(),
+        Report::Removed => "removed from the config: stopping".into(),
         Report::Stopping { signal, timeout } => format!(
             "stopping with {} (SIGKILL after {})",
             signal.as_str(),

@@ -1,0 +1,192 @@
+//! The control API of corral, version 1: the types the daemon and the CLI exchange.
+//!
+//! Transport: HTTP/1.1 over a Unix socket, JSON bodies, every path under
+//! [`PREFIX`]. Streams (`logs?follow=true`, `events`) are newline-delimited
+//! JSON, one object per line. Errors come as [`ErrorBody`] with a 4xx/5xx
+//! status. The routes are documented in `docs/api.md` of the repository.
+//!
+//! Compatibility: fields are only ever added within a version; a client
+//! ignores fields it does not know, and optional fields may be absent.
+
+use serde::{Deserialize, Serialize};
+
+/// The API version this crate describes.
+pub const API_VERSION: u32 = 1;
+
+/// Every route starts with this.
+pub const PREFIX: &str = "/v1";
+
+/// Largest request body the daemon accepts; larger ones get 413.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// `GET /v1/version`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Version {
+    pub api: u32,
+    pub corral: String,
+}
+
+/// One service instance as `corral ps` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    /// waiting, launching, pre, starting, running, stopping, post, backoff,
+    /// completed, exited, failed, blocked, stopped
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// Seconds since the current process started (running or starting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_secs: Option<f64>,
+    pub restarts: u32,
+    /// How the last run ended, e.g. "exit code 1" or "signal SIGKILL".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
+    /// The last run's exit code (128 + signal when killed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_code: Option<i32>,
+    /// Passed readiness (or has no readiness probe) and runs.
+    pub ready: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    pub oneshot: bool,
+}
+
+impl ServiceStatus {
+    /// Whether the state is one a `start` aims for.
+    pub fn is_up(&self) -> bool {
+        matches!(self.state.as_str(), "running" | "completed")
+            || (self.state == "exited" && self.last_exit_code == Some(0))
+    }
+
+    /// Whether the state means a start did not succeed.
+    pub fn is_down_for_good(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "failed" | "blocked" | "stopped" | "backoff"
+        ) || (self.state == "exited" && self.last_exit_code != Some(0))
+    }
+
+    /// Whether the service has no process and nothing scheduled.
+    pub fn is_stopped(&self) -> bool {
+        matches!(
+            self.state.as_str(),
+            "stopped" | "failed" | "blocked" | "exited" | "completed"
+        )
+    }
+}
+
+/// What the health probe found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// None until the first check.
+    pub healthy: Option<bool>,
+    /// Consecutive failures.
+    pub failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
+}
+
+/// `GET /v1/services`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceList {
+    pub services: Vec<ServiceStatus>,
+}
+
+/// `POST /v1/services/{name}/signal`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalRequest {
+    /// A name such as "SIGHUP" or "HUP", or a number.
+    pub signal: String,
+}
+
+/// `POST /v1/reload`: what the new config changed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReloadResult {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// One line that says what went wrong.
+    pub error: String,
+    /// For an unknown service: the names that exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known: Vec<String>,
+    /// For a rejected reload: every config error, one per entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// A lifecycle message of corral about the service.
+    Event,
+}
+
+/// One line of `GET /v1/logs` (a stream of these, newline-delimited).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Seconds since the Unix epoch.
+    pub time: f64,
+    pub service: String,
+    pub stream: LogStream,
+    /// The line without its newline; bytes that are not UTF-8 are replaced.
+    pub line: String,
+}
+
+/// One line of `GET /v1/events`: a lifecycle change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Seconds since the Unix epoch.
+    pub time: f64,
+    /// None for corral itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The service's state after the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Recorded bodies of version 1: they must keep parsing.
+    #[test]
+    fn v1_fixtures_parse() {
+        let status: ServiceStatus = serde_json::from_str(
+            r#"{"name":"api","state":"running","pid":42,"uptime_secs":1.5,"restarts":2,
+                "last_exit":"exit code 1","last_exit_code":1,"ready":true,
+                "health":{"healthy":true,"failures":0},"oneshot":false,"future_field":1}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status.pid, Some(42));
+        assert!(status.is_up());
+        let minimal: ServiceStatus = serde_json::from_str(
+            r#"{"name":"db","state":"stopped","restarts":0,"ready":false,"oneshot":false}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(minimal.is_stopped());
+        let line: LogLine = serde_json::from_str(
+            r#"{"time":1700000000.25,"service":"api","stream":"stderr","line":"boom"}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(line.stream, LogStream::Stderr);
+    }
+
+    #[test]
+    fn signal_request_is_strict() {
+        assert!(serde_json::from_str::<SignalRequest>(r#"{"signal":"HUP","x":1}"#).is_err());
+    }
+}
