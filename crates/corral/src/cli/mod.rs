@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{self, Config, HostEnv, LoadFailure};
-use crate::logs::Console;
+use crate::logs::LogHub;
 use crate::runtime;
 
 /// corral: run, supervise and connect the processes of a service.
@@ -107,8 +107,8 @@ fn up(file: &Path, only: &[String]) -> Result<ExitCode, CliError> {
         .clone()
         .filter(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
     let names = config.services.iter().map(|s| s.name.clone()).collect();
-    let console = Console::start(names).map_err(|source| CliError::Io {
-        context: "cannot start the console writer",
+    let hub = LogHub::start(names).map_err(|source| CliError::Io {
+        context: "cannot start the log hub",
         source,
     })?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -121,11 +121,11 @@ fn up(file: &Path, only: &[String]) -> Result<ExitCode, CliError> {
     let result = rt.block_on(runtime::run(
         config,
         runtime::Options { break_glass },
-        &console,
+        &hub,
     ));
-    // Dropping the runtime ends the pipe readers, so the console can drain and stop.
+    // Dropping the runtime ends the pipe readers, so the hub can drain and stop.
     drop(rt);
-    console.finish();
+    hub.finish();
     let code = result?;
     Ok(ExitCode::from(
         u8::try_from(code.clamp(0, 255)).unwrap_or(1),

@@ -1,140 +1,52 @@
-//! The console: one writer thread that prints every line as `name | text`.
-//!
-//! Service output travels through a bounded channel, so a blocked stdout stops
-//! the readers (and then the services) instead of growing memory; the event loop
-//! never blocks on it.
+//! How a line looks on corral's stdout: `name | text` for service output,
+//! `name * text` for corral's own lifecycle messages, coloured on a terminal.
 
-use std::cell::Cell;
-use std::io::{self, BufWriter, IsTerminal, Write};
-use std::thread::JoinHandle;
+use std::io::{self, IsTerminal, Write};
 
-use tokio::sync::mpsc;
-
-/// Lines that may wait for the console writer.
-const QUEUE_LINES: usize = 1024;
-
-/// Which output stream of a service a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// One thing to print.
-#[derive(Debug)]
-pub enum Line {
-    /// A line a service wrote (without its newline).
-    Output {
-        svc: usize,
-        #[allow(dead_code)] // for JSON log lines and per-stream files (logs step)
-        stream: Stream,
-        text: Vec<u8>,
-    },
-    /// A corral lifecycle message, about one service or about corral itself.
-    Event { svc: Option<usize>, text: String },
-}
-
-/// The sending side, owned by the event loop.
-pub struct Console {
-    tx: mpsc::Sender<Line>,
-    dropped: Cell<u64>,
-    writer: Option<JoinHandle<()>>,
-}
-
-/// A sender for a pipe reader; sending waits when the console is behind.
-pub type ConsoleHandle = mpsc::Sender<Line>;
-
-struct Style {
-    names: Vec<String>,
-    width: usize,
-    colour: bool,
+/// Names, their padding, and whether to colour.
+pub struct Style {
+    pub names: Vec<String>,
+    pub width: usize,
+    pub colour: bool,
 }
 
 const PALETTE: [&str; 6] = ["36", "33", "32", "35", "34", "91"];
 
-impl Console {
-    /// Starts the writer thread for services named `names` (indexed like the config).
-    pub fn start(names: Vec<String>) -> io::Result<Console> {
-        let colour =
-            io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-        let width = names.iter().map(String::len).chain([6]).max().unwrap_or(6);
-        let style = Style {
-            names,
-            width,
+impl Style {
+    /// Colour when stdout is a terminal and NO_COLOR is not set.
+    pub fn for_stdout(names: Vec<String>) -> Style {
+        let colour = io::stdout().is_terminal()
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let mut style = Style {
+            names: Vec::new(),
+            width: 0,
             colour,
         };
-        let (tx, rx) = mpsc::channel(QUEUE_LINES);
-        let writer = std::thread::Builder::new()
-            .name("console".into())
-            .stack_size(128 * 1024)
-            .spawn(move || write_loop(rx, &style))?;
-        Ok(Console {
-            tx,
-            dropped: Cell::new(0),
-            writer: Some(writer),
-        })
+        style.rename(names);
+        style
     }
 
-    pub fn handle(&self) -> ConsoleHandle {
-        self.tx.clone()
+    pub fn rename(&mut self, names: Vec<String>) {
+        self.width = names.iter().map(String::len).chain([6]).max().unwrap_or(6);
+        self.names = names;
     }
 
-    /// Prints a lifecycle message; never blocks the caller. If the console is so
-    /// far behind that the queue is full, the message is counted and the count
-    /// is printed with the next message that fits.
-    pub fn event(&self, svc: Option<usize>, text: String) {
-        let dropped = self.dropped.get();
-        if dropped > 0 {
-            let note = format!("({dropped} lifecycle messages were not shown: console too slow)");
-            if self
-                .tx
-                .try_send(Line::Event {
-                    svc: None,
-                    text: note,
-                })
-                .is_ok()
-            {
-                self.dropped.set(0);
-            }
-        }
-        if self.tx.try_send(Line::Event { svc, text }).is_err() {
-            self.dropped.set(self.dropped.get() + 1);
-        }
-    }
-
-    /// Waits until everything queued has been written. Pipe readers must be gone.
-    pub fn finish(mut self) {
-        let writer = self.writer.take();
-        drop(self);
-        if let Some(w) = writer {
-            let _ = w.join();
-        }
+    pub fn name(&self, svc: Option<usize>) -> &str {
+        svc.and_then(|i| self.names.get(i))
+            .map_or("corral", String::as_str)
     }
 }
 
-fn write_loop(mut rx: mpsc::Receiver<Line>, style: &Style) {
-    let stdout = io::stdout();
-    let mut out = BufWriter::with_capacity(16 * 1024, stdout.lock());
-    while let Some(line) = rx.blocking_recv() {
-        let mut next = Some(line);
-        while let Some(line) = next {
-            // A closed stdout must not stop supervision: keep draining.
-            let _ = render(&mut out, style, &line);
-            next = rx.try_recv().ok();
-        }
-        let _ = out.flush();
-    }
-    let _ = out.flush();
-}
-
-fn render(out: &mut impl Write, style: &Style, line: &Line) -> io::Result<()> {
-    let (svc, sep) = match line {
-        Line::Output { svc, .. } => (Some(*svc), '|'),
-        Line::Event { svc, .. } => (*svc, '*'),
-    };
-    let name = svc
-        .and_then(|i| style.names.get(i))
-        .map_or("corral", String::as_str);
+/// Writes one line: a service's output (`is_event` false) or a lifecycle message.
+pub fn render(
+    out: &mut impl Write,
+    style: &Style,
+    svc: Option<usize>,
+    is_event: bool,
+    text: &[u8],
+) -> io::Result<()> {
+    let sep = if is_event { '*' } else { '|' };
+    let name = style.name(svc);
     let width = style.width;
     if style.colour {
         let code = svc.map_or("1", |i| PALETTE[i % PALETTE.len()]);
@@ -142,13 +54,12 @@ fn render(out: &mut impl Write, style: &Style, line: &Line) -> io::Result<()> {
     } else {
         write!(out, "{name:<width$} {sep} ")?;
     }
-    match line {
-        Line::Output { text, .. } => {
-            let text = text.strip_suffix(b"\r").unwrap_or(text);
-            out.write_all(String::from_utf8_lossy(text).as_bytes())?;
-        }
-        Line::Event { text, .. } if style.colour => write!(out, "\x1b[1m{text}\x1b[0m")?,
-        Line::Event { text, .. } => out.write_all(text.as_bytes())?,
+    let text = text.strip_suffix(b"\r").unwrap_or(text);
+    let shown = String::from_utf8_lossy(text);
+    if is_event && style.colour {
+        write!(out, "\x1b[1m{shown}\x1b[0m")?;
+    } else {
+        out.write_all(shown.as_bytes())?;
     }
     out.write_all(b"\n")
 }
@@ -165,32 +76,20 @@ mod tests {
         }
     }
 
-    fn rendered(style: &Style, line: Line) -> String {
+    fn rendered(style: &Style, svc: Option<usize>, is_event: bool, text: &[u8]) -> String {
         let mut buf = Vec::new();
-        render(&mut buf, style, &line).unwrap_or_default();
+        render(&mut buf, style, svc, is_event, text).unwrap_or_default();
         String::from_utf8_lossy(&buf).into_owned()
     }
 
     #[test]
     fn output_and_events_are_distinct_and_aligned() {
         let style = plain(&["web", "database"]);
-        let out = rendered(
-            &style,
-            Line::Output {
-                svc: 0,
-                stream: Stream::Stdout,
-                text: b"hello\r".to_vec(),
-            },
+        assert_eq!(rendered(&style, Some(0), false, b"hello\r"), "web      | hello\n");
+        assert_eq!(
+            rendered(&style, None, true, b"shutting down"),
+            "corral   * shutting down\n"
         );
-        assert_eq!(out, "web      | hello\n");
-        let ev = rendered(
-            &style,
-            Line::Event {
-                svc: None,
-                text: "shutting down".into(),
-            },
-        );
-        assert_eq!(ev, "corral   * shutting down\n");
     }
 
     #[test]
@@ -199,27 +98,18 @@ mod tests {
             colour: true,
             ..plain(&["web"])
         };
-        let ev = rendered(
-            &style,
-            Line::Event {
-                svc: Some(0),
-                text: "started".into(),
-            },
+        assert_eq!(
+            rendered(&style, Some(0), true, b"started"),
+            "\x1b[36mweb      *\x1b[0m \x1b[1mstarted\x1b[0m\n"
         );
-        assert_eq!(ev, "\x1b[36mweb      *\x1b[0m \x1b[1mstarted\x1b[0m\n");
     }
 
     #[test]
     fn invalid_utf8_is_shown_safely() {
         let style = plain(&["bin"]);
-        let out = rendered(
-            &style,
-            Line::Output {
-                svc: 0,
-                stream: Stream::Stderr,
-                text: vec![b'a', 0xff, b'b'],
-            },
+        assert_eq!(
+            rendered(&style, Some(0), false, &[b'a', 0xff, b'b']),
+            "bin      | a\u{fffd}b\n"
         );
-        assert_eq!(out, "bin      | a\u{fffd}b\n");
     }
 }

@@ -1,7 +1,10 @@
-//! Service output: pipes split into lines, multiplexed onto corral's stdout.
+//! Service output: pipes split into lines, fanned out by the log hub to the
+//! console, in-memory rings and followers.
 
 mod console;
+mod hub;
 mod pipe;
+mod ring;
 
-pub use console::{Console, Stream};
+pub use hub::{follower_channel, HubHandle, Line, LogHub, LogQuery};
 pub use pipe::{pump, LogWatch};

@@ -1,4 +1,4 @@
-//! Reads one pipe of a service and sends its lines to the console.
+//! Reads one pipe of a service and sends its lines to the log hub.
 
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use tokio::net::unix::pipe;
 
-use super::console::{ConsoleHandle, Line, Stream};
+use std::time::SystemTime;
+
+use corral_proto::LogStream;
+
+use super::hub::{HubHandle, Line};
 
 /// Lines longer than this are cut into pieces of this size.
 const MAX_LINE: usize = 64 * 1024;
@@ -25,12 +29,12 @@ pub struct LogWatch {
 }
 
 /// Forwards every line from `fd` until EOF; a final line without a newline is
-/// forwarded too. Waits (stops reading) while the console is behind.
+/// forwarded too. Waits (stops reading) while the hub is behind.
 pub async fn pump(
     fd: OwnedFd,
     svc: usize,
-    stream: Stream,
-    console: ConsoleHandle,
+    stream: LogStream,
+    hub: HubHandle,
     mut watch: Option<LogWatch>,
 ) {
     let Ok(rx) = pipe::Receiver::from_owned_fd(fd) else {
@@ -57,11 +61,14 @@ pub async fn pump(
                     watch = None;
                 }
             }
-            if console
-                .send(Line::Output { svc, stream, text })
-                .await
-                .is_err()
-            {
+            let time = SystemTime::now();
+            let line = Line::Output {
+                svc,
+                stream,
+                time,
+                text,
+            };
+            if hub.send(line).await.is_err() {
                 return;
             }
         }
@@ -73,13 +80,13 @@ pub async fn pump(
         }
     }
     if !partial.is_empty() {
-        let _ = console
-            .send(Line::Output {
-                svc,
-                stream,
-                text: partial,
-            })
-            .await;
+        let line = Line::Output {
+            svc,
+            stream,
+            time: SystemTime::now(),
+            text: partial,
+        };
+        let _ = hub.send(line).await;
     }
 }
 

@@ -20,7 +20,9 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::config::{Config, Probe};
 use crate::engine::{Effect, Engine, Event, Exit, Pid, ProbeRole, Spec, State, Step, Timer};
-use crate::logs::{pump, Console, LogWatch, Stream};
+use corral_proto::LogStream;
+
+use crate::logs::{pump, LogHub, LogWatch};
 use crate::process::{self, Launch};
 
 /// How `up` was asked to run.
@@ -109,7 +111,7 @@ enum Notice {
 struct Supervisor<'c> {
     config: Config,
     engine: Engine,
-    console: &'c Console,
+    hub: &'c LogHub,
     /// Every pid corral spawned and has not reaped yet.
     children: HashMap<Pid, Child>,
     notices_tx: mpsc::UnboundedSender<Notice>,
@@ -124,8 +126,8 @@ struct Supervisor<'c> {
 }
 
 /// Runs the services of `config` until shutdown; returns corral's exit code.
-/// `console` must have been started with the services' names.
-pub async fn run(config: Config, options: Options, console: &Console) -> Result<i32, RuntimeError> {
+/// `hub` must have been started with the services' names.
+pub async fn run(config: Config, options: Options, hub: &LogHub) -> Result<i32, RuntimeError> {
     // Handlers first, so no SIGCHLD or SIGTERM can be missed once children exist.
     let mut signals = Signals::install().map_err(RuntimeError::Signals)?;
     if let Err(e) = process::become_subreaper() {
@@ -140,7 +142,7 @@ pub async fn run(config: Config, options: Options, console: &Console) -> Result<
     let mut sup = Supervisor {
         config,
         engine,
-        console,
+        hub,
         children: HashMap::new(),
         notices_tx,
         notices,
@@ -152,7 +154,7 @@ pub async fn run(config: Config, options: Options, console: &Console) -> Result<
         exit: None,
     };
     match &options.break_glass {
-        Some(var) => sup.console.event(
+        Some(var) => sup.hub.event(
             None,
             format!(
                 "BREAK GLASS: {var} is set, so no service is started. corral stays up for repairs; \
@@ -183,20 +185,20 @@ impl Supervisor<'_> {
                 Wakeup::Signal(Received::Child) => self.reap(),
                 Wakeup::Signal(Received::Stop(sig)) => {
                     let event = if self.engine.is_shutting_down() {
-                        self.console.event(
+                        self.hub.event(
                             None,
                             format!("{} received again: killing everything", sig.as_str()),
                         );
                         Event::ForceStop
                     } else {
-                        self.console
+                        self.hub
                             .event(None, format!("{} received", sig.as_str()));
                         Event::Shutdown { code: 0 }
                     };
                     self.queue.push_back(event);
                 }
                 Wakeup::Signal(Received::Forward(sig)) => self.forward(sig),
-                Wakeup::Signal(Received::Hangup) => self.console.event(
+                Wakeup::Signal(Received::Hangup) => self.hub.event(
                     None,
                     "SIGHUP received: reloading is not supported yet, ignored".into(),
                 ),
@@ -236,7 +238,7 @@ impl Supervisor<'_> {
             Effect::RunProbe { svc, role, epoch } => self.run_probe(svc, role, epoch),
             Effect::SignalGroup { svc, pid, signal } => {
                 if let Err(e) = process::signal_group(pid, signal) {
-                    self.console.event(
+                    self.hub.event(
                         Some(svc),
                         format!("cannot send {} to pid {pid}: {e}", signal.as_str()),
                     );
@@ -247,7 +249,7 @@ impl Supervisor<'_> {
                 self.timers
                     .push(Reverse((Instant::from_std(at), self.timer_seq, timer)));
             }
-            Effect::Report { svc, report } => self.console.event(svc, report::describe(&report)),
+            Effect::Report { svc, report } => self.hub.event(svc, report::describe(&report)),
             Effect::Exit { code } => self.exit = Some(code),
         }
     }
@@ -322,10 +324,10 @@ impl Supervisor<'_> {
             tokio::spawn(watch_notify_fd(read, svc, pid, self.notices_tx.clone()));
         }
         while self.pumps.try_join_next().is_some() {}
-        let console = self.console.handle();
+        let hub = self.hub.handle();
         let streams = [
-            (spawned.stdout, Stream::Stdout),
-            (spawned.stderr, Stream::Stderr),
+            (spawned.stdout, LogStream::Stdout),
+            (spawned.stderr, LogStream::Stderr),
         ];
         for (fd, stream) in streams {
             if let Some(fd) = fd {
@@ -334,7 +336,7 @@ impl Supervisor<'_> {
                     on_match: w.on_match.clone(),
                 });
                 self.pumps
-                    .spawn(pump(fd, svc, stream, console.clone(), watch));
+                    .spawn(pump(fd, svc, stream, hub.clone(), watch));
             }
         }
         self.queue.push_back(Event::Spawned { svc, step, pid });
@@ -507,7 +509,7 @@ impl Supervisor<'_> {
         if first.is_empty() {
             return;
         }
-        self.console.event(
+        self.hub.event(
             None,
             format!(
                 "stopping {} leftover process(es) that left their service's group",
