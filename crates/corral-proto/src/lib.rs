@@ -101,6 +101,16 @@ pub struct SignalRequest {
     pub signal: String,
 }
 
+/// `POST /v1/services/{name}/start|stop|restart`: the state reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionResult {
+    /// The service reached the state the action aims for.
+    pub ok: bool,
+    /// What happened, in one line.
+    pub message: String,
+    pub service: ServiceStatus,
+}
+
 /// `POST /v1/reload`: what the new config changed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReloadResult {

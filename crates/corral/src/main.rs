@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod control;
 mod engine;
 mod logs;
 mod process;

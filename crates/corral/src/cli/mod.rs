@@ -1,15 +1,21 @@
 //! The command line: parses arguments and runs one command.
 
 mod check;
+mod client;
+mod commands;
+mod detach;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use corral_proto::ErrorBody;
 
 use crate::config::{self, Config, HostEnv, LoadFailure};
+use crate::control;
 use crate::logs::LogHub;
 use crate::runtime;
+use client::Client;
 
 /// corral: run, supervise and connect the processes of a service.
 #[derive(Debug, Parser)]
@@ -19,21 +25,106 @@ pub struct Cli {
     command: Command,
 }
 
+/// Which config, and so which daemon.
+#[derive(Debug, Args)]
+struct Target {
+    /// The config file; the daemon's socket is found beside it.
+    #[arg(short = 'f', long = "file", default_value = "corral.toml")]
+    file: PathBuf,
+    /// The control socket (default: .corral/corral.sock beside the config,
+    /// or /run/corral.sock when corral is PID 1).
+    #[arg(long, env = "CORRAL_SOCKET")]
+    socket: Option<PathBuf>,
+}
+
+/// Target for `logs`, where -f means follow (as in docker compose).
+#[derive(Debug, Args)]
+struct LogsTarget {
+    /// The config file; the daemon's socket is found beside it.
+    #[arg(long = "file", default_value = "corral.toml")]
+    file: PathBuf,
+    /// The control socket.
+    #[arg(long, env = "CORRAL_SOCKET")]
+    socket: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start the services and supervise them in the foreground.
+    /// Start the services and supervise them (in the foreground, or with -d in the background).
     Up {
-        /// The config file.
-        #[arg(short = 'f', long = "file", default_value = "corral.toml")]
-        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+        /// Run in the background; return once every service is started (or ready).
+        #[arg(short = 'd', long)]
+        detach: bool,
         /// Start only these services (and what they depend on).
         services: Vec<String>,
     },
+    /// Stop everything in reverse dependency order and end the daemon.
+    Down {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show each service: state, pid, uptime, restarts, health, last exit.
+    Ps {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start services (also failed or stopped ones) and wait until they run.
+    Start {
+        #[command(flatten)]
+        target: Target,
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Stop services and wait until they are stopped; others are not touched.
+    Stop {
+        #[command(flatten)]
+        target: Target,
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Restart services and wait until they run again.
+    Restart {
+        #[command(flatten)]
+        target: Target,
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Send a signal to services (to their whole process group).
+    Kill {
+        #[command(flatten)]
+        target: Target,
+        /// The signal, e.g. HUP or SIGUSR1.
+        #[arg(short = 's', long = "signal", default_value = "SIGTERM")]
+        signal: String,
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Print recent output of services (all by default), merged in time order.
+    Logs {
+        #[command(flatten)]
+        target: LogsTarget,
+        /// Keep printing new lines.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many recent lines.
+        #[arg(short = 'n', long = "lines", default_value_t = 100)]
+        lines: usize,
+        services: Vec<String>,
+    },
+    /// Re-read the config; restart only what changed.
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Validate the config and print the resolved plan.
     Check {
-        /// The config file.
-        #[arg(short = 'f', long = "file", default_value = "corral.toml")]
-        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -46,6 +137,16 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Runtime(#[from] runtime::RuntimeError),
+    #[error("{0}")]
+    Socket(#[from] control::SocketError),
+    #[error("no corral running for {} (socket {})", dir.display(), socket.display())]
+    NoDaemon { dir: PathBuf, socket: PathBuf },
+    #[error("{}", api_message(body))]
+    Api { status: u16, body: ErrorBody },
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{0}")]
+    Failed(String),
     #[error("{context}: {source}")]
     Io {
         context: &'static str,
@@ -54,11 +155,25 @@ pub enum CliError {
     },
 }
 
+fn api_message(body: &ErrorBody) -> String {
+    let mut msg = body.error.clone();
+    if !body.known.is_empty() {
+        msg.push_str(&format!(" (services: {})", body.known.join(", ")));
+    }
+    for d in &body.details {
+        msg.push('\n');
+        msg.push_str(d);
+    }
+    msg
+}
+
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Config(_) | CliError::Usage(_) => 2,
-            CliError::Runtime(_) | CliError::Io { .. } => 1,
+            // A reload the daemon rejected for config errors.
+            CliError::Api { status: 422, .. } => 2,
+            _ => 1,
         }
     }
 }
@@ -66,13 +181,121 @@ impl CliError {
 /// Runs the parsed command; Ok is corral's exit code on success.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
-        Command::Up { file, services } => up(&file, &services),
-        Command::Check { file } => {
-            let config = load(&file)?;
+        Command::Up {
+            target,
+            detach: true,
+            services,
+        } => detach::up_detached(&target, &services),
+        Command::Up {
+            target, services, ..
+        } => up(&target, &services),
+        Command::Check { target } => {
+            let config = load(&target.file)?;
             print!("{}", check::plan(&config));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Down { target } => client_call(&target, |c| {
+            Box::pin(async move { commands::down(&c).await })
+        }),
+        Command::Ps { target, json } => client_call(&target, |c| {
+            Box::pin(async move { commands::ps(&c, json).await })
+        }),
+        Command::Start { target, services } => client_call(&target, |c| {
+            Box::pin(async move { commands::act(&c, "start", &services).await })
+        }),
+        Command::Stop { target, services } => client_call(&target, |c| {
+            Box::pin(async move { commands::act(&c, "stop", &services).await })
+        }),
+        Command::Restart { target, services } => client_call(&target, |c| {
+            Box::pin(async move { commands::act(&c, "restart", &services).await })
+        }),
+        Command::Kill {
+            target,
+            signal,
+            services,
+        } => {
+            if config::parse_signal(&signal).is_none() {
+                return Err(CliError::Usage(format!("unknown signal {signal:?}")));
+            }
+            client_call(&target, |c| {
+                Box::pin(async move { commands::kill(&c, &signal, &services).await })
+            })
+        }
+        Command::Logs {
+            target,
+            follow,
+            lines,
+            services,
+        } => {
+            let target = Target {
+                file: target.file,
+                socket: target.socket,
+            };
+            client_call(&target, |c| {
+                Box::pin(async move { commands::logs(&c, follow, lines, &services).await })
+            })
+        }
+        Command::Reload { target } => client_call(&target, |c| {
+            Box::pin(async move { commands::reload(&c).await })
+        }),
     }
+}
+
+type ClientFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CliError>>>>;
+
+/// Runs one client command on a small event loop.
+fn client_call(
+    target: &Target,
+    command: impl FnOnce(Client) -> ClientFuture,
+) -> Result<ExitCode, CliError> {
+    let client = client_for(target);
+    let rt = event_loop()?;
+    rt.block_on(command(client))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn event_loop() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| CliError::Io {
+            context: "cannot start the event loop",
+            source,
+        })
+}
+
+/// The directory of the config file (absolute when it can be).
+fn config_dir(file: &Path) -> PathBuf {
+    let parent = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf())
+}
+
+/// Where the daemon for `target` listens (or will).
+fn socket_path(target: &Target, daemon: bool) -> PathBuf {
+    if let Some(s) = &target.socket {
+        return s.clone();
+    }
+    let beside = config_dir(&target.file).join(".corral").join("corral.sock");
+    let pid1 = PathBuf::from("/run/corral.sock");
+    if daemon {
+        if std::process::id() == 1 {
+            pid1
+        } else {
+            beside
+        }
+    } else if !beside.exists() && pid1.exists() {
+        // In a container, `docker exec ... corral ps` finds the PID 1 daemon.
+        pid1
+    } else {
+        beside
+    }
+}
+
+fn client_for(target: &Target) -> Client {
+    Client::new(socket_path(target, false), &config_dir(&target.file))
 }
 
 /// Loads and validates a config, printing warnings; errors come back all at once.
@@ -94,11 +317,14 @@ fn load(file: &Path) -> Result<Config, CliError> {
     }
 }
 
-fn up(file: &Path, only: &[String]) -> Result<ExitCode, CliError> {
-    let mut config = load(file)?;
+fn up(target: &Target, only: &[String]) -> Result<ExitCode, CliError> {
+    let mut config = load(&target.file)?;
     if !only.is_empty() {
         config = config.select(only).map_err(|unknown| {
-            CliError::Usage(format!("unknown service {unknown:?} in {}", file.display()))
+            CliError::Usage(format!(
+                "unknown service {unknown:?} in {}",
+                target.file.display()
+            ))
         })?;
     }
     let break_glass = config
@@ -107,21 +333,24 @@ fn up(file: &Path, only: &[String]) -> Result<ExitCode, CliError> {
         .clone()
         .filter(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
     let names = config.services.iter().map(|s| s.name.clone()).collect();
+    let rt = event_loop()?;
+    // The socket is bound inside the event loop (tokio's listener needs it).
+    let socket = {
+        let _guard = rt.enter();
+        control::bind(
+            &socket_path(target, true),
+            config.global.socket_group.as_deref(),
+        )?
+    };
     let hub = LogHub::start(names).map_err(|source| CliError::Io {
         context: "cannot start the log hub",
         source,
     })?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| CliError::Io {
-            context: "cannot start the event loop",
-            source,
-        })?;
     let result = rt.block_on(runtime::run(
         config,
         runtime::Options { break_glass },
         &hub,
+        Some(socket),
     ));
     // Dropping the runtime ends the pipe readers, so the hub can drain and stop.
     drop(rt);

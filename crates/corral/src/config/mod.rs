@@ -14,11 +14,11 @@ use nix::sys::signal::Signal;
 
 pub use diag::{ConfigErrors, Diagnostic, Severity};
 pub use env::{looks_secret, HostEnv};
+pub use parse::parse_signal;
 pub use user::Identity;
 
-/// The start order of a graph given as dependency lists (for engine tests).
-#[cfg(test)]
-pub fn topological_order_for_tests(edges: &[Vec<usize>]) -> Vec<usize> {
+/// A start order of a graph given as dependency lists (ties in index order).
+pub fn topological_order(edges: &[Vec<usize>]) -> Vec<usize> {
     graph::topological_order(edges)
 }
 
@@ -42,6 +42,8 @@ pub struct Global {
     pub break_glass: Option<String>,
     /// Start services without depends-on in parallel instead of in file order.
     pub parallel: bool,
+    /// Group that may use the control socket (mode 0660); None = owner only (0600).
+    pub socket_group: Option<String>,
 }
 
 impl Default for Global {
@@ -50,6 +52,7 @@ impl Default for Global {
             shutdown_timeout: Duration::from_secs(30),
             break_glass: None,
             parallel: false,
+            socket_group: None,
         }
     }
 }
@@ -104,6 +107,35 @@ impl Config {
             start_order,
             ..self
         })
+    }
+}
+
+impl Service {
+    /// Whether two services, each read with its own config's indices, are
+    /// defined the same (dependencies compared by name).
+    pub fn same_definition(
+        &self,
+        names: &[String],
+        other: &Service,
+        other_names: &[String],
+    ) -> bool {
+        let deps = |s: &Service, names: &[String]| -> Vec<(String, Condition, bool)> {
+            s.depends_on
+                .iter()
+                .map(|d| {
+                    (
+                        names.get(d.service).cloned().unwrap_or_default(),
+                        d.condition,
+                        d.restart,
+                    )
+                })
+                .collect()
+        };
+        let strip = |s: &Service| Service {
+            depends_on: Vec::new(),
+            ..s.clone()
+        };
+        strip(self) == strip(other) && deps(self, names) == deps(other, other_names)
     }
 }
 

@@ -17,7 +17,12 @@ use super::{Backoff, Condition, Global, Health, Probe, Readiness, RestartPolicy,
 type Value<'i> = Spanned<DeValue<'i>>;
 
 const TOP_KEYS: [&str; 2] = ["corral", "services"];
-const GLOBAL_KEYS: [&str; 3] = ["shutdown-timeout", "break-glass", "parallel"];
+const GLOBAL_KEYS: [&str; 4] = [
+    "shutdown-timeout",
+    "break-glass",
+    "parallel",
+    "socket-group",
+];
 const SERVICE_KEYS: [&str; 18] = [
     "command",
     "oneshot",
@@ -152,6 +157,7 @@ fn parse_global(d: &mut Diagnostics<'_>, t: &DeTable<'_>, host: &HostEnv) -> Glo
                 }
             }
             "parallel" => set(&mut g.parallel, boolean(d, value)),
+            "socket-group" => g.socket_group = expand(d, value, &vars),
             other => unknown_key(d, key, other, "in [corral]", &GLOBAL_KEYS),
         }
     }

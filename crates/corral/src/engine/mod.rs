@@ -231,13 +231,8 @@ impl Engine {
                 role,
                 result,
             } => self.on_probe_result(svc, epoch, role, result, now, &mut fx),
-            Event::Shutdown { code } => {
-                let reason = if code == 0 {
-                    "signal received".to_string()
-                } else {
-                    format!("exit code {code}")
-                };
-                self.begin_shutdown(code, reason, now, &mut fx);
+            Event::Shutdown { code, reason } => {
+                self.begin_shutdown(code, reason.into(), now, &mut fx);
             }
             Event::ForceStop => {
                 if self.phase == Phase::Running {

@@ -98,6 +98,7 @@ impl Engine {
         for svc in plan.changed {
             fx.push(super::report(svc, Report::Changed));
             let unit = &mut self.units[svc];
+            unit.retired = false;
             unit.held = false;
             unit.failures = 0;
             match unit.state {

@@ -49,7 +49,7 @@ impl Harness {
             .iter()
             .map(|s| s.depends_on.iter().map(|d| d.service).collect())
             .collect();
-        let order = crate::config::topological_order_for_tests(&edges);
+        let order = crate::config::topological_order(&edges);
         Harness {
             engine: Engine::new(specs, order, Duration::from_secs(30)),
             now: Instant::now(),
@@ -262,7 +262,10 @@ fn shutdown_stops_dependents_first() {
         depends(spec("web"), &[(1, Condition::Started)]),
     ]);
     h.send(Event::Boot);
-    h.send(Event::Shutdown { code: 0 });
+    h.send(Event::Shutdown {
+        code: 0,
+        reason: "test",
+    });
     assert_eq!(h.signals, vec![(2, Signal::SIGTERM)]);
     h.exit(2, Exit::Signal(15));
     assert_eq!(h.signals.last(), Some(&(1, Signal::SIGTERM)));
@@ -277,7 +280,10 @@ fn shutdown_stops_dependents_first() {
 fn stop_timeout_escalates_to_sigkill() {
     let mut h = Harness::new(vec![spec("stubborn")]);
     h.send(Event::Boot);
-    h.send(Event::Shutdown { code: 0 });
+    h.send(Event::Shutdown {
+        code: 0,
+        reason: "test",
+    });
     let timer = h.fire_next_timer();
     assert_eq!(timer.map(|t| t.kind), Some(TimerKind::StopTimeout));
     assert_eq!(h.signals, vec![(0, Signal::SIGTERM), (0, Signal::SIGKILL)]);
@@ -289,7 +295,10 @@ fn stop_timeout_escalates_to_sigkill() {
 fn force_stop_kills_everything() {
     let mut h = Harness::new(vec![spec("a"), spec("b")]);
     h.send(Event::Boot);
-    h.send(Event::Shutdown { code: 0 });
+    h.send(Event::Shutdown {
+        code: 0,
+        reason: "test",
+    });
     h.send(Event::ForceStop);
     let kills = h
         .signals
@@ -371,7 +380,10 @@ fn spawn_failure_is_a_failed_start() {
 #[test]
 fn break_glass_engine_never_boots_and_shutdown_exits_clean() {
     let mut h = Harness::new(vec![spec("a")]);
-    h.send(Event::Shutdown { code: 0 });
+    h.send(Event::Shutdown {
+        code: 0,
+        reason: "test",
+    });
     assert!(h.spawns.is_empty());
     assert_eq!(h.exit, Some(0));
 }

@@ -138,7 +138,6 @@ impl State {
         }
     }
 
-    #[allow(dead_code)] // shown by `corral ps` (control API, next step)
     pub fn name(&self) -> &'static str {
         match self {
             State::Waiting => "waiting",
@@ -221,7 +220,7 @@ pub enum Event {
         result: Result<(), String>,
     },
     /// Orderly shutdown (SIGTERM, SIGINT...): exit with `code` unless a failure overrides it.
-    Shutdown { code: i32 },
+    Shutdown { code: i32, reason: &'static str },
     /// Kill everything now (second signal during shutdown).
     ForceStop,
     /// An operator asked to start a service (also one that failed or was stopped).

@@ -15,8 +15,8 @@ const PALETTE: [&str; 6] = ["36", "33", "32", "35", "34", "91"];
 impl Style {
     /// Colour when stdout is a terminal and NO_COLOR is not set.
     pub fn for_stdout(names: Vec<String>) -> Style {
-        let colour = io::stdout().is_terminal()
-            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let colour =
+            io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         let mut style = Style {
             names: Vec::new(),
             width: 0,
@@ -85,7 +85,10 @@ mod tests {
     #[test]
     fn output_and_events_are_distinct_and_aligned() {
         let style = plain(&["web", "database"]);
-        assert_eq!(rendered(&style, Some(0), false, b"hello\r"), "web      | hello\n");
+        assert_eq!(
+            rendered(&style, Some(0), false, b"hello\r"),
+            "web      | hello\n"
+        );
         assert_eq!(
             rendered(&style, None, true, b"shutting down"),
             "corral   * shutting down\n"

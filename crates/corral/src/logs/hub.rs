@@ -136,7 +136,11 @@ struct Hub {
 
 impl Hub {
     fn new(style: Style) -> Hub {
-        let rings = style.names.iter().map(|_| Ring::new(RING_LINES, RING_BYTES)).collect();
+        let rings = style
+            .names
+            .iter()
+            .map(|_| Ring::new(RING_LINES, RING_BYTES))
+            .collect();
         Hub {
             style,
             rings,
@@ -173,7 +177,12 @@ impl Hub {
             Line::Event { svc, time, text } => {
                 let _ = render(out, &self.style, svc, true, text.as_bytes());
                 if let Some(svc) = svc {
-                    self.remember(svc, LogStream::Event, time, text.into_bytes().into_boxed_slice());
+                    self.remember(
+                        svc,
+                        LogStream::Event,
+                        time,
+                        text.into_bytes().into_boxed_slice(),
+                    );
                 }
             }
             Line::Query(query) => self.answer(query),

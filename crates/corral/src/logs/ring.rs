@@ -49,13 +49,17 @@ impl Ring {
 
     /// The last `n` entries, oldest first.
     pub fn tail(&self, n: usize) -> impl Iterator<Item = &Entry> {
-        self.entries.iter().skip(self.entries.len().saturating_sub(n))
+        self.entries
+            .iter()
+            .skip(self.entries.len().saturating_sub(n))
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -79,7 +83,10 @@ mod tests {
         for i in 0..10 {
             ring.push(entry(&format!("line {i}")));
         }
-        let kept: Vec<String> = ring.tail(10).map(|e| String::from_utf8_lossy(&e.text).into()).collect();
+        let kept: Vec<String> = ring
+            .tail(10)
+            .map(|e| String::from_utf8_lossy(&e.text).into())
+            .collect();
         assert_eq!(kept, ["line 7", "line 8", "line 9"]);
         let mut ring = Ring::new(100, 10);
         for text in ["aaaa", "bbbb", "cccc"] {

@@ -4,7 +4,9 @@
 //! output; with nothing due, the loop sleeps in the kernel.
 
 mod probe;
+mod reload;
 mod report;
+mod requests;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -14,11 +16,12 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, Signal as SignalStream, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::config::{Config, Probe};
+use crate::control::{self, Api, Request, Socket};
 use crate::engine::{Effect, Engine, Event, Exit, Pid, ProbeRole, Spec, State, Step, Timer};
 use corral_proto::LogStream;
 
@@ -108,7 +111,7 @@ enum Notice {
 }
 
 /// The supervisor: engine state plus the live resources it refers to.
-struct Supervisor<'c> {
+pub(crate) struct Supervisor<'c> {
     config: Config,
     engine: Engine,
     hub: &'c LogHub,
@@ -116,6 +119,10 @@ struct Supervisor<'c> {
     children: HashMap<Pid, Child>,
     notices_tx: mpsc::UnboundedSender<Notice>,
     notices: mpsc::UnboundedReceiver<Notice>,
+    /// Control API requests, answered one at a time by this loop.
+    requests: mpsc::Receiver<Request>,
+    /// Lifecycle changes for `GET /v1/events` and waiting handlers.
+    events: broadcast::Sender<corral_proto::Event>,
     probe_seq: u64,
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     /// The pipe readers; drained before exit so no output line is lost.
@@ -126,8 +133,14 @@ struct Supervisor<'c> {
 }
 
 /// Runs the services of `config` until shutdown; returns corral's exit code.
-/// `hub` must have been started with the services' names.
-pub async fn run(config: Config, options: Options, hub: &LogHub) -> Result<i32, RuntimeError> {
+/// `hub` must have been started with the services' names; `socket`, when
+/// given, serves the control API for as long as corral runs.
+pub async fn run(
+    config: Config,
+    options: Options,
+    hub: &LogHub,
+    socket: Option<Socket>,
+) -> Result<i32, RuntimeError> {
     // Handlers first, so no SIGCHLD or SIGTERM can be missed once children exist.
     let mut signals = Signals::install().map_err(RuntimeError::Signals)?;
     if let Err(e) = process::become_subreaper() {
@@ -139,6 +152,17 @@ pub async fn run(config: Config, options: Options, hub: &LogHub) -> Result<i32, 
         config.global.shutdown_timeout,
     );
     let (notices_tx, notices) = mpsc::unbounded_channel();
+    let (requests_tx, requests) = mpsc::channel(256);
+    let (events, _) = broadcast::channel(1024);
+    let (stop_server, server_stop) = watch::channel(false);
+    let server = socket.map(|socket| {
+        let api = Api {
+            requests: requests_tx,
+            hub: hub.handle(),
+            events: events.downgrade(),
+        };
+        tokio::spawn(control::serve(socket, api, server_stop))
+    });
     let mut sup = Supervisor {
         config,
         engine,
@@ -146,6 +170,8 @@ pub async fn run(config: Config, options: Options, hub: &LogHub) -> Result<i32, 
         children: HashMap::new(),
         notices_tx,
         notices,
+        requests,
+        events,
         probe_seq: 0,
         timers: BinaryHeap::new(),
         pumps: JoinSet::new(),
@@ -171,6 +197,12 @@ pub async fn run(config: Config, options: Options, hub: &LogHub) -> Result<i32, 
         while pumps.join_next().await.is_some() {}
     })
     .await;
+    // Ends the event streams (`corral down` reads until then), then the server.
+    drop(sup);
+    let _ = stop_server.send(true);
+    if let Some(server) = server {
+        let _ = server.await;
+    }
     Ok(code)
 }
 
@@ -191,9 +223,11 @@ impl Supervisor<'_> {
                         );
                         Event::ForceStop
                     } else {
-                        self.hub
-                            .event(None, format!("{} received", sig.as_str()));
-                        Event::Shutdown { code: 0 }
+                        self.hub.event(None, format!("{} received", sig.as_str()));
+                        Event::Shutdown {
+                            code: 0,
+                            reason: "signal received",
+                        }
                     };
                     self.queue.push_back(event);
                 }
@@ -204,6 +238,7 @@ impl Supervisor<'_> {
                 ),
                 Wakeup::Timer => self.fire_due_timers(),
                 Wakeup::Notice(notice) => self.on_notice(notice),
+                Wakeup::Request(request) => self.on_request(request).await,
             }
         }
     }
@@ -220,6 +255,7 @@ impl Supervisor<'_> {
             _ = signals.usr2.recv() => Wakeup::Signal(Received::Forward(Signal::SIGUSR2)),
             _ = sleep_until_opt(deadline) => Wakeup::Timer,
             Some(notice) = self.notices.recv() => Wakeup::Notice(notice),
+            Some(request) = self.requests.recv() => Wakeup::Request(request),
         }
     }
 
@@ -249,7 +285,19 @@ impl Supervisor<'_> {
                 self.timers
                     .push(Reverse((Instant::from_std(at), self.timer_seq, timer)));
             }
-            Effect::Report { svc, report } => self.hub.event(svc, report::describe(&report)),
+            Effect::Report { svc, report } => {
+                let message = report::describe(&report);
+                if self.events.receiver_count() > 0 {
+                    let event = corral_proto::Event {
+                        time: unix_now(),
+                        service: svc.map(|i| self.config.services[i].name.clone()),
+                        state: svc.map(|i| self.engine.units()[i].state.name().to_string()),
+                        message: message.clone(),
+                    };
+                    let _ = self.events.send(event);
+                }
+                self.hub.event(svc, message);
+            }
             Effect::Exit { code } => self.exit = Some(code),
         }
     }
@@ -335,8 +383,7 @@ impl Supervisor<'_> {
                     regex: w.regex.clone(),
                     on_match: w.on_match.clone(),
                 });
-                self.pumps
-                    .spawn(pump(fd, svc, stream, hub.clone(), watch));
+                self.pumps.spawn(pump(fd, svc, stream, hub.clone(), watch));
             }
         }
         self.queue.push_back(Event::Spawned { svc, step, pid });
@@ -552,6 +599,7 @@ enum Wakeup {
     Signal(Received),
     Timer,
     Notice(Notice),
+    Request(Request),
 }
 
 /// Reads a notify fd until the service writes a newline (it is ready) or closes it.
@@ -576,6 +624,12 @@ async fn watch_notify_fd(
             Ok(_) => {}
         }
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -1,0 +1,185 @@
+//! The client commands: ps, start, stop, restart, kill, logs, reload, down.
+
+use std::io::Write;
+
+use corral_proto::{
+    ActionResult, Event, LogLine, LogStream, ReloadResult, ServiceList, ServiceStatus,
+    SignalRequest,
+};
+use hyper::Method;
+
+use super::client::Client;
+use super::CliError;
+
+pub async fn ps(client: &Client, json: bool) -> Result<(), CliError> {
+    let list: ServiceList = client.json(Method::GET, "/services", None).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+    } else {
+        print!("{}", table(&list.services));
+    }
+    Ok(())
+}
+
+/// The `ps` table: aligned columns.
+pub fn table(services: &[ServiceStatus]) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "STATE".into(),
+        "PID".into(),
+        "UPTIME".into(),
+        "RESTARTS".into(),
+        "HEALTH".into(),
+        "LAST EXIT".into(),
+    ]];
+    for s in services {
+        let health = match &s.health {
+            None => "-".to_string(),
+            Some(h) => match h.healthy {
+                None => "pending".into(),
+                Some(true) if h.failures == 0 => "healthy".into(),
+                Some(_) if h.failures > 0 => format!("failing ({})", h.failures),
+                Some(true) => "healthy".into(),
+                Some(false) => "unhealthy".into(),
+            },
+        };
+        let state = if s.state == "starting" {
+            "starting (not ready)".to_string()
+        } else {
+            s.state.clone()
+        };
+        rows.push([
+            s.name.clone(),
+            state,
+            s.pid.map_or("-".into(), |p| p.to_string()),
+            s.uptime_secs.map_or("-".into(), uptime),
+            s.restarts.to_string(),
+            health,
+            s.last_exit.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn uptime(secs: f64) -> String {
+    let s = secs as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// start, stop or restart each service, in order; fails if any did not get there.
+pub async fn act(client: &Client, action: &str, services: &[String]) -> Result<(), CliError> {
+    let mut failed = Vec::new();
+    for name in services {
+        let path = format!("/services/{name}/{action}");
+        let result: ActionResult = client.json(Method::POST, &path, None).await?;
+        println!("{}", result.message);
+        if !result.ok {
+            failed.push(name.clone());
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!(
+            "{action} failed for {}",
+            failed.join(", ")
+        )))
+    }
+}
+
+pub async fn kill(client: &Client, signal: &str, services: &[String]) -> Result<(), CliError> {
+    for name in services {
+        let body = serde_json::to_vec(&SignalRequest {
+            signal: signal.to_string(),
+        })
+        .unwrap_or_default();
+        let path = format!("/services/{name}/signal");
+        let status: ServiceStatus = client.json(Method::POST, &path, Some(body)).await?;
+        println!(
+            "sent {signal} to {name} (pid {})",
+            status.pid.map_or("-".into(), |p| p.to_string())
+        );
+    }
+    Ok(())
+}
+
+pub async fn logs(
+    client: &Client,
+    follow: bool,
+    last: usize,
+    services: &[String],
+) -> Result<(), CliError> {
+    let mut path = format!("/logs?n={last}&follow={follow}");
+    for s in services {
+        path.push_str("&service=");
+        path.push_str(s);
+    }
+    let list: ServiceList = client.json(Method::GET, "/services", None).await?;
+    let width = list
+        .services
+        .iter()
+        .map(|s| s.name.len())
+        .chain([6])
+        .max()
+        .unwrap_or(6);
+    let stdout = std::io::stdout();
+    client
+        .lines(Method::GET, &path, |line: LogLine| {
+            let sep = if line.stream == LogStream::Event {
+                '*'
+            } else {
+                '|'
+            };
+            let mut out = stdout.lock();
+            let _ = writeln!(out, "{:<width$} {sep} {}", line.service, line.line);
+            let _ = out.flush();
+        })
+        .await
+}
+
+pub async fn reload(client: &Client) -> Result<(), CliError> {
+    let result: ReloadResult = client.json(Method::POST, "/reload", None).await?;
+    let show = |what: &str, names: &[String]| {
+        if !names.is_empty() {
+            println!("{what}: {}", names.join(", "));
+        }
+    };
+    show("added", &result.added);
+    show("changed (restarted)", &result.changed);
+    show("removed (stopped)", &result.removed);
+    show("unchanged", &result.unchanged);
+    Ok(())
+}
+
+/// Asks the daemon to shut down and prints its messages until it is gone.
+pub async fn down(client: &Client) -> Result<(), CliError> {
+    client
+        .lines(Method::POST, "/shutdown", |e: Event| {
+            let who = e.service.as_deref().unwrap_or("corral");
+            println!("{who} * {}", e.message);
+        })
+        .await?;
+    println!("corral stopped");
+    Ok(())
+}

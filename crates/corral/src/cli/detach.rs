@@ -1,0 +1,166 @@
+//! `corral up -d`: start the daemon in the background, wait for the services,
+//! print their status.
+
+use std::os::unix::process::CommandExt;
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use corral_proto::{Event, ServiceList};
+use hyper::Method;
+
+use super::{client_for, commands, config_dir, load, socket_path, CliError, Target};
+
+/// How long the daemon may take to open its socket.
+const SOCKET_WAIT: Duration = Duration::from_secs(10);
+/// How long services may take to start (or get ready).
+const START_WAIT: Duration = Duration::from_secs(300);
+
+pub fn up_detached(target: &Target, services: &[String]) -> Result<ExitCode, CliError> {
+    // Bad config is reported here, before anything runs in the background.
+    let config = load(&target.file)?;
+    if !services.is_empty() {
+        config.select(services).map_err(|unknown| {
+            CliError::Usage(format!(
+                "unknown service {unknown:?} in {}",
+                target.file.display()
+            ))
+        })?;
+    }
+    let socket = socket_path(target, false);
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(CliError::Socket(crate::control::SocketError::InUse(socket)));
+    }
+    let dir = config_dir(&target.file);
+    let state_dir = dir.join(".corral");
+    std::fs::create_dir_all(&state_dir).map_err(|source| CliError::Io {
+        context: "cannot create the .corral directory",
+        source,
+    })?;
+    let log_path = state_dir.join("corral.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|source| CliError::Io {
+            context: "cannot open .corral/corral.log",
+            source,
+        })?;
+    let err_log = log.try_clone().map_err(|source| CliError::Io {
+        context: "cannot open .corral/corral.log",
+        source,
+    })?;
+    let exe = std::env::current_exe().map_err(|source| CliError::Io {
+        context: "cannot find the corral executable",
+        source,
+    })?;
+    let file = std::fs::canonicalize(&target.file).unwrap_or_else(|_| target.file.clone());
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("up")
+        .arg("-f")
+        .arg(&file)
+        .arg("--socket")
+        .arg(&socket)
+        .args(services)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err_log))
+        .env("NO_COLOR", "1");
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from our
+    // terminal and process group.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|source| CliError::Io {
+        context: "cannot start the daemon",
+        source,
+    })?;
+    let client = client_for(target);
+    let rt = super::event_loop()?;
+    rt.block_on(async {
+        // Wait for the socket, or for the daemon to die trying.
+        let deadline = tokio::time::Instant::now() + SOCKET_WAIT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(CliError::Failed(format!(
+                    "the daemon exited ({status}) before it was up; its output:\n{}",
+                    tail(&log_path)
+                )));
+            }
+            if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(CliError::Failed(format!(
+                    "the daemon did not open {} within {SOCKET_WAIT:?}",
+                    socket.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        wait_for_services(&client).await
+    })?;
+    let list: ServiceList = rt.block_on(client.json(Method::GET, "/services", None))?;
+    print!("{}", commands::table(&list.services));
+    println!(
+        "corral is running in the background (log: {})",
+        log_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Returns once every service is up (running and ready, or completed), or
+/// fails as soon as one cannot start.
+async fn wait_for_services(client: &super::Client) -> Result<(), CliError> {
+    let verdict = || async {
+        let list: ServiceList = client.json(Method::GET, "/services", None).await?;
+        if let Some(s) = list.services.iter().find(|s| {
+            matches!(s.state.as_str(), "failed" | "blocked" | "backoff")
+                || (s.state == "exited" && s.last_exit_code != Some(0))
+        }) {
+            return Err(CliError::Failed(format!(
+                "{} did not start: it is {}{}",
+                s.name,
+                s.state,
+                s.last_exit
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" (last: {e})"))
+            )));
+        }
+        Ok::<bool, CliError>(list.services.iter().all(|s| s.is_up()))
+    };
+    // Watch the events so each change is checked as it happens.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let watcher = client.lines(Method::GET, "/events", move |_: Event| {
+        let _ = tx.send(());
+    });
+    tokio::pin!(watcher);
+    let deadline = tokio::time::Instant::now() + START_WAIT;
+    loop {
+        if verdict().await? {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = &mut watcher => {
+                return Err(CliError::Failed("the daemon went away while starting".into()));
+            }
+            changed = rx.recv() => if changed.is_none() {
+                return Err(CliError::Failed("the daemon went away while starting".into()));
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(CliError::Failed(format!("services not up within {START_WAIT:?}")));
+            }
+        }
+    }
+}
+
+/// The last lines of the daemon's log, for an error message.
+fn tail(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}

@@ -1,0 +1,145 @@
+//! The control API server: HTTP/1.1 with JSON over a Unix socket.
+
+pub mod api;
+mod body;
+mod routes;
+
+use std::path::{Path, PathBuf};
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+pub use api::{Api, ApiError, Op, Reply, Request};
+use body::ApiBody;
+
+/// The socket a daemon listens on, and removes when it ends.
+pub struct Socket {
+    pub path: PathBuf,
+    pub listener: UnixListener,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("corral is already running for this config (socket {0})")]
+    InUse(PathBuf),
+    #[error("cannot create the control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("socket-group {0:?} does not exist")]
+    NoGroup(String),
+}
+
+/// Binds the control socket: 0600, or 0660 owned by `group`. A stale socket
+/// file (nobody answering) is replaced; a live one is an error.
+pub fn bind(path: &Path, group: Option<&str>) -> Result<Socket, SocketError> {
+    let io = |source| SocketError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(SocketError::InUse(path.to_path_buf()));
+        }
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    // Bind with a tight umask so there is no moment the socket is open to others.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = bound.map_err(io)?;
+    let socket = Socket {
+        path: path.to_path_buf(),
+        listener,
+    };
+    if let Some(name) = group {
+        let gid = nix::unistd::Group::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| SocketError::NoGroup(name.to_string()))?
+            .gid;
+        nix::unistd::chown(path, None, Some(gid)).map_err(|e| io(e.into()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
+    }
+    Ok(socket)
+}
+
+/// How long open connections get to finish once corral stops.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Accepts connections until `stop` turns true, then lets open ones finish
+/// (answers in flight, event streams reaching their end) and removes the socket.
+pub async fn serve(socket: Socket, api: Api, mut stop: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = socket.listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        let allowed = peer_allowed(&stream);
+        let api = api.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |req| {
+                let api = api.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(if allowed {
+                        routes::route(req, api).await
+                    } else {
+                        forbidden()
+                    })
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+    drop(api);
+    let _ = tokio::time::timeout(DRAIN, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// Only root and the user corral runs as may use the API.
+fn peer_allowed(stream: &UnixStream) -> bool {
+    let me = nix::unistd::geteuid().as_raw();
+    stream
+        .peer_cred()
+        .is_ok_and(|cred| cred.uid() == 0 || cred.uid() == me)
+}
+
+fn forbidden() -> hyper::Response<ApiBody> {
+    let body = corral_proto::ErrorBody {
+        error: "permission denied: only root and the user corral runs as may use this socket"
+            .into(),
+        known: Vec::new(),
+        details: Vec::new(),
+    };
+    let mut response = hyper::Response::new(ApiBody::json(&body));
+    *response.status_mut() = hyper::StatusCode::FORBIDDEN;
+    response
+}

@@ -1,0 +1,331 @@
+//! Routes of API v1: each request maps to one handler.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use corral_proto::{ActionResult, ServiceStatus, SignalRequest, Version, MAX_BODY, PREFIX};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::{broadcast, mpsc};
+
+use super::api::{Api, ApiError, Op, Reply};
+use super::body::ApiBody;
+use crate::logs::{follower_channel, Line, LogQuery};
+
+/// How long start/stop/restart wait for their state by default.
+const DEFAULT_WAIT: Duration = Duration::from_secs(120);
+
+pub async fn route(req: Request<Incoming>, api: Api) -> Response<ApiBody> {
+    match dispatch(req, api).await {
+        Ok(response) => response,
+        Err(e) => error_response(e),
+    }
+}
+
+fn error_response(e: ApiError) -> Response<ApiBody> {
+    let mut response = Response::new(ApiBody::json(&e.body));
+    *response.status_mut() =
+        StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+}
+
+fn ok(body: ApiBody) -> Result<Response<ApiBody>, ApiError> {
+    Ok(Response::new(body))
+}
+
+async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>, ApiError> {
+    let path = req.uri().path().to_string();
+    let query = Query::parse(req.uri().query().unwrap_or(""));
+    let Some(rest) = path.strip_prefix(PREFIX) else {
+        return Err(ApiError::new(
+            404,
+            format!("unknown path {path}: the API lives under {PREFIX}/"),
+        ));
+    };
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method().clone();
+    match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["version"]) => ok(ApiBody::json(&Version {
+            api: corral_proto::API_VERSION,
+            corral: env!("CARGO_PKG_VERSION").to_string(),
+        })),
+        (Method::GET, ["services"]) => list(&api).await,
+        (Method::GET, ["services", name]) => get(&api, name).await,
+        (Method::POST, ["services", name, action @ ("start" | "stop" | "restart")]) => {
+            let name = name.to_string();
+            let action = action.to_string();
+            drain(req).await?;
+            act(&api, &name, &action, &query).await
+        }
+        (Method::POST, ["services", name, "signal"]) => {
+            let name = name.to_string();
+            let body: SignalRequest = read_json(req).await?;
+            signal(&api, &name, &body).await
+        }
+        (Method::GET, ["logs"]) => logs(&api, &query).await,
+        (Method::GET, ["events"]) => events(&api),
+        (Method::POST, ["reload"]) => {
+            drain(req).await?;
+            match api.call(Op::Reload).await? {
+                Reply::Reloaded(result) => ok(ApiBody::json(&result)),
+                _ => Err(unexpected()),
+            }
+        }
+        (Method::POST, ["shutdown"]) => {
+            drain(req).await?;
+            shutdown(&api).await
+        }
+        (_, ["version" | "services" | "logs" | "events" | "reload" | "shutdown", ..]) => Err(
+            ApiError::new(405, format!("{method} is not allowed on {path}")),
+        ),
+        _ => Err(ApiError::new(404, format!("unknown path {path}"))),
+    }
+}
+
+fn unexpected() -> ApiError {
+    ApiError::new(500, "unexpected answer from the supervisor")
+}
+
+async fn list(api: &Api) -> Result<Response<ApiBody>, ApiError> {
+    match api.call(Op::List).await? {
+        Reply::Services(services) => ok(ApiBody::json(&corral_proto::ServiceList { services })),
+        _ => Err(unexpected()),
+    }
+}
+
+async fn get(api: &Api, name: &str) -> Result<Response<ApiBody>, ApiError> {
+    status(api, name).await.and_then(|s| ok(ApiBody::json(&s)))
+}
+
+async fn status(api: &Api, name: &str) -> Result<ServiceStatus, ApiError> {
+    match api.call(Op::Get(name.to_string())).await? {
+        Reply::Service(s) => Ok(s),
+        _ => Err(unexpected()),
+    }
+}
+
+/// start, stop, restart: ask, then wait until the service gets where the action aims.
+async fn act(
+    api: &Api,
+    name: &str,
+    action: &str,
+    query: &Query,
+) -> Result<Response<ApiBody>, ApiError> {
+    let wait = query.get("wait").is_none_or(|v| v != "false");
+    let limit = match query.get("timeout") {
+        Some(t) => humantime::parse_duration(t)
+            .map_err(|e| ApiError::new(400, format!("invalid timeout {t:?}: {e}")))?,
+        None => DEFAULT_WAIT,
+    };
+    // Subscribe first, so no change between the request and the wait is missed.
+    let mut changes = api.subscribe()?;
+    let op = match action {
+        "start" => Op::Start(name.to_string()),
+        "stop" => Op::Stop(name.to_string()),
+        _ => Op::Restart(name.to_string()),
+    };
+    let mut current = match api.call(op).await? {
+        Reply::Service(s) => s,
+        _ => return Err(unexpected()),
+    };
+    let reached = |s: &ServiceStatus| -> Option<bool> {
+        match action {
+            "stop" => s.is_stopped().then_some(true),
+            _ if s.is_up() => Some(true),
+            // Right after a restart the service is still stopping.
+            _ if s.is_down_for_good() && s.state != "stopping" => Some(false),
+            _ => None,
+        }
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut verdict = reached(&current);
+    while wait && verdict.is_none() {
+        let changed = tokio::time::timeout_at(deadline, changes.recv()).await;
+        match changed {
+            Err(_) => break,
+            Ok(Err(broadcast::error::RecvError::Closed)) => break,
+            Ok(Ok(e)) if e.service.as_deref() != Some(name) => continue,
+            Ok(_) => {}
+        }
+        current = status(api, name).await?;
+        verdict = reached(&current);
+    }
+    let (ok_, message) = match verdict {
+        Some(true) => (true, format!("{name} is {}", current.state)),
+        Some(false) => (
+            false,
+            format!("{name} did not {action}: it is {}", current.state),
+        ),
+        None if !wait => (
+            true,
+            format!("{name} is {} ({action} requested)", current.state),
+        ),
+        None => (
+            false,
+            format!(
+                "{name} is still {} after {}",
+                current.state,
+                humantime::format_duration(limit)
+            ),
+        ),
+    };
+    ok(ApiBody::json(&ActionResult {
+        ok: ok_,
+        message,
+        service: current,
+    }))
+}
+
+async fn signal(api: &Api, name: &str, req: &SignalRequest) -> Result<Response<ApiBody>, ApiError> {
+    let sig = crate::config::parse_signal(&req.signal)
+        .ok_or_else(|| ApiError::new(400, format!("unknown signal {:?}", req.signal)))?;
+    match api.call(Op::Signal(name.to_string(), sig)).await? {
+        Reply::Service(s) => ok(ApiBody::json(&s)),
+        _ => Err(unexpected()),
+    }
+}
+
+async fn logs(api: &Api, query: &Query) -> Result<Response<ApiBody>, ApiError> {
+    let names: Vec<String> = query.all("service").map(str::to_string).collect();
+    let last = match query.get("n") {
+        Some(n) => n
+            .parse()
+            .map_err(|_| ApiError::new(400, format!("n must be a whole number, found {n:?}")))?,
+        None => 100,
+    };
+    let follow = query.get("follow").is_some_and(|v| v == "true" || v == "1");
+    let services = match api.call(Op::Resolve(names)).await? {
+        Reply::Resolved(s) => s,
+        _ => return Err(unexpected()),
+    };
+    let (follow_tx, mut follow_rx) = follower_channel();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let query = LogQuery {
+        services,
+        last,
+        follow: follow.then_some(follow_tx),
+        reply,
+    };
+    api.hub
+        .send(Line::Query(query))
+        .await
+        .map_err(|_| ApiError::new(503, "corral is shutting down"))?;
+    let recent = answer
+        .await
+        .map_err(|_| ApiError::new(503, "corral is shutting down"))?;
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        for line in recent {
+            if tx.send(json_line(&line)).await.is_err() {
+                return;
+            }
+        }
+        if follow {
+            while let Some(line) = follow_rx.recv().await {
+                if tx.send(json_line(&line)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    ok(ApiBody::Lines(rx))
+}
+
+fn events(api: &Api) -> Result<Response<ApiBody>, ApiError> {
+    let mut changes = api.subscribe()?;
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        loop {
+            match changes.recv().await {
+                Ok(event) => {
+                    if tx.send(json_line(&event)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    ok(ApiBody::Lines(rx))
+}
+
+/// Starts the shutdown; the response streams the events until corral is gone.
+async fn shutdown(api: &Api) -> Result<Response<ApiBody>, ApiError> {
+    let response = events(api)?;
+    api.call(Op::Shutdown).await?;
+    let mut response = response;
+    *response.status_mut() = StatusCode::ACCEPTED;
+    Ok(response)
+}
+
+fn json_line<T: serde::Serialize>(value: &T) -> Bytes {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+/// Reads a JSON body of at most MAX_BODY bytes.
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiError> {
+    let bytes = read_body(req).await?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(400, format!("invalid JSON body: {e}")))
+}
+
+/// Reads (and discards) a body, still enforcing the size limit.
+async fn drain(req: Request<Incoming>) -> Result<(), ApiError> {
+    read_body(req).await.map(|_| ())
+}
+
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::new(413, format!("request body larger than {MAX_BODY} bytes"));
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::new(
+            400,
+            format!("cannot read the request body: {e}"),
+        )),
+    }
+}
+
+/// Query parameters (`a=1&b=2&b=3`), percent-decoding left out: names and
+/// values are service names, numbers and durations.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(raw: &str) -> Query {
+        Query(
+            raw.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| match p.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (p.to_string(), String::new()),
+                })
+                .collect(),
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}

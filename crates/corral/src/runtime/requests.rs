@@ -1,0 +1,176 @@
+//! The supervisor's side of the control API: one handler per operation.
+
+use std::time::Instant;
+
+use corral_proto::{ErrorBody, ServiceStatus};
+use nix::sys::signal::Signal;
+
+use super::reload::realign;
+use super::Supervisor;
+use crate::config::{self, HostEnv};
+use crate::control::{ApiError, Op, Reply, Request};
+use crate::engine::{Event, State};
+use crate::process;
+
+impl Supervisor<'_> {
+    pub(super) async fn on_request(&mut self, request: Request) {
+        let answer = self.answer(request.op).await;
+        let _ = request.reply.send(answer);
+    }
+
+    async fn answer(&mut self, op: Op) -> Result<Reply, ApiError> {
+        match op {
+            Op::List => Ok(Reply::Services(
+                (0..self.config.services.len())
+                    .filter(|&i| !self.engine.units()[i].retired)
+                    .map(|i| self.status(i))
+                    .collect(),
+            )),
+            Op::Get(name) => self.find(&name).map(|i| Reply::Service(self.status(i))),
+            Op::Start(name) => self.request(&name, |svc| Event::StartRequested { svc }),
+            Op::Stop(name) => self.request(&name, |svc| Event::StopRequested { svc }),
+            Op::Restart(name) => self.request(&name, |svc| Event::RestartRequested { svc }),
+            Op::Signal(name, signal) => self.signal(&name, signal),
+            Op::Reload => self.reload().await,
+            Op::Shutdown => {
+                self.queue.push_back(Event::Shutdown {
+                    code: 0,
+                    reason: "requested through the control API",
+                });
+                Ok(Reply::Done)
+            }
+            Op::Resolve(names) if names.is_empty() => Ok(Reply::Resolved(None)),
+            Op::Resolve(names) => names
+                .iter()
+                .map(|n| self.find(n))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|v| Reply::Resolved(Some(v))),
+        }
+    }
+
+    /// Index of a live service by name, or 404 listing the known names.
+    fn find(&self, name: &str) -> Result<usize, ApiError> {
+        self.config
+            .services
+            .iter()
+            .enumerate()
+            .position(|(i, s)| s.name == name && !self.engine.units()[i].retired)
+            .ok_or_else(|| ApiError {
+                status: 404,
+                body: ErrorBody {
+                    error: format!("no service named {name:?}"),
+                    known: self.live_names(),
+                    details: Vec::new(),
+                },
+            })
+    }
+
+    fn live_names(&self) -> Vec<String> {
+        self.config
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.engine.units()[*i].retired)
+            .map(|(_, s)| s.name.clone())
+            .collect()
+    }
+
+    /// Feeds an operator event to the engine now, and answers with the new state.
+    fn request(&mut self, name: &str, event: impl Fn(usize) -> Event) -> Result<Reply, ApiError> {
+        let svc = self.find(name)?;
+        if self.engine.is_shutting_down() {
+            return Err(ApiError::new(409, "corral is shutting down"));
+        }
+        self.queue.push_back(event(svc));
+        self.drain_queue();
+        Ok(Reply::Service(self.status(svc)))
+    }
+
+    fn signal(&mut self, name: &str, signal: Signal) -> Result<Reply, ApiError> {
+        let svc = self.find(name)?;
+        let Some(pid) = self.engine.units()[svc].state.pid() else {
+            return Err(ApiError::new(409, format!("{name} has no running process")));
+        };
+        process::signal_group(pid, signal)
+            .map_err(|e| ApiError::new(500, format!("cannot send {}: {e}", signal.as_str())))?;
+        self.hub
+            .event(Some(svc), format!("sent {} (requested)", signal.as_str()));
+        Ok(Reply::Service(self.status(svc)))
+    }
+
+    /// Re-reads the config file; on any error changes nothing.
+    async fn reload(&mut self) -> Result<Reply, ApiError> {
+        let host = HostEnv::from_process();
+        let loaded = config::load(&self.config.path, &host).map_err(|failure| ApiError {
+            status: 422,
+            body: ErrorBody {
+                error: format!(
+                    "{} has {} error(s); nothing was changed",
+                    self.config.path.display(),
+                    failure.errors.0.len()
+                ),
+                known: Vec::new(),
+                details: failure.errors.0.iter().map(ToString::to_string).collect(),
+            },
+        })?;
+        let retired: Vec<bool> = self.engine.units().iter().map(|u| u.retired).collect();
+        let realigned = realign(&self.config.services, &retired, loaded.config.clone());
+        self.config = config::Config {
+            services: realigned.services,
+            start_order: realigned.plan.order.clone(),
+            ..loaded.config
+        };
+        let names = self
+            .config
+            .services
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        self.hub.rename(names).await;
+        let result = realigned.result;
+        self.hub.event(
+            None,
+            format!(
+                "reloaded: {} added, {} changed, {} removed, {} unchanged",
+                result.added.len(),
+                result.changed.len(),
+                result.removed.len(),
+                result.unchanged.len()
+            ),
+        );
+        self.queue
+            .push_back(Event::Reload(Box::new(realigned.plan)));
+        self.drain_queue();
+        Ok(Reply::Reloaded(result))
+    }
+
+    /// What `corral ps` shows for one service.
+    pub(super) fn status(&self, svc: usize) -> ServiceStatus {
+        let unit = &self.engine.units()[svc];
+        let service = &self.config.services[svc];
+        let uptime_secs = match unit.state {
+            State::Running { since, .. } | State::Starting { since, .. } => Some(
+                Instant::now()
+                    .saturating_duration_since(since)
+                    .as_secs_f64(),
+            ),
+            _ => None,
+        };
+        ServiceStatus {
+            name: service.name.clone(),
+            state: unit.state.name().to_string(),
+            pid: unit.state.pid(),
+            uptime_secs,
+            restarts: unit.restarts,
+            last_exit: unit.last_exit.map(|e| e.to_string()),
+            last_exit_code: unit.last_exit.map(|e| e.code()),
+            ready: matches!(unit.state, State::Running { .. }),
+            health: service.health.as_ref().map(|_| corral_proto::Health {
+                healthy: unit.health.healthy,
+                failures: unit.health.failures,
+                last_failure: unit.health.last_failure.clone(),
+            }),
+            oneshot: service.oneshot,
+        }
+    }
+}
