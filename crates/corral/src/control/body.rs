@@ -40,4 +40,13 @@ impl Body for ApiBody {
     fn is_end_stream(&self) -> bool {
         matches!(self, ApiBody::Full(None))
     }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ApiBody::Full(data) => {
+                http_body::SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ApiBody::Lines(_) => http_body::SizeHint::default(),
+        }
+    }
 }

@@ -176,8 +176,28 @@ impl Running {
             .expect("pid in started line")
     }
 
+    /// Pid from the n-th "<name> * started (pid N)" line.
+    pub fn started_pid_nth(&self, service: &str, n: usize) -> i32 {
+        let line = self.wait_for_service_event_nth(service, "started (pid ", n, SECS5);
+        line.rsplit("pid ")
+            .next()
+            .and_then(|s| s.trim_end_matches(')').parse().ok())
+            .expect("pid in started line")
+    }
+
     /// Waits for an event line `service * <text...>`.
     pub fn wait_for_service_event(&self, service: &str, text: &str, timeout: Duration) -> String {
+        self.wait_for_service_event_nth(service, text, 1, timeout)
+    }
+
+    /// Waits for the n-th event line `service * <text...>`.
+    pub fn wait_for_service_event_nth(
+        &self,
+        service: &str,
+        text: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         let (lock, cv) = &*self.output;
         let mut out = lock.lock().expect("lock");
@@ -185,7 +205,8 @@ impl Running {
             if let Some((_, l)) = out
                 .lines
                 .iter()
-                .find(|(_, l)| is_event(l, service) && l.contains(text))
+                .filter(|(_, l)| is_event(l, service) && l.contains(text))
+                .nth(n - 1)
             {
                 return l.clone();
             }
@@ -365,4 +386,45 @@ pub fn context_switches(pid: i32) -> u64 {
         }
     }
     total
+}
+
+/// The control socket of a project's daemon.
+pub fn socket_of(project: &Project) -> PathBuf {
+    project.path().join(".corral").join("corral.sock")
+}
+
+/// One raw HTTP/1.0 request over the control socket: (status, body).
+pub fn raw_http(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(socket).expect("connect to the control socket");
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: corral\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("write request");
+    stream.write_all(body).expect("write body");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Waits until the daemon's socket accepts connections.
+pub fn wait_for_socket(project: &Project) {
+    let socket = socket_of(project);
+    assert!(
+        eventually(SECS10, || std::os::unix::net::UnixStream::connect(&socket)
+            .is_ok()),
+        "no control socket at {}",
+        socket.display()
+    );
 }
