@@ -445,3 +445,26 @@ fn curl_against_the_documented_api() {
     let down = curl(&["-X", "POST", "http://corral/v1/shutdown"]);
     assert!(down.contains("shutting down"), "{down}");
 }
+
+#[test]
+fn sighup_reloads_the_config() {
+    let project = Project::new("[services.a]\ncommand = [\"sleep\", \"60\"]\n");
+    let daemon = project.up();
+    wait_for_socket(&project);
+    let a = daemon.started_pid("a", SECS5);
+    project.write(
+        "corral.toml",
+        "[services.a]\ncommand = [\"sleep\", \"60\"]\nstop-signal = \"BOGUS\"\n",
+    );
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for("reload failed: ", SECS5);
+    daemon.wait_for("unknown signal \"BOGUS\"", SECS5);
+    assert!(alive(a));
+    project.write(
+        "corral.toml",
+        "[services.a]\ncommand = [\"sleep\", \"60\"]\n[services.b]\ncommand = [\"sleep\", \"60\"]\n",
+    );
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_service_event("b", "started", SECS5);
+    assert!(alive(a), "unchanged service untouched");
+}

@@ -232,10 +232,17 @@ impl Supervisor<'_> {
                     self.queue.push_back(event);
                 }
                 Wakeup::Signal(Received::Forward(sig)) => self.forward(sig),
-                Wakeup::Signal(Received::Hangup) => self.hub.event(
-                    None,
-                    "SIGHUP received: reloading is not supported yet, ignored".into(),
-                ),
+                Wakeup::Signal(Received::Hangup) => {
+                    self.hub
+                        .event(None, "SIGHUP received: reloading the config".into());
+                    if let Err(e) = self.reload().await {
+                        self.hub
+                            .event(None, format!("reload failed: {}", e.body.error));
+                        for detail in e.body.details {
+                            self.hub.event(None, detail);
+                        }
+                    }
+                }
                 Wakeup::Timer => self.fire_due_timers(),
                 Wakeup::Notice(notice) => self.on_notice(notice),
                 Wakeup::Request(request) => self.on_request(request).await,

@@ -99,7 +99,7 @@ impl Supervisor<'_> {
     }
 
     /// Re-reads the config file; on any error changes nothing.
-    async fn reload(&mut self) -> Result<Reply, ApiError> {
+    pub(super) async fn reload(&mut self) -> Result<Reply, ApiError> {
         let host = HostEnv::from_process();
         let loaded = config::load(&self.config.path, &host).map_err(|failure| ApiError {
             status: 422,
