@@ -143,6 +143,33 @@ depends-on = {{ api = "ready" }}
     );
     let (code, out, _) = corral(&project, &["restart", "worker"]);
     assert_eq!((code, out.trim()), (0, "worker is running"));
+    let (code, out, _) = corral(&project, &["stop", "worker"]);
+    assert_eq!((code, out.trim()), (0, "worker is stopped"));
+    let (code, out, _) = corral(&project, &["ps"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("worker") && l.contains("stopped")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("api") && l.contains("running")),
+        "{out}"
+    );
+    let (code, out, _) = corral(&project, &["start", "worker"]);
+    assert_eq!((code, out.trim()), (0, "worker is running"));
+    let (code, out, _) = corral(&project, &["logs", "-n", "20", "worker"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("worker * stopped") && out.contains("worker * started"),
+        "{out}"
+    );
+    let (code, out, _) = corral(&project, &["kill", "-s", "CONT", "api"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = corral(&project, &["reload"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("unchanged: api, worker"), "{out}");
     let (code, _, _) = corral(&project, &["down"]);
     assert_eq!(code, 0);
     assert!(
