@@ -153,7 +153,7 @@ pub async fn run(
     );
     let (notices_tx, notices) = mpsc::unbounded_channel();
     let (requests_tx, requests) = mpsc::channel(256);
-    let (events, _) = broadcast::channel(1024);
+    let (events, _) = broadcast::channel(128);
     let (stop_server, server_stop) = watch::channel(false);
     let server = socket.map(|socket| {
         let api = Api {
