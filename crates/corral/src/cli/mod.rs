@@ -332,7 +332,8 @@ fn up(target: &Target, only: &[String]) -> Result<ExitCode, CliError> {
         .break_glass
         .clone()
         .filter(|var| std::env::var_os(var).is_some_and(|v| !v.is_empty()));
-    let names = config.services.iter().map(|s| s.name.clone()).collect();
+    let sinks = runtime::log_sinks(&config.services);
+    let console = runtime::console_options(&config);
     let rt = event_loop()?;
     // The socket is bound inside the event loop (tokio's listener needs it).
     let socket = {
@@ -342,7 +343,7 @@ fn up(target: &Target, only: &[String]) -> Result<ExitCode, CliError> {
             config.global.socket_group.as_deref(),
         )?
     };
-    let hub = LogHub::start(names).map_err(|source| CliError::Io {
+    let hub = LogHub::start(sinks, console).map_err(|source| CliError::Io {
         context: "cannot start the log hub",
         source,
     })?;

@@ -44,6 +44,47 @@ pub struct Global {
     pub parallel: bool,
     /// Group that may use the control socket (mode 0660); None = owner only (0600).
     pub socket_group: Option<String>,
+    /// Default directory for service log files (<log-dir>/<name>.log).
+    pub log_dir: Option<PathBuf>,
+    pub log_format: LogFormat,
+    /// Prefix console lines with a timestamp.
+    pub log_timestamps: bool,
+}
+
+/// How corral prints lines on its stdout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The `log` table of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The service's log file (rotated by size); None = no file.
+    pub file: Option<PathBuf>,
+    pub max_size: u64,
+    /// Rotated files kept beside the current one.
+    pub keep: u32,
+    /// Bounds of the in-memory ring behind `corral logs`.
+    pub ring_lines: usize,
+    pub ring_bytes: usize,
+    /// Longer lines are cut into pieces of this size.
+    pub max_line: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            file: None,
+            max_size: 10 * 1024 * 1024,
+            keep: 5,
+            ring_lines: 1000,
+            ring_bytes: 1024 * 1024,
+            max_line: 64 * 1024,
+        }
+    }
 }
 
 impl Default for Global {
@@ -53,6 +94,9 @@ impl Default for Global {
             break_glass: None,
             parallel: false,
             socket_group: None,
+            log_dir: None,
+            log_format: LogFormat::Text,
+            log_timestamps: false,
         }
     }
 }
@@ -164,6 +208,7 @@ pub struct Service {
     pub ready: Option<Readiness>,
     /// Liveness checks once ready; None = never checked.
     pub health: Option<Health>,
+    pub log: LogConfig,
 }
 
 /// One way of checking a service.

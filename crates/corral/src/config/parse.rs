@@ -12,18 +12,32 @@ use super::diag::{suggestion, Diagnostics};
 use super::env::{self, EnvParts, HostEnv};
 use super::interp::{self, Vars};
 use super::user::{self, Identity};
-use super::{Backoff, Condition, Global, Health, Probe, Readiness, RestartPolicy, Service};
+use super::{
+    Backoff, Condition, Global, Health, LogConfig, LogFormat, Probe, Readiness, RestartPolicy,
+    Service,
+};
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
 const TOP_KEYS: [&str; 2] = ["corral", "services"];
-const GLOBAL_KEYS: [&str; 4] = [
+const GLOBAL_KEYS: [&str; 7] = [
     "shutdown-timeout",
     "break-glass",
     "parallel",
     "socket-group",
+    "log-dir",
+    "log-format",
+    "log-timestamps",
 ];
-const SERVICE_KEYS: [&str; 18] = [
+const LOG_KEYS: [&str; 6] = [
+    "file",
+    "max-size",
+    "keep",
+    "ring-lines",
+    "ring-bytes",
+    "max-line",
+];
+const SERVICE_KEYS: [&str; 19] = [
     "command",
     "oneshot",
     "working-dir",
@@ -42,6 +56,7 @@ const SERVICE_KEYS: [&str; 18] = [
     "depends-on",
     "ready",
     "health",
+    "log",
 ];
 const BACKOFF_KEYS: [&str; 3] = ["initial", "max", "reset-after"];
 const DEPENDENCY_KEYS: [&str; 2] = ["condition", "restart"];
@@ -111,7 +126,7 @@ pub fn parse(
         match key.get_ref().as_ref() {
             "corral" => {
                 if let Some(table) = table(d, value, "[corral]") {
-                    global = parse_global(d, table, host);
+                    global = parse_global(d, table, host, base_dir);
                 }
             }
             "services" => {
@@ -131,10 +146,23 @@ pub fn parse(
         d.error(0..0, "no services defined: add a [services.NAME] table");
         return None;
     }
+    // Without a file of its own, a service logs to <log-dir>/<name>.log.
+    if let Some(dir) = &global.log_dir {
+        for s in &mut services {
+            if s.service.log.file.is_none() {
+                s.service.log.file = Some(dir.join(format!("{}.log", s.service.name)));
+            }
+        }
+    }
     Some(RawConfig { global, services })
 }
 
-fn parse_global(d: &mut Diagnostics<'_>, t: &DeTable<'_>, host: &HostEnv) -> Global {
+fn parse_global(
+    d: &mut Diagnostics<'_>,
+    t: &DeTable<'_>,
+    host: &HostEnv,
+    base_dir: &Path,
+) -> Global {
     let mut g = Global::default();
     let vars = |n: &str| host.get(n).map(str::to_string);
     for (key, value) in t.iter() {
@@ -158,6 +186,17 @@ fn parse_global(d: &mut Diagnostics<'_>, t: &DeTable<'_>, host: &HostEnv) -> Glo
             }
             "parallel" => set(&mut g.parallel, boolean(d, value)),
             "socket-group" => g.socket_group = expand(d, value, &vars),
+            "log-dir" => g.log_dir = expand(d, value, &vars).map(|p| base_dir.join(p)),
+            "log-format" => match string(d, value) {
+                Some("text") => g.log_format = LogFormat::Text,
+                Some("json") => g.log_format = LogFormat::Json,
+                Some(other) => d.error(
+                    value.span(),
+                    format!("unknown log-format {other:?}: expected \"text\" or \"json\""),
+                ),
+                None => {}
+            },
+            "log-timestamps" => set(&mut g.log_timestamps, boolean(d, value)),
             other => unknown_key(d, key, other, "in [corral]", &GLOBAL_KEYS),
         }
     }
@@ -216,6 +255,7 @@ fn parse_service(
     let mut depends_on = Vec::new();
     let mut ready = None;
     let mut health = None;
+    let mut log = LogConfig::default();
 
     for (key, v) in t.iter() {
         match key.get_ref().as_ref() {
@@ -255,6 +295,11 @@ fn parse_service(
             "depends-on" => depends_on = dependencies(d, v),
             "ready" => ready = readiness(d, v, &vars),
             "health" => health = health_check(d, v, &vars),
+            "log" => {
+                if let Some(t) = table(d, v, "log") {
+                    log = log_table(d, t, &vars, base_dir);
+                }
+            }
             other => unknown_key(d, key, other, &where_, &SERVICE_KEYS),
         }
     }
@@ -316,10 +361,82 @@ fn parse_service(
             depends_on: Vec::new(),
             ready,
             health,
+            log,
         },
         name_span,
         depends_on,
     })
+}
+
+fn log_table(
+    d: &mut Diagnostics<'_>,
+    t: &DeTable<'_>,
+    vars: &dyn Vars,
+    base_dir: &Path,
+) -> LogConfig {
+    let mut log = LogConfig::default();
+    for (key, v) in t.iter() {
+        match key.get_ref().as_ref() {
+            "file" => log.file = expand(d, v, vars).map(|p| base_dir.join(p)),
+            "max-size" => set(&mut log.max_size, size(d, v)),
+            "keep" => set(&mut log.keep, uint(d, v)),
+            "ring-lines" => set(&mut log.ring_lines, uint(d, v).map(|n| n as usize)),
+            "ring-bytes" => set(&mut log.ring_bytes, size(d, v).map(|n| n as usize)),
+            "max-line" => match size(d, v) {
+                Some(n) if n >= 64 => log.max_line = n as usize,
+                Some(_) => d.error(v.span(), "max-line must be at least 64 bytes"),
+                None => {}
+            },
+            other => unknown_key(d, key, other, "in log", &LOG_KEYS),
+        }
+    }
+    if log.max_size == 0 {
+        log.max_size = 1;
+    }
+    log
+}
+
+/// "10MB", "512KiB", "1GB" or a number of bytes.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(factor)
+}
+
+fn size(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Option<u64> {
+    match v.get_ref() {
+        DeValue::Integer(_) => uint(d, v).map(u64::from),
+        DeValue::String(s) => {
+            let parsed = parse_size(s);
+            if parsed.is_none() {
+                d.error(
+                    v.span(),
+                    format!(
+                        "invalid size {s:?} (write e.g. \"10MB\", \"512KiB\" or a number of bytes)"
+                    ),
+                );
+            }
+            parsed
+        }
+        _ => {
+            type_error(d, v, "a size such as \"10MB\"");
+            None
+        }
+    }
 }
 
 fn parse_backoff(d: &mut Diagnostics<'_>, t: &DeTable<'_>) -> Backoff {

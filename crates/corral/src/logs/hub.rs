@@ -1,28 +1,43 @@
-//! The log hub: one thread that receives every line and fans it out to the
-//! console, the per-service rings and `logs -f` followers.
+//! The log hub: one thread that receives every chunk of service output and
+//! fans it out to the console, per-service files, rings and followers.
 //!
-//! Service output reaches it through a bounded channel, so a blocked stdout
-//! stops the pipe readers (and then the services) instead of growing memory;
-//! the event loop itself never blocks on it.
+//! Output reaches it through a bounded channel: when a sink is slow (a
+//! blocked terminal, a slow disk), the channel fills, the pipe readers stop
+//! reading and the services block in write. Nothing is dropped and memory
+//! stays bounded; the event loop itself never waits on the hub.
 
 use std::cell::Cell;
-use std::io::{self, BufWriter};
+use std::io::{self, BufWriter, Write};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use corral_proto::{LogLine, LogStream};
 use tokio::sync::{mpsc, oneshot};
 
-use super::console::{render, Style};
-use super::ring::{Entry, Ring};
+use super::console::{render, Format, Style};
+use super::file::{FileSpec, RotatingFile};
+use super::ring::Ring;
 
-/// Lines that may wait for the hub.
-const QUEUE_LINES: usize = 1024;
+/// Chunks (of up to ~64 KiB each) that may wait for the hub.
+pub const QUEUE_CHUNKS: usize = 64;
 /// Lines a follower may fall behind before it is dropped.
 const FOLLOWER_QUEUE: usize = 4096;
-/// Ring bounds per service.
-pub const RING_LINES: usize = 1000;
-pub const RING_BYTES: usize = 1024 * 1024;
+
+/// How one service's output is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceLog {
+    pub name: String,
+    pub ring_lines: usize,
+    pub ring_bytes: usize,
+    pub file: Option<FileSpec>,
+}
+
+/// How the console looks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsoleOptions {
+    pub format: Format,
+    pub timestamps: bool,
+}
 
 /// A request for the remembered lines, and optionally the ones to come.
 pub struct LogQuery {
@@ -37,12 +52,12 @@ pub struct LogQuery {
 
 /// One message to the hub.
 pub enum Line {
-    /// A line a service wrote (without its newline).
+    /// Complete lines a service wrote, each ending in '\n'.
     Output {
         svc: usize,
         stream: LogStream,
         time: SystemTime,
-        text: Vec<u8>,
+        data: Vec<u8>,
     },
     /// A corral lifecycle message, about one service or about corral itself.
     Event {
@@ -51,8 +66,8 @@ pub enum Line {
         text: String,
     },
     Query(LogQuery),
-    /// The services changed (reload): new names, same indices for those that stayed.
-    Rename(Vec<String>),
+    /// The services changed (reload): same indices for those that stayed.
+    Configure(Vec<ServiceLog>),
 }
 
 /// The sending side, owned by the event loop.
@@ -66,14 +81,21 @@ pub struct LogHub {
 pub type HubHandle = mpsc::Sender<Line>;
 
 impl LogHub {
-    /// Starts the hub thread for services named `names` (indexed like the config).
-    pub fn start(names: Vec<String>) -> io::Result<LogHub> {
-        let (tx, rx) = mpsc::channel(QUEUE_LINES);
-        let style = Style::for_stdout(names);
+    /// Starts the hub thread; `services` is indexed like the config.
+    pub fn start(services: Vec<ServiceLog>, console: ConsoleOptions) -> io::Result<LogHub> {
+        let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+        let names = services.iter().map(|s| s.name.clone()).collect();
+        let style = Style::for_stdout(names, console.format, console.timestamps);
+        let mut hub = Hub {
+            style,
+            services: Vec::new(),
+            followers: Vec::new(),
+        };
+        hub.configure(services);
         let writer = std::thread::Builder::new()
             .name("log-hub".into())
             .stack_size(128 * 1024)
-            .spawn(move || Hub::new(style).run(rx))?;
+            .spawn(move || hub.run(rx))?;
         Ok(LogHub {
             tx,
             dropped: Cell::new(0),
@@ -107,9 +129,9 @@ impl LogHub {
         }
     }
 
-    /// Tells the hub the new service names after a reload.
-    pub async fn rename(&self, names: Vec<String>) {
-        let _ = self.tx.send(Line::Rename(names)).await;
+    /// Tells the hub the services after a reload.
+    pub async fn configure(&self, services: Vec<ServiceLog>) {
+        let _ = self.tx.send(Line::Configure(services)).await;
     }
 
     /// Waits until everything queued has been written. Pipe readers must be gone.
@@ -127,117 +149,158 @@ struct Follower {
     tx: mpsc::Sender<LogLine>,
 }
 
+/// What the hub keeps per service.
+struct Sinks {
+    config: ServiceLog,
+    ring: Ring,
+    file: Option<RotatingFile>,
+    /// Set once writing the file failed, so the error is reported once.
+    file_failed: bool,
+}
+
 /// The hub thread's state.
 struct Hub {
     style: Style,
-    rings: Vec<Ring>,
+    services: Vec<Sinks>,
     followers: Vec<Follower>,
 }
 
 impl Hub {
-    fn new(style: Style) -> Hub {
-        let rings = style
-            .names
-            .iter()
-            .map(|_| Ring::new(RING_LINES, RING_BYTES))
-            .collect();
-        Hub {
-            style,
-            rings,
-            followers: Vec::new(),
+    fn configure(&mut self, services: Vec<ServiceLog>) {
+        self.style
+            .rename(services.iter().map(|s| s.name.clone()).collect());
+        let mut old = std::mem::take(&mut self.services).into_iter();
+        for config in services {
+            let kept = old.next().filter(|s| s.config == config);
+            self.services.push(kept.unwrap_or_else(|| Sinks {
+                ring: Ring::new(config.ring_lines, config.ring_bytes),
+                file: config.file.clone().map(RotatingFile::new),
+                file_failed: false,
+                config,
+            }));
         }
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Line>) {
         let stdout = io::stdout();
-        let mut out = BufWriter::with_capacity(16 * 1024, stdout.lock());
+        let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
         while let Some(line) = rx.blocking_recv() {
             let mut next = Some(line);
             while let Some(line) = next {
                 self.dispatch(&mut out, line);
                 next = rx.try_recv().ok();
             }
-            let _ = io::Write::flush(&mut out);
+            // A closed stdout must not stop supervision: keep going.
+            let _ = out.flush();
         }
-        let _ = io::Write::flush(&mut out);
+        let _ = out.flush();
     }
 
-    fn dispatch(&mut self, out: &mut impl io::Write, line: Line) {
+    fn dispatch(&mut self, out: &mut impl Write, line: Line) {
         match line {
             Line::Output {
                 svc,
                 stream,
                 time,
-                text,
+                data,
             } => {
-                // A closed stdout must not stop supervision: keep going.
-                let _ = render(out, &self.style, Some(svc), false, &text);
-                self.remember(svc, stream, time, text.into_boxed_slice());
+                let body = data.strip_suffix(b"\n").unwrap_or(&data);
+                for text in body.split(|&b| b == b'\n') {
+                    let _ = render(out, &self.style, Some(svc), stream, time, text);
+                }
+                self.to_file(svc, &data);
+                self.remember(svc, stream, time, &data);
             }
             Line::Event { svc, time, text } => {
-                let _ = render(out, &self.style, svc, true, text.as_bytes());
+                let _ = render(
+                    out,
+                    &self.style,
+                    svc,
+                    LogStream::Event,
+                    time,
+                    text.as_bytes(),
+                );
                 if let Some(svc) = svc {
-                    self.remember(
-                        svc,
-                        LogStream::Event,
-                        time,
-                        text.into_bytes().into_boxed_slice(),
-                    );
+                    let mut data = text.into_bytes();
+                    data.push(b'\n');
+                    self.remember(svc, LogStream::Event, time, &data);
                 }
             }
             Line::Query(query) => self.answer(query),
-            Line::Rename(names) => {
-                self.rings
-                    .resize_with(names.len(), || Ring::new(RING_LINES, RING_BYTES));
-                self.style.rename(names);
-            }
+            Line::Configure(services) => self.configure(services),
         }
     }
 
-    fn remember(&mut self, svc: usize, stream: LogStream, time: SystemTime, text: Box<[u8]>) {
+    fn to_file(&mut self, svc: usize, data: &[u8]) {
+        let Some(sinks) = self.services.get_mut(svc) else {
+            return;
+        };
+        let Some(file) = sinks.file.as_mut() else {
+            return;
+        };
+        match file.write(data) {
+            Ok(()) => sinks.file_failed = false,
+            Err(e) if !sinks.file_failed => {
+                sinks.file_failed = true;
+                let note = format!("cannot write {}: {e}", file.spec().path.display());
+                let _ = render(
+                    &mut io::stderr(),
+                    &self.style,
+                    Some(svc),
+                    LogStream::Event,
+                    SystemTime::now(),
+                    note.as_bytes(),
+                );
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn remember(&mut self, svc: usize, stream: LogStream, time: SystemTime, data: &[u8]) {
         if !self.followers.is_empty() {
-            let line = self.to_line(svc, stream, time, &text);
+            let name = self.style.name(Some(svc)).to_string();
+            let body = data.strip_suffix(b"\n").unwrap_or(data);
+            let lines: Vec<LogLine> = body
+                .split(|&b| b == b'\n')
+                .map(|text| to_line(&name, stream, time, text))
+                .collect();
             // A follower that cannot keep up is dropped rather than slowing everyone.
             self.followers.retain(|f| {
                 if f.services.as_ref().is_some_and(|s| !s.contains(&svc)) {
                     return !f.tx.is_closed();
                 }
-                f.tx.try_send(line.clone()).is_ok()
+                lines.iter().all(|l| f.tx.try_send(l.clone()).is_ok())
             });
         }
-        if let Some(ring) = self.rings.get_mut(svc) {
-            ring.push(Entry { time, stream, text });
-        }
-    }
-
-    fn to_line(&self, svc: usize, stream: LogStream, time: SystemTime, text: &[u8]) -> LogLine {
-        LogLine {
-            time: time
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
-            service: self.style.name(Some(svc)).to_string(),
-            stream,
-            line: String::from_utf8_lossy(text).into_owned(),
+        if let Some(sinks) = self.services.get_mut(svc) {
+            sinks.ring.push(time, stream, data);
         }
     }
 
     fn answer(&mut self, query: LogQuery) {
         let selected: Vec<usize> = match &query.services {
             Some(s) => s.clone(),
-            None => (0..self.rings.len()).collect(),
+            None => (0..self.services.len()).collect(),
         };
-        let mut picked: Vec<(usize, &Entry)> = selected
-            .iter()
-            .filter_map(|&svc| self.rings.get(svc).map(|r| (svc, r)))
-            .flat_map(|(svc, ring)| ring.tail(query.last).map(move |e| (svc, e)))
-            .collect();
-        picked.sort_by_key(|(_, e)| e.time);
+        let mut picked: Vec<LogLine> = Vec::new();
+        for svc in selected {
+            let Some(sinks) = self.services.get(svc) else {
+                continue;
+            };
+            let name = &sinks.config.name;
+            picked.extend(
+                sinks
+                    .ring
+                    .tail(query.last)
+                    .iter()
+                    .map(|e| to_line(name, e.stream, e.time, e.text)),
+            );
+        }
+        // Stable: lines of one chunk share a time and keep their order.
+        picked.sort_by(|a, b| a.time.total_cmp(&b.time));
         let skip = picked.len().saturating_sub(query.last);
-        let lines: Vec<LogLine> = picked[skip..]
-            .iter()
-            .map(|(svc, e)| self.to_line(*svc, e.stream, e.time, &e.text))
-            .collect();
-        if query.reply.send(lines).is_ok() {
+        picked.drain(..skip);
+        if query.reply.send(picked).is_ok() {
             if let Some(tx) = query.follow {
                 self.followers.push(Follower {
                     services: query.services,
@@ -245,6 +308,17 @@ impl Hub {
                 });
             }
         }
+    }
+}
+
+fn to_line(name: &str, stream: LogStream, time: SystemTime, text: &[u8]) -> LogLine {
+    LogLine {
+        time: time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+        service: name.to_string(),
+        stream,
+        line: String::from_utf8_lossy(text).into_owned(),
     }
 }
 

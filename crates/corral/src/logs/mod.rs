@@ -1,10 +1,13 @@
-//! Service output: pipes split into lines, fanned out by the log hub to the
-//! console, in-memory rings and followers.
+//! Service output: pipes read in chunks of whole lines, fanned out by the
+//! log hub to the console, rotating files, in-memory rings and followers.
 
 mod console;
+mod file;
 mod hub;
 mod pipe;
 mod ring;
 
-pub use hub::{follower_channel, HubHandle, Line, LogHub, LogQuery};
+pub use console::Format;
+pub use file::FileSpec;
+pub use hub::{follower_channel, ConsoleOptions, HubHandle, Line, LogHub, LogQuery, ServiceLog};
 pub use pipe::{pump, LogWatch};

@@ -1,19 +1,15 @@
-//! Reads one pipe of a service and sends its lines to the log hub.
+//! Reads one pipe of a service and hands its output to the log hub in chunks
+//! of whole lines, so the cost per line stays small.
 
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-
-use tokio::net::unix::pipe;
-
 use std::time::SystemTime;
 
 use corral_proto::LogStream;
+use tokio::net::unix::pipe;
 
 use super::hub::{HubHandle, Line};
-
-/// Lines longer than this are cut into pieces of this size.
-const MAX_LINE: usize = 64 * 1024;
 
 thread_local! {
     /// One read buffer for every pipe: the event loop is single-threaded, and
@@ -28,14 +24,16 @@ pub struct LogWatch {
     pub on_match: Arc<dyn Fn() + Send + Sync>,
 }
 
-/// Forwards every line from `fd` until EOF; a final line without a newline is
-/// forwarded too. Waits (stops reading) while the hub is behind.
+/// Forwards everything from `fd` until EOF as chunks of complete lines (each
+/// ending in '\n'); a last line without a newline is completed at EOF. Waits
+/// (stops reading, so the service blocks in write) while the hub is behind.
 pub async fn pump(
     fd: OwnedFd,
     svc: usize,
     stream: LogStream,
     hub: HubHandle,
     mut watch: Option<LogWatch>,
+    max_line: usize,
 ) {
     let Ok(rx) = pipe::Receiver::from_owned_fd(fd) else {
         return;
@@ -45,28 +43,30 @@ pub async fn pump(
         if rx.readable().await.is_err() {
             break;
         }
-        let mut lines = Vec::new();
+        let mut chunk = None;
         let read = SCRATCH.with(|scratch| {
             let mut buf = scratch.borrow_mut();
             let r = rx.try_read(&mut buf[..]);
             if let Ok(n) = r {
-                split_lines(&mut partial, &buf[..n], &mut lines);
+                chunk = complete_lines(&mut partial, &buf[..n], max_line);
             }
             r
         });
-        for text in lines {
+        if let Some(data) = chunk {
             if let Some(w) = &watch {
-                if w.regex.is_match(&String::from_utf8_lossy(&text)) {
+                if data
+                    .split(|&b| b == b'\n')
+                    .any(|line| w.regex.is_match(&String::from_utf8_lossy(line)))
+                {
                     (w.on_match)();
                     watch = None;
                 }
             }
-            let time = SystemTime::now();
             let line = Line::Output {
                 svc,
                 stream,
-                time,
-                text,
+                time: SystemTime::now(),
+                data,
             };
             if hub.send(line).await.is_err() {
                 return;
@@ -80,33 +80,71 @@ pub async fn pump(
         }
     }
     if !partial.is_empty() {
+        partial.push(b'\n');
         let line = Line::Output {
             svc,
             stream,
             time: SystemTime::now(),
-            text: partial,
+            data: partial,
         };
         let _ = hub.send(line).await;
     }
 }
 
-/// Appends `data` to `partial`, moving each complete line (or MAX_LINE piece) into `lines`.
-fn split_lines(partial: &mut Vec<u8>, data: &[u8], lines: &mut Vec<Vec<u8>>) {
+/// Takes the complete lines out of `partial` + `data` as one chunk, leaving
+/// the unfinished tail in `partial`. A line longer than `max` is cut: its
+/// first `max` bytes become a line of their own.
+fn complete_lines(partial: &mut Vec<u8>, data: &[u8], max: usize) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    let take = |out: &mut Option<Vec<u8>>, bytes: &[u8]| {
+        out.get_or_insert_with(|| Vec::with_capacity(bytes.len()))
+            .extend_from_slice(bytes);
+    };
     let mut rest = data;
-    while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
-        partial.extend_from_slice(&rest[..pos]);
-        lines.push(std::mem::take(partial));
-        rest = &rest[pos + 1..];
+    match rest.iter().rposition(|&b| b == b'\n') {
+        Some(last) if partial.is_empty() => {
+            take(&mut out, &rest[..=last]);
+            rest = &rest[last + 1..];
+        }
+        Some(last) => {
+            let mut chunk = std::mem::take(partial);
+            chunk.extend_from_slice(&rest[..=last]);
+            rest = &rest[last + 1..];
+            out = Some(chunk);
+        }
+        None => {}
     }
     partial.extend_from_slice(rest);
-    while partial.len() >= MAX_LINE {
-        let tail = partial.split_off(MAX_LINE);
-        lines.push(std::mem::replace(partial, tail));
+    // Cut overlong lines, both inside the chunk and in the unfinished tail.
+    if let Some(chunk) = out.take() {
+        out = Some(cut_long_lines(chunk, max));
     }
-    if partial.is_empty() {
-        // Give back the capacity of a big line once it is done.
-        partial.shrink_to(0);
+    while partial.len() >= max {
+        let tail = partial.split_off(max);
+        let mut piece = std::mem::replace(partial, tail);
+        piece.push(b'\n');
+        take(&mut out, &piece);
     }
+    out
+}
+
+/// Inserts a newline after every `max` bytes of a line (rarely needed).
+fn cut_long_lines(chunk: Vec<u8>, max: usize) -> Vec<u8> {
+    if !chunk.split(|&b| b == b'\n').any(|l| l.len() > max) {
+        return chunk;
+    }
+    let mut out = Vec::with_capacity(chunk.len() + chunk.len() / max + 1);
+    for line in chunk.split_inclusive(|&b| b == b'\n') {
+        let body = line.strip_suffix(b"\n").unwrap_or(line);
+        for piece in body.chunks(max) {
+            out.extend_from_slice(piece);
+            out.push(b'\n');
+        }
+        if body.is_empty() {
+            out.push(b'\n');
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -114,23 +152,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn splits_complete_lines_and_keeps_the_rest() {
+    fn keeps_the_unfinished_tail_for_later() {
         let mut partial = Vec::new();
-        let mut lines = Vec::new();
-        split_lines(&mut partial, b"a\nbc\nd", &mut lines);
-        assert_eq!(lines, vec![b"a".to_vec(), b"bc".to_vec()]);
+        assert_eq!(
+            complete_lines(&mut partial, b"a\nbc\nd", 100),
+            Some(b"a\nbc\n".to_vec())
+        );
         assert_eq!(partial, b"d");
-        lines.clear();
-        split_lines(&mut partial, b"e\n", &mut lines);
-        assert_eq!(lines, vec![b"de".to_vec()]);
+        assert_eq!(complete_lines(&mut partial, b"e", 100), None);
+        assert_eq!(
+            complete_lines(&mut partial, b"f\ng", 100),
+            Some(b"def\n".to_vec())
+        );
+        assert_eq!(partial, b"g");
     }
 
     #[test]
     fn cuts_overlong_lines() {
         let mut partial = Vec::new();
-        let mut lines = Vec::new();
-        split_lines(&mut partial, &vec![b'x'; MAX_LINE * 2 + 5], &mut lines);
-        assert_eq!(lines.len(), 2);
+        let chunk = complete_lines(&mut partial, &[b'x'; 25], 10).unwrap_or_default();
+        assert_eq!(chunk, b"xxxxxxxxxx\nxxxxxxxxxx\n");
         assert_eq!(partial.len(), 5);
+        let chunk = complete_lines(&mut Vec::new(), b"abcdefghijkl\nok\n\n", 5).unwrap_or_default();
+        assert_eq!(chunk, b"abcde\nfghij\nkl\nok\n\n");
     }
 }

@@ -25,7 +25,7 @@ use crate::control::{self, Api, Request, Socket};
 use crate::engine::{Effect, Engine, Event, Exit, Pid, ProbeRole, Spec, State, Step, Timer};
 use corral_proto::LogStream;
 
-use crate::logs::{pump, LogHub, LogWatch};
+use crate::logs::{pump, ConsoleOptions, FileSpec, Format, LogHub, LogWatch, ServiceLog};
 use crate::process::{self, Launch};
 
 /// How `up` was asked to run.
@@ -133,7 +133,35 @@ pub(crate) struct Supervisor<'c> {
 }
 
 /// Runs the services of `config` until shutdown; returns corral's exit code.
-/// `hub` must have been started with the services' names; `socket`, when
+/// How the log hub keeps each service's output.
+pub fn log_sinks(services: &[crate::config::Service]) -> Vec<ServiceLog> {
+    services
+        .iter()
+        .map(|s| ServiceLog {
+            name: s.name.clone(),
+            ring_lines: s.log.ring_lines,
+            ring_bytes: s.log.ring_bytes,
+            file: s.log.file.clone().map(|path| FileSpec {
+                path,
+                max_size: s.log.max_size,
+                keep: s.log.keep,
+            }),
+        })
+        .collect()
+}
+
+/// How the console looks.
+pub fn console_options(config: &Config) -> ConsoleOptions {
+    ConsoleOptions {
+        format: match config.global.log_format {
+            crate::config::LogFormat::Text => Format::Text,
+            crate::config::LogFormat::Json => Format::Json,
+        },
+        timestamps: config.global.log_timestamps,
+    }
+}
+
+/// `hub` must have been started with `log_sinks` of the config; `socket`, when
 /// given, serves the control API for as long as corral runs.
 pub async fn run(
     config: Config,
@@ -390,7 +418,9 @@ impl Supervisor<'_> {
                     regex: w.regex.clone(),
                     on_match: w.on_match.clone(),
                 });
-                self.pumps.spawn(pump(fd, svc, stream, hub.clone(), watch));
+                let max_line = service.log.max_line;
+                self.pumps
+                    .spawn(pump(fd, svc, stream, hub.clone(), watch, max_line));
             }
         }
         self.queue.push_back(Event::Spawned { svc, step, pid });

@@ -120,13 +120,9 @@ impl Supervisor<'_> {
             start_order: realigned.plan.order.clone(),
             ..loaded.config
         };
-        let names = self
-            .config
-            .services
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
-        self.hub.rename(names).await;
+        self.hub
+            .configure(super::log_sinks(&self.config.services))
+            .await;
         let result = realigned.result;
         self.hub.event(
             None,
