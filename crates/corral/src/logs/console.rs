@@ -33,6 +33,9 @@ pub struct Style {
     pub format: Format,
     /// Prefix text lines with an RFC 3339 timestamp.
     pub timestamps: bool,
+    /// Per service: the ready-made "name | " and "name * " prefixes; the last
+    /// entry is corral's own.
+    prefixes: Vec<[Vec<u8>; 2]>,
 }
 
 const PALETTE: [&str; 6] = ["36", "33", "32", "35", "34", "91"];
@@ -43,12 +46,17 @@ impl Style {
         let colour = format == Format::Text
             && io::stdout().is_terminal()
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        Style::new(names, format, timestamps, colour)
+    }
+
+    pub fn new(names: Vec<String>, format: Format, timestamps: bool, colour: bool) -> Style {
         let mut style = Style {
             names: Vec::new(),
             width: 0,
             colour,
             format,
             timestamps,
+            prefixes: Vec::new(),
         };
         style.rename(names);
         style
@@ -57,6 +65,34 @@ impl Style {
     pub fn rename(&mut self, names: Vec<String>) {
         self.width = names.iter().map(String::len).chain([6]).max().unwrap_or(6);
         self.names = names;
+        let width = self.width;
+        let prefix = |name: &str, code: &str, sep: char| -> Vec<u8> {
+            if self.colour {
+                format!("\x1b[{code}m{name:<width$} {sep}\x1b[0m ").into_bytes()
+            } else {
+                format!("{name:<width$} {sep} ").into_bytes()
+            }
+        };
+        let mut prefixes: Vec<[Vec<u8>; 2]> = self
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let code = PALETTE[i % PALETTE.len()];
+                [prefix(name, code, '|'), prefix(name, code, '*')]
+            })
+            .collect();
+        prefixes.push([prefix("corral", "1", '|'), prefix("corral", "1", '*')]);
+        self.prefixes = prefixes;
+    }
+
+    fn prefix(&self, svc: Option<usize>, is_event: bool) -> &[u8] {
+        let i = svc
+            .filter(|&i| i < self.names.len())
+            .unwrap_or(self.names.len());
+        self.prefixes
+            .get(i)
+            .map_or(&[][..], |p| &p[usize::from(is_event)])
     }
 
     pub fn name(&self, svc: Option<usize>) -> &str {
@@ -91,19 +127,16 @@ pub fn render(
         write!(out, "{} ", humantime::format_rfc3339_millis(time))?;
     }
     let is_event = stream == LogStream::Event;
-    let sep = if is_event { '*' } else { '|' };
-    let width = style.width;
-    if style.colour {
-        let code = svc.map_or("1", |i| PALETTE[i % PALETTE.len()]);
-        write!(out, "\x1b[{code}m{name:<width$} {sep}\x1b[0m ")?;
-    } else {
-        write!(out, "{name:<width$} {sep} ")?;
-    }
-    let shown = String::from_utf8_lossy(text);
+    out.write_all(style.prefix(svc, is_event))?;
     if is_event && style.colour {
-        write!(out, "\x1b[1m{shown}\x1b[0m")?;
-    } else {
-        out.write_all(shown.as_bytes())?;
+        out.write_all(b"\x1b[1m")?;
+    }
+    match std::str::from_utf8(text) {
+        Ok(_) => out.write_all(text)?,
+        Err(_) => out.write_all(String::from_utf8_lossy(text).as_bytes())?,
+    }
+    if is_event && style.colour {
+        out.write_all(b"\x1b[0m")?;
     }
     out.write_all(b"\n")
 }
@@ -113,13 +146,10 @@ mod tests {
     use super::*;
 
     fn plain(names: &[&str]) -> Style {
-        Style {
-            names: names.iter().map(|s| s.to_string()).collect(),
-            width: 8,
-            colour: false,
-            format: Format::Text,
-            timestamps: false,
-        }
+        let mut names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        // Pad to 8 like a config with an 8-letter service would.
+        names.push("12345678".into());
+        Style::new(names, Format::Text, false, false)
     }
 
     fn rendered(style: &Style, svc: Option<usize>, is_event: bool, text: &[u8]) -> String {
@@ -148,10 +178,12 @@ mod tests {
 
     #[test]
     fn colour_marks_the_prefix_and_bolds_events() {
-        let style = Style {
-            colour: true,
-            ..plain(&["web"])
-        };
+        let style = Style::new(
+            vec!["web".into(), "12345678".into()],
+            Format::Text,
+            false,
+            true,
+        );
         assert_eq!(
             rendered(&style, Some(0), true, b"started"),
             "\x1b[36mweb      *\x1b[0m \x1b[1mstarted\x1b[0m\n"
@@ -160,20 +192,19 @@ mod tests {
 
     #[test]
     fn json_and_timestamps() {
-        let style = Style {
-            format: Format::Json,
-            ..plain(&["api"])
-        };
+        let style = Style::new(vec!["api".into()], Format::Json, false, false);
         assert_eq!(
             rendered(&style, Some(0), false, b"say \"hi\""),
             r#"{"time":"1970-01-01T00:00:00.000Z","service":"api","stream":"stdout","line":"say \"hi\""}"#
                 .to_string()
                 + "\n"
         );
-        let style = Style {
-            timestamps: true,
-            ..plain(&["api"])
-        };
+        let style = Style::new(
+            vec!["api".into(), "12345678".into()],
+            Format::Text,
+            true,
+            false,
+        );
         assert_eq!(
             rendered(&style, Some(0), false, b"x"),
             "1970-01-01T00:00:00.000Z api      | x\n"

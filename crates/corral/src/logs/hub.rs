@@ -209,7 +209,7 @@ impl Hub {
                     let _ = render(out, &self.style, Some(svc), stream, time, text);
                 }
                 self.to_file(svc, &data);
-                self.remember(svc, stream, time, &data);
+                self.remember(svc, stream, time, data);
             }
             Line::Event { svc, time, text } => {
                 let _ = render(
@@ -223,7 +223,7 @@ impl Hub {
                 if let Some(svc) = svc {
                     let mut data = text.into_bytes();
                     data.push(b'\n');
-                    self.remember(svc, LogStream::Event, time, &data);
+                    self.remember(svc, LogStream::Event, time, data);
                 }
             }
             Line::Query(query) => self.answer(query),
@@ -256,10 +256,10 @@ impl Hub {
         }
     }
 
-    fn remember(&mut self, svc: usize, stream: LogStream, time: SystemTime, data: &[u8]) {
+    fn remember(&mut self, svc: usize, stream: LogStream, time: SystemTime, data: Vec<u8>) {
         if !self.followers.is_empty() {
             let name = self.style.name(Some(svc)).to_string();
-            let body = data.strip_suffix(b"\n").unwrap_or(data);
+            let body = data.strip_suffix(b"\n").unwrap_or(&data);
             let lines: Vec<LogLine> = body
                 .split(|&b| b == b'\n')
                 .map(|text| to_line(&name, stream, time, text))

@@ -1,8 +1,8 @@
 //! The bounded in-memory history of one service's output, for `corral logs`.
 //!
 //! Output arrives in chunks of whole lines and is kept as such (one
-//! allocation per chunk, not per line); the bounds are exact in lines and
-//! approximate (one chunk) in bytes.
+//! allocation per chunk, not per line); both bounds are exact: the head of
+//! the oldest chunk is skipped line by line.
 
 use std::collections::VecDeque;
 use std::time::SystemTime;
@@ -33,8 +33,9 @@ pub struct Entry<'a> {
 #[derive(Debug)]
 pub struct Ring {
     chunks: VecDeque<Chunk>,
-    /// Lines at the head of the oldest chunk that no longer count.
+    /// Lines (and their bytes) at the head of the oldest chunk that no longer count.
     skip: usize,
+    skip_bytes: usize,
     lines: usize,
     bytes: usize,
     max_lines: usize,
@@ -46,6 +47,7 @@ impl Ring {
         Ring {
             chunks: VecDeque::new(),
             skip: 0,
+            skip_bytes: 0,
             lines: 0,
             bytes: 0,
             max_lines,
@@ -53,36 +55,54 @@ impl Ring {
         }
     }
 
-    /// Remembers a chunk of complete lines.
-    pub fn push(&mut self, time: SystemTime, stream: LogStream, data: &[u8]) {
+    /// Remembers a chunk of complete lines (taking it over: no copy).
+    pub fn push(&mut self, time: SystemTime, stream: LogStream, data: Vec<u8>) {
         if self.max_lines == 0 || self.max_bytes == 0 || data.is_empty() {
             return;
         }
-        let lines = memchr_count(data);
+        let lines = memchr_count(&data);
         self.lines += lines;
         self.bytes += data.len();
         self.chunks.push_back(Chunk {
             time,
             stream,
-            data: data.into(),
+            data: data.into_boxed_slice(),
             lines,
         });
-        // Whole chunks go while what is left still holds enough.
+        // Whole chunks go while the rest is still over a bound...
         while let Some(first) = self.chunks.front() {
-            let live = first.lines - self.skip;
-            let over_lines = self.lines - live >= self.max_lines;
-            let over_bytes = self.bytes > self.max_bytes && self.chunks.len() > 1;
-            if !(over_lines || over_bytes) {
+            let live_lines = first.lines - self.skip;
+            let live_bytes = first.data.len() - self.skip_bytes;
+            let over = self.lines - live_lines >= self.max_lines
+                || self.bytes - live_bytes >= self.max_bytes;
+            if !over || self.chunks.len() == 1 {
                 break;
             }
-            self.lines -= live;
-            self.bytes -= first.data.len();
+            self.lines -= live_lines;
+            self.bytes -= live_bytes;
             self.skip = 0;
+            self.skip_bytes = 0;
             self.chunks.pop_front();
         }
-        if self.lines > self.max_lines {
-            self.skip += self.lines - self.max_lines;
-            self.lines = self.max_lines;
+        // ...then single lines at the head of the oldest one.
+        while self.lines > self.max_lines || self.bytes > self.max_bytes {
+            let Some(first) = self.chunks.front() else {
+                break;
+            };
+            let rest = &first.data[self.skip_bytes..];
+            let len = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |i| i + 1);
+            self.skip += 1;
+            self.skip_bytes += len;
+            self.lines -= 1;
+            self.bytes -= len;
+            if self.skip == first.lines {
+                self.chunks.pop_front();
+                self.skip = 0;
+                self.skip_bytes = 0;
+            }
         }
     }
 
@@ -149,7 +169,7 @@ mod tests {
             ring.push(
                 SystemTime::UNIX_EPOCH,
                 LogStream::Stdout,
-                format!("line {i}\n").as_bytes(),
+                format!("line {i}\n").into_bytes(),
             );
         }
         assert_eq!(texts(&ring, 10), ["line 7", "line 8", "line 9"]);
@@ -158,7 +178,7 @@ mod tests {
         ring.push(
             SystemTime::UNIX_EPOCH,
             LogStream::Stdout,
-            b"a\nb\nc\nd\ne\n",
+            b"a\nb\nc\nd\ne\n".to_vec(),
         );
         assert_eq!(texts(&ring, 10), ["c", "d", "e"]);
         assert_eq!(texts(&ring, 2), ["d", "e"]);
@@ -168,9 +188,30 @@ mod tests {
     fn bytes_bound_drops_old_chunks() {
         let mut ring = Ring::new(100, 10);
         for text in ["aaaa\n", "bbbb\n", "cccc\n"] {
-            ring.push(SystemTime::UNIX_EPOCH, LogStream::Stdout, text.as_bytes());
+            ring.push(
+                SystemTime::UNIX_EPOCH,
+                LogStream::Stdout,
+                text.as_bytes().to_vec(),
+            );
         }
         assert_eq!(texts(&ring, 10), ["bbbb", "cccc"]);
         assert_eq!(ring.bytes(), 10);
+        // One big chunk is trimmed to the bound too.
+        ring.push(
+            SystemTime::UNIX_EPOCH,
+            LogStream::Stdout,
+            b"11\n22\n33\n44\n55\n".to_vec(),
+        );
+        assert_eq!(texts(&ring, 10), ["33", "44", "55"]);
+        assert_eq!(ring.bytes(), 9);
+        // A line larger than the whole bound is not kept.
+        ring.push(
+            SystemTime::UNIX_EPOCH,
+            LogStream::Stdout,
+            b"0123456789abc\n".to_vec(),
+        );
+        assert_eq!(ring.len(), 0);
+        ring.push(SystemTime::UNIX_EPOCH, LogStream::Stdout, b"z\n".to_vec());
+        assert_eq!(texts(&ring, 10), ["z"]);
     }
 }

@@ -1,0 +1,233 @@
+//! Logs: lossless, bounded, rotated, and never in the way of supervision.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+
+/// Every line of `name`'s rotated files, oldest file first.
+fn file_lines(project: &Project, name: &str) -> Vec<String> {
+    let dir = project.path().join("logs");
+    let mut files: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(&dir)
+        .expect("log dir")
+        .flatten()
+        .filter_map(|e| {
+            let file = e.file_name().into_string().ok()?;
+            let rest = file.strip_prefix(&format!("{name}.log"))?;
+            let n = if rest.is_empty() {
+                0
+            } else {
+                rest.strip_prefix('.')?.parse().ok()?
+            };
+            Some((n, e.path()))
+        })
+        .collect();
+    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files
+        .iter()
+        .flat_map(|(_, p)| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn a_million_lines_from_four_services_arrive_exactly_once_in_order() {
+    let services: String = ["a", "b", "c", "d"]
+        .iter()
+        .map(|n| {
+            format!(
+                "[services.{n}]\ncommand = [\"seq\", \"-f\", \"{n}-%.0f\", \"1\", \"250000\"]\noneshot = true\n\n"
+            )
+        })
+        .collect();
+    let project = Project::new(&format!(
+        "[corral]\nparallel = true\nlog-dir = \"logs\"\n\n{services}\
+         [services.a.log]\nmax-size = \"512KB\"\nkeep = 100\n\
+         [services.b.log]\nmax-size = \"512KB\"\nkeep = 100\n\
+         [services.c.log]\nmax-size = \"512KB\"\nkeep = 100\n\
+         [services.d.log]\nmax-size = \"512KB\"\nkeep = 100\n"
+    ));
+    let status = project
+        .command(&["up"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("run corral");
+    assert_eq!(status.code(), Some(0));
+    for name in ["a", "b", "c", "d"] {
+        let lines = file_lines(&project, name);
+        assert_eq!(lines.len(), 250_000, "{name}");
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(line, &format!("{name}-{}", i + 1), "{name} line {i}");
+        }
+        assert!(
+            project.path().join(format!("logs/{name}.log.3")).exists(),
+            "{name} rotated"
+        );
+        for entry in std::fs::read_dir(project.path().join("logs"))
+            .expect("dir")
+            .flatten()
+        {
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            assert!(size <= 512_000, "{:?} is {size} bytes", entry.file_name());
+        }
+    }
+}
+
+#[test]
+fn long_lines_binary_data_and_a_partial_last_line() {
+    let project = Project::new(
+        r#"
+[services.long]
+command = ["python3", "-c", "import sys; sys.stdout.buffer.write(b'x' * 1000000)"]
+oneshot = true
+log = { file = "logs/long.log" }
+
+[services.binary]
+command = ["python3", "-c", "import sys; sys.stdout.buffer.write(b'first\\n\\xff\\xfe bin \\x00 ary\\nno newline at the end')"]
+oneshot = true
+log = { file = "logs/binary.log" }
+"#,
+    );
+    let mut corral = project.up();
+    assert_eq!(corral.wait_exit(SECS10), 0);
+    let long = std::fs::read(project.file("logs/long.log")).expect("long.log");
+    let pieces: Vec<&[u8]> = long
+        .strip_suffix(b"\n")
+        .unwrap_or(&long)
+        .split(|&b| b == b'\n')
+        .collect();
+    assert_eq!(pieces.len(), 16, "1,000,000 bytes in 64 KiB pieces");
+    assert!(pieces[..15].iter().all(|p| p.len() == 65536));
+    assert_eq!(pieces[15].len(), 1_000_000 - 15 * 65536);
+    let binary = std::fs::read(project.file("logs/binary.log")).expect("binary.log");
+    assert_eq!(
+        binary,
+        b"first\n\xff\xfe bin \x00 ary\nno newline at the end\n"
+    );
+    // The console shows the bytes safely.
+    corral.wait_for("binary | \u{fffd}\u{fffd} bin \0 ary", SECS5);
+    corral.wait_for("binary | no newline at the end", SECS5);
+}
+
+fn rss_kb(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_blocked_stdout_blocks_the_chatty_service_not_the_supervisor() {
+    let project = Project::new(
+        r#"
+[corral]
+parallel = true
+
+[services.chatty]
+command = ["yes", "a line that nobody reads, over and over again"]
+
+[services.crasher]
+command = ["sh", "-c", "sleep 0.2; exit 1"]
+backoff = { initial = "50ms", max = "50ms" }
+"#,
+    );
+    // corral's stdout is a pipe that is never read.
+    let mut child = project
+        .command(&["up"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run corral");
+    let pid = child.id() as i32;
+    wait_for_socket(&project);
+    std::thread::sleep(Duration::from_secs(3));
+    let rss = rss_kb(pid);
+    assert!(rss < 40 * 1024, "corral RSS {rss} kB with a blocked stdout");
+    // The supervisor still works: the crasher is restarted, ps answers.
+    let restarts = |project: &Project| -> u64 {
+        let (code, json, err) = project.run(&["ps", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&json).expect("ps json");
+        v["services"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == "crasher"))
+            .and_then(|s| s["restarts"].as_u64())
+            .unwrap_or(0)
+    };
+    let first = restarts(&project);
+    assert!(
+        eventually(SECS5, || restarts(&project) >= first + 3),
+        "no restarts while stdout is blocked"
+    );
+    assert!(rss_kb(pid) < 40 * 1024);
+    let (code, _, _) = project.run(&["down"]);
+    assert_eq!(code, 0);
+    // Let corral finish once its stdout drains.
+    drop(child.stdout.take());
+    let _ = child.wait();
+}
+
+#[test]
+fn the_ring_keeps_the_newest_lines_within_its_bounds() {
+    let project = Project::new(
+        r#"
+[services.counter]
+command = ["sh", "-c", "seq 1 3000; exec sleep 60"]
+log = { ring-lines = 500 }
+
+[services.wide]
+command = ["sh", "-c", "for i in $(seq 1 200); do printf '%099d\n' $i; done; exec sleep 60"]
+log = { ring-bytes = "10KB" }
+"#,
+    );
+    let corral = project.up();
+    wait_for_socket(&project);
+    corral.wait_for("counter | 3000", SECS10);
+    corral.wait_for(&format!("wide    | {:0>99}", 200), SECS10);
+    let (code, out, _) = project.run(&["logs", "-n", "1000", "counter"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 500);
+    assert_eq!(lines[0], "counter | 2501");
+    assert_eq!(lines[499], "counter | 3000");
+    let (_, out, _) = project.run(&["logs", "-n", "3", "counter"]);
+    assert_eq!(out, "counter | 2998\ncounter | 2999\ncounter | 3000\n");
+    // 10 KB of 100-byte lines: the newest 100.
+    let (_, out, _) = project.run(&["logs", "-n", "1000", "wide"]);
+    assert_eq!(out.lines().count(), 100, "{out}");
+    assert!(out.ends_with(&format!("{:0>99}\n", 200)));
+}
+
+#[test]
+fn json_console_format() {
+    let project = Project::new(
+        r#"
+[corral]
+log-format = "json"
+
+[services.app]
+command = ["sh", "-c", "echo 'say \"hi\"'"]
+oneshot = true
+"#,
+    );
+    let mut corral = project.up();
+    assert_eq!(corral.wait_exit(SECS5), 0);
+    let line = corral.wait_for("say", SECS5);
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(v["service"], "app");
+    assert_eq!(v["stream"], "stdout");
+    assert_eq!(v["line"], "say \"hi\"");
+    assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    let event = corral.wait_for("completed", SECS5);
+    let v: serde_json::Value = serde_json::from_str(&event).expect("a JSON event line");
+    assert_eq!(v["stream"], "event");
+}
