@@ -24,7 +24,7 @@ fn file_lines(project: &Project, name: &str) -> Vec<String> {
             Some((n, e.path()))
         })
         .collect();
-    files.sort_by(|a, b| b.0.cmp(&a.0));
+    files.sort_by_key(|f| std::cmp::Reverse(f.0));
     files
         .iter()
         .flat_map(|(_, p)| {
