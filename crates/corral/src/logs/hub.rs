@@ -208,7 +208,7 @@ impl Hub {
                 for text in body.split(|&b| b == b'\n') {
                     let _ = render(out, &self.style, Some(svc), stream, time, text);
                 }
-                self.to_file(svc, &data);
+                self.write_file(svc, &data);
                 self.remember(svc, stream, time, data);
             }
             Line::Event { svc, time, text } => {
@@ -231,7 +231,7 @@ impl Hub {
         }
     }
 
-    fn to_file(&mut self, svc: usize, data: &[u8]) {
+    fn write_file(&mut self, svc: usize, data: &[u8]) {
         let Some(sinks) = self.services.get_mut(svc) else {
             return;
         };
