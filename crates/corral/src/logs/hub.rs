@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::io::{self, BufWriter, Write};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use corral_proto::{LogLine, LogStream};
 use tokio::sync::{mpsc, oneshot};
@@ -70,11 +70,16 @@ pub enum Line {
     Configure(Vec<ServiceLog>),
 }
 
+/// How long corral waits at exit for the hub to write what is queued (a
+/// stdout nobody reads must not keep corral alive forever).
+const FINISH_WAIT: Duration = Duration::from_secs(3);
+
 /// The sending side, owned by the event loop.
 pub struct LogHub {
     tx: mpsc::Sender<Line>,
     dropped: Cell<u64>,
     writer: Option<JoinHandle<()>>,
+    done: std::sync::mpsc::Receiver<()>,
 }
 
 /// A sender for pipe readers and API handlers; sending waits when the hub is behind.
@@ -92,14 +97,19 @@ impl LogHub {
             followers: Vec::new(),
         };
         hub.configure(services);
+        let (done_tx, done) = std::sync::mpsc::channel();
         let writer = std::thread::Builder::new()
             .name("log-hub".into())
             .stack_size(128 * 1024)
-            .spawn(move || hub.run(rx))?;
+            .spawn(move || {
+                hub.run(rx);
+                let _ = done_tx.send(());
+            })?;
         Ok(LogHub {
             tx,
             dropped: Cell::new(0),
             writer: Some(writer),
+            done,
         })
     }
 
@@ -134,12 +144,16 @@ impl LogHub {
         let _ = self.tx.send(Line::Configure(services)).await;
     }
 
-    /// Waits until everything queued has been written. Pipe readers must be gone.
+    /// Waits until everything queued has been written (pipe readers must be
+    /// gone), but not longer than FINISH_WAIT.
     pub fn finish(mut self) {
         let writer = self.writer.take();
-        drop(self);
-        if let Some(w) = writer {
-            let _ = w.join();
+        let LogHub { tx, done, .. } = self;
+        drop(tx);
+        if done.recv_timeout(FINISH_WAIT).is_ok() {
+            if let Some(w) = writer {
+                let _ = w.join();
+            }
         }
     }
 }
