@@ -196,8 +196,9 @@ impl Hub {
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Line>) {
-        let stdout = io::stdout();
-        let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
+        // Straight to fd 1 in large writes: std's stdout is line-buffered and
+        // would scan and write every line on its own.
+        let mut out = BufWriter::with_capacity(64 * 1024, RawStdout);
         while let Some(line) = rx.blocking_recv() {
             let mut next = Some(line);
             while let Some(line) = next {
@@ -218,9 +219,10 @@ impl Hub {
                 time,
                 data,
             } => {
-                let body = data.strip_suffix(b"\n").unwrap_or(&data);
-                for text in body.split(|&b| b == b'\n') {
-                    let _ = render(out, &self.style, Some(svc), stream, time, text);
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', &data) {
+                    let _ = render(out, &self.style, Some(svc), stream, time, &data[start..end]);
+                    start = end + 1;
                 }
                 self.write_file(svc, &data);
                 self.remember(svc, stream, time, data);
@@ -322,6 +324,25 @@ impl Hub {
                 });
             }
         }
+    }
+}
+
+/// File descriptor 1, written directly (corral is its only writer).
+struct RawStdout;
+
+impl Write for RawStdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: write(2) on fd 1 from a valid buffer.
+        let n = unsafe { libc::write(1, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 

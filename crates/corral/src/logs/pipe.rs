@@ -101,7 +101,7 @@ fn complete_lines(partial: &mut Vec<u8>, data: &[u8], max: usize) -> Option<Vec<
             .extend_from_slice(bytes);
     };
     let mut rest = data;
-    match rest.iter().rposition(|&b| b == b'\n') {
+    match memchr::memrchr(b'\n', rest) {
         Some(last) if partial.is_empty() => {
             take(&mut out, &rest[..=last]);
             rest = &rest[last + 1..];
