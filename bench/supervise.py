@@ -8,7 +8,9 @@ For N services of `sleep 86400` it measures, for each supervisor:
   idle      context switches of all supervisor threads over 3 idle seconds
   stop      time from SIGTERM until the supervisor exited and no sleep is left
 
-Usage: bench/supervise.py [--corral PATH] [--sizes 10,100,1000] [--restarts 20]
+Each figure is the median over --runs runs (baseline and corral alternate).
+
+Usage: bench/supervise.py [--corral PATH] [--sizes 10,100,1000] [--restarts 20] [--runs 3]
 """
 import argparse
 import os
@@ -135,6 +137,7 @@ def main():
     ap.add_argument("--corral", default=os.path.join(HERE, "..", "target", "release", "corral"))
     ap.add_argument("--sizes", default="10,100,1000")
     ap.add_argument("--restarts", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="corral-bench-")
     baseline = os.path.join(work, "baseline")
@@ -143,13 +146,17 @@ def main():
     for n in [int(s) for s in args.sizes.split(",")]:
         with open(os.path.join(work, "corral.toml"), "w") as f:
             f.write(corral_config(n))
+        runs = {"baseline": [], "corral": []}
+        for _ in range(args.runs):
+            runs["baseline"].append(measure([baseline, str(n)], n, args.restarts, work))
+            runs["corral"].append(measure([args.corral, "up"], n, args.restarts, work))
         res = {
-            "baseline": measure([baseline, str(n)], n, args.restarts, work),
-            "corral": measure([args.corral, "up"], n, args.restarts, work),
+            who: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            for who, rs in runs.items()
         }
         for who, r in res.items():
-            print(f"{n:>5} {who:<9} {r['start']*1e3:>9.1f} {r['pss']:>7} {r['restart']*1e3:>10.2f} "
-                  f"{r['stop']*1e3:>8.1f} {r['idle']:>7}")
+            print(f"{n:>5} {who:<9} {r['start']*1e3:>9.1f} {r['pss']:>7.0f} {r['restart']*1e3:>10.2f} "
+                  f"{r['stop']*1e3:>8.1f} {r['idle']:>7.0f}")
         b, c = res["baseline"], res["corral"]
         print(f"{n:>5} {'ratio':<9} {c['start']/b['start']:>8.2f}x {'':>7} "
               f"{(c['restart']-b['restart'])*1e3:>+9.2f}ms {c['stop']/b['stop']:>7.2f}x")

@@ -1,8 +1,12 @@
-//! A service's log file with size-based rotation: api.log, api.log.1, ... api.log.N.
+//! Service log files with size-based rotation (api.log, api.log.1, ...
+//! api.log.N), written by a thread of their own.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 /// Where and how a service's output is kept on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +98,88 @@ fn numbered(path: &Path, n: u32) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(format!(".{n}"));
     PathBuf::from(name)
+}
+
+/// Work for the file writer thread.
+pub enum FileJob {
+    /// Append a chunk of complete lines to service `svc`'s file.
+    Write { svc: usize, data: Arc<Vec<u8>> },
+    /// The services' files after a reload (same indices as before).
+    Configure(Vec<Option<FileSpec>>),
+}
+
+/// Chunks that may wait for the disk before the hub waits too.
+const FILE_QUEUE: usize = 64;
+
+/// A thread that owns every service's log file, so writing to disk runs
+/// beside the console and a slow disk only slows down what it must.
+pub struct FileWriter {
+    tx: SyncSender<FileJob>,
+    thread: JoinHandle<()>,
+}
+
+impl FileWriter {
+    pub fn start(files: Vec<Option<FileSpec>>) -> io::Result<FileWriter> {
+        let (tx, rx) = sync_channel(FILE_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("log-files".into())
+            .stack_size(128 * 1024)
+            .spawn(move || run(files, rx))?;
+        Ok(FileWriter { tx, thread })
+    }
+
+    /// Queues a job; waits while the queue is full (back-pressure).
+    pub fn send(&self, job: FileJob) {
+        let _ = self.tx.send(job);
+    }
+
+    /// Writes what is queued and stops.
+    pub fn finish(self) {
+        drop(self.tx);
+        let _ = self.thread.join();
+    }
+}
+
+fn run(specs: Vec<Option<FileSpec>>, rx: Receiver<FileJob>) {
+    let open = |specs: Vec<Option<FileSpec>>| -> Vec<Option<RotatingFile>> {
+        specs
+            .into_iter()
+            .map(|s| s.map(RotatingFile::new))
+            .collect()
+    };
+    let mut files = open(specs);
+    let mut failed = vec![false; files.len()];
+    while let Ok(job) = rx.recv() {
+        match job {
+            FileJob::Write { svc, data } => {
+                let Some(Some(file)) = files.get_mut(svc) else {
+                    continue;
+                };
+                match file.write(&data) {
+                    Ok(()) => failed[svc] = false,
+                    Err(e) if !failed[svc] => {
+                        failed[svc] = true;
+                        eprintln!("corral: cannot write {}: {e}", file.spec().path.display());
+                    }
+                    Err(_) => {}
+                }
+            }
+            FileJob::Configure(specs) => {
+                let mut old = std::mem::take(&mut files).into_iter();
+                files = specs
+                    .into_iter()
+                    .map(|spec| {
+                        let kept = old.next().flatten();
+                        match (kept, spec) {
+                            (Some(f), Some(s)) if *f.spec() == s => Some(f),
+                            (_, s) => s.map(RotatingFile::new),
+                        }
+                    })
+                    .collect();
+                failed = vec![false; files.len()];
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 
 use std::cell::Cell;
 use std::io::{self, BufWriter, Write};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +16,7 @@ use corral_proto::{LogLine, LogStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::console::{render, Format, Style};
-use super::file::{FileSpec, RotatingFile};
+use super::file::{FileJob, FileSpec, FileWriter};
 use super::ring::Ring;
 
 /// Chunks (of up to ~64 KiB each) that may wait for the hub.
@@ -95,6 +96,7 @@ impl LogHub {
             style,
             services: Vec::new(),
             followers: Vec::new(),
+            files: None,
         };
         hub.configure(services);
         let (done_tx, done) = std::sync::mpsc::channel();
@@ -167,9 +169,6 @@ struct Follower {
 struct Sinks {
     config: ServiceLog,
     ring: Ring,
-    file: Option<RotatingFile>,
-    /// Set once writing the file failed, so the error is reported once.
-    file_failed: bool,
 }
 
 /// The hub thread's state.
@@ -177,19 +176,28 @@ struct Hub {
     style: Style,
     services: Vec<Sinks>,
     followers: Vec<Follower>,
+    /// Started once some service has a log file.
+    files: Option<FileWriter>,
 }
 
 impl Hub {
     fn configure(&mut self, services: Vec<ServiceLog>) {
         self.style
             .rename(services.iter().map(|s| s.name.clone()).collect());
+        let specs: Vec<Option<FileSpec>> = services.iter().map(|s| s.file.clone()).collect();
+        match &self.files {
+            Some(files) => files.send(FileJob::Configure(specs)),
+            None if specs.iter().any(Option::is_some) => match FileWriter::start(specs) {
+                Ok(files) => self.files = Some(files),
+                Err(e) => eprintln!("corral: cannot start the log file writer: {e}"),
+            },
+            None => {}
+        }
         let mut old = std::mem::take(&mut self.services).into_iter();
         for config in services {
             let kept = old.next().filter(|s| s.config == config);
             self.services.push(kept.unwrap_or_else(|| Sinks {
                 ring: Ring::new(config.ring_lines, config.ring_bytes),
-                file: config.file.clone().map(RotatingFile::new),
-                file_failed: false,
                 config,
             }));
         }
@@ -209,6 +217,9 @@ impl Hub {
             let _ = out.flush();
         }
         let _ = out.flush();
+        if let Some(files) = self.files.take() {
+            files.finish();
+        }
     }
 
     fn dispatch(&mut self, out: &mut impl Write, line: Line) {
@@ -224,7 +235,19 @@ impl Hub {
                     let _ = render(out, &self.style, Some(svc), stream, time, &data[start..end]);
                     start = end + 1;
                 }
-                self.write_file(svc, &data);
+                let data = Arc::new(data);
+                if let Some(files) = &self.files {
+                    let has_file = self
+                        .services
+                        .get(svc)
+                        .is_some_and(|s| s.config.file.is_some());
+                    if has_file {
+                        files.send(FileJob::Write {
+                            svc,
+                            data: Arc::clone(&data),
+                        });
+                    }
+                }
                 self.remember(svc, stream, time, data);
             }
             Line::Event { svc, time, text } => {
@@ -239,7 +262,7 @@ impl Hub {
                 if let Some(svc) = svc {
                     let mut data = text.into_bytes();
                     data.push(b'\n');
-                    self.remember(svc, LogStream::Event, time, data);
+                    self.remember(svc, LogStream::Event, time, Arc::new(data));
                 }
             }
             Line::Query(query) => self.answer(query),
@@ -247,32 +270,7 @@ impl Hub {
         }
     }
 
-    fn write_file(&mut self, svc: usize, data: &[u8]) {
-        let Some(sinks) = self.services.get_mut(svc) else {
-            return;
-        };
-        let Some(file) = sinks.file.as_mut() else {
-            return;
-        };
-        match file.write(data) {
-            Ok(()) => sinks.file_failed = false,
-            Err(e) if !sinks.file_failed => {
-                sinks.file_failed = true;
-                let note = format!("cannot write {}: {e}", file.spec().path.display());
-                let _ = render(
-                    &mut io::stderr(),
-                    &self.style,
-                    Some(svc),
-                    LogStream::Event,
-                    SystemTime::now(),
-                    note.as_bytes(),
-                );
-            }
-            Err(_) => {}
-        }
-    }
-
-    fn remember(&mut self, svc: usize, stream: LogStream, time: SystemTime, data: Vec<u8>) {
+    fn remember(&mut self, svc: usize, stream: LogStream, time: SystemTime, data: Arc<Vec<u8>>) {
         if !self.followers.is_empty() {
             let name = self.style.name(Some(svc)).to_string();
             let body = data.strip_suffix(b"\n").unwrap_or(&data);

@@ -130,7 +130,13 @@ fn complete_lines(partial: &mut Vec<u8>, data: &[u8], max: usize) -> Option<Vec<
 
 /// Inserts a newline after every `max` bytes of a line (rarely needed).
 fn cut_long_lines(chunk: Vec<u8>, max: usize) -> Vec<u8> {
-    if !chunk.split(|&b| b == b'\n').any(|l| l.len() > max) {
+    let mut start = 0;
+    let mut long = false;
+    for end in memchr::memchr_iter(b'\n', &chunk) {
+        long |= end - start > max;
+        start = end + 1;
+    }
+    if !long && chunk.len() - start <= max {
         return chunk;
     }
     let mut out = Vec::with_capacity(chunk.len() + chunk.len() / max + 1);

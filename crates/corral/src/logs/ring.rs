@@ -6,6 +6,7 @@
 //! chunk; answers apply the bounds exactly.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use corral_proto::LogStream;
@@ -15,7 +16,7 @@ use corral_proto::LogStream;
 struct Chunk {
     time: SystemTime,
     stream: LogStream,
-    data: Box<[u8]>,
+    data: Arc<Vec<u8>>,
     lines: usize,
 }
 
@@ -50,8 +51,8 @@ impl Ring {
         }
     }
 
-    /// Remembers a chunk of complete lines (taking it over: no copy).
-    pub fn push(&mut self, time: SystemTime, stream: LogStream, data: Vec<u8>) {
+    /// Remembers a chunk of complete lines (shared, not copied).
+    pub fn push(&mut self, time: SystemTime, stream: LogStream, data: Arc<Vec<u8>>) {
         if self.max_lines == 0 || self.max_bytes == 0 || data.is_empty() {
             return;
         }
@@ -61,7 +62,7 @@ impl Ring {
         self.chunks.push_back(Chunk {
             time,
             stream,
-            data: data.into_boxed_slice(),
+            data,
             lines,
         });
         // The oldest chunk goes once the others hold enough on their own.
@@ -125,7 +126,7 @@ mod tests {
             ring.push(
                 SystemTime::UNIX_EPOCH,
                 LogStream::Stdout,
-                format!("line {i}\n").into_bytes(),
+                format!("line {i}\n").into_bytes().into(),
             );
         }
         assert_eq!(texts(&ring, 10), ["line 7", "line 8", "line 9"]);
@@ -133,7 +134,7 @@ mod tests {
         ring.push(
             SystemTime::UNIX_EPOCH,
             LogStream::Stdout,
-            b"a\nb\nc\nd\ne\n".to_vec(),
+            b"a\nb\nc\nd\ne\n".to_vec().into(),
         );
         assert_eq!(texts(&ring, 10), ["c", "d", "e"]);
         assert_eq!(texts(&ring, 2), ["d", "e"]);
@@ -146,7 +147,7 @@ mod tests {
             ring.push(
                 SystemTime::UNIX_EPOCH,
                 LogStream::Stdout,
-                text.as_bytes().to_vec(),
+                text.as_bytes().to_vec().into(),
             );
         }
         assert_eq!(texts(&ring, 10), ["bbbb", "cccc"]);
@@ -155,7 +156,7 @@ mod tests {
         ring.push(
             SystemTime::UNIX_EPOCH,
             LogStream::Stdout,
-            b"11\n22\n33\n44\n55\n".to_vec(),
+            b"11\n22\n33\n44\n55\n".to_vec().into(),
         );
         assert_eq!(texts(&ring, 10), ["33", "44", "55"]);
         // Memory: the bound plus at most one chunk.
@@ -164,10 +165,14 @@ mod tests {
         ring.push(
             SystemTime::UNIX_EPOCH,
             LogStream::Stdout,
-            b"0123456789abc\n".to_vec(),
+            b"0123456789abc\n".to_vec().into(),
         );
         assert!(texts(&ring, 10).is_empty());
-        ring.push(SystemTime::UNIX_EPOCH, LogStream::Stdout, b"z\n".to_vec());
+        ring.push(
+            SystemTime::UNIX_EPOCH,
+            LogStream::Stdout,
+            b"z\n".to_vec().into(),
+        );
         assert_eq!(texts(&ring, 10), ["z"]);
     }
 }
