@@ -65,12 +65,14 @@ def main():
                 rss[who] = max(rss[who], peak)
             results[who].append(secs)
     base = statistics.median(results["cat"])
+    best_base = min(results["cat"])
     mb = args.bytes / 1e6
-    print(f"{'who':<8} {'median s':>9} {'MB/s':>8} {'vs cat':>7} {'peak RSS kB':>12}")
+    print(f"{'who':<8} {'median s':>9} {'MB/s':>8} {'vs cat':>7} {'best s':>7} {'vs best cat':>12} {'peak RSS kB':>12}")
     for who, runs in results.items():
         med = statistics.median(runs)
+        best = min(runs)
         peak = rss.get(who, "")
-        print(f"{who:<8} {med:>9.3f} {mb/med:>8.0f} {base/med:>6.2f}x {peak:>12}")
+        print(f"{who:<8} {med:>9.3f} {mb/med:>8.0f} {base/med:>6.2f}x {best:>7.3f} {best_base/best:>11.2f}x {peak:>12}")
     subprocess.run(["rm", "-rf", work])
 
 

@@ -231,9 +231,11 @@ impl Hub {
                 data,
             } => {
                 let mut start = 0;
+                let mut lines = 0;
                 for end in memchr::memchr_iter(b'\n', &data) {
                     let _ = render(out, &self.style, Some(svc), stream, time, &data[start..end]);
                     start = end + 1;
+                    lines += 1;
                 }
                 let data = Arc::new(data);
                 if let Some(files) = &self.files {
@@ -248,7 +250,7 @@ impl Hub {
                         });
                     }
                 }
-                self.remember(svc, stream, time, data);
+                self.remember(svc, stream, time, data, Some(lines));
             }
             Line::Event { svc, time, text } => {
                 let _ = render(
@@ -262,7 +264,7 @@ impl Hub {
                 if let Some(svc) = svc {
                     let mut data = text.into_bytes();
                     data.push(b'\n');
-                    self.remember(svc, LogStream::Event, time, Arc::new(data));
+                    self.remember(svc, LogStream::Event, time, Arc::new(data), None);
                 }
             }
             Line::Query(query) => self.answer(query),
@@ -270,7 +272,14 @@ impl Hub {
         }
     }
 
-    fn remember(&mut self, svc: usize, stream: LogStream, time: SystemTime, data: Arc<Vec<u8>>) {
+    fn remember(
+        &mut self,
+        svc: usize,
+        stream: LogStream,
+        time: SystemTime,
+        data: Arc<Vec<u8>>,
+        lines: Option<usize>,
+    ) {
         if !self.followers.is_empty() {
             let name = self.style.name(Some(svc)).to_string();
             let body = data.strip_suffix(b"\n").unwrap_or(&data);
@@ -287,7 +296,7 @@ impl Hub {
             });
         }
         if let Some(sinks) = self.services.get_mut(svc) {
-            sinks.ring.push(time, stream, data);
+            sinks.ring.push(time, stream, data, lines);
         }
     }
 

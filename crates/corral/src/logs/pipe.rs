@@ -1,7 +1,6 @@
 //! Reads one pipe of a service and hands its output to the log hub in chunks
 //! of whole lines, so the cost per line stays small.
 
-use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -11,11 +10,8 @@ use tokio::net::unix::pipe;
 
 use super::hub::{HubHandle, Line};
 
-thread_local! {
-    /// One read buffer for every pipe: the event loop is single-threaded, and
-    /// the buffer is never held across an await, so idle services cost no buffer.
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
-}
+/// How much one read takes at most (a default pipe holds 64 KiB).
+const READ_SIZE: usize = 64 * 1024;
 
 /// Watches a service's output for the line that says it is ready.
 pub struct LogWatch {
@@ -43,15 +39,19 @@ pub async fn pump(
         if rx.readable().await.is_err() {
             break;
         }
-        let mut chunk = None;
-        let read = SCRATCH.with(|scratch| {
-            let mut buf = scratch.borrow_mut();
-            let r = rx.try_read(&mut buf[..]);
-            if let Ok(n) = r {
-                chunk = complete_lines(&mut partial, &buf[..n], max_line);
+        // Read straight into the buffer that becomes the chunk, behind the
+        // unfinished line of the last read: the bytes are copied only once.
+        let mut buf = Vec::with_capacity(partial.len() + READ_SIZE);
+        buf.append(&mut partial);
+        let read = rx.try_read_buf(&mut buf);
+        let chunk = match read {
+            Ok(n) if n > 0 => split_complete(buf, &mut partial, max_line),
+            _ => {
+                partial = buf;
+                partial.shrink_to_fit();
+                None
             }
-            r
-        });
+        };
         if let Some(data) = chunk {
             if let Some(w) = &watch {
                 if data
@@ -91,45 +91,36 @@ pub async fn pump(
     }
 }
 
-/// Takes the complete lines out of `partial` + `data` as one chunk, leaving
-/// the unfinished tail in `partial`. A line longer than `max` is cut: its
-/// first `max` bytes become a line of their own.
-fn complete_lines(partial: &mut Vec<u8>, data: &[u8], max: usize) -> Option<Vec<u8>> {
-    let mut out: Option<Vec<u8>> = None;
-    let take = |out: &mut Option<Vec<u8>>, bytes: &[u8]| {
-        out.get_or_insert_with(|| Vec::with_capacity(bytes.len()))
-            .extend_from_slice(bytes);
-    };
-    let mut rest = data;
-    match memchr::memrchr(b'\n', rest) {
-        Some(last) if partial.is_empty() => {
-            take(&mut out, &rest[..=last]);
-            rest = &rest[last + 1..];
-        }
+/// Splits `buf` (the last unfinished line followed by new bytes) into a
+/// chunk of complete lines, returned, and the new unfinished tail, left in
+/// `partial`. A line longer than `max` is cut: its first `max` bytes become
+/// a line of their own.
+fn split_complete(mut buf: Vec<u8>, partial: &mut Vec<u8>, max: usize) -> Option<Vec<u8>> {
+    let mut out = match memchr::memrchr(b'\n', &buf) {
         Some(last) => {
-            let mut chunk = std::mem::take(partial);
-            chunk.extend_from_slice(&rest[..=last]);
-            rest = &rest[last + 1..];
-            out = Some(chunk);
+            partial.extend_from_slice(&buf[last + 1..]);
+            buf.truncate(last + 1);
+            Some(cut_long_lines(buf, max))
         }
-        None => {}
-    }
-    partial.extend_from_slice(rest);
-    // Cut overlong lines, both inside the chunk and in the unfinished tail.
-    if let Some(chunk) = out.take() {
-        out = Some(cut_long_lines(chunk, max));
-    }
+        None => {
+            *partial = buf;
+            None
+        }
+    };
     while partial.len() >= max {
         let tail = partial.split_off(max);
         let mut piece = std::mem::replace(partial, tail);
         piece.push(b'\n');
-        take(&mut out, &piece);
+        out.get_or_insert_with(Vec::new).extend_from_slice(&piece);
     }
     out
 }
 
 /// Inserts a newline after every `max` bytes of a line (rarely needed).
 fn cut_long_lines(chunk: Vec<u8>, max: usize) -> Vec<u8> {
+    if chunk.len() <= max {
+        return chunk;
+    }
     let mut start = 0;
     let mut long = false;
     for end in memchr::memchr_iter(b'\n', &chunk) {
@@ -157,29 +148,33 @@ fn cut_long_lines(chunk: Vec<u8>, max: usize) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// What the pump does: the unfinished line, then the new bytes.
+    fn feed(partial: &mut Vec<u8>, data: &[u8], max: usize) -> Option<Vec<u8>> {
+        let mut buf = std::mem::take(partial);
+        buf.extend_from_slice(data);
+        split_complete(buf, partial, max)
+    }
+
     #[test]
     fn keeps_the_unfinished_tail_for_later() {
         let mut partial = Vec::new();
         assert_eq!(
-            complete_lines(&mut partial, b"a\nbc\nd", 100),
+            feed(&mut partial, b"a\nbc\nd", 100),
             Some(b"a\nbc\n".to_vec())
         );
         assert_eq!(partial, b"d");
-        assert_eq!(complete_lines(&mut partial, b"e", 100), None);
-        assert_eq!(
-            complete_lines(&mut partial, b"f\ng", 100),
-            Some(b"def\n".to_vec())
-        );
+        assert_eq!(feed(&mut partial, b"e", 100), None);
+        assert_eq!(feed(&mut partial, b"f\ng", 100), Some(b"def\n".to_vec()));
         assert_eq!(partial, b"g");
     }
 
     #[test]
     fn cuts_overlong_lines() {
         let mut partial = Vec::new();
-        let chunk = complete_lines(&mut partial, &[b'x'; 25], 10).unwrap_or_default();
+        let chunk = feed(&mut partial, &[b'x'; 25], 10).unwrap_or_default();
         assert_eq!(chunk, b"xxxxxxxxxx\nxxxxxxxxxx\n");
         assert_eq!(partial.len(), 5);
-        let chunk = complete_lines(&mut Vec::new(), b"abcdefghijkl\nok\n\n", 5).unwrap_or_default();
+        let chunk = feed(&mut Vec::new(), b"abcdefghijkl\nok\n\n", 5).unwrap_or_default();
         assert_eq!(chunk, b"abcde\nfghij\nkl\nok\n\n");
     }
 }

@@ -51,12 +51,19 @@ impl Ring {
         }
     }
 
-    /// Remembers a chunk of complete lines (shared, not copied).
-    pub fn push(&mut self, time: SystemTime, stream: LogStream, data: Arc<Vec<u8>>) {
+    /// Remembers a chunk of complete lines (shared, not copied); `lines` is
+    /// how many it holds, when the caller counted them already.
+    pub fn push(
+        &mut self,
+        time: SystemTime,
+        stream: LogStream,
+        data: Arc<Vec<u8>>,
+        lines: Option<usize>,
+    ) {
         if self.max_lines == 0 || self.max_bytes == 0 || data.is_empty() {
             return;
         }
-        let lines = memchr::memchr_iter(b'\n', &data).count();
+        let lines = lines.unwrap_or_else(|| memchr::memchr_iter(b'\n', &data).count());
         self.lines += lines;
         self.bytes += data.len();
         self.chunks.push_back(Chunk {
@@ -127,6 +134,7 @@ mod tests {
                 SystemTime::UNIX_EPOCH,
                 LogStream::Stdout,
                 format!("line {i}\n").into_bytes().into(),
+                None,
             );
         }
         assert_eq!(texts(&ring, 10), ["line 7", "line 8", "line 9"]);
@@ -135,6 +143,7 @@ mod tests {
             SystemTime::UNIX_EPOCH,
             LogStream::Stdout,
             b"a\nb\nc\nd\ne\n".to_vec().into(),
+            None,
         );
         assert_eq!(texts(&ring, 10), ["c", "d", "e"]);
         assert_eq!(texts(&ring, 2), ["d", "e"]);
@@ -148,6 +157,7 @@ mod tests {
                 SystemTime::UNIX_EPOCH,
                 LogStream::Stdout,
                 text.as_bytes().to_vec().into(),
+                None,
             );
         }
         assert_eq!(texts(&ring, 10), ["bbbb", "cccc"]);
@@ -157,6 +167,7 @@ mod tests {
             SystemTime::UNIX_EPOCH,
             LogStream::Stdout,
             b"11\n22\n33\n44\n55\n".to_vec().into(),
+            None,
         );
         assert_eq!(texts(&ring, 10), ["33", "44", "55"]);
         // Memory: the bound plus at most one chunk.
@@ -166,12 +177,14 @@ mod tests {
             SystemTime::UNIX_EPOCH,
             LogStream::Stdout,
             b"0123456789abc\n".to_vec().into(),
+            None,
         );
         assert!(texts(&ring, 10).is_empty());
         ring.push(
             SystemTime::UNIX_EPOCH,
             LogStream::Stdout,
             b"z\n".to_vec().into(),
+            None,
         );
         assert_eq!(texts(&ring, 10), ["z"]);
     }
