@@ -83,15 +83,7 @@ impl Client {
             .map_err(|e| CliError::Protocol(e.to_string()))?
             .to_bytes();
         if !status.is_success() {
-            let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-                error: String::from_utf8_lossy(&bytes).trim().to_string(),
-                known: Vec::new(),
-                details: Vec::new(),
-            });
-            return Err(CliError::Api {
-                status: status.as_u16(),
-                body,
-            });
+            return Err(api_error(status.as_u16(), &bytes));
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| CliError::Protocol(format!("unexpected answer: {e}")))
@@ -113,15 +105,7 @@ impl Client {
                 .await
                 .map_err(|e| CliError::Protocol(e.to_string()))?
                 .to_bytes();
-            let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-                error: String::from_utf8_lossy(&bytes).trim().to_string(),
-                known: Vec::new(),
-                details: Vec::new(),
-            });
-            return Err(CliError::Api {
-                status: status.as_u16(),
-                body,
-            });
+            return Err(api_error(status.as_u16(), &bytes));
         }
         let mut pending: Vec<u8> = Vec::new();
         // The stream ends when the daemon closes it (or goes away, for `down`).
@@ -139,4 +123,14 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// An error answer: the daemon's ErrorBody, or whatever text came back.
+fn api_error(status: u16, bytes: &[u8]) -> CliError {
+    let body: ErrorBody = serde_json::from_slice(bytes).unwrap_or_else(|_| ErrorBody {
+        error: String::from_utf8_lossy(bytes).trim().to_string(),
+        known: Vec::new(),
+        details: Vec::new(),
+    });
+    CliError::Api { status, body }
 }
