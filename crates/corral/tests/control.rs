@@ -495,3 +495,56 @@ fn sighup_reloads_the_config() {
     daemon.wait_for_service_event("b", "started", SECS5);
     assert!(alive(a), "unchanged service untouched");
 }
+
+#[test]
+fn socket_group_opens_the_socket_to_that_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: changing the socket's group needs root");
+        return;
+    }
+    let group = std::fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("nogroup:"))
+        .and_then(|l| l.split(':').nth(2)?.parse::<u32>().ok())
+        .expect("nogroup in /etc/group");
+    let project = Project::new(
+        "[corral]\nsocket-group = \"nogroup\"\n\n[services.a]\ncommand = [\"sleep\", \"60\"]\n",
+    );
+    let _daemon = project.up();
+    wait_for_socket(&project);
+    let meta = std::fs::metadata(socket_of(&project)).expect("socket");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), group);
+}
+
+#[test]
+fn members_of_the_socket_group_may_use_the_api() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to act as nobody");
+        return;
+    }
+    // nobody's primary group is nogroup (65534) on Debian.
+    let project = Project::new(
+        "[corral]\nsocket-group = \"nogroup\"\n\n[services.a]\ncommand = [\"sleep\", \"60\"]\n",
+    );
+    let _daemon = project.up();
+    wait_for_socket(&project);
+    for p in [project.path().to_path_buf(), project.path().join(".corral")] {
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755));
+    }
+    let out = project
+        .command(&["ps"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run ps as nobody");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("running"));
+}

@@ -19,6 +19,8 @@ use body::ApiBody;
 pub struct Socket {
     pub path: PathBuf,
     pub listener: UnixListener,
+    /// Members of this group may use the API too (`socket-group`).
+    pub group: Option<u32>,
 }
 
 impl Drop for Socket {
@@ -66,9 +68,10 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<Socket, SocketError> {
     let bound = UnixListener::bind(path);
     nix::sys::stat::umask(old);
     let listener = bound.map_err(io)?;
-    let socket = Socket {
+    let mut socket = Socket {
         path: path.to_path_buf(),
         listener,
+        group: None,
     };
     if let Some(name) = group {
         let gid = nix::unistd::Group::from_name(name)
@@ -77,6 +80,7 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<Socket, SocketError> {
             .ok_or_else(|| SocketError::NoGroup(name.to_string()))?
             .gid;
         nix::unistd::chown(path, None, Some(gid)).map_err(|e| io(e.into()))?;
+        socket.group = Some(gid.as_raw());
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
     }
@@ -99,7 +103,7 @@ pub async fn serve(socket: Socket, api: Api, mut stop: watch::Receiver<bool>) {
         let Ok((stream, _)) = accepted else {
             continue;
         };
-        let allowed = peer_allowed(&stream);
+        let allowed = peer_allowed(&stream, socket.group);
         let api = api.clone();
         connections.spawn(async move {
             let service = service_fn(move |req| {
@@ -124,12 +128,30 @@ pub async fn serve(socket: Socket, api: Api, mut stop: watch::Receiver<bool>) {
     .await;
 }
 
-/// Only root and the user corral runs as may use the API.
-fn peer_allowed(stream: &UnixStream) -> bool {
+/// Only root, the user corral runs as and members of `socket-group` may use the API.
+fn peer_allowed(stream: &UnixStream, group: Option<u32>) -> bool {
     let me = nix::unistd::geteuid().as_raw();
-    stream
-        .peer_cred()
-        .is_ok_and(|cred| cred.uid() == 0 || cred.uid() == me)
+    let Ok(cred) = stream.peer_cred() else {
+        return false;
+    };
+    if cred.uid() == 0 || cred.uid() == me {
+        return true;
+    }
+    let Some(group) = group else {
+        return false;
+    };
+    cred.gid() == group || member_of(cred.uid(), group)
+}
+
+/// Whether the user with this uid is in the group (supplementary groups included).
+fn member_of(uid: u32, group: u32) -> bool {
+    let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) else {
+        return false;
+    };
+    std::ffi::CString::new(user.name)
+        .ok()
+        .and_then(|name| nix::unistd::getgrouplist(&name, user.gid).ok())
+        .is_some_and(|groups| groups.iter().any(|g| g.as_raw() == group))
 }
 
 fn forbidden() -> hyper::Response<ApiBody> {
