@@ -15,18 +15,13 @@ use tokio::task::JoinSet;
 pub use api::{Api, ApiError, Op, Reply, Request};
 use body::ApiBody;
 
-/// The socket a daemon listens on, and removes when it ends.
+/// The socket a daemon listens on. The runtime unlinks the path when it ends
+/// (a stale file left by a crash is replaced by the next `bind`).
 pub struct Socket {
     pub path: PathBuf,
     pub listener: UnixListener,
     /// Members of this group may use the API too (`socket-group`).
     pub group: Option<u32>,
-}
-
-impl Drop for Socket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

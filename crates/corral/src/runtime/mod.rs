@@ -183,6 +183,7 @@ pub async fn run(
     let (requests_tx, requests) = mpsc::channel(256);
     let (events, _) = broadcast::channel(128);
     let (stop_server, server_stop) = watch::channel(false);
+    let socket_path = socket.as_ref().map(|s| s.path.clone());
     let server = socket.map(|socket| {
         let api = Api {
             requests: requests_tx,
@@ -225,7 +226,11 @@ pub async fn run(
         while pumps.join_next().await.is_some() {}
     })
     .await;
-    // Ends the event streams (`corral down` reads until then), then the server.
+    // The path goes first, so whoever sees the event streams end (`corral
+    // down` reads until then) finds corral gone; then the server stops.
+    if let Some(path) = &socket_path {
+        let _ = std::fs::remove_file(path);
+    }
     drop(sup);
     let _ = stop_server.send(true);
     if let Some(server) = server {
