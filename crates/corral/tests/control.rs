@@ -187,6 +187,8 @@ fn up_detached_reports_a_service_that_cannot_start() {
 [services.bad]
 command = ["sh", "-c", "echo cannot bind >&2; exit 5"]
 restart = "never"
+# Without a readiness probe a service counts as up while it runs, however briefly.
+ready = { exec = ["false"], start-timeout = "10s" }
 
 [services.other]
 command = ["sleep", "60"]
