@@ -29,7 +29,13 @@ pub struct Version {
 /// One service instance as `corral ps` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
+    /// The instance: the service's name, or `name.N` for replica N.
     pub name: String,
+    /// The service as named in the config (the same as `name` without replicas).
+    #[serde(default)]
+    pub group: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<u32>,
     /// waiting, launching, pre, starting, running, stopping, post, backoff,
     /// completed, exited, failed, blocked, stopped
     pub state: String,
@@ -109,6 +115,13 @@ pub struct ActionResult {
     /// What happened, in one line.
     pub message: String,
     pub service: ServiceStatus,
+}
+
+/// `POST /v1/services/{name}/scale`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleRequest {
+    pub replicas: u32,
 }
 
 /// `POST /v1/reload`: what the new config changed.

@@ -3,8 +3,8 @@
 use std::io::Write;
 
 use corral_proto::{
-    ActionResult, Event, LogLine, LogStream, ReloadResult, ServiceList, ServiceStatus,
-    SignalRequest,
+    ActionResult, Event, LogLine, LogStream, ReloadResult, ScaleRequest, ServiceList,
+    ServiceStatus, SignalRequest,
 };
 use hyper::Method;
 
@@ -87,10 +87,38 @@ fn uptime(secs: f64) -> String {
     }
 }
 
-/// start, stop or restart each service, in order; fails if any did not get there.
+/// Names as the user gave them, with a replicated service (`api`) standing
+/// for each of its instances (`api.0`, `api.1`...).
+async fn expand(client: &Client, names: &[String]) -> Result<Vec<String>, CliError> {
+    let list: ServiceList = client.json(Method::GET, "/services", None).await?;
+    let mut out = Vec::new();
+    for name in names {
+        if list.services.iter().any(|s| &s.name == name) {
+            out.push(name.clone());
+            continue;
+        }
+        let instances: Vec<String> = list
+            .services
+            .iter()
+            .filter(|s| &s.group == name)
+            .map(|s| s.name.clone())
+            .collect();
+        if instances.is_empty() {
+            // The daemon answers with the names it knows.
+            out.push(name.clone());
+        } else {
+            out.extend(instances);
+        }
+    }
+    Ok(out)
+}
+
+/// start, stop or restart each service, in order (one instance at a time for
+/// a replicated service); fails if any did not get there.
 pub async fn act(client: &Client, action: &str, services: &[String]) -> Result<(), CliError> {
+    let services = expand(client, services).await?;
     let mut failed = Vec::new();
-    for name in services {
+    for name in &services {
         let path = format!("/services/{name}/{action}");
         let result: ActionResult = client.json(Method::POST, &path, None).await?;
         println!("{}", result.message);
@@ -109,7 +137,7 @@ pub async fn act(client: &Client, action: &str, services: &[String]) -> Result<(
 }
 
 pub async fn kill(client: &Client, signal: &str, services: &[String]) -> Result<(), CliError> {
-    for name in services {
+    for name in &expand(client, services).await? {
         let body = serde_json::to_vec(&SignalRequest {
             signal: signal.to_string(),
         })
@@ -160,6 +188,20 @@ pub async fn logs(
 
 pub async fn reload(client: &Client) -> Result<(), CliError> {
     let result: ReloadResult = client.json(Method::POST, "/reload", None).await?;
+    print_changes(&result);
+    Ok(())
+}
+
+/// Runs `replicas` instances of a service from now on.
+pub async fn scale(client: &Client, service: &str, replicas: u32) -> Result<(), CliError> {
+    let body = serde_json::to_vec(&ScaleRequest { replicas }).unwrap_or_default();
+    let path = format!("/services/{service}/scale");
+    let result: ReloadResult = client.json(Method::POST, &path, Some(body)).await?;
+    print_changes(&result);
+    Ok(())
+}
+
+fn print_changes(result: &ReloadResult) {
     let show = |what: &str, names: &[String]| {
         if !names.is_empty() {
             println!("{what}: {}", names.join(", "));
@@ -169,7 +211,6 @@ pub async fn reload(client: &Client) -> Result<(), CliError> {
     show("changed (restarted)", &result.changed);
     show("removed (stopped)", &result.removed);
     show("unchanged", &result.unchanged);
-    Ok(())
 }
 
 /// Asks the daemon to shut down and prints its messages until it is gone.

@@ -116,6 +116,13 @@ enum Command {
         lines: usize,
         services: Vec<String>,
     },
+    /// Run N instances of a service that has `replicas` (api.0 .. api.N-1).
+    Scale {
+        #[command(flatten)]
+        target: Target,
+        service: String,
+        replicas: u32,
+    },
     /// Re-read the config; restart only what changed.
     Reload {
         #[command(flatten)]
@@ -235,6 +242,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 Box::pin(async move { commands::logs(&c, follow, lines, &services).await })
             })
         }
+        Command::Scale {
+            target,
+            service,
+            replicas,
+        } => client_call(&target, |c| {
+            Box::pin(async move { commands::scale(&c, &service, replicas).await })
+        }),
         Command::Reload { target } => client_call(&target, |c| {
             Box::pin(async move { commands::reload(&c).await })
         }),

@@ -101,13 +101,17 @@ impl<'s> Diagnostics<'s> {
             Some(span) => line_col(self.source, span.start),
             None => (0, 0),
         };
-        self.items.push(Diagnostic {
+        let diagnostic = Diagnostic {
             severity,
             file: self.file.to_path_buf(),
             line,
             column,
             message,
-        });
+        };
+        // Replicas are read once each: say every problem once.
+        if !self.items.contains(&diagnostic) {
+            self.items.push(diagnostic);
+        }
     }
 
     /// Splits into (errors, warnings), errors sorted by position.

@@ -89,11 +89,13 @@ pub struct EnvParts<'a> {
     pub inherit: &'a [String],
     pub files: Vec<(String, String)>,
     pub explicit: Vec<(String, String)>,
-    pub service: &'a str,
+    /// CORRAL_SERVICE, and for replicas CORRAL_REPLICA and PORT: always last.
+    pub own: Vec<(String, String)>,
 }
 
 /// Builds the isolated environment: PATH, HOME/USER/LOGNAME, inherit-env,
-/// env-file, env, then CORRAL_SERVICE. Nothing else of corral's passes through.
+/// env-file, env, then CORRAL_SERVICE (and CORRAL_REPLICA, PORT). Nothing
+/// else of corral's passes through.
 pub fn assemble(parts: EnvParts<'_>) -> Vec<(String, String)> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert(
@@ -110,7 +112,7 @@ pub fn assemble(parts: EnvParts<'_>) -> Vec<(String, String)> {
     }
     env.extend(parts.files);
     env.extend(parts.explicit);
-    env.insert("CORRAL_SERVICE".into(), parts.service.to_string());
+    env.extend(parts.own);
     env.into_iter().collect()
 }
 

@@ -8,48 +8,56 @@ use super::{Condition, Config, Dependency};
 
 /// Turns parsed services into a Config with indexed dependencies and a start order.
 pub fn resolve(raw: RawConfig, path: &Path, d: &mut Diagnostics<'_>) -> Option<Config> {
-    let names: Vec<String> = raw
+    // depends-on names a service as written in the file: all its instances.
+    let groups: Vec<String> = raw
         .services
         .iter()
-        .map(|s| s.service.name.clone())
+        .map(|s| s.service.group.clone())
         .collect();
     let any_explicit = raw.services.iter().any(|s| !s.depends_on.is_empty());
     let mut services = Vec::with_capacity(raw.services.len());
     let mut edge_spans: Vec<Vec<std::ops::Range<usize>>> = Vec::with_capacity(raw.services.len());
-    for (i, rs) in raw.services.into_iter().enumerate() {
+    for rs in raw.services {
         let mut svc = rs.service;
         let mut spans = Vec::new();
         for dep in rs.depends_on {
-            match names.iter().position(|n| *n == dep.name) {
-                Some(j) if j == i => d.error(
+            let targets: Vec<usize> = (0..groups.len())
+                .filter(|&j| groups[j] == dep.name)
+                .collect();
+            if dep.name == svc.group {
+                d.error(
                     dep.span,
-                    format!("service {:?} depends on itself", svc.name),
-                ),
-                Some(j) => {
-                    if svc.depends_on.iter().any(|e: &Dependency| e.service == j) {
-                        d.error(
-                            dep.span,
-                            format!("{:?} is listed twice in depends-on", dep.name),
-                        );
-                    } else {
-                        svc.depends_on.push(Dependency {
-                            service: j,
-                            condition: dep.condition,
-                            restart: dep.restart,
-                            explicit: true,
-                        });
-                        spans.push(dep.span);
-                    }
-                }
-                None => d.error(
+                    format!("service {:?} depends on itself", svc.group),
+                );
+            } else if targets.is_empty() {
+                d.error(
                     dep.span,
                     format!(
                         "service {:?} depends on unknown service {:?}{}",
-                        svc.name,
+                        svc.group,
                         dep.name,
-                        suggestion(&dep.name, names.iter().map(String::as_str))
+                        suggestion(&dep.name, groups.iter().map(String::as_str))
                     ),
-                ),
+                );
+            } else if svc
+                .depends_on
+                .iter()
+                .any(|e: &Dependency| targets.contains(&e.service))
+            {
+                d.error(
+                    dep.span,
+                    format!("{:?} is listed twice in depends-on", dep.name),
+                );
+            } else {
+                for j in targets {
+                    svc.depends_on.push(Dependency {
+                        service: j,
+                        condition: dep.condition,
+                        restart: dep.restart,
+                        explicit: true,
+                    });
+                    spans.push(dep.span.clone());
+                }
             }
         }
         spans.resize(svc.depends_on.len(), rs.name_span.clone());

@@ -7,6 +7,7 @@ pub mod interp;
 mod parse;
 mod user;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -108,12 +109,14 @@ impl Config {
         let mut keep = vec![false; self.services.len()];
         let mut todo = Vec::new();
         for name in names {
-            let i = self
-                .services
-                .iter()
-                .position(|s| &s.name == name)
-                .ok_or_else(|| name.clone())?;
-            todo.push(i);
+            let before = todo.len();
+            todo.extend(
+                (0..self.services.len())
+                    .filter(|&i| &self.services[i].name == name || &self.services[i].group == name),
+            );
+            if todo.len() == before {
+                return Err(name.clone());
+            }
         }
         while let Some(i) = todo.pop() {
             if !keep[i] {
@@ -156,37 +159,49 @@ impl Config {
 
 impl Service {
     /// Whether two services, each read with its own config's indices, are
-    /// defined the same (dependencies compared by name).
+    /// defined the same. Dependencies are compared by service (group) name,
+    /// so scaling a dependency does not change its dependents.
     pub fn same_definition(
         &self,
-        names: &[String],
+        groups: &[String],
         other: &Service,
-        other_names: &[String],
+        other_groups: &[String],
     ) -> bool {
-        let deps = |s: &Service, names: &[String]| -> Vec<(String, Condition, bool)> {
-            s.depends_on
+        let deps = |s: &Service, groups: &[String]| -> Vec<(String, Condition, bool)> {
+            let mut deps: Vec<_> = s
+                .depends_on
                 .iter()
                 .map(|d| {
                     (
-                        names.get(d.service).cloned().unwrap_or_default(),
+                        groups.get(d.service).cloned().unwrap_or_default(),
                         d.condition,
                         d.restart,
                     )
                 })
-                .collect()
+                .collect();
+            deps.sort_by(|a, b| a.0.cmp(&b.0));
+            deps.dedup();
+            deps
         };
         let strip = |s: &Service| Service {
             depends_on: Vec::new(),
             ..s.clone()
         };
-        strip(self) == strip(other) && deps(self, names) == deps(other, other_names)
+        strip(self) == strip(other) && deps(self, groups) == deps(other, other_groups)
     }
 }
 
 /// One `[services.NAME]` table, resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
+    /// The instance name: the service's name, or `name.N` for replica N.
     pub name: String,
+    /// The name in the file (what depends-on and `corral scale` use).
+    pub group: String,
+    /// With `replicas`: this instance's index.
+    pub replica: Option<u32>,
+    /// This instance's PORT (`port` + replica index).
+    pub port: Option<u16>,
     pub command: Vec<String>,
     pub oneshot: bool,
     /// Defaults to the config file's directory.
@@ -365,6 +380,15 @@ pub struct Loaded {
 
 /// Reads, parses, interpolates and validates a config file.
 pub fn load(path: &Path, host: &HostEnv) -> Result<Loaded, LoadFailure> {
+    load_scaled(path, host, &BTreeMap::new())
+}
+
+/// Loads a config with some services' `replicas` replaced (`corral scale`).
+pub fn load_scaled(
+    path: &Path,
+    host: &HostEnv,
+    overrides: &BTreeMap<String, u32>,
+) -> Result<Loaded, LoadFailure> {
     let source = match std::fs::read_to_string(path) {
         Ok(s) => s,
         Err(e) => {
@@ -380,11 +404,16 @@ pub fn load(path: &Path, host: &HostEnv) -> Result<Loaded, LoadFailure> {
             })
         }
     };
-    load_str(path, &source, host)
+    load_str(path, &source, host, overrides)
 }
 
 /// Parses and validates config text that came from `path`.
-pub fn load_str(path: &Path, source: &str, host: &HostEnv) -> Result<Loaded, LoadFailure> {
+pub fn load_str(
+    path: &Path,
+    source: &str,
+    host: &HostEnv,
+    overrides: &BTreeMap<String, u32>,
+) -> Result<Loaded, LoadFailure> {
     let mut diags = diag::Diagnostics::new(path, source);
     let parent = path
         .parent()
@@ -392,7 +421,7 @@ pub fn load_str(path: &Path, source: &str, host: &HostEnv) -> Result<Loaded, Loa
         .unwrap_or(Path::new("."));
     // Relative paths in the file are relative to the file, wherever corral runs.
     let base_dir = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
-    let parsed = parse::parse(source, &base_dir, host, &mut diags);
+    let parsed = parse::parse(source, &base_dir, host, overrides, &mut diags);
     let config = parsed.and_then(|raw| graph::resolve(raw, path, &mut diags));
     let (errors, warnings) = diags.finish();
     match config {

@@ -1,5 +1,6 @@
 //! Walks the spanned TOML tree into the config model, collecting every error.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
@@ -37,7 +38,7 @@ const LOG_KEYS: [&str; 6] = [
     "ring-bytes",
     "max-line",
 ];
-const SERVICE_KEYS: [&str; 19] = [
+const SERVICE_KEYS: [&str; 21] = [
     "command",
     "oneshot",
     "working-dir",
@@ -57,6 +58,8 @@ const SERVICE_KEYS: [&str; 19] = [
     "ready",
     "health",
     "log",
+    "replicas",
+    "port",
 ];
 const BACKOFF_KEYS: [&str; 3] = ["initial", "max", "reset-after"];
 const DEPENDENCY_KEYS: [&str; 2] = ["condition", "restart"];
@@ -108,6 +111,7 @@ pub fn parse(
     source: &str,
     base_dir: &Path,
     host: &HostEnv,
+    overrides: &BTreeMap<String, u32>,
     d: &mut Diagnostics<'_>,
 ) -> Option<RawConfig> {
     let (root, syntax_errors) = DeTable::parse_recoverable(source);
@@ -133,9 +137,7 @@ pub fn parse(
                 saw_services = true;
                 if let Some(table) = table(d, value, "[services]") {
                     for (name, svc) in table.iter() {
-                        if let Some(s) = parse_service(d, name, svc, base_dir, host) {
-                            services.push(s);
-                        }
+                        services.extend(parse_service(d, name, svc, base_dir, host, overrides));
                     }
                 }
             }
@@ -203,12 +205,92 @@ fn parse_global(
     g
 }
 
+/// Which replica of a service is being read.
+#[derive(Clone, Copy)]
+struct Instance {
+    /// None for a service without `replicas`.
+    replica: Option<u32>,
+    /// PORT of this instance: `port` + replica index.
+    port: Option<u32>,
+}
+
+/// Reads a service table into its instances: one, or `replicas` of them
+/// (`name.0`, `name.1`...), each with its own PORT and CORRAL_REPLICA.
 fn parse_service(
     d: &mut Diagnostics<'_>,
     name_key: &Spanned<std::borrow::Cow<'_, str>>,
     value: &Value<'_>,
     base_dir: &Path,
     host: &HostEnv,
+    overrides: &BTreeMap<String, u32>,
+) -> Vec<RawService> {
+    let name = name_key.get_ref().as_ref();
+    let (mut replicas, mut port) = (None, None);
+    if let DeValue::Table(t) = value.get_ref() {
+        if let Some(v) = t.get("replicas") {
+            replicas = uint(d, v);
+        }
+        if let Some(v) = t.get("port") {
+            port = uint(d, v).filter(|&p| {
+                let ok = (1..=65535).contains(&p);
+                if !ok {
+                    d.error(
+                        v.span(),
+                        format!("port must be between 1 and 65535, found {p}"),
+                    );
+                }
+                ok
+            });
+        }
+    }
+    let replicas = overrides.get(name).copied().or(replicas);
+    match replicas {
+        None => parse_instance(
+            d,
+            name_key,
+            value,
+            base_dir,
+            host,
+            Instance {
+                replica: None,
+                port,
+            },
+        )
+        .into_iter()
+        .collect(),
+        Some(n) => (0..n)
+            .filter_map(|i| {
+                let port = port.map(|p| p + i);
+                if port.is_some_and(|p| p > 65535) {
+                    d.error(
+                        name_key.span(),
+                        format!("service {name:?}: replica {i} would get a port above 65535"),
+                    );
+                    return None;
+                }
+                parse_instance(
+                    d,
+                    name_key,
+                    value,
+                    base_dir,
+                    host,
+                    Instance {
+                        replica: Some(i),
+                        port,
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn parse_instance(
+    d: &mut Diagnostics<'_>,
+    name_key: &Spanned<std::borrow::Cow<'_, str>>,
+    value: &Value<'_>,
+    base_dir: &Path,
+    host: &HostEnv,
+    instance: Instance,
 ) -> Option<RawService> {
     let name = name_key.get_ref().to_string();
     let name_span = name_key.span();
@@ -229,7 +311,13 @@ fn parse_service(
     }
     let t = table(d, value, &format!("service {name:?}"))?;
     let where_ = format!("in service {name:?}");
-    let own = [("CORRAL_SERVICE", name.clone())];
+    let mut own = vec![("CORRAL_SERVICE", name.clone())];
+    if let Some(i) = instance.replica {
+        own.push(("CORRAL_REPLICA", i.to_string()));
+    }
+    if let Some(p) = instance.port {
+        own.push(("PORT", p.to_string()));
+    }
     let vars = |n: &str| {
         own.iter()
             .find(|(k, _)| *k == n)
@@ -293,6 +381,8 @@ fn parse_service(
             "stop-signal" => set(&mut stop_signal, signal(d, v)),
             "stop-timeout" => set(&mut stop_timeout, duration(d, v)),
             "depends-on" => depends_on = dependencies(d, v),
+            // Read by parse_service, for all instances.
+            "replicas" | "port" => {}
             "ready" => ready = readiness(d, v, &vars),
             "health" => health = health_check(d, v, &vars),
             "log" => {
@@ -335,8 +425,15 @@ fn parse_service(
         inherit: &inherit,
         files: env_files,
         explicit: explicit_env,
-        service: &name,
+        own: own
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
     });
+    let instance_name = match instance.replica {
+        Some(i) => format!("{name}.{i}"),
+        None => name.clone(),
+    };
     let restart = restart.unwrap_or(if oneshot {
         RestartPolicy::Never
     } else {
@@ -344,7 +441,10 @@ fn parse_service(
     });
     Some(RawService {
         service: Service {
-            name,
+            name: instance_name,
+            group: name,
+            replica: instance.replica,
+            port: instance.port.map(|p| p as u16),
             command: command.unwrap_or_default(),
             oneshot,
             working_dir: working_dir.or_else(|| Some(base_dir.to_path_buf())),

@@ -17,6 +17,8 @@ pub enum Op {
     Restart(String),
     Signal(String, Signal),
     Reload,
+    /// Run this many instances of a service with `replicas`.
+    Scale(String, u32),
     Shutdown,
     /// Service names to hub indices (for log queries); empty = all.
     Resolve(Vec<String>),

@@ -58,6 +58,14 @@ async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>,
             drain(req).await?;
             act(&api, &name, &action, &query).await
         }
+        (Method::POST, ["services", name, "scale"]) => {
+            let name = name.to_string();
+            let body: corral_proto::ScaleRequest = read_json(req).await?;
+            match api.call(Op::Scale(name, body.replicas)).await? {
+                Reply::Reloaded(result) => ok(ApiBody::json(&result)),
+                _ => Err(unexpected()),
+            }
+        }
         (Method::POST, ["services", name, "signal"]) => {
             let name = name.to_string();
             let body: SignalRequest = read_json(req).await?;

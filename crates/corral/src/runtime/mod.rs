@@ -123,6 +123,8 @@ pub(crate) struct Supervisor<'c> {
     requests: mpsc::Receiver<Request>,
     /// Lifecycle changes for `GET /v1/events` and waiting handlers.
     events: broadcast::Sender<corral_proto::Event>,
+    /// `corral scale` choices: service -> replicas, applied on every reload.
+    scale: std::collections::BTreeMap<String, u32>,
     probe_seq: u64,
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     /// The pipe readers; drained before exit so no output line is lost.
@@ -201,6 +203,7 @@ pub async fn run(
         notices,
         requests,
         events,
+        scale: std::collections::BTreeMap::new(),
         probe_seq: 0,
         timers: BinaryHeap::new(),
         pumps: JoinSet::new(),

@@ -17,6 +17,8 @@ pub struct Realigned {
 pub fn realign(old: &[Service], old_retired: &[bool], new: Config) -> Realigned {
     let old_names: Vec<String> = old.iter().map(|s| s.name.clone()).collect();
     let new_names: Vec<String> = new.services.iter().map(|s| s.name.clone()).collect();
+    let old_groups: Vec<String> = old.iter().map(|s| s.group.clone()).collect();
+    let new_groups: Vec<String> = new.services.iter().map(|s| s.group.clone()).collect();
     // Where each new service lands in the aligned vector.
     let mut slot = Vec::with_capacity(new.services.len());
     let mut next = old.len();
@@ -38,7 +40,7 @@ pub fn realign(old: &[Service], old_retired: &[bool], new: Config) -> Realigned 
         let i = slot[k];
         let same = i < old.len()
             && !old_retired[i]
-            && old[i].same_definition(&old_names, &svc, &new_names);
+            && old[i].same_definition(&old_groups, &svc, &new_groups);
         for d in &mut svc.depends_on {
             d.service = slot[d.service];
         }

@@ -32,6 +32,7 @@ impl Supervisor<'_> {
             Op::Restart(name) => self.request(&name, |svc| Event::RestartRequested { svc }),
             Op::Signal(name, signal) => self.signal(&name, signal),
             Op::Reload => self.reload().await,
+            Op::Scale(group, replicas) => self.scale(&group, replicas).await,
             Op::Shutdown => {
                 self.queue.push_back(Event::Shutdown {
                     code: 0,
@@ -40,11 +41,13 @@ impl Supervisor<'_> {
                 Ok(Reply::Done)
             }
             Op::Resolve(names) if names.is_empty() => Ok(Reply::Resolved(None)),
-            Op::Resolve(names) => names
-                .iter()
-                .map(|n| self.find(n))
-                .collect::<Result<Vec<_>, _>>()
-                .map(|v| Reply::Resolved(Some(v))),
+            Op::Resolve(names) => {
+                let mut found = Vec::new();
+                for name in &names {
+                    found.extend(self.find_all(name)?);
+                }
+                Ok(Reply::Resolved(Some(found)))
+            }
         }
     }
 
@@ -63,6 +66,48 @@ impl Supervisor<'_> {
                     details: Vec::new(),
                 },
             })
+    }
+
+    /// A live instance by name, or every instance of a service (`api` for api.0..).
+    fn find_all(&self, name: &str) -> Result<Vec<usize>, ApiError> {
+        let all: Vec<usize> = (0..self.config.services.len())
+            .filter(|&i| !self.engine.units()[i].retired)
+            .filter(|&i| {
+                let s = &self.config.services[i];
+                s.name == name || s.group == name
+            })
+            .collect();
+        if all.is_empty() {
+            return self.find(name).map(|i| vec![i]);
+        }
+        Ok(all)
+    }
+
+    /// `corral scale`: the service runs `replicas` instances from now on; the
+    /// choice outlives reloads (the file's `replicas` no longer applies).
+    async fn scale(&mut self, group: &str, replicas: u32) -> Result<Reply, ApiError> {
+        let scalable = self
+            .config
+            .services
+            .iter()
+            .any(|s| s.group == group && s.replica.is_some());
+        if !scalable && !self.scale.contains_key(group) {
+            let known = self.config.services.iter().any(|s| s.group == group);
+            return Err(if known {
+                ApiError::new(
+                    409,
+                    format!("{group} has no `replicas` in the config; add `replicas = 1` to make it scalable"),
+                )
+            } else {
+                self.find(group)
+                    .err()
+                    .unwrap_or_else(|| ApiError::new(404, "unknown service"))
+            });
+        }
+        self.scale.insert(group.to_string(), replicas);
+        self.hub
+            .event(None, format!("scaling {group} to {replicas}"));
+        self.reload().await
     }
 
     fn live_names(&self) -> Vec<String> {
@@ -101,18 +146,21 @@ impl Supervisor<'_> {
     /// Re-reads the config file; on any error changes nothing.
     pub(super) async fn reload(&mut self) -> Result<Reply, ApiError> {
         let host = HostEnv::from_process();
-        let loaded = config::load(&self.config.path, &host).map_err(|failure| ApiError {
-            status: 422,
-            body: ErrorBody {
-                error: format!(
-                    "{} has {} error(s); nothing was changed",
-                    self.config.path.display(),
-                    failure.errors.0.len()
-                ),
-                known: Vec::new(),
-                details: failure.errors.0.iter().map(ToString::to_string).collect(),
-            },
-        })?;
+        let loaded =
+            config::load_scaled(&self.config.path, &host, &self.scale).map_err(|failure| {
+                ApiError {
+                    status: 422,
+                    body: ErrorBody {
+                        error: format!(
+                            "{} has {} error(s); nothing was changed",
+                            self.config.path.display(),
+                            failure.errors.0.len()
+                        ),
+                        known: Vec::new(),
+                        details: failure.errors.0.iter().map(ToString::to_string).collect(),
+                    },
+                }
+            })?;
         let retired: Vec<bool> = self.engine.units().iter().map(|u| u.retired).collect();
         let realigned = realign(&self.config.services, &retired, loaded.config.clone());
         self.config = config::Config {
@@ -154,6 +202,8 @@ impl Supervisor<'_> {
         };
         ServiceStatus {
             name: service.name.clone(),
+            group: service.group.clone(),
+            replica: service.replica,
             state: unit.state.name().to_string(),
             pid: unit.state.pid(),
             uptime_secs,
