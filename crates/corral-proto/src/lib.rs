@@ -117,6 +117,38 @@ pub struct ActionResult {
     pub service: ServiceStatus,
 }
 
+/// One provided name of one service instance.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub attrs: std::collections::BTreeMap<String, String>,
+    /// `<host-id>:<service instance>`: stable, so a restarted instance
+    /// replaces its own entry.
+    pub instance: String,
+}
+
+impl Endpoint {
+    /// "host:port"
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `GET /v1/endpoints`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointList {
+    pub endpoints: Vec<Endpoint>,
+}
+
 /// `POST /v1/services/{name}/scale`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -50,6 +50,7 @@ pub struct Global {
     pub log_format: LogFormat,
     /// Prefix console lines with a timestamp.
     pub log_timestamps: bool,
+    pub discovery: Discovery,
 }
 
 /// How corral prints lines on its stdout.
@@ -98,6 +99,7 @@ impl Default for Global {
             log_dir: None,
             log_format: LogFormat::Text,
             log_timestamps: false,
+            discovery: Discovery::default(),
         }
     }
 }
@@ -224,6 +226,75 @@ pub struct Service {
     /// Liveness checks once ready; None = never checked.
     pub health: Option<Health>,
     pub log: LogConfig,
+    /// Names this instance provides once it is ready.
+    pub provides: Vec<Provide>,
+    /// Names it needs before it starts (and follows afterwards).
+    pub requires: Vec<Require>,
+    pub require_timeout: Duration,
+    pub on_change: OnChange,
+    /// Debounce of endpoint changes: a quiet period, and the longest wait.
+    pub change_wait: (Duration, Duration),
+    pub templates: Vec<Template>,
+}
+
+/// One `provides` entry, resolved for an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provide {
+    pub name: String,
+    pub port: u16,
+    /// None: the advertise address.
+    pub host: Option<String>,
+    pub tags: Vec<String>,
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// One `requires` entry: a name, and tags and attributes an endpoint must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Require {
+    pub name: String,
+    pub tags: Vec<String>,
+    pub attrs: BTreeMap<String, String>,
+}
+
+impl Require {
+    pub fn matches(&self, e: &corral_proto::Endpoint) -> bool {
+        e.name == self.name
+            && self.tags.iter().all(|t| e.tags.contains(t))
+            && self.attrs.iter().all(|(k, v)| e.attrs.get(k) == Some(v))
+    }
+}
+
+/// What happens to a running dependent when its endpoints change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnChange {
+    Restart,
+    Signal(Signal),
+    /// Run this command with the updated environment; non-zero exit: restart.
+    Command(Vec<String>),
+    None,
+}
+
+/// A file rendered from the endpoints before start and before each change action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub mode: Option<u32>,
+}
+
+/// The `[discovery]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    /// The host written into this corral's endpoints.
+    pub advertise: String,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Discovery {
+            advertise: "127.0.0.1".into(),
+        }
+    }
 }
 
 /// One way of checking a service.

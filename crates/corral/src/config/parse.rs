@@ -14,13 +14,13 @@ use super::env::{self, EnvParts, HostEnv};
 use super::interp::{self, Vars};
 use super::user::{self, Identity};
 use super::{
-    Backoff, Condition, Global, Health, LogConfig, LogFormat, Probe, Readiness, RestartPolicy,
-    Service,
+    Backoff, Condition, Discovery, Global, Health, LogConfig, LogFormat, OnChange, Probe,
+    Provide, Readiness, Require, RestartPolicy, Service, Template,
 };
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
-const TOP_KEYS: [&str; 2] = ["corral", "services"];
+const TOP_KEYS: [&str; 3] = ["corral", "services", "discovery"];
 const GLOBAL_KEYS: [&str; 7] = [
     "shutdown-timeout",
     "break-glass",
@@ -38,7 +38,7 @@ const LOG_KEYS: [&str; 6] = [
     "ring-bytes",
     "max-line",
 ];
-const SERVICE_KEYS: [&str; 21] = [
+const SERVICE_KEYS: [&str; 27] = [
     "command",
     "oneshot",
     "working-dir",
@@ -60,7 +60,18 @@ const SERVICE_KEYS: [&str; 21] = [
     "log",
     "replicas",
     "port",
+    "provides",
+    "requires",
+    "require-timeout",
+    "on-change",
+    "change-wait",
+    "templates",
 ];
+const TOP_DISCOVERY_KEYS: [&str; 2] = ["backend", "advertise"];
+const PROVIDE_KEYS: [&str; 5] = ["name", "port", "host", "tags", "attrs"];
+const REQUIRE_KEYS: [&str; 3] = ["name", "tags", "attrs"];
+const TEMPLATE_KEYS: [&str; 3] = ["source", "target", "mode"];
+const CHANGE_WAIT_KEYS: [&str; 2] = ["min", "max"];
 const BACKOFF_KEYS: [&str; 3] = ["initial", "max", "reset-after"];
 const DEPENDENCY_KEYS: [&str; 2] = ["condition", "restart"];
 const PROBE_KINDS: [&str; 5] = ["exec", "tcp", "http", "log", "notify-fd"];
@@ -124,6 +135,7 @@ pub fn parse(
         return None;
     }
     let mut global = Global::default();
+    let mut discovery = Discovery::default();
     let mut services = Vec::new();
     let mut saw_services = false;
     for (key, value) in root.get_ref().iter() {
@@ -131,6 +143,11 @@ pub fn parse(
             "corral" => {
                 if let Some(table) = table(d, value, "[corral]") {
                     global = parse_global(d, table, host, base_dir);
+                }
+            }
+            "discovery" => {
+                if let Some(table) = table(d, value, "[discovery]") {
+                    discovery = parse_discovery(d, table, host);
                 }
             }
             "services" => {
@@ -148,6 +165,7 @@ pub fn parse(
         d.error(0..0, "no services defined: add a [services.NAME] table");
         return None;
     }
+    global.discovery = discovery;
     // Without a file of its own, a service logs to <log-dir>/<name>.log.
     if let Some(dir) = &global.log_dir {
         for s in &mut services {
@@ -344,6 +362,12 @@ fn parse_instance(
     let mut ready = None;
     let mut health = None;
     let mut log = LogConfig::default();
+    let mut provides = Vec::new();
+    let mut requires = Vec::new();
+    let mut require_timeout = Duration::from_secs(60);
+    let mut on_change = OnChange::Restart;
+    let mut change_wait = (Duration::from_millis(200), Duration::from_secs(2));
+    let mut templates = Vec::new();
 
     for (key, v) in t.iter() {
         match key.get_ref().as_ref() {
@@ -383,6 +407,23 @@ fn parse_instance(
             "depends-on" => depends_on = dependencies(d, v),
             // Read by parse_service, for all instances.
             "replicas" | "port" => {}
+            "provides" => provides = provide_list(d, v, &vars),
+            "requires" => requires = require_list(d, v),
+            "require-timeout" => set(&mut require_timeout, duration(d, v)),
+            "on-change" => set(&mut on_change, on_change_action(d, v, &vars)),
+            "change-wait" => {
+                if let Some(t) = table(d, v, "change-wait") {
+                    for (k, w) in t.iter() {
+                        match k.get_ref().as_ref() {
+                            "min" => set(&mut change_wait.0, duration(d, w)),
+                            "max" => set(&mut change_wait.1, duration(d, w)),
+                            other => unknown_key(d, k, other, "in change-wait", &CHANGE_WAIT_KEYS),
+                        }
+                    }
+                    change_wait.1 = change_wait.1.max(change_wait.0);
+                }
+            }
+            "templates" => templates = template_list(d, v, &vars, base_dir),
             "ready" => ready = readiness(d, v, &vars),
             "health" => health = health_check(d, v, &vars),
             "log" => {
@@ -462,10 +503,225 @@ fn parse_instance(
             ready,
             health,
             log,
+            provides,
+            requires,
+            require_timeout,
+            on_change,
+            change_wait,
+            templates,
         },
         name_span,
         depends_on,
     })
+}
+
+fn parse_discovery(d: &mut Diagnostics<'_>, t: &DeTable<'_>, host: &HostEnv) -> Discovery {
+    let vars = |n: &str| host.get(n).map(str::to_string);
+    let mut out = Discovery::default();
+    for (key, v) in t.iter() {
+        match key.get_ref().as_ref() {
+            "backend" => match string(d, v) {
+                Some("local") | None => {}
+                Some(other) => d.error(
+                    v.span(),
+                    format!("unknown discovery backend {other:?}: only \"local\" is available in this version"),
+                ),
+            },
+            "advertise" => set(&mut out.advertise, expand(d, v, &vars)),
+            other => unknown_key(d, key, other, "in [discovery]", &TOP_DISCOVERY_KEYS),
+        }
+    }
+    out
+}
+
+fn entries<'a, 'i>(d: &mut Diagnostics<'_>, v: &'a Value<'i>, what: &str) -> Vec<&'a Value<'i>> {
+    match v.get_ref() {
+        DeValue::Array(items) => items.iter().collect(),
+        _ => {
+            type_error(d, v, &format!("an array of {what}"));
+            Vec::new()
+        }
+    }
+}
+
+fn string_list(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Vec<String> {
+    entries(d, v, "strings")
+        .into_iter()
+        .filter_map(|s| string(d, s).map(str::to_string))
+        .collect()
+}
+
+fn string_map(d: &mut Diagnostics<'_>, v: &Value<'_>) -> BTreeMap<String, String> {
+    let Some(t) = table(d, v, "attrs") else {
+        return BTreeMap::new();
+    };
+    t.iter()
+        .filter_map(|(k, val)| string(d, val).map(|s| (k.get_ref().to_string(), s.to_string())))
+        .collect()
+}
+
+fn provide_list(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> Vec<Provide> {
+    let mut out = Vec::new();
+    for item in entries(d, v, "tables like { name = \"api\", port = 8000 }") {
+        let Some(t) = table(d, item, "a provides entry") else {
+            continue;
+        };
+        let (mut name, mut port, mut host) = (None, None, None);
+        let (mut tags, mut attrs) = (Vec::new(), BTreeMap::new());
+        for (key, pv) in t.iter() {
+            match key.get_ref().as_ref() {
+                "name" => name = string(d, pv).map(str::to_string),
+                "port" => {
+                    let text = match pv.get_ref() {
+                        DeValue::Integer(i) => Some(i.as_str().to_string()),
+                        DeValue::String(_) => expand(d, pv, vars),
+                        _ => {
+                            type_error(d, pv, "a port number or \"${PORT}\"");
+                            None
+                        }
+                    };
+                    port = text.and_then(|t| match t.parse::<u16>() {
+                        Ok(p) if p > 0 => Some(p),
+                        _ => {
+                            d.error(pv.span(), format!("invalid port {t:?}"));
+                            None
+                        }
+                    });
+                }
+                "host" => host = expand(d, pv, vars),
+                "tags" => tags = string_list(d, pv),
+                "attrs" => attrs = string_map(d, pv),
+                other => unknown_key(d, key, other, "in a provides entry", &PROVIDE_KEYS),
+            }
+        }
+        match (name, port) {
+            (Some(name), Some(port)) => out.push(Provide {
+                name,
+                port,
+                host,
+                tags,
+                attrs,
+            }),
+            (None, _) => d.error(item.span(), "a provides entry needs a `name`"),
+            (_, None) if !t.contains_key("port") => {
+                d.error(item.span(), "a provides entry needs a `port`")
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn require_list(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Vec<Require> {
+    let mut out = Vec::new();
+    for item in entries(d, v, "names or tables like { name = \"api\", tags = [\"v2\"] }") {
+        match item.get_ref() {
+            DeValue::String(s) => out.push(Require {
+                name: s.to_string(),
+                tags: Vec::new(),
+                attrs: BTreeMap::new(),
+            }),
+            DeValue::Table(t) => {
+                let mut req = Require {
+                    name: String::new(),
+                    tags: Vec::new(),
+                    attrs: BTreeMap::new(),
+                };
+                for (key, rv) in t.iter() {
+                    match key.get_ref().as_ref() {
+                        "name" => set(&mut req.name, string(d, rv).map(str::to_string)),
+                        "tags" => req.tags = string_list(d, rv),
+                        "attrs" => req.attrs = string_map(d, rv),
+                        other => unknown_key(d, key, other, "in a requires entry", &REQUIRE_KEYS),
+                    }
+                }
+                if req.name.is_empty() {
+                    d.error(item.span(), "a requires entry needs a `name`");
+                } else {
+                    out.push(req);
+                }
+            }
+            _ => type_error(d, item, "a name or a table"),
+        }
+    }
+    out
+}
+
+fn on_change_action(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> Option<OnChange> {
+    match v.get_ref() {
+        DeValue::String(s) => match s.as_ref() {
+            "restart" => Some(OnChange::Restart),
+            "none" => Some(OnChange::None),
+            other => match other.strip_prefix("signal:") {
+                Some(sig) => match parse_signal(sig) {
+                    Some(sig) => Some(OnChange::Signal(sig)),
+                    None => {
+                        d.error(v.span(), format!("unknown signal {sig:?} in on-change"));
+                        None
+                    }
+                },
+                None => {
+                    d.error(
+                        v.span(),
+                        format!("unknown on-change {other:?}: use \"restart\", \"signal:SIGHUP\", \"none\" or a command array"),
+                    );
+                    None
+                }
+            },
+        },
+        DeValue::Array(_) => argv(d, v, vars, "on-change").map(OnChange::Command),
+        _ => {
+            type_error(d, v, "\"restart\", \"signal:SIG\", \"none\" or a command array");
+            None
+        }
+    }
+}
+
+fn template_list(
+    d: &mut Diagnostics<'_>,
+    v: &Value<'_>,
+    vars: &dyn Vars,
+    base_dir: &Path,
+) -> Vec<Template> {
+    let mut out = Vec::new();
+    for item in entries(d, v, "tables like { source = \"x.tmpl\", target = \"x\" }") {
+        let Some(t) = table(d, item, "a templates entry") else {
+            continue;
+        };
+        let (mut source, mut target, mut mode) = (None, None, None);
+        for (key, tv) in t.iter() {
+            match key.get_ref().as_ref() {
+                "source" => source = expand(d, tv, vars).map(|p| base_dir.join(p)),
+                "target" => target = expand(d, tv, vars).map(|p| base_dir.join(p)),
+                "mode" => {
+                    mode = match tv.get_ref() {
+                        DeValue::String(s) => match u32::from_str_radix(s.trim_start_matches("0o"), 8) {
+                            Ok(m) => Some(m),
+                            Err(_) => {
+                                d.error(tv.span(), format!("invalid mode {s:?}: write it in octal, like \"0644\""));
+                                None
+                            }
+                        },
+                        _ => {
+                            type_error(d, tv, "an octal mode such as \"0644\"");
+                            None
+                        }
+                    }
+                }
+                other => unknown_key(d, key, other, "in a templates entry", &TEMPLATE_KEYS),
+            }
+        }
+        match (source, target) {
+            (Some(source), Some(target)) => {
+                if !source.exists() {
+                    d.error(item.span(), format!("template source {} does not exist", source.display()));
+                }
+                out.push(Template { source, target, mode });
+            }
+            _ => d.error(item.span(), "a templates entry needs `source` and `target`"),
+        }
+    }
+    out
 }
 
 fn log_table(
