@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod control;
+mod discovery;
 mod engine;
 mod logs;
 mod process;

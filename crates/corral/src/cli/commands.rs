@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use corral_proto::{
-    ActionResult, Event, LogLine, LogStream, ReloadResult, ScaleRequest, ServiceList,
+    ActionResult, EndpointList, Event, LogLine, LogStream, ReloadResult, ScaleRequest, ServiceList,
     ServiceStatus, SignalRequest,
 };
 use hyper::Method;
@@ -211,6 +211,41 @@ fn print_changes(result: &ReloadResult) {
     show("changed (restarted)", &result.changed);
     show("removed (stopped)", &result.removed);
     show("unchanged", &result.unchanged);
+}
+
+/// What discovery knows, as a table.
+pub async fn endpoints(client: &Client, name: Option<&str>) -> Result<(), CliError> {
+    let path = match name {
+        Some(n) => format!("/endpoints?name={n}"),
+        None => "/endpoints".to_string(),
+    };
+    let list: EndpointList = client.json(Method::GET, &path, None).await?;
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "ADDRESS".into(),
+        "INSTANCE".into(),
+        "TAGS".into(),
+    ]];
+    for e in &list.endpoints {
+        rows.push([
+            e.name.clone(),
+            e.addr(),
+            e.instance.clone(),
+            e.tags.join(","),
+        ]);
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    Ok(())
 }
 
 /// Asks the daemon to shut down and prints its messages until it is gone.

@@ -123,6 +123,12 @@ enum Command {
         service: String,
         replicas: u32,
     },
+    /// What discovery knows: every endpoint, or those of NAME.
+    Endpoints {
+        #[command(flatten)]
+        target: Target,
+        name: Option<String>,
+    },
     /// Re-read the config; restart only what changed.
     Reload {
         #[command(flatten)]
@@ -242,6 +248,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 Box::pin(async move { commands::logs(&c, follow, lines, &services).await })
             })
         }
+        Command::Endpoints { target, name } => client_call(&target, |c| {
+            Box::pin(async move { commands::endpoints(&c, name.as_deref()).await })
+        }),
         Command::Scale {
             target,
             service,

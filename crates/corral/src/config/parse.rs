@@ -14,8 +14,8 @@ use super::env::{self, EnvParts, HostEnv};
 use super::interp::{self, Vars};
 use super::user::{self, Identity};
 use super::{
-    Backoff, Condition, Discovery, Global, Health, LogConfig, LogFormat, OnChange, Probe,
-    Provide, Readiness, Require, RestartPolicy, Service, Template,
+    Backoff, Condition, Discovery, Global, Health, LogConfig, LogFormat, OnChange, Probe, Provide,
+    Readiness, Require, RestartPolicy, Service, Template,
 };
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -614,7 +614,11 @@ fn provide_list(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> Vec<
 
 fn require_list(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Vec<Require> {
     let mut out = Vec::new();
-    for item in entries(d, v, "names or tables like { name = \"api\", tags = [\"v2\"] }") {
+    for item in entries(
+        d,
+        v,
+        "names or tables like { name = \"api\", tags = [\"v2\"] }",
+    ) {
         match item.get_ref() {
             DeValue::String(s) => out.push(Require {
                 name: s.to_string(),
@@ -671,7 +675,11 @@ fn on_change_action(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> 
         },
         DeValue::Array(_) => argv(d, v, vars, "on-change").map(OnChange::Command),
         _ => {
-            type_error(d, v, "\"restart\", \"signal:SIG\", \"none\" or a command array");
+            type_error(
+                d,
+                v,
+                "\"restart\", \"signal:SIG\", \"none\" or a command array",
+            );
             None
         }
     }
@@ -695,13 +703,20 @@ fn template_list(
                 "target" => target = expand(d, tv, vars).map(|p| base_dir.join(p)),
                 "mode" => {
                     mode = match tv.get_ref() {
-                        DeValue::String(s) => match u32::from_str_radix(s.trim_start_matches("0o"), 8) {
-                            Ok(m) => Some(m),
-                            Err(_) => {
-                                d.error(tv.span(), format!("invalid mode {s:?}: write it in octal, like \"0644\""));
-                                None
+                        DeValue::String(s) => {
+                            match u32::from_str_radix(s.trim_start_matches("0o"), 8) {
+                                Ok(m) => Some(m),
+                                Err(_) => {
+                                    d.error(
+                                        tv.span(),
+                                        format!(
+                                            "invalid mode {s:?}: write it in octal, like \"0644\""
+                                        ),
+                                    );
+                                    None
+                                }
                             }
-                        },
+                        }
                         _ => {
                             type_error(d, tv, "an octal mode such as \"0644\"");
                             None
@@ -714,9 +729,16 @@ fn template_list(
         match (source, target) {
             (Some(source), Some(target)) => {
                 if !source.exists() {
-                    d.error(item.span(), format!("template source {} does not exist", source.display()));
+                    d.error(
+                        item.span(),
+                        format!("template source {} does not exist", source.display()),
+                    );
                 }
-                out.push(Template { source, target, mode });
+                out.push(Template {
+                    source,
+                    target,
+                    mode,
+                });
             }
             _ => d.error(item.span(), "a templates entry needs `source` and `target`"),
         }

@@ -19,6 +19,8 @@ pub enum Op {
     Reload,
     /// Run this many instances of a service with `replicas`.
     Scale(String, u32),
+    /// What discovery knows: every endpoint, or those of one name.
+    Endpoints(Option<String>),
     Shutdown,
     /// Service names to hub indices (for log queries); empty = all.
     Resolve(Vec<String>),
@@ -31,6 +33,7 @@ pub enum Reply {
     Service(ServiceStatus),
     Reloaded(ReloadResult),
     Resolved(Option<Vec<usize>>),
+    Endpoints(Vec<corral_proto::Endpoint>),
     Done,
 }
 

@@ -72,6 +72,15 @@ async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>,
             signal(&api, &name, &body).await
         }
         (Method::GET, ["logs"]) => logs(&api, &query).await,
+        (Method::GET, ["endpoints"]) => {
+            let name = query.get("name").map(str::to_string);
+            match api.call(Op::Endpoints(name)).await? {
+                Reply::Endpoints(endpoints) => {
+                    ok(ApiBody::json(&corral_proto::EndpointList { endpoints }))
+                }
+                _ => Err(unexpected()),
+            }
+        }
         (Method::GET, ["events"]) => events(&api),
         (Method::POST, ["reload"]) => {
             drain(req).await?;
@@ -84,9 +93,13 @@ async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>,
             drain(req).await?;
             shutdown(&api).await
         }
-        (_, ["version" | "services" | "logs" | "events" | "reload" | "shutdown", ..]) => Err(
-            ApiError::new(405, format!("{method} is not allowed on {path}")),
-        ),
+        (
+            _,
+            ["version" | "services" | "logs" | "events" | "reload" | "shutdown" | "endpoints", ..],
+        ) => Err(ApiError::new(
+            405,
+            format!("{method} is not allowed on {path}"),
+        )),
         _ => Err(ApiError::new(404, format!("unknown path {path}"))),
     }
 }

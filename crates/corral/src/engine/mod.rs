@@ -34,6 +34,10 @@ pub struct Spec {
     pub depends_on: Vec<Edge>,
     pub ready: Option<ReadyPlan>,
     pub health: Option<HealthPlan>,
+    /// It publishes endpoints when ready.
+    pub provides: bool,
+    /// How long it may wait for required endpoints before it fails.
+    pub require_timeout: Duration,
 }
 
 /// This service waits for `service` to reach `condition`.
@@ -43,6 +47,9 @@ pub struct Edge {
     pub condition: Condition,
     /// Restart this service when the dependency restarts.
     pub restart: bool,
+    /// Declared in the file; the implicit file-order chain only orders the
+    /// first start and never blocks anything.
+    pub explicit: bool,
 }
 
 /// When readiness is checked.
@@ -87,6 +94,7 @@ impl Spec {
                         service: d.service,
                         condition: d.condition,
                         restart: d.restart,
+                        explicit: d.explicit,
                     })
                     .collect(),
                 ready: s.ready.as_ref().map(|r| ReadyPlan {
@@ -100,6 +108,8 @@ impl Spec {
                     interval: h.interval,
                     retries: h.retries,
                 }),
+                provides: !s.provides.is_empty(),
+                require_timeout: s.require_timeout,
             })
             .collect()
     }
@@ -137,6 +147,12 @@ pub struct Unit {
     pub held: bool,
     /// Removed from the config by a reload.
     pub retired: bool,
+    /// Required names without an endpoint; it does not start while any is missing.
+    pub missing: Vec<String>,
+    /// Its endpoints are published.
+    registered: bool,
+    /// The require-timeout timer runs for the current wait.
+    require_armed: bool,
 }
 
 impl Unit {
@@ -151,6 +167,9 @@ impl Unit {
             last_ready_error: None,
             held: false,
             retired: false,
+            missing: Vec::new(),
+            registered: false,
+            require_armed: false,
         }
     }
 }
@@ -244,6 +263,12 @@ impl Engine {
             Event::StopRequested { svc } => self.on_stop_requested(svc, now, &mut fx),
             Event::RestartRequested { svc } => self.on_restart_requested(svc, now, &mut fx),
             Event::Reload(plan) => self.on_reload(*plan, now, &mut fx),
+            Event::RequirementsChanged { svc, missing } => {
+                self.units[svc].missing = missing;
+                if self.booted {
+                    self.try_start(svc, now, &mut fx);
+                }
+            }
         }
         self.advance_shutdown(now, &mut fx);
         self.check_finished(&mut fx);
@@ -350,6 +375,8 @@ impl Engine {
             _ => (Duration::ZERO, None),
         };
         self.units[svc].last_exit = Some(exit);
+        // A crashed provider is withdrawn at once.
+        self.withdraw(svc, fx);
         let outcome = match stop_reason {
             _ if self.is_shutting_down() => Outcome::Stopped,
             Some(StopReason::Shutdown | StopReason::Requested | StopReason::Removed) => {
@@ -555,6 +582,13 @@ impl Engine {
                 role: ProbeRole::Health,
                 epoch: timer.epoch,
             }),
+            (TimerKind::RequireTimeout, State::Waiting) if !self.units[svc].missing.is_empty() => {
+                let missing = self.units[svc].missing.clone();
+                let timeout = self.specs[svc].require_timeout;
+                self.units[svc].require_armed = false;
+                fx.push(report(svc, Report::RequireTimeout { missing, timeout }));
+                self.finish_run(svc, Outcome::Failed(Exit::Code(1)), now, fx);
+            }
             _ => {}
         }
     }
@@ -583,6 +617,7 @@ impl Engine {
             match dependency_status(&self.units[e.service].state, e.condition) {
                 DepStatus::Met => {}
                 DepStatus::Pending => all_met = false,
+                DepStatus::Broken if !e.explicit => {}
                 DepStatus::Broken => {
                     let dep = e.service;
                     self.block(svc, dep, now, fx);
@@ -590,10 +625,24 @@ impl Engine {
                 }
             }
         }
-        if all_met {
-            let step = self.first_step(svc);
-            self.launch(svc, step, None, fx);
+        if !all_met {
+            return;
         }
+        let unit = &mut self.units[svc];
+        if !unit.missing.is_empty() {
+            if !unit.require_armed {
+                unit.require_armed = true;
+                unit.epoch += 1;
+                let missing = unit.missing.clone();
+                let at = now + self.specs[svc].require_timeout;
+                fx.push(report(svc, Report::WaitingForEndpoints { missing }));
+                self.arm(svc, TimerKind::RequireTimeout, at, fx);
+            }
+            return;
+        }
+        unit.require_armed = false;
+        let step = self.first_step(svc);
+        self.launch(svc, step, None, fx);
     }
 
     /// A dependency is restarting: dependents that asked for it restart with it,
@@ -626,7 +675,11 @@ impl Engine {
     fn block_dependents(&mut self, svc: usize, now: Instant, fx: &mut Vec<Effect>) {
         for k in 0..self.dependents[svc].len() {
             let dependent = self.dependents[svc][k];
-            if self.units[dependent].state == State::Waiting {
+            let explicit = self.specs[dependent]
+                .depends_on
+                .iter()
+                .any(|e| e.service == svc && e.explicit);
+            if explicit && self.units[dependent].state == State::Waiting {
                 self.block(dependent, svc, now, fx);
             }
         }
@@ -654,6 +707,13 @@ impl Engine {
                 now,
                 fx,
             );
+        }
+    }
+
+    /// Takes back the service's endpoints if they are published.
+    fn withdraw(&mut self, svc: usize, fx: &mut Vec<Effect>) {
+        if std::mem::take(&mut self.units[svc].registered) {
+            fx.push(Effect::Withdraw { svc });
         }
     }
 
@@ -735,6 +795,7 @@ impl Engine {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
+        self.withdraw(svc, fx);
         let spec = &self.specs[svc];
         let (signal, timeout) = (spec.stop_signal, spec.stop_timeout);
         self.units[svc].epoch += 1;

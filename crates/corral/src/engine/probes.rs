@@ -7,6 +7,10 @@ use super::{Effect, Engine, ProbeRole, Report, State, Step, StopReason, TimerKin
 impl Engine {
     /// The service just became ready (or has no readiness probe).
     pub(super) fn on_ready(&mut self, svc: usize, now: Instant, fx: &mut Vec<Effect>) {
+        if self.specs[svc].provides && !self.units[svc].registered {
+            self.units[svc].registered = true;
+            fx.push(Effect::Register { svc });
+        }
         if let Some(plan) = self.specs[svc].health {
             let first = now + plan.initial_delay + plan.interval;
             self.arm(svc, TimerKind::HealthProbe, first, fx);

@@ -26,6 +26,8 @@ fn spec(name: &str) -> Spec {
         depends_on: vec![],
         ready: None,
         health: None,
+        provides: false,
+        require_timeout: Duration::from_secs(60),
     }
 }
 
@@ -38,6 +40,8 @@ struct Harness {
     spawns: Vec<(usize, Step, Pid)>,
     signals: Vec<(usize, Signal)>,
     probes: Vec<(usize, ProbeRole, u64)>,
+    /// (svc, registered) for every Register (true) and Withdraw (false).
+    published: Vec<(usize, bool)>,
     timers: Vec<(Instant, Timer)>,
     reports: Vec<(Option<usize>, Report)>,
     exit: Option<i32>,
@@ -57,6 +61,7 @@ impl Harness {
             spawns: vec![],
             signals: vec![],
             probes: vec![],
+            published: vec![],
             timers: vec![],
             reports: vec![],
             exit: None,
@@ -86,6 +91,8 @@ impl Harness {
                     } => {}
                     Effect::SignalGroup { svc, signal, .. } => self.signals.push((svc, signal)),
                     Effect::RunProbe { svc, role, epoch } => self.probes.push((svc, role, epoch)),
+                    Effect::Register { svc } => self.published.push((svc, true)),
+                    Effect::Withdraw { svc } => self.published.push((svc, false)),
                     Effect::ArmTimer { at, timer } => self.timers.push((at, timer)),
                     Effect::Report { svc, report } => self.reports.push((svc, report)),
                     Effect::Exit { code } => self.exit = Some(code),
@@ -135,6 +142,7 @@ fn depends(mut s: Spec, on: &[(usize, Condition)]) -> Spec {
             service,
             condition,
             restart: false,
+            explicit: true,
         })
         .collect();
     s
@@ -513,6 +521,7 @@ fn restart_true_dependents_follow_their_dependency() {
         service: 0,
         condition: Condition::Ready,
         restart: true,
+        explicit: true,
     }];
     let mut h = Harness::new(vec![
         with_ready(spec("db"), true),
@@ -641,4 +650,59 @@ fn break_glass_allows_starting_by_hand() {
     let mut h = Harness::new(vec![spec("a"), spec("b")]);
     h.send(Event::StartRequested { svc: 1 });
     assert_eq!(h.started(), vec![1]);
+}
+
+#[test]
+fn providers_register_when_ready_and_withdraw_before_the_stop_signal() {
+    let mut db = with_ready(spec("db"), true);
+    db.provides = true;
+    let mut h = Harness::new(vec![db]);
+    h.send(Event::Boot);
+    assert!(h.published.is_empty(), "not before it is ready");
+    h.probe_result(0, ProbeRole::Ready, Ok(()));
+    assert_eq!(h.published, vec![(0, true)]);
+    let before = h.signals.len();
+    h.send(Event::StopRequested { svc: 0 });
+    assert_eq!(h.published, vec![(0, true), (0, false)]);
+    assert_eq!(
+        h.signals.len(),
+        before + 1,
+        "the stop signal came after the withdrawal"
+    );
+    // A crash withdraws at once.
+    h.send(Event::StartRequested { svc: 0 });
+    h.exit(0, Exit::Signal(15));
+    h.send(Event::StartRequested { svc: 0 });
+    h.probe_result(0, ProbeRole::Ready, Ok(()));
+    h.exit(0, Exit::Signal(9));
+    assert_eq!(h.published.last(), Some(&(0, false)));
+}
+
+#[test]
+fn requirements_gate_the_start_and_time_out() {
+    let mut app = spec("app");
+    app.require_timeout = Duration::from_secs(5);
+    let mut h = Harness::new(vec![app]);
+    h.send(Event::RequirementsChanged {
+        svc: 0,
+        missing: vec!["db".into()],
+    });
+    h.send(Event::Boot);
+    assert!(h.spawns.is_empty());
+    h.send(Event::RequirementsChanged {
+        svc: 0,
+        missing: vec![],
+    });
+    assert_eq!(h.started(), vec![0]);
+
+    let mut h = Harness::new(vec![spec("app")]);
+    h.send(Event::RequirementsChanged {
+        svc: 0,
+        missing: vec!["db".into()],
+    });
+    h.send(Event::Boot);
+    let t = h.fire_next_timer();
+    assert_eq!(t.map(|t| t.kind), Some(TimerKind::RequireTimeout));
+    assert!(matches!(h.state(0), State::Failed { .. }));
+    assert!(h.reports.iter().any(|(_, r)| matches!(r, Report::RequireTimeout { missing, .. } if missing == &vec!["db".to_string()])));
 }

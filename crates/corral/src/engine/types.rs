@@ -231,6 +231,8 @@ pub enum Event {
     RestartRequested { svc: usize },
     /// A new config was loaded: see [`ReloadPlan`].
     Reload(Box<crate::engine::ReloadPlan>),
+    /// Which required names of a service have no endpoint (empty: all have one).
+    RequirementsChanged { svc: usize, missing: Vec<String> },
 }
 
 /// A timer the runtime keeps for the engine; stale ones are ignored by epoch.
@@ -255,6 +257,8 @@ pub enum TimerKind {
     StartTimeout,
     /// Run the health probe.
     HealthProbe,
+    /// A service waited for its required endpoints long enough.
+    RequireTimeout,
 }
 
 /// What the engine asks the runtime to do.
@@ -263,6 +267,14 @@ pub enum Effect {
     Spawn {
         svc: usize,
         step: Step,
+    },
+    /// Publish the service's provided endpoints (it is ready).
+    Register {
+        svc: usize,
+    },
+    /// Take them back (before the stop signal, or once it died).
+    Withdraw {
+        svc: usize,
     },
     /// Run a probe for the process of `epoch`; answer with Event::ProbeResult.
     RunProbe {
@@ -350,6 +362,13 @@ pub enum Report {
     },
     WaitingFor {
         dependencies: Vec<String>,
+    },
+    WaitingForEndpoints {
+        missing: Vec<String>,
+    },
+    RequireTimeout {
+        missing: Vec<String>,
+        timeout: Duration,
     },
     Changed,
     Added,

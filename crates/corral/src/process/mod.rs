@@ -4,7 +4,7 @@ mod reap;
 mod spawn;
 
 pub use reap::{children_of, reap_exited};
-pub use spawn::{spawn, Launch};
+pub use spawn::{spawn, Launch, Spawned};
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;

@@ -3,6 +3,7 @@
 //! Every wake-up is a signal, a child exit (SIGCHLD), a due timer, or pipe
 //! output; with nothing due, the loop sleeps in the kernel.
 
+mod discover;
 mod probe;
 mod reload;
 mod report;
@@ -22,6 +23,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 
 use crate::config::{Config, Probe};
 use crate::control::{self, Api, Request, Socket};
+use crate::discovery::LocalRegistry;
 use crate::engine::{Effect, Engine, Event, Exit, Pid, ProbeRole, Spec, State, Step, Timer};
 use corral_proto::LogStream;
 
@@ -92,6 +94,8 @@ enum Child {
     },
     /// A probe that timed out and was killed; its exit means nothing.
     Abandoned,
+    /// An on-change command of this service: a non-zero exit restarts it.
+    Action { svc: usize },
 }
 
 /// Messages from tasks the loop started (probes, output watchers).
@@ -125,6 +129,19 @@ pub(crate) struct Supervisor<'c> {
     events: broadcast::Sender<corral_proto::Event>,
     /// `corral scale` choices: service -> replicas, applied on every reload.
     scale: std::collections::BTreeMap<String, u32>,
+    /// Who provides what (the built-in, one-host backend).
+    registry: LocalRegistry,
+    /// Identifies this corral in endpoint instances (`<host-id>:<service>`).
+    host_id: String,
+    /// Where endpoint files go (`.corral/` beside the config).
+    runtime_dir: std::path::PathBuf,
+    /// The endpoint sets each dependent last acted on.
+    applied: HashMap<usize, discover::EndpointSets>,
+    /// Endpoint changes waiting out their quiet period.
+    pending: HashMap<usize, discover::PendingChange>,
+    /// Rolling restarts: the instance restarting now, and those waiting, per service.
+    restarting: std::collections::BTreeMap<String, usize>,
+    restart_queue: std::collections::BTreeMap<String, VecDeque<usize>>,
     probe_seq: u64,
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     /// The pipe readers; drained before exit so no output line is lost.
@@ -194,6 +211,14 @@ pub async fn run(
         };
         tokio::spawn(control::serve(socket, api, server_stop))
     });
+    let runtime_dir = config
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(
+            || std::path::PathBuf::from(".corral"),
+            |p| p.join(".corral"),
+        );
     let mut sup = Supervisor {
         config,
         engine,
@@ -204,6 +229,16 @@ pub async fn run(
         requests,
         events,
         scale: std::collections::BTreeMap::new(),
+        registry: LocalRegistry::default(),
+        host_id: nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into()),
+        runtime_dir,
+        applied: HashMap::new(),
+        pending: HashMap::new(),
+        restarting: std::collections::BTreeMap::new(),
+        restart_queue: std::collections::BTreeMap::new(),
         probe_seq: 0,
         timers: BinaryHeap::new(),
         pumps: JoinSet::new(),
@@ -219,7 +254,10 @@ pub async fn run(
                  unset {var} and restart corral to start services (SIGTERM ends it)"
             ),
         ),
-        None => sup.queue.push_back(Event::Boot),
+        None => {
+            sup.refresh_requirements();
+            sup.queue.push_back(Event::Boot);
+        }
     }
     let code = sup.run_loop(&mut signals).await;
     sup.sweep_orphans(&mut signals).await;
@@ -245,6 +283,8 @@ pub async fn run(
 impl Supervisor<'_> {
     async fn run_loop(&mut self, signals: &mut Signals) -> i32 {
         loop {
+            self.drain_queue();
+            self.advance_rolling();
             self.drain_queue();
             if let Some(code) = self.exit {
                 return code;
@@ -279,7 +319,10 @@ impl Supervisor<'_> {
                         }
                     }
                 }
-                Wakeup::Timer => self.fire_due_timers(),
+                Wakeup::Timer => {
+                    self.fire_due_timers();
+                    self.fire_due_changes();
+                }
                 Wakeup::Notice(notice) => self.on_notice(notice),
                 Wakeup::Request(request) => self.on_request(request).await,
             }
@@ -287,7 +330,11 @@ impl Supervisor<'_> {
     }
 
     async fn next_wakeup(&mut self, signals: &mut Signals) -> Wakeup {
-        let deadline = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let deadline = match (timer, self.next_change_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         tokio::select! {
             _ = signals.child.recv() => Wakeup::Signal(Received::Child),
             _ = signals.term.recv() => Wakeup::Signal(Received::Stop(Signal::SIGTERM)),
@@ -315,6 +362,8 @@ impl Supervisor<'_> {
         match effect {
             Effect::Spawn { svc, step } => self.spawn(svc, step),
             Effect::RunProbe { svc, role, epoch } => self.run_probe(svc, role, epoch),
+            Effect::Register { svc } => self.register(svc),
+            Effect::Withdraw { svc } => self.withdraw(svc),
             Effect::SignalGroup { svc, pid, signal } => {
                 if let Err(e) = process::signal_group(pid, signal) {
                     self.hub.event(
@@ -346,6 +395,11 @@ impl Supervisor<'_> {
     }
 
     fn spawn(&mut self, svc: usize, step: Step) {
+        // The service's own environment, plus what discovery tells it now.
+        let mut env = self.config.services[svc].env.clone();
+        if discover::needs_discovery(step) {
+            env.extend(self.discovery_env(svc));
+        }
         let service = &self.config.services[svc];
         let argv = match step {
             Step::Pre => service.pre.as_deref(),
@@ -380,7 +434,7 @@ impl Supervisor<'_> {
         };
         let launch = Launch {
             argv,
-            env: &service.env,
+            env: &env,
             working_dir: service.working_dir.as_deref(),
             user: service.user.as_ref(),
             capture_output: true,
@@ -414,8 +468,15 @@ impl Supervisor<'_> {
         if let Some(read) = notify_reader {
             tokio::spawn(watch_notify_fd(read, svc, pid, self.notices_tx.clone()));
         }
+        self.pump_output(svc, spawned, watch);
+        self.queue.push_back(Event::Spawned { svc, step, pid });
+    }
+
+    /// Starts the readers of a process's stdout and stderr.
+    fn pump_output(&mut self, svc: usize, spawned: process::Spawned, watch: Option<LogWatch>) {
         while self.pumps.try_join_next().is_some() {}
         let hub = self.hub.handle();
+        let max_line = self.config.services[svc].log.max_line;
         let streams = [
             (spawned.stdout, LogStream::Stdout),
             (spawned.stderr, LogStream::Stderr),
@@ -426,12 +487,10 @@ impl Supervisor<'_> {
                     regex: w.regex.clone(),
                     on_match: w.on_match.clone(),
                 });
-                let max_line = service.log.max_line;
                 self.pumps
                     .spawn(pump(fd, svc, stream, hub.clone(), watch, max_line));
             }
         }
-        self.queue.push_back(Event::Spawned { svc, step, pid });
     }
 
     /// Runs the service's readiness or health probe for the process of `epoch`.
@@ -566,6 +625,15 @@ impl Supervisor<'_> {
                         role,
                         result,
                     });
+                }
+                Some(Child::Action { svc }) => {
+                    if exit != Exit::Code(0) {
+                        self.hub.event(
+                            Some(svc),
+                            format!("on-change command ended with {exit}: restarting"),
+                        );
+                        self.rolling_restart(svc);
+                    }
                 }
                 Some(Child::Abandoned) | None => {}
             }

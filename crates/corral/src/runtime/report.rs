@@ -65,6 +65,14 @@ pub fn describe(report: &Report) -> String {
         Report::Blocked { dependency, state } => {
             format!("not started: dependency {dependency} {state}")
         }
+        Report::WaitingForEndpoints { missing } => {
+            format!("waiting for endpoints of {}", missing.join(", "))
+        }
+        Report::RequireTimeout { missing, timeout } => format!(
+            "no endpoint for {} within require-timeout {}: not started",
+            missing.join(", "),
+            short(*timeout)
+        ),
         Report::WaitingFor { dependencies } => {
             format!("waiting for {}", dependencies.join(", "))
         }

@@ -9,6 +9,7 @@ use super::reload::realign;
 use super::Supervisor;
 use crate::config::{self, HostEnv};
 use crate::control::{ApiError, Op, Reply, Request};
+use crate::discovery::Registry;
 use crate::engine::{Event, State};
 use crate::process;
 
@@ -33,6 +34,10 @@ impl Supervisor<'_> {
             Op::Signal(name, signal) => self.signal(&name, signal),
             Op::Reload => self.reload().await,
             Op::Scale(group, replicas) => self.scale(&group, replicas).await,
+            Op::Endpoints(name) => Ok(Reply::Endpoints(match name {
+                Some(name) => self.registry.lookup(&name),
+                None => self.registry.all(),
+            })),
             Op::Shutdown => {
                 self.queue.push_back(Event::Shutdown {
                     code: 0,
@@ -184,6 +189,8 @@ impl Supervisor<'_> {
         );
         self.queue
             .push_back(Event::Reload(Box::new(realigned.plan)));
+        self.drain_queue();
+        self.refresh_requirements();
         self.drain_queue();
         Ok(Reply::Reloaded(result))
     }

@@ -1,0 +1,316 @@
+//! The supervisor's side of discovery: publishing endpoints, gating starts
+//! on requirements, and carrying out on-change actions (debounced, spread,
+//! rolling across replicas).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use corral_proto::Endpoint;
+use tokio::time::Instant;
+
+use super::{Child, Supervisor};
+use crate::config::OnChange;
+use crate::discovery::{endpoint_env, render_templates, write_endpoints_file, Registry};
+use crate::engine::{Event, State, Step};
+use crate::process::{self, Launch};
+
+/// Endpoint sets of a dependent, by required name.
+pub type EndpointSets = BTreeMap<String, Vec<Endpoint>>;
+
+/// A change waiting out its quiet period.
+#[derive(Debug, Clone, Copy)]
+pub struct PendingChange {
+    first: Instant,
+    last: Instant,
+}
+
+impl Supervisor<'_> {
+    /// The endpoints matching each of the service's requirements, now.
+    pub(super) fn endpoint_sets(&self, svc: usize) -> EndpointSets {
+        let mut sets = EndpointSets::new();
+        for req in &self.config.services[svc].requires {
+            let list = self
+                .registry
+                .lookup(&req.name)
+                .into_iter()
+                .filter(|e| req.matches(e))
+                .collect();
+            sets.insert(req.name.clone(), list);
+        }
+        sets
+    }
+
+    /// The environment a spawn of `svc` gets from discovery, and the JSON file
+    /// of its endpoints (written now).
+    pub(super) fn discovery_env(&mut self, svc: usize) -> Vec<(String, String)> {
+        if self.config.services[svc].requires.is_empty() {
+            return Vec::new();
+        }
+        let sets = self.endpoint_sets(svc);
+        let mut env = endpoint_env(&sets);
+        let file = self
+            .runtime_dir
+            .join("endpoints")
+            .join(format!("{}.json", self.config.services[svc].name));
+        match write_endpoints_file(&file, &sets) {
+            Ok(()) => env.push(("CORRAL_ENDPOINTS_FILE".into(), file.display().to_string())),
+            Err(e) => self
+                .hub
+                .event(Some(svc), format!("cannot write {}: {e}", file.display())),
+        }
+        let service = &self.config.services[svc];
+        if let Err(e) = render_templates(&service.templates, &sets, &service.group, service.replica)
+        {
+            self.hub.event(Some(svc), e);
+        }
+        self.applied.insert(svc, sets);
+        env
+    }
+
+    /// Publishes the endpoints of a service that became ready.
+    pub(super) fn register(&mut self, svc: usize) {
+        let service = &self.config.services[svc];
+        let instance = format!("{}:{}", self.host_id, service.name);
+        let mut changed = Vec::new();
+        for p in &service.provides {
+            let endpoint = Endpoint {
+                name: p.name.clone(),
+                host: p
+                    .host
+                    .clone()
+                    .unwrap_or_else(|| self.config.global.discovery.advertise.clone()),
+                port: p.port,
+                tags: p.tags.clone(),
+                attrs: p.attrs.clone(),
+                instance: instance.clone(),
+            };
+            self.hub.event(
+                Some(svc),
+                format!("registered {} at {}", endpoint.name, endpoint.addr()),
+            );
+            changed.extend(self.registry.register(endpoint));
+        }
+        self.endpoints_changed(&changed);
+    }
+
+    /// Takes back the endpoints of a service that stops or died.
+    pub(super) fn withdraw(&mut self, svc: usize) {
+        let instance = format!("{}:{}", self.host_id, self.config.services[svc].name);
+        let changed = self.registry.withdraw(&instance);
+        if !changed.is_empty() {
+            self.hub
+                .event(Some(svc), format!("withdrew {}", changed.join(", ")));
+        }
+        self.endpoints_changed(&changed);
+    }
+
+    /// Which required names of `svc` have no matching endpoint.
+    fn missing(&self, svc: usize) -> Vec<String> {
+        self.endpoint_sets(svc)
+            .into_iter()
+            .filter(|(_, list)| list.is_empty())
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Tells the engine about requirements, for every service that has some.
+    pub(super) fn refresh_requirements(&mut self) {
+        for svc in 0..self.config.services.len() {
+            if self.config.services[svc].requires.is_empty() || self.engine.units()[svc].retired {
+                continue;
+            }
+            let missing = self.missing(svc);
+            if missing != self.engine.units()[svc].missing {
+                self.queue
+                    .push_back(Event::RequirementsChanged { svc, missing });
+            }
+        }
+    }
+
+    /// Some names' endpoints changed: gate waiting dependents, and schedule
+    /// the change action of running ones.
+    pub(super) fn endpoints_changed(&mut self, names: &[String]) {
+        if names.is_empty() {
+            return;
+        }
+        let _ = self.events.send(corral_proto::Event {
+            time: super::unix_now(),
+            service: None,
+            state: None,
+            message: format!("endpoints changed: {}", names.join(", ")),
+        });
+        self.refresh_requirements();
+        let now = Instant::now();
+        for svc in 0..self.config.services.len() {
+            let service = &self.config.services[svc];
+            if !service.requires.iter().any(|r| names.contains(&r.name)) {
+                continue;
+            }
+            if !matches!(
+                self.engine.units()[svc].state,
+                State::Running { .. } | State::Starting { .. }
+            ) {
+                continue;
+            }
+            let pending = self.pending.entry(svc).or_insert(PendingChange {
+                first: now,
+                last: now,
+            });
+            pending.last = now;
+        }
+    }
+
+    /// When the next debounced change is due.
+    pub(super) fn next_change_due(&self) -> Option<Instant> {
+        self.pending.iter().map(|(&svc, p)| self.due(svc, p)).min()
+    }
+
+    fn due(&self, svc: usize, p: &PendingChange) -> Instant {
+        let (quiet, max) = self.config.services[svc].change_wait;
+        let base = (p.last + quiet).min(p.first + max);
+        base + splay(svc, quiet)
+    }
+
+    /// Applies every change whose quiet period is over.
+    pub(super) fn fire_due_changes(&mut self) {
+        let now = Instant::now();
+        let due: Vec<usize> = self
+            .pending
+            .iter()
+            .filter(|(&svc, p)| self.due(svc, p) <= now)
+            .map(|(&svc, _)| svc)
+            .collect();
+        for svc in due {
+            self.pending.remove(&svc);
+            self.apply_change(svc);
+        }
+    }
+
+    /// Carries out a dependent's on-change action, if its endpoints really changed.
+    fn apply_change(&mut self, svc: usize) {
+        let sets = self.endpoint_sets(svc);
+        if self.applied.get(&svc) == Some(&sets) {
+            return;
+        }
+        let service = &self.config.services[svc];
+        if let Err(e) = render_templates(&service.templates, &sets, &service.group, service.replica)
+        {
+            self.hub.event(Some(svc), e);
+        }
+        let summary: Vec<String> = sets
+            .iter()
+            .map(|(name, list)| format!("{name}: {}", list.len()))
+            .collect();
+        self.hub.event(
+            Some(svc),
+            format!(
+                "endpoints changed ({}): {}",
+                summary.join(", "),
+                describe(&service.on_change)
+            ),
+        );
+        let on_change = service.on_change.clone();
+        self.applied.insert(svc, sets);
+        let pid = self.engine.units()[svc].state.pid();
+        match on_change {
+            OnChange::None => {}
+            OnChange::Restart => self.rolling_restart(svc),
+            OnChange::Signal(sig) => {
+                if let Some(pid) = pid {
+                    let _ = process::signal_group(pid, sig);
+                }
+            }
+            OnChange::Command(argv) => self.run_change_command(svc, &argv),
+        }
+    }
+
+    fn run_change_command(&mut self, svc: usize, argv: &[String]) {
+        let mut env = self.config.services[svc].env.clone();
+        env.extend(self.discovery_env(svc));
+        let service = &self.config.services[svc];
+        let launch = Launch {
+            argv,
+            env: &env,
+            working_dir: service.working_dir.as_deref(),
+            user: service.user.as_ref(),
+            capture_output: true,
+            notify: None,
+        };
+        match process::spawn(launch) {
+            Ok(spawned) => {
+                self.children.insert(spawned.pid, Child::Action { svc });
+                self.pump_output(svc, spawned, None);
+            }
+            Err(e) => {
+                self.hub.event(
+                    Some(svc),
+                    format!("on-change command did not start: {e}; restarting"),
+                );
+                self.rolling_restart(svc);
+            }
+        }
+    }
+
+    /// Restarts one instance at a time per service: the next waits until the
+    /// one before is running (ready) again.
+    pub(super) fn rolling_restart(&mut self, svc: usize) {
+        let group = self.config.services[svc].group.clone();
+        if self.restarting.contains_key(&group) {
+            let queue = self.restart_queue.entry(group).or_default();
+            if !queue.contains(&svc) {
+                queue.push_back(svc);
+            }
+            return;
+        }
+        self.restarting.insert(group, svc);
+        self.queue.push_back(Event::RestartRequested { svc });
+    }
+
+    /// Moves rolling restarts along once the instance restarted last is back.
+    pub(super) fn advance_rolling(&mut self) {
+        let done: Vec<String> = self
+            .restarting
+            .iter()
+            .filter(|(_, &svc)| {
+                let state = &self.engine.units()[svc].state;
+                matches!(state, State::Running { .. }) || state.is_final()
+            })
+            .map(|(group, _)| group.clone())
+            .collect();
+        for group in done {
+            self.restarting.remove(&group);
+            let next = self
+                .restart_queue
+                .get_mut(&group)
+                .and_then(|q| q.pop_front());
+            if let Some(svc) = next {
+                self.rolling_restart(svc);
+            }
+        }
+    }
+}
+
+/// A per-service delay within the quiet period, so many dependents of one
+/// name do not all act at the same instant.
+fn splay(svc: usize, quiet: Duration) -> Duration {
+    let spread = quiet.as_millis() as u64 / 4;
+    if spread == 0 {
+        return Duration::ZERO;
+    }
+    let hash = (svc as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    Duration::from_millis(hash % spread)
+}
+
+fn describe(on_change: &OnChange) -> String {
+    match on_change {
+        OnChange::Restart => "restarting".into(),
+        OnChange::Signal(sig) => format!("sending {}", sig.as_str()),
+        OnChange::Command(argv) => format!("running {}", argv.join(" ")),
+        OnChange::None => "no action".into(),
+    }
+}
+
+/// For `Step` use in spawn.
+pub(super) fn needs_discovery(step: Step) -> bool {
+    step == Step::Main
+}
