@@ -48,3 +48,59 @@ mod tests {
         assert_eq!(env_prefix("my-api.v2"), "MY_API_V2");
     }
 }
+
+/// The Registry contract, runnable against any backend.
+#[cfg(test)]
+pub mod contract {
+    use std::collections::BTreeMap;
+
+    use corral_proto::Endpoint;
+
+    use super::Registry;
+
+    fn ep(name: &str, instance: &str, port: u16) -> Endpoint {
+        Endpoint {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port,
+            tags: vec![],
+            attrs: BTreeMap::new(),
+            instance: instance.into(),
+        }
+    }
+
+    /// Checks everything the trait documents on an empty registry.
+    pub fn check(registry: &mut dyn Registry) {
+        assert!(registry.lookup("api").is_empty());
+        assert_eq!(registry.register(ep("api", "h:api.1", 8001)), ["api"]);
+        assert_eq!(registry.register(ep("api", "h:api.0", 8000)), ["api"]);
+        // The same endpoint again changes nothing.
+        assert!(registry.register(ep("api", "h:api.0", 8000)).is_empty());
+        // A restarted instance replaces its own entry.
+        assert_eq!(registry.register(ep("api", "h:api.0", 9000)), ["api"]);
+        let ports: Vec<u16> = registry.lookup("api").iter().map(|e| e.port).collect();
+        assert_eq!(
+            ports,
+            [9000, 8001],
+            "one entry per instance, in instance order"
+        );
+        registry.register(ep("admin", "h:api.0", 9001));
+        let mut changed = registry.withdraw("h:api.0");
+        changed.sort();
+        assert_eq!(changed, ["admin", "api"], "every name of the instance goes");
+        assert_eq!(registry.lookup("api").len(), 1);
+        assert!(registry.lookup("admin").is_empty());
+        assert!(registry.withdraw("h:nobody").is_empty());
+        assert_eq!(registry.all().len(), 1);
+    }
+
+    #[test]
+    fn local_registry_keeps_the_contract() {
+        super::check_local();
+    }
+}
+
+#[cfg(test)]
+fn check_local() {
+    contract::check(&mut LocalRegistry::default());
+}

@@ -1,0 +1,148 @@
+//! Discovery on one host: requires/provides, injected endpoints, change actions.
+
+mod common;
+
+use common::*;
+
+/// A provider of `db` on `port` (a plain sleep: registered as soon as it runs).
+fn provider(port: u16) -> String {
+    format!(
+        r#"
+[services.db]
+command = ["sleep", "60"]
+provides = [{{ name = "db", port = {port}, tags = ["primary"] }}]
+"#
+    )
+}
+
+#[test]
+fn a_dependent_gets_the_endpoints_and_restarts_when_they_move() {
+    let app = r#"
+[services.app]
+command = ["sh", "-c", "echo addr=$DB_ADDR host=$DB_HOST port=$DB_PORT all=$DB_ADDRS; cat $CORRAL_ENDPOINTS_FILE; exec sleep 60"]
+requires = ["db"]
+change-wait = { min = "50ms", max = "500ms" }
+"#;
+    let project = Project::new(&(provider(30001) + app));
+    let daemon = project.up();
+    wait_for_socket(&project);
+    daemon.wait_for(
+        "addr=127.0.0.1:30001 host=127.0.0.1 port=30001 all=127.0.0.1:30001",
+        SECS5,
+    );
+    daemon.wait_for("\"instance\":", SECS5);
+    let (_, endpoints, _) = project.run(&["endpoints", "db"]);
+    assert!(
+        endpoints.contains("127.0.0.1:30001") && endpoints.contains("primary"),
+        "{endpoints}"
+    );
+    // The provider moves to another port: the dependent restarts with the new address.
+    project.write("corral.toml", &(provider(30002) + app));
+    let (code, _, err) = project.run(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    daemon.wait_for("addr=127.0.0.1:30002", SECS5);
+    daemon.wait_for_service_event("app", "endpoints changed (db: 1): restarting", SECS5);
+}
+
+#[test]
+fn signal_action_comes_after_the_template_is_rendered() {
+    let project = Project::new(
+        r#"
+[services.db]
+command = ["sleep", "60"]
+replicas = 1
+port = 31000
+provides = [{ name = "db", port = "${PORT}" }]
+
+[services.proxy]
+command = ["sh", "-c", "trap 'echo reloaded: $(cat servers.cfg)' HUP; echo up; while :; do sleep 0.1; done"]
+requires = ["db"]
+templates = [{ source = "servers.tmpl", target = "servers.cfg" }]
+on-change = "signal:SIGHUP"
+change-wait = { min = "100ms", max = "1s" }
+"#,
+    );
+    project.write(
+        "servers.tmpl",
+        "{% for e in endpoints.db %}{{ e.addr }} {% endfor %}",
+    );
+    let daemon = project.up();
+    wait_for_socket(&project);
+    daemon.wait_for("proxy  | up", SECS5);
+    assert_eq!(project.read("servers.cfg"), "127.0.0.1:31000 ");
+    let proxy = daemon.started_pid("proxy", SECS5);
+    let (code, _, err) = project.run(&["scale", "db", "3"]);
+    assert_eq!(code, 0, "{err}");
+    daemon.wait_for(
+        "reloaded: 127.0.0.1:31000 127.0.0.1:31001 127.0.0.1:31002",
+        SECS10,
+    );
+    assert!(alive(proxy), "a signal action does not restart");
+}
+
+#[test]
+fn a_command_action_sees_the_new_environment_and_changes_are_debounced() {
+    let project = Project::new(
+        r#"
+[services.db]
+command = ["sleep", "60"]
+replicas = 1
+port = 32000
+provides = [{ name = "db", port = "${PORT}" }]
+
+[services.app]
+command = ["sleep", "60"]
+requires = ["db"]
+on-change = ["sh", "-c", "echo $DB_ADDRS >> changes.log"]
+change-wait = { min = "1s", max = "10s" }
+"#,
+    );
+    let daemon = project.up();
+    wait_for_socket(&project);
+    daemon.wait_for_service_event("app", "started", SECS5);
+    // Ten new endpoints within the quiet period: one action.
+    let (code, _, err) = project.run(&["scale", "db", "11"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(eventually(SECS10, || !project
+        .read("changes.log")
+        .is_empty()));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let log = project.read("changes.log");
+    assert_eq!(log.lines().count(), 1, "{log}");
+    let addrs: Vec<&str> = log.trim().split(',').collect();
+    assert_eq!(addrs.len(), 11, "{log}");
+    assert!(addrs.contains(&"127.0.0.1:32010"));
+    assert_eq!(
+        daemon
+            .lines()
+            .iter()
+            .filter(|l| l.contains("endpoints changed"))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn a_requirement_never_met_fails_the_dependent_with_its_name() {
+    let project = Project::new(
+        r#"
+[services.app]
+command = ["sh", "-c", "touch ran; sleep 60"]
+requires = ["ghost", { name = "db", tags = ["primary"] }]
+require-timeout = "500ms"
+
+[services.db]
+command = ["sleep", "60"]
+provides = [{ name = "db", port = 33000, tags = ["replica"] }]
+"#,
+    );
+    let mut daemon = project.up();
+    daemon.wait_for_service_event("app", "waiting for endpoints of db, ghost", SECS5);
+    daemon.wait_for_service_event(
+        "app",
+        "no endpoint for db, ghost within require-timeout 500ms: not started",
+        SECS5,
+    );
+    assert!(!project.file("ran").exists());
+    assert_eq!(daemon.stop(), 0);
+}
