@@ -249,7 +249,18 @@ fn parse_service(
             replicas = uint(d, v);
         }
         if let Some(v) = t.get("port") {
-            port = uint(d, v).filter(|&p| {
+            let vars = |n: &str| host.get(n).map(str::to_string);
+            let number = match v.get_ref() {
+                DeValue::String(_) => expand(d, v, &vars).and_then(|s| match s.parse::<u32>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        d.error(v.span(), format!("port must be a number, found {s:?}"));
+                        None
+                    }
+                }),
+                _ => uint(d, v),
+            };
+            port = number.filter(|&p| {
                 let ok = (1..=65535).contains(&p);
                 if !ok {
                     d.error(

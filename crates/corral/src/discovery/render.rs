@@ -44,6 +44,7 @@ pub fn render_templates(
     sets: &BTreeMap<String, Vec<Endpoint>>,
     service: &str,
     replica: Option<u32>,
+    service_env: &[(String, String)],
 ) -> Result<usize, String> {
     let mut changed = 0;
     for t in templates {
@@ -51,6 +52,7 @@ pub fn render_templates(
             .map_err(|e| format!("cannot read template {}: {e}", t.source.display()))?;
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
         env.add_template("t", &source)
             .map_err(|e| format!("template {}: {e}", t.source.display()))?;
         let endpoints: BTreeMap<&str, Vec<minijinja::Value>> = sets
@@ -68,10 +70,15 @@ pub fn render_templates(
                 (name.as_str(), values)
             })
             .collect();
+        let vars: BTreeMap<&str, &str> = service_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let ctx = minijinja::context! {
             endpoints => endpoints,
             service => service,
             replica => replica,
+            env => vars,
         };
         let text = env
             .get_template("t")
@@ -151,11 +158,11 @@ mod tests {
         }];
         let mut sets = BTreeMap::new();
         sets.insert("api".to_string(), vec![ep("api", 8000, "h:api.0")]);
-        assert_eq!(render_templates(&t, &sets, "proxy", None), Ok(1));
+        assert_eq!(render_templates(&t, &sets, "proxy", None, &[]), Ok(1));
         assert_eq!(
             std::fs::read_to_string(&target).unwrap_or_default(),
             "server h:api.0 127.0.0.1:8000\n"
         );
-        assert_eq!(render_templates(&t, &sets, "proxy", None), Ok(0));
+        assert_eq!(render_templates(&t, &sets, "proxy", None, &[]), Ok(0));
     }
 }

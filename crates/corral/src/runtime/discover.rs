@@ -59,8 +59,13 @@ impl Supervisor<'_> {
                 .event(Some(svc), format!("cannot write {}: {e}", file.display())),
         }
         let service = &self.config.services[svc];
-        if let Err(e) = render_templates(&service.templates, &sets, &service.group, service.replica)
-        {
+        if let Err(e) = render_templates(
+            &service.templates,
+            &sets,
+            &service.group,
+            service.replica,
+            &service.env,
+        ) {
             self.hub.event(Some(svc), e);
         }
         self.applied.insert(svc, sets);
@@ -193,8 +198,13 @@ impl Supervisor<'_> {
             return;
         }
         let service = &self.config.services[svc];
-        if let Err(e) = render_templates(&service.templates, &sets, &service.group, service.replica)
-        {
+        if let Err(e) = render_templates(
+            &service.templates,
+            &sets,
+            &service.group,
+            service.replica,
+            &service.env,
+        ) {
             self.hub.event(Some(svc), e);
         }
         let summary: Vec<String> = sets
