@@ -146,3 +146,55 @@ provides = [{ name = "db", port = 33000, tags = ["replica"] }]
     assert!(!project.file("ran").exists());
     assert_eq!(daemon.stop(), 0);
 }
+
+#[test]
+fn restart_on_change_rolls_through_replicas_one_at_a_time() {
+    let project = Project::new(
+        r#"
+[services.db]
+command = ["sleep", "60"]
+replicas = 1
+port = 34000
+provides = [{ name = "db", port = "${PORT}" }]
+
+[services.app]
+command = ["sh", "-c", "sleep 0.3; printf '\n' >&3; exec sleep 60"]
+replicas = 3
+ready = { notify-fd = 3 }
+requires = ["db"]
+change-wait = { min = "100ms", max = "1s" }
+"#,
+    );
+    let daemon = project.up();
+    wait_for_socket(&project);
+    for i in 0..3 {
+        daemon.wait_for_service_event(&format!("app.{i}"), "ready after", SECS10);
+    }
+    let (code, _, err) = project.run(&["scale", "db", "2"]);
+    assert_eq!(code, 0, "{err}");
+    for i in 0..3 {
+        daemon.wait_for_service_event_nth(&format!("app.{i}"), "ready after", 2, SECS10);
+    }
+    // Never two instances down at once: each is stopped only while no other
+    // one is between its stop and its readiness.
+    let lines = daemon.lines();
+    let mut down: Option<String> = None;
+    for line in lines.iter().filter(|l| l.starts_with("app.")) {
+        let svc = line
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if line.contains("* stopping") {
+            assert!(
+                down.is_none(),
+                "{svc} stopped while {down:?} was down:\n{}",
+                lines.join("\n")
+            );
+            down = Some(svc);
+        } else if line.contains("* ready after") && down.as_deref() == Some(svc.as_str()) {
+            down = None;
+        }
+    }
+    assert!(down.is_none());
+}
