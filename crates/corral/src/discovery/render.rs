@@ -47,42 +47,46 @@ pub fn render_templates(
     service_env: &[(String, String)],
 ) -> Result<usize, String> {
     let mut changed = 0;
+    if templates.is_empty() {
+        return Ok(0);
+    }
+    let mut engine = upon::Engine::new();
+    // `{{ e.instance | replace: ":", "_" }}`
+    engine.add_function("replace", |s: &str, from: &str, to: &str| {
+        s.replace(from, to)
+    });
+    engine.add_function("join", |list: &[upon::Value], sep: &str| {
+        list.iter()
+            .map(|v| match v {
+                upon::Value::String(s) => s.clone(),
+                other => format!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join(sep)
+    });
+    let ctx = TemplateContext {
+        endpoints: sets
+            .iter()
+            .map(|(name, list)| {
+                (
+                    name.as_str(),
+                    list.iter().map(TemplateEndpoint::from).collect(),
+                )
+            })
+            .collect(),
+        service,
+        replica,
+        env: service_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+    };
     for t in templates {
         let source = std::fs::read_to_string(&t.source)
             .map_err(|e| format!("cannot read template {}: {e}", t.source.display()))?;
-        let mut env = minijinja::Environment::new();
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        env.set_keep_trailing_newline(true);
-        env.add_template("t", &source)
-            .map_err(|e| format!("template {}: {e}", t.source.display()))?;
-        let endpoints: BTreeMap<&str, Vec<minijinja::Value>> = sets
-            .iter()
-            .map(|(name, list)| {
-                let values = list
-                    .iter()
-                    .map(|e| {
-                        minijinja::context! {
-                            name => e.name, host => e.host, port => e.port, addr => e.addr(),
-                            tags => e.tags, attrs => e.attrs, instance => e.instance,
-                        }
-                    })
-                    .collect();
-                (name.as_str(), values)
-            })
-            .collect();
-        let vars: BTreeMap<&str, &str> = service_env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let ctx = minijinja::context! {
-            endpoints => endpoints,
-            service => service,
-            replica => replica,
-            env => vars,
-        };
-        let text = env
-            .get_template("t")
-            .and_then(|tpl| tpl.render(ctx))
+        let text = engine
+            .compile(source.as_str())
+            .and_then(|tpl| tpl.render(&engine, &ctx).to_string())
             .map_err(|e| format!("template {}: {e}", t.source.display()))?;
         if std::fs::read(&t.target).ok().as_deref() == Some(text.as_bytes()) {
             continue;
@@ -92,6 +96,43 @@ pub fn render_templates(
         changed += 1;
     }
     Ok(changed)
+}
+
+/// What a template sees.
+#[derive(serde::Serialize)]
+struct TemplateContext<'a> {
+    /// Required name -> its endpoints, in stable order.
+    endpoints: BTreeMap<&'a str, Vec<TemplateEndpoint<'a>>>,
+    service: &'a str,
+    replica: Option<u32>,
+    /// The service's environment.
+    env: BTreeMap<&'a str, &'a str>,
+}
+
+/// An endpoint in a template, with its "host:port" ready.
+#[derive(serde::Serialize)]
+struct TemplateEndpoint<'a> {
+    name: &'a str,
+    host: &'a str,
+    port: u16,
+    addr: String,
+    tags: &'a [String],
+    attrs: &'a BTreeMap<String, String>,
+    instance: &'a str,
+}
+
+impl<'a> From<&'a Endpoint> for TemplateEndpoint<'a> {
+    fn from(e: &'a Endpoint) -> Self {
+        TemplateEndpoint {
+            name: &e.name,
+            host: &e.host,
+            port: e.port,
+            addr: e.addr(),
+            tags: &e.tags,
+            attrs: &e.attrs,
+            instance: &e.instance,
+        }
+    }
 }
 
 /// Writes a temp file beside `path` and renames it over `path`.
@@ -147,7 +188,7 @@ mod tests {
         let source = dir.path().join("t.tmpl");
         std::fs::write(
             &source,
-            "{% for e in endpoints.api %}server {{ e.instance }} {{ e.addr }}\n{% endfor %}",
+            "{% for e in endpoints.api %}server {{ e.instance | replace: \":\", \"_\" }} {{ e.addr }}\n{% endfor %}",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let target = dir.path().join("out.cfg");
@@ -161,7 +202,7 @@ mod tests {
         assert_eq!(render_templates(&t, &sets, "proxy", None, &[]), Ok(1));
         assert_eq!(
             std::fs::read_to_string(&target).unwrap_or_default(),
-            "server h:api.0 127.0.0.1:8000\n"
+            "server h_api.0 127.0.0.1:8000\n"
         );
         assert_eq!(render_templates(&t, &sets, "proxy", None, &[]), Ok(0));
     }
