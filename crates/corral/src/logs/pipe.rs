@@ -20,38 +20,76 @@ pub struct LogWatch {
     pub on_match: Arc<dyn Fn() + Send + Sync>,
 }
 
-/// Forwards everything from `fd` until EOF as chunks of complete lines (each
-/// ending in '\n'); a last line without a newline is completed at EOF. Waits
-/// (stops reading, so the service blocks in write) while the hub is behind.
-pub async fn pump(
-    fd: OwnedFd,
-    svc: usize,
+/// One output pipe of a process and its unfinished last line.
+struct Reader {
+    rx: pipe::Receiver,
     stream: LogStream,
+    partial: Vec<u8>,
+}
+
+/// Waits until the reader has something (never, for a reader that is gone).
+async fn readable(reader: &Option<Reader>) -> std::io::Result<()> {
+    match reader {
+        Some(r) => r.rx.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Forwards everything from a process's stdout and stderr until both reach
+/// EOF, as chunks of complete lines (each ending in '\n'); a last line
+/// without a newline is completed at EOF. Waits (stops reading, so the
+/// service blocks in write) while the hub is behind. One task serves both
+/// pipes, so a process costs one task.
+pub async fn pump(
+    pipes: [(Option<OwnedFd>, LogStream); 2],
+    svc: usize,
     hub: HubHandle,
     mut watch: Option<LogWatch>,
     max_line: usize,
 ) {
-    let Ok(rx) = pipe::Receiver::from_owned_fd(fd) else {
-        return;
-    };
-    let mut partial: Vec<u8> = Vec::new();
-    loop {
-        if rx.readable().await.is_err() {
-            break;
-        }
-        // Read straight into the buffer that becomes the chunk, behind the
-        // unfinished line of the last read: the bytes are copied only once.
-        let mut buf = Vec::with_capacity(partial.len() + READ_SIZE);
-        buf.append(&mut partial);
-        let read = rx.try_read_buf(&mut buf);
-        let chunk = match read {
-            Ok(n) if n > 0 => split_complete(buf, &mut partial, max_line),
-            _ => {
-                partial = buf;
-                partial.shrink_to_fit();
-                None
-            }
+    let mut readers = pipes.map(|(fd, stream)| {
+        let rx = pipe::Receiver::from_owned_fd(fd?).ok()?;
+        Some(Reader {
+            rx,
+            stream,
+            partial: Vec::new(),
+        })
+    });
+    while readers.iter().any(Option::is_some) {
+        let (which, ready) = tokio::select! {
+            r = readable(&readers[0]) => (0, r),
+            r = readable(&readers[1]) => (1, r),
         };
+        let Some(reader) = readers[which].as_mut() else {
+            continue;
+        };
+        let stream = reader.stream;
+        let mut done = ready.is_err();
+        let mut chunk = None;
+        if !done {
+            // Read straight into the buffer that becomes the chunk, behind the
+            // unfinished line of the last read: the bytes are copied only once.
+            let mut buf = Vec::with_capacity(reader.partial.len() + READ_SIZE);
+            buf.append(&mut reader.partial);
+            match reader.rx.try_read_buf(&mut buf) {
+                Ok(n) if n > 0 => chunk = split_complete(buf, &mut reader.partial, max_line),
+                read => {
+                    reader.partial = buf;
+                    reader.partial.shrink_to_fit();
+                    done =
+                        !matches!(read, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock);
+                }
+            }
+        }
+        if done {
+            // EOF (or a broken pipe): the unfinished line is the last one.
+            let mut rest = std::mem::take(&mut reader.partial);
+            readers[which] = None;
+            if !rest.is_empty() {
+                rest.push(b'\n');
+                chunk = Some(rest);
+            }
+        }
         if let Some(data) = chunk {
             if let Some(w) = &watch {
                 if data
@@ -72,22 +110,6 @@ pub async fn pump(
                 return;
             }
         }
-        match read {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => break,
-        }
-    }
-    if !partial.is_empty() {
-        partial.push(b'\n');
-        let line = Line::Output {
-            svc,
-            stream,
-            time: SystemTime::now(),
-            data: partial,
-        };
-        let _ = hub.send(line).await;
     }
 }
 

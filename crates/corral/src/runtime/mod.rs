@@ -472,25 +472,16 @@ impl Supervisor<'_> {
         self.queue.push_back(Event::Spawned { svc, step, pid });
     }
 
-    /// Starts the readers of a process's stdout and stderr.
+    /// Starts the reader of a process's stdout and stderr.
     fn pump_output(&mut self, svc: usize, spawned: process::Spawned, watch: Option<LogWatch>) {
         while self.pumps.try_join_next().is_some() {}
         let hub = self.hub.handle();
         let max_line = self.config.services[svc].log.max_line;
-        let streams = [
+        let pipes = [
             (spawned.stdout, LogStream::Stdout),
             (spawned.stderr, LogStream::Stderr),
         ];
-        for (fd, stream) in streams {
-            if let Some(fd) = fd {
-                let watch = watch.as_ref().map(|w| LogWatch {
-                    regex: w.regex.clone(),
-                    on_match: w.on_match.clone(),
-                });
-                self.pumps
-                    .spawn(pump(fd, svc, stream, hub.clone(), watch, max_line));
-            }
-        }
+        self.pumps.spawn(pump(pipes, svc, hub, watch, max_line));
     }
 
     /// Runs the service's readiness or health probe for the process of `epoch`.
