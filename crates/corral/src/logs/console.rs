@@ -86,7 +86,12 @@ impl Style {
         self.prefixes = prefixes;
     }
 
-    fn prefix(&self, svc: Option<usize>, is_event: bool) -> &[u8] {
+    /// Plain lines can go out as they are: text format, no timestamps.
+    pub fn plain(&self) -> bool {
+        self.format == Format::Text && !self.timestamps
+    }
+
+    pub fn prefix(&self, svc: Option<usize>, is_event: bool) -> &[u8] {
         let i = svc
             .filter(|&i| i < self.names.len())
             .unwrap_or(self.names.len());

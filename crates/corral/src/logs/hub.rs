@@ -7,7 +7,7 @@
 //! stays bounded; the event loop itself never waits on the hub.
 
 use std::cell::Cell;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IoSlice, Write};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -222,7 +222,7 @@ impl Hub {
         }
     }
 
-    fn dispatch(&mut self, out: &mut impl Write, line: Line) {
+    fn dispatch(&mut self, out: &mut BufWriter<RawStdout>, line: Line) {
         match line {
             Line::Output {
                 svc,
@@ -230,13 +230,27 @@ impl Hub {
                 time,
                 data,
             } => {
-                let mut start = 0;
-                let mut lines = 0;
-                for end in memchr::memchr_iter(b'\n', &data) {
-                    let _ = render(out, &self.style, Some(svc), stream, time, &data[start..end]);
-                    start = end + 1;
-                    lines += 1;
-                }
+                let lines = if self.style.plain()
+                    && std::str::from_utf8(&data).is_ok()
+                    && memchr::memchr(b'\r', &data).is_none()
+                {
+                    // The lines go out as they are: prefix and line side by
+                    // side in one writev, without copying them.
+                    let prefix = self.style.prefix(Some(svc), false);
+                    // A closed stdout must not stop supervision: count and go on.
+                    write_prefixed(out, prefix, &data)
+                        .unwrap_or_else(|_| memchr::memchr_iter(b'\n', &data).count())
+                } else {
+                    let mut start = 0;
+                    let mut lines = 0;
+                    for end in memchr::memchr_iter(b'\n', &data) {
+                        let _ =
+                            render(out, &self.style, Some(svc), stream, time, &data[start..end]);
+                        start = end + 1;
+                        lines += 1;
+                    }
+                    lines
+                };
                 let data = Arc::new(data);
                 if let Some(files) = &self.files {
                     let has_file = self
@@ -334,6 +348,43 @@ impl Hub {
     }
 }
 
+/// Writes each line of `data` (complete lines) behind `prefix`, straight to
+/// fd 1 with writev; returns how many lines there were.
+fn write_prefixed(out: &mut BufWriter<RawStdout>, prefix: &[u8], data: &[u8]) -> io::Result<usize> {
+    // What the buffer holds goes first, to keep the order.
+    out.flush()?;
+    let stdout = out.get_mut();
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(IOV_BATCH);
+    let (mut start, mut lines) = (0, 0);
+    for end in memchr::memchr_iter(b'\n', data) {
+        slices.push(IoSlice::new(prefix));
+        slices.push(IoSlice::new(&data[start..=end]));
+        start = end + 1;
+        lines += 1;
+        if slices.len() >= IOV_BATCH {
+            write_all_vectored(stdout, &mut slices)?;
+            slices.clear();
+        }
+    }
+    write_all_vectored(stdout, &mut slices)?;
+    Ok(lines)
+}
+
+/// Slices per writev (IOV_MAX is 1024).
+const IOV_BATCH: usize = 1024;
+
+fn write_all_vectored(out: &mut RawStdout, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        match out.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// File descriptor 1, written directly (corral is its only writer).
 struct RawStdout;
 
@@ -341,6 +392,17 @@ impl Write for RawStdout {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: write(2) on fd 1 from a valid buffer.
         let n = unsafe { libc::write(1, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let count = bufs.len().min(IOV_BATCH) as libc::c_int;
+        // SAFETY: IoSlice is ABI-compatible with iovec on Unix; writev(2) on fd 1.
+        let n = unsafe { libc::writev(1, bufs.as_ptr().cast(), count) };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {
