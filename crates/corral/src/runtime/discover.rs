@@ -58,18 +58,24 @@ impl Supervisor<'_> {
                 .hub
                 .event(Some(svc), format!("cannot write {}: {e}", file.display())),
         }
+        self.render(svc, &sets);
+        self.applied.insert(svc, sets);
+        env
+    }
+
+    /// Renders the service's templates from these endpoints; a failure is reported.
+    fn render(&self, svc: usize, sets: &EndpointSets) {
         let service = &self.config.services[svc];
-        if let Err(e) = render_templates(
+        let rendered = render_templates(
             &service.templates,
-            &sets,
+            sets,
             &service.group,
             service.replica,
             &service.env,
-        ) {
+        );
+        if let Err(e) = rendered {
             self.hub.event(Some(svc), e);
         }
-        self.applied.insert(svc, sets);
-        env
     }
 
     /// Publishes the endpoints of a service that became ready.
@@ -197,16 +203,8 @@ impl Supervisor<'_> {
         if self.applied.get(&svc) == Some(&sets) {
             return;
         }
+        self.render(svc, &sets);
         let service = &self.config.services[svc];
-        if let Err(e) = render_templates(
-            &service.templates,
-            &sets,
-            &service.group,
-            service.replica,
-            &service.env,
-        ) {
-            self.hub.event(Some(svc), e);
-        }
         let summary: Vec<String> = sets
             .iter()
             .map(|(name, list)| format!("{name}: {}", list.len()))
