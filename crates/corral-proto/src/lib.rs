@@ -114,7 +114,11 @@ pub struct ActionResult {
     pub ok: bool,
     /// What happened, in one line.
     pub message: String,
+    /// The instance acted on (the last one, for a replicated service).
     pub service: ServiceStatus,
+    /// For a replicated service addressed by its name: every instance, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<ServiceStatus>,
 }
 
 /// One provided name of one service instance.

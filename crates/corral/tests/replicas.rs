@@ -127,3 +127,40 @@ fn scale_adds_and_removes_instances_and_survives_reload() {
     assert_eq!(code, 1);
     assert!(err.contains("web has no `replicas`"), "{err}");
 }
+
+#[test]
+fn the_api_addresses_one_instance_or_all() {
+    let project = Project::new(CONFIG);
+    let daemon = project.up();
+    wait_for_socket(&project);
+    daemon.wait_for_service_event("web", "started", SECS5);
+    let socket = socket_of(&project);
+    let before = pids_of(&project);
+    let (status, body) = raw_http(&socket, "POST", "/v1/services/api/restart", b"");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["ok"], true, "{body}");
+    assert_eq!(v["instances"].as_array().map(Vec::len), Some(3), "{body}");
+    let after = pids_of(&project);
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b.1 == a.1, b.0 == "web", "{b:?} -> {a:?}");
+    }
+    let (status, body) = raw_http(&socket, "POST", "/v1/services/api.1/stop", b"");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("\"name\":\"api.1\"") && !body.contains("\"instances\""),
+        "{body}"
+    );
+    let (status, body) = raw_http(
+        &socket,
+        "POST",
+        "/v1/services/api/signal",
+        br#"{"signal":"SIGCONT"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body.matches("\"group\":\"api\"").count(),
+        2,
+        "two running instances: {body}"
+    );
+}

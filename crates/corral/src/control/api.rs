@@ -24,6 +24,8 @@ pub enum Op {
     Shutdown,
     /// Service names to hub indices (for log queries); empty = all.
     Resolve(Vec<String>),
+    /// An instance name, or a replicated service's name, to instance names.
+    Expand(String),
 }
 
 /// The supervisor's answer.
@@ -33,6 +35,7 @@ pub enum Reply {
     Service(ServiceStatus),
     Reloaded(ReloadResult),
     Resolved(Option<Vec<usize>>),
+    Names(Vec<String>),
     Endpoints(Vec<corral_proto::Endpoint>),
     Done,
 }

@@ -127,6 +127,16 @@ async fn status(api: &Api, name: &str) -> Result<ServiceStatus, ApiError> {
 }
 
 /// start, stop, restart: ask, then wait until the service gets where the action aims.
+/// An instance, or every instance of a replicated service, by name.
+async fn expand(api: &Api, name: &str) -> Result<Vec<String>, ApiError> {
+    match api.call(Op::Expand(name.to_string())).await? {
+        Reply::Names(names) => Ok(names),
+        _ => Err(unexpected()),
+    }
+}
+
+/// start, stop, restart: one instance, or each instance of a replicated
+/// service in turn (so never all at once).
 async fn act(
     api: &Api,
     name: &str,
@@ -139,6 +149,36 @@ async fn act(
             .map_err(|e| ApiError::new(400, format!("invalid timeout {t:?}: {e}")))?,
         None => DEFAULT_WAIT,
     };
+    let names = expand(api, name).await?;
+    let mut results = Vec::with_capacity(names.len());
+    for instance in &names {
+        results.push(act_one(api, instance, action, wait, limit).await?);
+    }
+    let Some(mut last) = results.pop() else {
+        return Err(ApiError::new(404, format!("no instance of {name}")));
+    };
+    if results.is_empty() && names.len() == 1 && names[0] == name {
+        return ok(ApiBody::json(&last));
+    }
+    results.push(last.clone());
+    last.ok = results.iter().all(|r| r.ok);
+    last.message = results
+        .iter()
+        .map(|r| r.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    last.instances = results.into_iter().map(|r| r.service).collect();
+    ok(ApiBody::json(&last))
+}
+
+/// Acts on one instance and waits until it gets where the action aims.
+async fn act_one(
+    api: &Api,
+    name: &str,
+    action: &str,
+    wait: bool,
+    limit: Duration,
+) -> Result<ActionResult, ApiError> {
     // Subscribe first, so no change between the request and the wait is missed.
     let mut changes = api.subscribe()?;
     let op = match action {
@@ -191,20 +231,45 @@ async fn act(
             ),
         ),
     };
-    ok(ApiBody::json(&ActionResult {
+    Ok(ActionResult {
         ok: ok_,
         message,
         service: current,
-    }))
+        instances: Vec::new(),
+    })
 }
 
+/// Signals one instance (answer: its status) or each instance of a
+/// replicated service (answer: a service list).
 async fn signal(api: &Api, name: &str, req: &SignalRequest) -> Result<Response<ApiBody>, ApiError> {
     let sig = crate::config::parse_signal(&req.signal)
         .ok_or_else(|| ApiError::new(400, format!("unknown signal {:?}", req.signal)))?;
-    match api.call(Op::Signal(name.to_string(), sig)).await? {
-        Reply::Service(s) => ok(ApiBody::json(&s)),
-        _ => Err(unexpected()),
+    let names = expand(api, name).await?;
+    if names.len() == 1 && names[0] == name {
+        return match api.call(Op::Signal(name.to_string(), sig)).await? {
+            Reply::Service(s) => ok(ApiBody::json(&s)),
+            _ => Err(unexpected()),
+        };
     }
+    // Every instance that runs; the others are skipped.
+    let mut statuses = Vec::with_capacity(names.len());
+    for instance in &names {
+        match api.call(Op::Signal(instance.clone(), sig)).await {
+            Ok(Reply::Service(s)) => statuses.push(s),
+            Ok(_) => return Err(unexpected()),
+            Err(e) if e.status == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if statuses.is_empty() {
+        return Err(ApiError::new(
+            409,
+            format!("no instance of {name} has a running process"),
+        ));
+    }
+    ok(ApiBody::json(&corral_proto::ServiceList {
+        services: statuses,
+    }))
 }
 
 async fn logs(api: &Api, query: &Query) -> Result<Response<ApiBody>, ApiError> {

@@ -34,6 +34,13 @@ impl Supervisor<'_> {
             Op::Signal(name, signal) => self.signal(&name, signal),
             Op::Reload => self.reload().await,
             Op::Scale(group, replicas) => self.scale(&group, replicas).await,
+            Op::Expand(name) => self.find_all(&name).map(|all| {
+                Reply::Names(
+                    all.into_iter()
+                        .map(|i| self.config.services[i].name.clone())
+                        .collect(),
+                )
+            }),
             Op::Endpoints(name) => Ok(Reply::Endpoints(match name {
                 Some(name) => self.registry.lookup(&name),
                 None => self.registry.all(),
