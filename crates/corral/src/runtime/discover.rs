@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::{Child, Supervisor};
 use crate::config::OnChange;
 use crate::discovery::{endpoint_env, render_templates, write_endpoints_file, Registry};
-use crate::engine::{Event, State, Step};
+use crate::engine::{Event, State};
 use crate::process::{self, Launch};
 
 /// Endpoint sets of a dependent, by required name.
@@ -316,9 +316,4 @@ fn describe(on_change: &OnChange) -> String {
         OnChange::Command(argv) => format!("running {}", argv.join(" ")),
         OnChange::None => "no action".into(),
     }
-}
-
-/// For `Step` use in spawn.
-pub(super) fn needs_discovery(step: Step) -> bool {
-    step == Step::Main
 }

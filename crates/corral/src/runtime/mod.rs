@@ -397,7 +397,8 @@ impl Supervisor<'_> {
     fn spawn(&mut self, svc: usize, step: Step) {
         // The service's own environment, plus what discovery tells it now.
         let mut env = self.config.services[svc].env.clone();
-        if discover::needs_discovery(step) {
+        // Only the service itself gets discovery, not its pre and post steps.
+        if step == Step::Main {
             env.extend(self.discovery_env(svc));
         }
         let service = &self.config.services[svc];
