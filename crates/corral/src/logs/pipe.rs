@@ -122,10 +122,16 @@ fn split_complete(mut buf: Vec<u8>, partial: &mut Vec<u8>, max: usize) -> Option
         Some(last) => {
             partial.extend_from_slice(&buf[last + 1..]);
             buf.truncate(last + 1);
+            // The chunk may be kept in the ring: a few lines must not hold on
+            // to the whole read buffer.
+            if buf.capacity() > 2 * buf.len() + 4096 {
+                buf.shrink_to_fit();
+            }
             Some(cut_long_lines(buf, max))
         }
         None => {
             *partial = buf;
+            partial.shrink_to_fit();
             None
         }
     };
@@ -175,6 +181,14 @@ mod tests {
         let mut buf = std::mem::take(partial);
         buf.extend_from_slice(data);
         split_complete(buf, partial, max)
+    }
+
+    #[test]
+    fn a_small_chunk_does_not_keep_the_read_buffer() {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        buf.extend_from_slice(b"one short line\n");
+        let chunk = split_complete(buf, &mut Vec::new(), 1024).unwrap_or_default();
+        assert!(chunk.capacity() < 1024, "capacity {}", chunk.capacity());
     }
 
     #[test]
