@@ -49,11 +49,7 @@ fn every_cli_command_against_a_foreground_daemon() {
         ("worker", "running"),
         ("broken", "failed"),
     ] {
-        assert!(
-            out.lines()
-                .any(|l| l.starts_with(name) && l.contains(state)),
-            "{name} {state} in\n{out}"
-        );
+        assert!(has_row(&out, name, state), "{name} {state} in\n{out}");
     }
     let (code, json, _) = corral(&project, &["ps", "--json"]);
     assert_eq!(code, 0);
@@ -131,32 +127,16 @@ depends-on = {{ api = "ready" }}
     assert_eq!(code, 0, "{out}{err}");
     // By the time up -d returns, the api is ready and the worker runs.
     assert!(project.file("api-stamp").exists());
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("api") && l.contains("running")),
-        "{out}"
-    );
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("worker") && l.contains("running")),
-        "{out}"
-    );
+    assert!(has_row(&out, "api", "running"), "{out}");
+    assert!(has_row(&out, "worker", "running"), "{out}");
     let (code, out, _) = corral(&project, &["restart", "worker"]);
     assert_eq!((code, out.trim()), (0, "worker is running"));
     let (code, out, _) = corral(&project, &["stop", "worker"]);
     assert_eq!((code, out.trim()), (0, "worker is stopped"));
     let (code, out, _) = corral(&project, &["ps"]);
     assert_eq!(code, 0);
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("worker") && l.contains("stopped")),
-        "{out}"
-    );
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("api") && l.contains("running")),
-        "{out}"
-    );
+    assert!(has_row(&out, "worker", "stopped"), "{out}");
+    assert!(has_row(&out, "api", "running"), "{out}");
     let (code, out, _) = corral(&project, &["start", "worker"]);
     assert_eq!((code, out.trim()), (0, "worker is running"));
     let (code, out, _) = corral(&project, &["logs", "-n", "20", "worker"]);

@@ -58,7 +58,8 @@ pub mod contract {
 
     use super::Registry;
 
-    fn ep(name: &str, instance: &str, port: u16) -> Endpoint {
+    /// A loopback endpoint, for tests.
+    pub fn ep(name: &str, instance: &str, port: u16) -> Endpoint {
         Endpoint {
             name: name.into(),
             host: "127.0.0.1".into(),

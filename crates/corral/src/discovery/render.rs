@@ -157,24 +157,14 @@ fn write_atomically(path: &Path, bytes: &[u8], mode: Option<u32>) -> std::io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ep(name: &str, port: u16, instance: &str) -> Endpoint {
-        Endpoint {
-            name: name.into(),
-            host: "127.0.0.1".into(),
-            port,
-            tags: vec![],
-            attrs: BTreeMap::new(),
-            instance: instance.into(),
-        }
-    }
+    use crate::discovery::contract::ep;
 
     #[test]
     fn env_names_the_first_and_lists_all() {
         let mut sets = BTreeMap::new();
         sets.insert(
             "my-db".to_string(),
-            vec![ep("my-db", 5432, "h:db.0"), ep("my-db", 5433, "h:db.1")],
+            vec![ep("my-db", "h:db.0", 5432), ep("my-db", "h:db.1", 5433)],
         );
         let env = endpoint_env(&sets);
         assert!(env.contains(&("MY_DB_ADDR".into(), "127.0.0.1:5432".into())));
@@ -198,7 +188,7 @@ mod tests {
             mode: Some(0o640),
         }];
         let mut sets = BTreeMap::new();
-        sets.insert("api".to_string(), vec![ep("api", 8000, "h:api.0")]);
+        sets.insert("api".to_string(), vec![ep("api", "h:api.0", 8000)]);
         assert_eq!(render_templates(&t, &sets, "proxy", None, &[]), Ok(1));
         assert_eq!(
             std::fs::read_to_string(&target).unwrap_or_default(),

@@ -12,7 +12,7 @@ use super::{Child, Supervisor};
 use crate::config::OnChange;
 use crate::discovery::{endpoint_env, render_templates, write_endpoints_file, Registry};
 use crate::engine::{Event, State};
-use crate::process::{self, Launch};
+use crate::process;
 
 /// Endpoint sets of a dependent, by required name.
 pub type EndpointSets = BTreeMap<String, Vec<Endpoint>>;
@@ -236,15 +236,7 @@ impl Supervisor<'_> {
         let mut env = self.config.services[svc].env.clone();
         env.extend(self.discovery_env(svc));
         let service = &self.config.services[svc];
-        let launch = Launch {
-            argv,
-            env: &env,
-            working_dir: service.working_dir.as_deref(),
-            user: service.user.as_ref(),
-            capture_output: true,
-            notify: None,
-        };
-        match process::spawn(launch) {
+        match process::spawn(super::launch_for(service, argv, &env)) {
             Ok(spawned) => {
                 self.children.insert(spawned.pid, Child::Action { svc });
                 self.pump_output(svc, spawned, None);

@@ -434,12 +434,8 @@ impl Supervisor<'_> {
             _ => None,
         };
         let launch = Launch {
-            argv,
-            env: &env,
-            working_dir: service.working_dir.as_deref(),
-            user: service.user.as_ref(),
-            capture_output: true,
             notify,
+            ..launch_for(service, argv, &env)
         };
         let spawned = match process::spawn(launch) {
             Ok(spawned) => spawned,
@@ -516,12 +512,8 @@ impl Supervisor<'_> {
             }
             Probe::Exec(argv) => {
                 let launch = Launch {
-                    argv: &argv,
-                    env: &service.env,
-                    working_dir: service.working_dir.as_deref(),
-                    user: service.user.as_ref(),
                     capture_output: false,
-                    notify: None,
+                    ..launch_for(service, &argv, &service.env)
                 };
                 match process::spawn(launch) {
                     Ok(spawned) => {
@@ -728,6 +720,23 @@ async fn watch_notify_fd(
             }
             Ok(_) => {}
         }
+    }
+}
+
+/// A process of `service` (itself, a step, a probe or an action): its user,
+/// directory and the given argv and environment, output captured.
+fn launch_for<'a>(
+    service: &'a crate::config::Service,
+    argv: &'a [String],
+    env: &'a [(String, String)],
+) -> Launch<'a> {
+    Launch {
+        argv,
+        env,
+        working_dir: service.working_dir.as_deref(),
+        user: service.user.as_ref(),
+        capture_output: true,
+        notify: None,
     }
 }
 

@@ -429,3 +429,10 @@ pub fn wait_for_socket(project: &Project) {
         socket.display()
     );
 }
+
+/// Whether a table (`corral ps`) has a row for `name` that mentions `text`.
+pub fn has_row(table: &str, name: &str, text: &str) -> bool {
+    table
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(name) && l.contains(text))
+}
