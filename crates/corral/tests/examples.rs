@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 
@@ -83,5 +82,4 @@ fn basic_example_serves_http_and_stops_cleanly() {
     );
     corral.wait_for("-> 200", SECS10);
     assert_eq!(corral.stop(), 0);
-    let _ = Duration::ZERO;
 }

@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 
 /// A service that records when it started, then stays up until stopped, and
@@ -158,5 +156,4 @@ restart = "never"
     corral.wait_for_service_event("app", "pre step failed with exit code 4", SECS5);
     assert_eq!(corral.wait_exit(SECS5), 1);
     assert!(!project.file("ran").exists());
-    let _ = Duration::ZERO;
 }

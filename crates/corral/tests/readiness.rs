@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 
 /// A provider that becomes ready about one second after it starts (it writes
@@ -180,5 +178,4 @@ depends-on = {{ db = "ready" }}
         1
     );
     assert_eq!(corral.stop(), 0);
-    let _ = Duration::ZERO;
 }
