@@ -198,3 +198,37 @@ change-wait = { min = "100ms", max = "1s" }
     }
     assert!(down.is_none());
 }
+
+#[test]
+fn endpoint_changes_appear_in_the_event_stream() {
+    use std::io::{BufRead, BufReader, Write};
+    let project = Project::new(
+        r#"
+[services.db]
+command = ["sleep", "60"]
+replicas = 1
+port = 35000
+provides = [{ name = "db", port = "${PORT}" }]
+"#,
+    );
+    let daemon = project.up();
+    wait_for_socket(&project);
+    daemon.wait_for_service_event("db.0", "registered db", SECS5);
+    let mut stream = std::os::unix::net::UnixStream::connect(socket_of(&project)).expect("connect");
+    stream.set_read_timeout(Some(SECS5)).expect("read timeout");
+    stream
+        .write_all(b"GET /v1/events HTTP/1.0\r\nHost: corral\r\n\r\n")
+        .expect("request");
+    let mut reader = BufReader::new(stream);
+    // The stream is open once the status line arrives.
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    assert!(status.contains("200"), "{status}");
+    let (code, _, err) = project.run(&["scale", "db", "2"]);
+    assert_eq!(code, 0, "{err}");
+    let seen = reader
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line.contains("\"message\":\"endpoints changed: db\""));
+    assert!(seen, "no endpoint change in the event stream");
+}
