@@ -28,6 +28,8 @@ fn spec(name: &str) -> Spec {
         health: None,
         provides: false,
         require_timeout: Duration::from_secs(60),
+        group: name.split('.').next().unwrap_or(name).into(),
+        change_wait: (Duration::from_millis(100), Duration::from_secs(1)),
     }
 }
 
@@ -36,14 +38,11 @@ struct Harness {
     engine: Engine,
     now: Instant,
     next_pid: Pid,
+    /// Every effect, in the order the engine asked for them.
+    effects: Vec<Effect>,
     /// (svc, step, pid) of every spawn, in order.
     spawns: Vec<(usize, Step, Pid)>,
-    signals: Vec<(usize, Signal)>,
-    probes: Vec<(usize, ProbeRole, u64)>,
-    /// (svc, registered) for every Register (true) and Withdraw (false).
-    published: Vec<(usize, bool)>,
     timers: Vec<(Instant, Timer)>,
-    reports: Vec<(Option<usize>, Report)>,
     exit: Option<i32>,
 }
 
@@ -58,47 +57,81 @@ impl Harness {
             engine: Engine::new(specs, order, Duration::from_secs(30)),
             now: Instant::now(),
             next_pid: 100,
+            effects: vec![],
             spawns: vec![],
-            signals: vec![],
-            probes: vec![],
-            published: vec![],
             timers: vec![],
-            reports: vec![],
             exit: None,
         }
     }
 
     fn send(&mut self, event: Event) {
-        let mut queue = vec![event];
-        while let Some(ev) = queue.pop() {
+        let mut queue = std::collections::VecDeque::from([event]);
+        while let Some(ev) = queue.pop_front() {
             for effect in self.engine.handle(ev, self.now) {
-                match effect {
-                    Effect::Spawn { svc, step } => {
+                match &effect {
+                    &Effect::Spawn { svc, step } => {
                         self.next_pid += 1;
-                        self.spawns.push((svc, step, self.next_pid));
-                        queue.insert(
-                            0,
-                            Event::Spawned {
-                                svc,
-                                step,
-                                pid: self.next_pid,
-                            },
-                        );
+                        let pid = self.next_pid;
+                        self.spawns.push((svc, step, pid));
+                        queue.push_back(Event::Spawned { svc, step, pid });
                     }
-                    Effect::SignalGroup {
-                        signal: Signal::SIGCONT,
-                        ..
-                    } => {}
-                    Effect::SignalGroup { svc, signal, .. } => self.signals.push((svc, signal)),
-                    Effect::RunProbe { svc, role, epoch } => self.probes.push((svc, role, epoch)),
-                    Effect::Register { svc } => self.published.push((svc, true)),
-                    Effect::Withdraw { svc } => self.published.push((svc, false)),
-                    Effect::ArmTimer { at, timer } => self.timers.push((at, timer)),
-                    Effect::Report { svc, report } => self.reports.push((svc, report)),
-                    Effect::Exit { code } => self.exit = Some(code),
+                    &Effect::ArmTimer { at, timer } => self.timers.push((at, timer)),
+                    &Effect::Exit { code } => self.exit = Some(code),
+                    Effect::SignalGroup { .. }
+                    | Effect::RunProbe { .. }
+                    | Effect::Register { .. }
+                    | Effect::Withdraw { .. }
+                    | Effect::ApplyChange { .. }
+                    | Effect::Report { .. } => {}
                 }
+                self.effects.push(effect);
             }
         }
+    }
+
+    /// Signals sent, in order (SIGCONT, which follows every stop signal, left out).
+    fn signals(&self) -> Vec<(usize, Signal)> {
+        self.effects
+            .iter()
+            .filter_map(|e| match *e {
+                Effect::SignalGroup { svc, signal, .. } if signal != Signal::SIGCONT => {
+                    Some((svc, signal))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn probes(&self) -> Vec<(usize, ProbeRole, u64)> {
+        self.effects
+            .iter()
+            .filter_map(|e| match *e {
+                Effect::RunProbe { svc, role, epoch } => Some((svc, role, epoch)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// (svc, registered) for every Register (true) and Withdraw (false).
+    fn published(&self) -> Vec<(usize, bool)> {
+        self.effects
+            .iter()
+            .filter_map(|e| match *e {
+                Effect::Register { svc } => Some((svc, true)),
+                Effect::Withdraw { svc } => Some((svc, false)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reports(&self) -> Vec<(Option<usize>, Report)> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Report { svc, report } => Some((*svc, report.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     fn pid(&self, svc: usize) -> Pid {
@@ -257,7 +290,7 @@ fn essential_failure_shuts_down_with_its_code() {
     h.send(Event::Boot);
     h.exit(1, Exit::Code(7));
     assert!(h.engine.is_shutting_down());
-    assert!(h.signals.contains(&(0, Signal::SIGTERM)));
+    assert!(h.signals().contains(&(0, Signal::SIGTERM)));
     h.exit(0, Exit::Signal(15));
     assert_eq!(h.exit, Some(7));
 }
@@ -274,11 +307,11 @@ fn shutdown_stops_dependents_first() {
         code: 0,
         reason: "test",
     });
-    assert_eq!(h.signals, vec![(2, Signal::SIGTERM)]);
+    assert_eq!(h.signals(), vec![(2, Signal::SIGTERM)]);
     h.exit(2, Exit::Signal(15));
-    assert_eq!(h.signals.last(), Some(&(1, Signal::SIGTERM)));
+    assert_eq!(h.signals().last(), Some(&(1, Signal::SIGTERM)));
     h.exit(1, Exit::Signal(15));
-    assert_eq!(h.signals.last(), Some(&(0, Signal::SIGTERM)));
+    assert_eq!(h.signals().last(), Some(&(0, Signal::SIGTERM)));
     assert_eq!(h.exit, None);
     h.exit(0, Exit::Signal(15));
     assert_eq!(h.exit, Some(0));
@@ -294,7 +327,10 @@ fn stop_timeout_escalates_to_sigkill() {
     });
     let timer = h.fire_next_timer();
     assert_eq!(timer.map(|t| t.kind), Some(TimerKind::StopTimeout));
-    assert_eq!(h.signals, vec![(0, Signal::SIGTERM), (0, Signal::SIGKILL)]);
+    assert_eq!(
+        h.signals(),
+        vec![(0, Signal::SIGTERM), (0, Signal::SIGKILL)]
+    );
     h.exit(0, Exit::Signal(9));
     assert_eq!(h.exit, Some(0));
 }
@@ -309,7 +345,7 @@ fn force_stop_kills_everything() {
     });
     h.send(Event::ForceStop);
     let kills = h
-        .signals
+        .signals()
         .iter()
         .filter(|(_, s)| *s == Signal::SIGKILL)
         .count();
@@ -430,7 +466,7 @@ fn ready_condition_waits_for_the_probe() {
     // "started" is enough for the logger, the api waits.
     assert_eq!(h.started(), vec![0, 2]);
     h.fire_next_timer(); // first readiness probe
-    assert_eq!(h.probes.last().map(|p| p.1), Some(ProbeRole::Ready));
+    assert_eq!(h.probes().last().map(|p| p.1), Some(ProbeRole::Ready));
     h.probe_result(0, ProbeRole::Ready, Err("refused".into()));
     assert_eq!(h.started(), vec![0, 2]);
     h.probe_result(0, ProbeRole::Ready, Ok(()));
@@ -487,7 +523,7 @@ fn health_failures_up_to_retries_restart_the_service() {
     assert!(matches!(
         h.state(0),
         State::Stopping {
-            reason: StopReason::Unhealthy,
+            cause: StopCause::Unhealthy,
             ..
         }
     ));
@@ -535,7 +571,7 @@ fn restart_true_dependents_follow_their_dependency() {
     assert!(matches!(
         h.state(1),
         State::Stopping {
-            reason: StopReason::DependencyRestart,
+            cause: StopCause::Asked,
             ..
         }
     ));
@@ -562,7 +598,7 @@ fn operator_stop_holds_the_service_and_start_brings_it_back() {
     assert!(matches!(
         h.state(0),
         State::Stopping {
-            reason: StopReason::Requested,
+            cause: StopCause::Asked,
             ..
         }
     ));
@@ -623,14 +659,14 @@ fn reload_restarts_changed_starts_added_stops_removed() {
     assert!(matches!(
         h.state(1),
         State::Stopping {
-            reason: StopReason::Reload,
+            cause: StopCause::Asked,
             ..
         }
     ));
     assert!(matches!(
         h.state(2),
         State::Stopping {
-            reason: StopReason::Removed,
+            cause: StopCause::Asked,
             ..
         }
     ));
@@ -642,7 +678,7 @@ fn reload_restarts_changed_starts_added_stops_removed() {
     );
     h.exit(2, Exit::Signal(15));
     assert_eq!(h.state(2), &State::Stopped);
-    assert!(h.engine.units()[2].retired);
+    assert!(h.engine.units()[2].is_removed());
 }
 
 #[test]
@@ -658,16 +694,29 @@ fn providers_register_when_ready_and_withdraw_before_the_stop_signal() {
     db.provides = true;
     let mut h = Harness::new(vec![db]);
     h.send(Event::Boot);
-    assert!(h.published.is_empty(), "not before it is ready");
+    assert!(h.published().is_empty(), "not before it is ready");
     h.probe_result(0, ProbeRole::Ready, Ok(()));
-    assert_eq!(h.published, vec![(0, true)]);
-    let before = h.signals.len();
+    assert_eq!(h.published(), vec![(0, true)]);
+    let from = h.effects.len();
     h.send(Event::StopRequested { svc: 0 });
-    assert_eq!(h.published, vec![(0, true), (0, false)]);
-    assert_eq!(
-        h.signals.len(),
-        before + 1,
-        "the stop signal came after the withdrawal"
+    assert_eq!(h.published(), vec![(0, true), (0, false)]);
+    let after: Vec<&Effect> = h.effects[from..]
+        .iter()
+        .filter(|e| matches!(e, Effect::Withdraw { .. } | Effect::SignalGroup { .. }))
+        .collect();
+    assert!(
+        matches!(
+            after.as_slice(),
+            [
+                Effect::Withdraw { svc: 0 },
+                Effect::SignalGroup {
+                    signal: Signal::SIGTERM,
+                    ..
+                },
+                ..
+            ]
+        ),
+        "the endpoint is withdrawn before the stop signal is sent: {after:?}"
     );
     // A crash withdraws at once.
     h.send(Event::StartRequested { svc: 0 });
@@ -675,7 +724,7 @@ fn providers_register_when_ready_and_withdraw_before_the_stop_signal() {
     h.send(Event::StartRequested { svc: 0 });
     h.probe_result(0, ProbeRole::Ready, Ok(()));
     h.exit(0, Exit::Signal(9));
-    assert_eq!(h.published.last(), Some(&(0, false)));
+    assert_eq!(h.published().last(), Some(&(0, false)));
 }
 
 #[test]
@@ -704,5 +753,5 @@ fn requirements_gate_the_start_and_time_out() {
     let t = h.fire_next_timer();
     assert_eq!(t.map(|t| t.kind), Some(TimerKind::RequireTimeout));
     assert!(matches!(h.state(0), State::Failed { .. }));
-    assert!(h.reports.iter().any(|(_, r)| matches!(r, Report::RequireTimeout { missing, .. } if missing == &vec!["db".to_string()])));
+    assert!(h.reports().iter().any(|(_, r)| matches!(r, Report::RequireTimeout { missing, .. } if missing == &vec!["db".to_string()])));
 }

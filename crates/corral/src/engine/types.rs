@@ -66,7 +66,7 @@ pub enum Outcome {
 }
 
 /// The lifecycle of one service; each state carries what only it has.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// Not started: waiting for its dependencies (or for boot).
     Waiting,
@@ -82,7 +82,7 @@ pub enum State {
     Stopping {
         pid: Pid,
         step: Step,
-        reason: StopReason,
+        cause: StopCause,
     },
     /// The post step runs; `then` applies once it is done.
     Post { pid: Pid, then: Outcome },
@@ -157,25 +157,43 @@ impl State {
     }
 }
 
-/// Why a service is being stopped, which decides what follows.
+/// What is wanted of a service, kept apart from where its process is: what
+/// follows an exit is decided from this, at that moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// corral is shutting down.
-    Shutdown,
-    /// It did not become ready within start-timeout: a failed start.
+pub enum Want {
+    /// Run it (to completion, for a oneshot), under its restart policy.
+    Up,
+    /// An operator stopped it: it stays down until an operator starts it.
+    Down,
+    /// Gone from the config after a reload: down, and no longer listed.
+    Removed,
+}
+
+/// An operator's or a reload's request about one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ask {
+    /// Run it (also one that failed or was stopped); in backoff: now.
+    Start,
+    /// Stop it and keep it down.
+    Stop,
+    /// Stop it if it runs, then start it again.
+    Restart,
+    /// Its definition changed on reload: restart it if it is wanted up.
+    Redefine,
+    /// It is gone from the config.
+    Remove,
+}
+
+/// Why corral sent a service its stop signal; what follows the exit is
+/// decided from what is wanted then, and this only says whether the run failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopCause {
+    /// Asked for: an operator, a reload, a restarting dependency, or shutdown.
+    Asked,
+    /// It never became ready within start-timeout: a failed start.
     NotReady,
     /// Its health probe failed `retries` times in a row.
     Unhealthy,
-    /// A dependency it declared `restart = true` on is restarting.
-    DependencyRestart,
-    /// An operator asked to stop it: it stays stopped until started again.
-    Requested,
-    /// An operator asked to restart it.
-    Restart,
-    /// Its definition changed on reload: start again with the new one.
-    Reload,
-    /// It is gone from the config after a reload.
-    Removed,
 }
 
 /// Which probe of a service.
@@ -233,6 +251,41 @@ pub enum Event {
     Reload(Box<crate::engine::ReloadPlan>),
     /// Which required names of a service have no endpoint (empty: all have one).
     RequirementsChanged { svc: usize, missing: Vec<String> },
+    /// Endpoints of names these services require changed: debounce, then act.
+    EndpointsChanged { svcs: Vec<usize> },
+    /// A dependent's change action is a restart (or its command failed):
+    /// restart it, one instance of its service at a time.
+    ChangeRestart { svc: usize },
+}
+
+/// What one service's transition is given: an event of the outside world,
+/// already routed to the service it concerns and checked for staleness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// The requested process was spawned.
+    Launched { pid: Pid },
+    /// The requested process could not be spawned.
+    LaunchFailed { error: String },
+    /// The service's current process ended.
+    Ended { exit: Exit },
+    /// A timer of the current epoch is due.
+    Timer(TimerKind),
+    /// A probe of the current epoch answered.
+    Probe {
+        role: ProbeRole,
+        result: Result<(), String>,
+    },
+    /// What is wanted changed (its `want` is already updated).
+    Asked(Ask),
+    /// Dependencies or endpoints may have changed: start if all are met.
+    Poll,
+    /// A dependency this one declared `restart = true` on is restarting.
+    DependencyRestarting { dependency: usize },
+    /// corral is shutting down; `dependents_done`: nothing that depends on
+    /// this service still runs, so it may stop now.
+    Shutdown { dependents_done: bool },
+    /// Kill now (a second signal during shutdown, or shutdown-timeout).
+    Kill { reason: &'static str },
 }
 
 /// A timer the runtime keeps for the engine; stale ones are ignored by epoch.
@@ -259,6 +312,8 @@ pub enum TimerKind {
     HealthProbe,
     /// A service waited for its required endpoints long enough.
     RequireTimeout,
+    /// A debounced endpoint change may be due.
+    ChangeDue,
 }
 
 /// What the engine asks the runtime to do.
@@ -295,6 +350,12 @@ pub enum Effect {
     Report {
         svc: Option<usize>,
         report: Report,
+    },
+    /// The endpoints a running dependent requires changed (debounced):
+    /// re-render its templates and carry out its on-change action, if its
+    /// endpoint sets really differ from those it last acted on.
+    ApplyChange {
+        svc: usize,
     },
     /// Everything is stopped: leave with this code.
     Exit {

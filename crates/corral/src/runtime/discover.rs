@@ -3,26 +3,17 @@
 //! rolling across replicas).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use corral_proto::Endpoint;
-use tokio::time::Instant;
 
 use super::{Child, Supervisor};
 use crate::config::OnChange;
 use crate::discovery::{endpoint_env, render_templates, write_endpoints_file, Registry};
-use crate::engine::{Event, State};
+use crate::engine::Event;
 use crate::process;
 
 /// Endpoint sets of a dependent, by required name.
 pub type EndpointSets = BTreeMap<String, Vec<Endpoint>>;
-
-/// A change waiting out its quiet period.
-#[derive(Debug, Clone, Copy)]
-pub struct PendingChange {
-    first: Instant,
-    last: Instant,
-}
 
 impl Supervisor<'_> {
     /// The endpoints matching each of the service's requirements, now.
@@ -127,7 +118,9 @@ impl Supervisor<'_> {
     /// Tells the engine about requirements, for every service that has some.
     pub(super) fn refresh_requirements(&mut self) {
         for svc in 0..self.config.services.len() {
-            if self.config.services[svc].requires.is_empty() || self.engine.units()[svc].retired {
+            if self.config.services[svc].requires.is_empty()
+                || self.engine.units()[svc].is_removed()
+            {
                 continue;
             }
             let missing = self.missing(svc);
@@ -151,54 +144,17 @@ impl Supervisor<'_> {
             message: format!("endpoints changed: {}", names.join(", ")),
         });
         self.refresh_requirements();
-        let now = Instant::now();
-        for svc in 0..self.config.services.len() {
-            let service = &self.config.services[svc];
-            if !service.requires.iter().any(|r| names.contains(&r.name)) {
-                continue;
-            }
-            if !matches!(
-                self.engine.units()[svc].state,
-                State::Running { .. } | State::Starting { .. }
-            ) {
-                continue;
-            }
-            let pending = self.pending.entry(svc).or_insert(PendingChange {
-                first: now,
-                last: now,
-            });
-            pending.last = now;
-        }
-    }
-
-    /// When the next debounced change is due.
-    pub(super) fn next_change_due(&self) -> Option<Instant> {
-        self.pending.iter().map(|(&svc, p)| self.due(svc, p)).min()
-    }
-
-    fn due(&self, svc: usize, p: &PendingChange) -> Instant {
-        let (quiet, max) = self.config.services[svc].change_wait;
-        let base = (p.last + quiet).min(p.first + max);
-        base + splay(svc, quiet)
-    }
-
-    /// Applies every change whose quiet period is over.
-    pub(super) fn fire_due_changes(&mut self) {
-        let now = Instant::now();
-        let due: Vec<usize> = self
-            .pending
-            .iter()
-            .filter(|(&svc, p)| self.due(svc, p) <= now)
-            .map(|(&svc, _)| svc)
+        let svcs = (0..self.config.services.len())
+            .filter(|&svc| {
+                let requires = &self.config.services[svc].requires;
+                requires.iter().any(|r| names.contains(&r.name))
+            })
             .collect();
-        for svc in due {
-            self.pending.remove(&svc);
-            self.apply_change(svc);
-        }
+        self.queue.push_back(Event::EndpointsChanged { svcs });
     }
 
     /// Carries out a dependent's on-change action, if its endpoints really changed.
-    fn apply_change(&mut self, svc: usize) {
+    pub(super) fn apply_change(&mut self, svc: usize) {
         let sets = self.endpoint_sets(svc);
         if self.applied.get(&svc) == Some(&sets) {
             return;
@@ -222,7 +178,7 @@ impl Supervisor<'_> {
         let pid = self.engine.units()[svc].state.pid();
         match on_change {
             OnChange::None => {}
-            OnChange::Restart => self.rolling_restart(svc),
+            OnChange::Restart => self.queue.push_back(Event::ChangeRestart { svc }),
             OnChange::Signal(sig) => {
                 if let Some(pid) = pid {
                     let _ = process::signal_group(pid, sig);
@@ -246,59 +202,10 @@ impl Supervisor<'_> {
                     Some(svc),
                     format!("on-change command did not start: {e}; restarting"),
                 );
-                self.rolling_restart(svc);
+                self.queue.push_back(Event::ChangeRestart { svc });
             }
         }
     }
-
-    /// Restarts one instance at a time per service: the next waits until the
-    /// one before is running (ready) again.
-    pub(super) fn rolling_restart(&mut self, svc: usize) {
-        let group = self.config.services[svc].group.clone();
-        if self.restarting.contains_key(&group) {
-            let queue = self.restart_queue.entry(group).or_default();
-            if !queue.contains(&svc) {
-                queue.push_back(svc);
-            }
-            return;
-        }
-        self.restarting.insert(group, svc);
-        self.queue.push_back(Event::RestartRequested { svc });
-    }
-
-    /// Moves rolling restarts along once the instance restarted last is back.
-    pub(super) fn advance_rolling(&mut self) {
-        let done: Vec<String> = self
-            .restarting
-            .iter()
-            .filter(|(_, &svc)| {
-                let state = &self.engine.units()[svc].state;
-                matches!(state, State::Running { .. }) || state.is_final()
-            })
-            .map(|(group, _)| group.clone())
-            .collect();
-        for group in done {
-            self.restarting.remove(&group);
-            let next = self
-                .restart_queue
-                .get_mut(&group)
-                .and_then(|q| q.pop_front());
-            if let Some(svc) = next {
-                self.rolling_restart(svc);
-            }
-        }
-    }
-}
-
-/// A per-service delay within the quiet period, so many dependents of one
-/// name do not all act at the same instant.
-fn splay(svc: usize, quiet: Duration) -> Duration {
-    let spread = quiet.as_millis() as u64 / 4;
-    if spread == 0 {
-        return Duration::ZERO;
-    }
-    let hash = (svc as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
-    Duration::from_millis(hash % spread)
 }
 
 fn describe(on_change: &OnChange) -> String {

@@ -137,11 +137,6 @@ pub(crate) struct Supervisor<'c> {
     runtime_dir: std::path::PathBuf,
     /// The endpoint sets each dependent last acted on.
     applied: HashMap<usize, discover::EndpointSets>,
-    /// Endpoint changes waiting out their quiet period.
-    pending: HashMap<usize, discover::PendingChange>,
-    /// Rolling restarts: the instance restarting now, and those waiting, per service.
-    restarting: std::collections::BTreeMap<String, usize>,
-    restart_queue: std::collections::BTreeMap<String, VecDeque<usize>>,
     probe_seq: u64,
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     /// The pipe readers; drained before exit so no output line is lost.
@@ -236,9 +231,6 @@ pub async fn run(
             .unwrap_or_else(|| "localhost".into()),
         runtime_dir,
         applied: HashMap::new(),
-        pending: HashMap::new(),
-        restarting: std::collections::BTreeMap::new(),
-        restart_queue: std::collections::BTreeMap::new(),
         probe_seq: 0,
         timers: BinaryHeap::new(),
         pumps: JoinSet::new(),
@@ -284,8 +276,6 @@ impl Supervisor<'_> {
     async fn run_loop(&mut self, signals: &mut Signals) -> i32 {
         loop {
             self.drain_queue();
-            self.advance_rolling();
-            self.drain_queue();
             if let Some(code) = self.exit {
                 return code;
             }
@@ -319,10 +309,7 @@ impl Supervisor<'_> {
                         }
                     }
                 }
-                Wakeup::Timer => {
-                    self.fire_due_timers();
-                    self.fire_due_changes();
-                }
+                Wakeup::Timer => self.fire_due_timers(),
                 Wakeup::Notice(notice) => self.on_notice(notice),
                 Wakeup::Request(request) => self.on_request(request).await,
             }
@@ -330,11 +317,7 @@ impl Supervisor<'_> {
     }
 
     async fn next_wakeup(&mut self, signals: &mut Signals) -> Wakeup {
-        let timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
-        let deadline = match (timer, self.next_change_due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = self.timers.peek().map(|Reverse((at, _, _))| *at);
         tokio::select! {
             _ = signals.child.recv() => Wakeup::Signal(Received::Child),
             _ = signals.term.recv() => Wakeup::Signal(Received::Stop(Signal::SIGTERM)),
@@ -364,6 +347,7 @@ impl Supervisor<'_> {
             Effect::RunProbe { svc, role, epoch } => self.run_probe(svc, role, epoch),
             Effect::Register { svc } => self.register(svc),
             Effect::Withdraw { svc } => self.withdraw(svc),
+            Effect::ApplyChange { svc } => self.apply_change(svc),
             Effect::SignalGroup { svc, pid, signal } => {
                 if let Err(e) = process::signal_group(pid, signal) {
                     self.hub.event(
@@ -616,7 +600,7 @@ impl Supervisor<'_> {
                             Some(svc),
                             format!("on-change command ended with {exit}: restarting"),
                         );
-                        self.rolling_restart(svc);
+                        self.queue.push_back(Event::ChangeRestart { svc });
                     }
                 }
                 Some(Child::Abandoned) | None => {}

@@ -23,7 +23,7 @@ impl Supervisor<'_> {
         match op {
             Op::List => Ok(Reply::Services(
                 (0..self.config.services.len())
-                    .filter(|&i| !self.engine.units()[i].retired)
+                    .filter(|&i| !self.engine.units()[i].is_removed())
                     .map(|i| self.status(i))
                     .collect(),
             )),
@@ -69,7 +69,7 @@ impl Supervisor<'_> {
             .services
             .iter()
             .enumerate()
-            .position(|(i, s)| s.name == name && !self.engine.units()[i].retired)
+            .position(|(i, s)| s.name == name && !self.engine.units()[i].is_removed())
             .ok_or_else(|| ApiError {
                 status: 404,
                 body: ErrorBody {
@@ -83,7 +83,7 @@ impl Supervisor<'_> {
     /// A live instance by name, or every instance of a service (`api` for api.0..).
     fn find_all(&self, name: &str) -> Result<Vec<usize>, ApiError> {
         let all: Vec<usize> = (0..self.config.services.len())
-            .filter(|&i| !self.engine.units()[i].retired)
+            .filter(|&i| !self.engine.units()[i].is_removed())
             .filter(|&i| {
                 let s = &self.config.services[i];
                 s.name == name || s.group == name
@@ -127,7 +127,7 @@ impl Supervisor<'_> {
             .services
             .iter()
             .enumerate()
-            .filter(|(i, _)| !self.engine.units()[*i].retired)
+            .filter(|(i, _)| !self.engine.units()[*i].is_removed())
             .map(|(_, s)| s.name.clone())
             .collect()
     }
@@ -173,7 +173,7 @@ impl Supervisor<'_> {
                     },
                 }
             })?;
-        let retired: Vec<bool> = self.engine.units().iter().map(|u| u.retired).collect();
+        let retired: Vec<bool> = self.engine.units().iter().map(|u| u.is_removed()).collect();
         let realigned = realign(&self.config.services, &retired, loaded.config.clone());
         self.config = config::Config {
             services: realigned.services,
