@@ -19,6 +19,10 @@ pub const PREFIX: &str = "/v1";
 /// Largest request body the daemon accepts; larger ones get 413.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// The most instances one service may have (`replicas` in the file, `scale`
+/// through the API); more is refused with a clear error.
+pub const MAX_REPLICAS: u32 = 1024;
+
 /// `GET /v1/version`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Version {
@@ -157,6 +161,7 @@ pub struct EndpointList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
+    /// At most [`MAX_REPLICAS`].
     pub replicas: u32,
 }
 

@@ -136,3 +136,69 @@ fn bad_env_file_points_at_its_line() {
         "{err}"
     );
 }
+
+/// Sizes are bounded: a huge `replicas` is one clear error, found at once
+/// (not thousands of lines, not gigabytes).
+#[test]
+fn replicas_are_bounded() {
+    for n in ["100000", "100000000"] {
+        let config = format!("[services.api]\ncommand = [\"true\"]\nreplicas = {n}\nport = 9000\n");
+        let started = std::time::Instant::now();
+        let (code, err) = check(&config);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("corral.toml:3:12: error: replicas must be at most 1024, found"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        // Generous: the old linear de-duplication took 15 s for 100,000.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+    // Ports that would run past 65535 are said once, not once per replica.
+    let (code, err) =
+        check("[services.api]\ncommand = [\"true\"]\nreplicas = 1000\nport = 65000\n");
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("(port 65000 + 999) would be above 65535"),
+        "{err}"
+    );
+}
+
+/// Values that used to be quietly changed are errors now.
+#[test]
+fn no_silent_coercions() {
+    assert_error(
+        r#"[services.a]
+command = ["true"]
+change-wait = { min = "2s", max = "1s" }
+log = { max-size = 0 }
+health = { exec = ["true"], retries = 0 }
+
+[services.b]
+command = ["true"]
+ready = { http = "http://127.0.0.1:1/", status = [200, 70000] }
+"#,
+        &[
+            "corral.toml:3:15: error: change-wait max (1s) is shorter than min (2s)",
+            "corral.toml:4:20: error: max-size must be at least 1 byte",
+            "corral.toml:5:39: error: retries must be at least 1",
+            "corral.toml:9:56: error: an HTTP status code is between 100 and 599, found 70000",
+        ],
+    );
+}
+
+/// `corral check | head` ends quietly, as Unix tools do, without a panic.
+#[test]
+fn output_into_a_closed_pipe_is_no_panic() {
+    let project = Project::new("[services.api]\ncommand = [\"true\"]\nreplicas = 500\n");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("'{BIN}' check | head -n 1"))
+        .current_dir(project.path())
+        .output()
+        .expect("run sh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+}

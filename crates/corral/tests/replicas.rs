@@ -164,3 +164,25 @@ fn the_api_addresses_one_instance_or_all() {
         "two running instances: {body}"
     );
 }
+
+/// `corral scale` past the bound is refused at once, changes nothing, and the
+/// daemon keeps answering.
+#[test]
+fn scale_is_bounded_and_refused_cleanly() {
+    let project = Project::new(CONFIG);
+    let daemon = project.up();
+    wait_for_socket(&project);
+    daemon.wait_for_service_event("web", "started", SECS5);
+    let before = pids_of(&project);
+    for n in ["100000", "100000000"] {
+        let (code, out, err) = project.run(&["scale", "api", n]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            err.contains("replicas must be at most 1024, found"),
+            "{err}"
+        );
+    }
+    assert_eq!(pids_of(&project), before, "nothing started or stopped");
+    let (code, _, _) = project.run(&["ps"]);
+    assert_eq!(code, 0);
+}

@@ -94,11 +94,18 @@ impl Client {
         &self,
         method: Method,
         path: &str,
-        mut each: impl FnMut(T),
+        each: impl FnMut(T),
     ) -> Result<(), CliError> {
+        self.open_lines(method, path).await?.each(each).await
+    }
+
+    /// Sends a request and returns once its answer has begun: for `/events`,
+    /// the daemon has subscribed this client by then, so nothing that happens
+    /// afterwards is missed.
+    pub async fn open_lines(&self, method: Method, path: &str) -> Result<Lines, CliError> {
         let response = self.send(method, path, None).await?;
         let status = response.status();
-        let mut body = response.into_body();
+        let body = response.into_body();
         if !status.is_success() {
             let bytes = body
                 .collect()
@@ -107,9 +114,24 @@ impl Client {
                 .to_bytes();
             return Err(api_error(status.as_u16(), &bytes));
         }
+        Ok(Lines { body })
+    }
+}
+
+/// A streamed answer of newline-delimited JSON.
+pub struct Lines {
+    body: Incoming,
+}
+
+impl Lines {
+    /// Calls `each` for every line until the daemon closes the stream.
+    pub async fn each<T: serde::de::DeserializeOwned>(
+        mut self,
+        mut each: impl FnMut(T),
+    ) -> Result<(), CliError> {
         let mut pending: Vec<u8> = Vec::new();
         // The stream ends when the daemon closes it (or goes away, for `down`).
-        while let Some(Ok(frame)) = body.frame().await {
+        while let Some(Ok(frame)) = self.body.frame().await {
             let Ok(data) = frame.into_data() else {
                 continue;
             };

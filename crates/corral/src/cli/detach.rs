@@ -133,9 +133,11 @@ async fn wait_for_services(client: &super::Client) -> Result<(), CliError> {
         }
         Ok::<bool, CliError>(list.services.iter().all(|s| s.is_up()))
     };
-    // Watch the events so each change is checked as it happens.
+    // Subscribe before the first look, so a change in between is not missed;
+    // then check again on each change as it happens.
+    let events = client.open_lines(Method::GET, "/events").await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let watcher = client.lines(Method::GET, "/events", move |_: Event| {
+    let watcher = events.each(move |_: Event| {
         let _ = tx.send(());
     });
     tokio::pin!(watcher);

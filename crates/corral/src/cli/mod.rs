@@ -193,6 +193,17 @@ impl CliError {
 
 /// Runs the parsed command; Ok is corral's exit code on success.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    if !matches!(cli.command, Command::Up { detach: false, .. }) {
+        // A client whose reader went away (`corral ps | head`) ends quietly,
+        // as Unix tools do; the daemon keeps ignoring SIGPIPE.
+        // SAFETY: no other thread runs yet, and SIG_DFL is a valid disposition.
+        let _ = unsafe {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            )
+        };
+    }
     match cli.command {
         Command::Up {
             target,
@@ -372,7 +383,10 @@ fn up(target: &Target, only: &[String]) -> Result<ExitCode, CliError> {
     })?;
     let result = rt.block_on(runtime::run(
         config,
-        runtime::Options { break_glass },
+        runtime::Options {
+            break_glass,
+            selection: only.to_vec(),
+        },
         &hub,
         Some(socket),
     ));

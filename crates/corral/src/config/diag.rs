@@ -5,14 +5,14 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 /// How bad a diagnostic is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Severity {
     Error,
     Warning,
 }
 
 /// One problem found in a config file, located by line and column.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Diagnostic {
     pub severity: Severity,
     pub file: PathBuf,
@@ -66,6 +66,9 @@ pub struct Diagnostics<'s> {
     file: &'s Path,
     source: &'s str,
     items: Vec<Diagnostic>,
+    /// What `items` holds, so a problem seen again (each replica reads the
+    /// same table) is dropped in O(1).
+    seen: std::collections::HashSet<Diagnostic>,
 }
 
 impl<'s> Diagnostics<'s> {
@@ -74,6 +77,7 @@ impl<'s> Diagnostics<'s> {
             file,
             source,
             items: Vec::new(),
+            seen: std::collections::HashSet::new(),
         }
     }
 
@@ -87,7 +91,7 @@ impl<'s> Diagnostics<'s> {
 
     /// An error about the file as a whole, or about another file it names.
     pub fn error_in(&mut self, file: &Path, line: usize, message: impl Into<String>) {
-        self.items.push(Diagnostic {
+        self.add(Diagnostic {
             severity: Severity::Error,
             file: file.to_path_buf(),
             line,
@@ -108,8 +112,12 @@ impl<'s> Diagnostics<'s> {
             column,
             message,
         };
-        // Replicas are read once each: say every problem once.
-        if !self.items.contains(&diagnostic) {
+        self.add(diagnostic);
+    }
+
+    /// Replicas are read once each: say every problem once.
+    fn add(&mut self, diagnostic: Diagnostic) {
+        if self.seen.insert(diagnostic.clone()) {
             self.items.push(diagnostic);
         }
     }

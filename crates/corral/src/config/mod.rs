@@ -162,7 +162,8 @@ impl Config {
 impl Service {
     /// Whether two services, each read with its own config's indices, are
     /// defined the same. Dependencies are compared by service (group) name,
-    /// so scaling a dependency does not change its dependents.
+    /// so scaling a dependency does not change its dependents, and only
+    /// declared ones count.
     pub fn same_definition(
         &self,
         groups: &[String],
@@ -170,9 +171,12 @@ impl Service {
         other_groups: &[String],
     ) -> bool {
         let deps = |s: &Service, groups: &[String]| -> Vec<(String, Condition, bool)> {
+            // The implicit file-order chain only orders the first start:
+            // removing the service before this one changes nothing here.
             let mut deps: Vec<_> = s
                 .depends_on
                 .iter()
+                .filter(|d| d.explicit)
                 .map(|d| {
                     (
                         groups.get(d.service).cloned().unwrap_or_default(),

@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
+use corral_proto::MAX_REPLICAS;
 use nix::sys::signal::Signal;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -246,7 +247,16 @@ fn parse_service(
     let (mut replicas, mut port) = (None, None);
     if let DeValue::Table(t) = value.get_ref() {
         if let Some(v) = t.get("replicas") {
-            replicas = uint(d, v);
+            replicas = uint(d, v).filter(|&n| {
+                let ok = n <= MAX_REPLICAS;
+                if !ok {
+                    d.error(
+                        v.span(),
+                        format!("replicas must be at most {MAX_REPLICAS}, found {n}"),
+                    );
+                }
+                ok
+            });
         }
         if let Some(v) = t.get("port") {
             let vars = |n: &str| host.get(n).map(str::to_string);
@@ -287,16 +297,18 @@ fn parse_service(
         )
         .into_iter()
         .collect(),
-        Some(n) => (0..n)
+        Some(n) if port.is_some_and(|p| p + n.saturating_sub(1) > 65535) => {
+            let p = port.unwrap_or_default();
+            let last = n - 1;
+            let message = format!(
+                "service {name:?}: the port of replica {last} (port {p} + {last}) would be above 65535"
+            );
+            d.error(name_key.span(), message);
+            Vec::new()
+        }
+        Some(n) => (0..n.min(MAX_REPLICAS))
             .filter_map(|i| {
                 let port = port.map(|p| p + i);
-                if port.is_some_and(|p| p > 65535) {
-                    d.error(
-                        name_key.span(),
-                        format!("service {name:?}: replica {i} would get a port above 65535"),
-                    );
-                    return None;
-                }
                 parse_instance(
                     d,
                     name_key,
@@ -431,7 +443,15 @@ fn parse_instance(
                             other => unknown_key(d, k, other, "in change-wait", &CHANGE_WAIT_KEYS),
                         }
                     }
-                    change_wait.1 = change_wait.1.max(change_wait.0);
+                    if change_wait.1 < change_wait.0 {
+                        let (min, max) = (change_wait.0, change_wait.1);
+                        let message = format!(
+                            "change-wait max ({}) is shorter than min ({})",
+                            humantime::format_duration(max),
+                            humantime::format_duration(min)
+                        );
+                        d.error(v.span(), message);
+                    }
                 }
             }
             "templates" => templates = template_list(d, v, &vars, base_dir),
@@ -767,7 +787,10 @@ fn log_table(
     for (key, v) in t.iter() {
         match key.get_ref().as_ref() {
             "file" => log.file = expand(d, v, vars).map(|p| base_dir.join(p)),
-            "max-size" => set(&mut log.max_size, size(d, v)),
+            "max-size" => match size(d, v) {
+                Some(0) => d.error(v.span(), "max-size must be at least 1 byte"),
+                n => set(&mut log.max_size, n),
+            },
             "keep" => set(&mut log.keep, uint(d, v)),
             "ring-lines" => set(&mut log.ring_lines, uint(d, v).map(|n| n as usize)),
             "ring-bytes" => set(&mut log.ring_bytes, size(d, v).map(|n| n as usize)),
@@ -778,9 +801,6 @@ fn log_table(
             },
             other => unknown_key(d, key, other, "in log", &LOG_KEYS),
         }
-    }
-    if log.max_size == 0 {
-        log.max_size = 1;
     }
     log
 }
@@ -976,16 +996,19 @@ fn probe_table(
             }
             "status" => {
                 status_span = Some(pv.span());
+                let mut code = |v: &Value<'_>| match uint(d, v) {
+                    Some(n @ 100..=599) => u16::try_from(n).ok(),
+                    Some(n) => {
+                        let message =
+                            format!("an HTTP status code is between 100 and 599, found {n}");
+                        d.error(v.span(), message);
+                        None
+                    }
+                    None => None,
+                };
                 status = match pv.get_ref() {
-                    DeValue::Array(items) => items
-                        .iter()
-                        .filter_map(|i| uint(d, i))
-                        .filter_map(|n| u16::try_from(n).ok())
-                        .collect(),
-                    _ => uint(d, pv)
-                        .and_then(|n| u16::try_from(n).ok())
-                        .into_iter()
-                        .collect(),
+                    DeValue::Array(items) => items.iter().filter_map(&mut code).collect(),
+                    _ => code(pv).into_iter().collect(),
                 };
             }
             "log" => {
@@ -1018,7 +1041,10 @@ fn probe_table(
             "interval" => out.interval = duration(d, pv),
             "timeout" => out.timeout = duration(d, pv),
             "start-timeout" => out.start_timeout = duration(d, pv),
-            "retries" => out.retries = uint(d, pv),
+            "retries" => match uint(d, pv) {
+                Some(0) => d.error(pv.span(), "retries must be at least 1"),
+                n => out.retries = n,
+            },
             _ => {}
         }
     }
@@ -1067,7 +1093,7 @@ fn health_check(d: &mut Diagnostics<'_>, v: &Value<'_>, vars: &dyn Vars) -> Opti
         initial_delay: t.initial_delay,
         interval: t.interval.unwrap_or(Duration::from_secs(10)),
         timeout: t.timeout.unwrap_or(Duration::from_secs(5)),
-        retries: t.retries.unwrap_or(3).max(1),
+        retries: t.retries.unwrap_or(3),
     })
 }
 

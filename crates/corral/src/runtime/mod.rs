@@ -34,6 +34,8 @@ use crate::process::{self, Launch};
 pub struct Options {
     /// Start nothing (break glass); set when the configured variable is present.
     pub break_glass: Option<String>,
+    /// `up SERVICE...`: only these (and what they depend on) run, across reloads.
+    pub selection: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +46,9 @@ pub enum RuntimeError {
 
 /// How long orphans left after shutdown get between SIGTERM and SIGKILL.
 const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+
+/// Spawns carried out per wake-up of the loop.
+const SPAWN_BATCH: usize = 32;
 
 /// How long to wait at exit for output still in the pipes of ended processes.
 const PIPE_DRAIN: Duration = Duration::from_secs(2);
@@ -129,6 +134,8 @@ pub(crate) struct Supervisor<'c> {
     events: broadcast::Sender<corral_proto::Event>,
     /// `corral scale` choices: service -> replicas, applied on every reload.
     scale: std::collections::BTreeMap<String, u32>,
+    /// The services `up` was given (empty: all); every reload keeps to them.
+    selection: Vec<String>,
     /// Who provides what (the built-in, one-host backend).
     registry: LocalRegistry,
     /// Identifies this corral in endpoint instances (`<host-id>:<service>`).
@@ -143,6 +150,9 @@ pub(crate) struct Supervisor<'c> {
     pumps: JoinSet<()>,
     timer_seq: u64,
     queue: VecDeque<Event>,
+    /// Spawns the engine asked for, carried out a batch per wake-up so that a
+    /// big scale or reload never keeps the loop from signals and requests.
+    spawns: VecDeque<(usize, Step)>,
     exit: Option<i32>,
 }
 
@@ -224,6 +234,7 @@ pub async fn run(
         requests,
         events,
         scale: std::collections::BTreeMap::new(),
+        selection: options.selection.clone(),
         registry: LocalRegistry::default(),
         host_id: nix::unistd::gethostname()
             .ok()
@@ -236,6 +247,7 @@ pub async fn run(
         pumps: JoinSet::new(),
         timer_seq: 0,
         queue: VecDeque::new(),
+        spawns: VecDeque::new(),
         exit: None,
     };
     match &options.break_glass {
@@ -310,6 +322,14 @@ impl Supervisor<'_> {
                     }
                 }
                 Wakeup::Timer => self.fire_due_timers(),
+                Wakeup::Spawn => {
+                    for _ in 0..SPAWN_BATCH {
+                        let Some((svc, step)) = self.spawns.pop_front() else {
+                            break;
+                        };
+                        self.spawn(svc, step);
+                    }
+                }
                 Wakeup::Notice(notice) => self.on_notice(notice),
                 Wakeup::Request(request) => self.on_request(request).await,
             }
@@ -327,6 +347,7 @@ impl Supervisor<'_> {
             _ = signals.usr1.recv() => Wakeup::Signal(Received::Forward(Signal::SIGUSR1)),
             _ = signals.usr2.recv() => Wakeup::Signal(Received::Forward(Signal::SIGUSR2)),
             _ = sleep_until_opt(deadline) => Wakeup::Timer,
+            _ = std::future::ready(()), if !self.spawns.is_empty() => Wakeup::Spawn,
             Some(notice) = self.notices.recv() => Wakeup::Notice(notice),
             Some(request) = self.requests.recv() => Wakeup::Request(request),
         }
@@ -343,7 +364,7 @@ impl Supervisor<'_> {
 
     fn apply(&mut self, effect: Effect) {
         match effect {
-            Effect::Spawn { svc, step } => self.spawn(svc, step),
+            Effect::Spawn { svc, step } => self.spawns.push_back((svc, step)),
             Effect::RunProbe { svc, role, epoch } => self.run_probe(svc, role, epoch),
             Effect::Register { svc } => self.register(svc),
             Effect::Withdraw { svc } => self.withdraw(svc),
@@ -679,6 +700,8 @@ impl Supervisor<'_> {
 enum Wakeup {
     Signal(Received),
     Timer,
+    /// Spawns are waiting: carry out the next batch.
+    Spawn,
     Notice(Notice),
     Request(Request),
 }

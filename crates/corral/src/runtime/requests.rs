@@ -98,6 +98,15 @@ impl Supervisor<'_> {
     /// `corral scale`: the service runs `replicas` instances from now on; the
     /// choice outlives reloads (the file's `replicas` no longer applies).
     async fn scale(&mut self, group: &str, replicas: u32) -> Result<Reply, ApiError> {
+        if replicas > corral_proto::MAX_REPLICAS {
+            return Err(ApiError::new(
+                400,
+                format!(
+                    "replicas must be at most {}, found {replicas}; nothing was changed",
+                    corral_proto::MAX_REPLICAS
+                ),
+            ));
+        }
         let scalable = self
             .config
             .services
@@ -173,12 +182,13 @@ impl Supervisor<'_> {
                     },
                 }
             })?;
+        let loaded = self.keep_selection(loaded.config)?;
         let retired: Vec<bool> = self.engine.units().iter().map(|u| u.is_removed()).collect();
-        let realigned = realign(&self.config.services, &retired, loaded.config.clone());
+        let realigned = realign(&self.config.services, &retired, loaded.clone());
         self.config = config::Config {
             services: realigned.services,
             start_order: realigned.plan.order.clone(),
-            ..loaded.config
+            ..loaded
         };
         self.hub
             .configure(super::log_sinks(&self.config.services))
@@ -200,6 +210,46 @@ impl Supervisor<'_> {
         self.refresh_requirements();
         self.drain_queue();
         Ok(Reply::Reloaded(result))
+    }
+
+    /// Narrows a reloaded config to the services `up` was given (and what
+    /// they depend on). Selected names gone from the file are dropped with a
+    /// message; if none is left, the reload is refused.
+    fn keep_selection(&self, config: config::Config) -> Result<config::Config, ApiError> {
+        if self.selection.is_empty() {
+            return Ok(config);
+        }
+        let (known, gone): (Vec<String>, Vec<String>) =
+            self.selection.iter().cloned().partition(|name| {
+                config
+                    .services
+                    .iter()
+                    .any(|s| &s.name == name || &s.group == name)
+            });
+        if !gone.is_empty() {
+            self.hub.event(
+                None,
+                format!(
+                    "reload: {} no longer in {}; the selection keeps {}",
+                    gone.join(", "),
+                    config.path.display(),
+                    known.join(", ")
+                ),
+            );
+        }
+        if known.is_empty() {
+            return Err(ApiError::new(
+                422,
+                format!(
+                    "none of the services corral was started with ({}) is in {} any more; nothing was changed",
+                    self.selection.join(", "),
+                    config.path.display()
+                ),
+            ));
+        }
+        config
+            .select(&known)
+            .map_err(|name| ApiError::new(422, format!("unknown service {name:?}")))
     }
 
     /// What `corral ps` shows for one service.
