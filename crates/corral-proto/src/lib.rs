@@ -30,6 +30,93 @@ pub struct Version {
     pub corral: String,
 }
 
+/// Where a service instance is in its lifecycle (docs/lifecycle.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceState {
+    /// Waiting for its dependencies, its endpoints, or boot.
+    Waiting,
+    /// A process is being spawned.
+    Launching,
+    /// The pre step runs.
+    Pre,
+    /// It runs but is not ready yet.
+    Starting,
+    /// It runs and is ready.
+    Running,
+    /// The stop signal was sent; SIGKILL follows at stop-timeout.
+    Stopping,
+    /// The post step runs.
+    Post,
+    /// Waiting to be restarted.
+    Backoff,
+    /// A oneshot that exited 0.
+    Completed,
+    /// Ended cleanly and not restarted.
+    Exited,
+    /// Ended for good with a failure.
+    Failed,
+    /// Never started because a dependency failed.
+    Blocked,
+    /// Stopped on request or at shutdown.
+    Stopped,
+    /// A state a newer daemon knows and this client does not.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceState::Waiting => "waiting",
+            ServiceState::Launching => "launching",
+            ServiceState::Pre => "pre",
+            ServiceState::Starting => "starting",
+            ServiceState::Running => "running",
+            ServiceState::Stopping => "stopping",
+            ServiceState::Post => "post",
+            ServiceState::Backoff => "backoff",
+            ServiceState::Completed => "completed",
+            ServiceState::Exited => "exited",
+            ServiceState::Failed => "failed",
+            ServiceState::Blocked => "blocked",
+            ServiceState::Stopped => "stopped",
+            ServiceState::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /v1/services/{name}/{action}`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl Action {
+    pub const ALL: [Action; 3] = [Action::Start, Action::Stop, Action::Restart];
+
+    /// The path segment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Restart => "restart",
+        }
+    }
+
+    pub fn from_segment(segment: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == segment)
+    }
+}
+
 /// One service instance as `corral ps` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceStatus {
@@ -40,9 +127,7 @@ pub struct ServiceStatus {
     pub group: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<u32>,
-    /// waiting, launching, pre, starting, running, stopping, post, backoff,
-    /// completed, exited, failed, blocked, stopped
-    pub state: String,
+    pub state: ServiceState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<i32>,
     /// Seconds since the current process started (running or starting).
@@ -65,24 +150,34 @@ pub struct ServiceStatus {
 impl ServiceStatus {
     /// Whether the state is one a `start` aims for.
     pub fn is_up(&self) -> bool {
-        matches!(self.state.as_str(), "running" | "completed")
-            || (self.state == "exited" && self.last_exit_code == Some(0))
+        use ServiceState as S;
+        match self.state {
+            S::Running | S::Completed => true,
+            S::Exited => self.last_exit_code == Some(0),
+            S::Waiting | S::Launching | S::Pre | S::Starting | S::Stopping | S::Post => false,
+            S::Backoff | S::Failed | S::Blocked | S::Stopped | S::Unknown => false,
+        }
     }
 
     /// Whether the state means a start did not succeed.
     pub fn is_down_for_good(&self) -> bool {
-        matches!(
-            self.state.as_str(),
-            "failed" | "blocked" | "stopped" | "backoff"
-        ) || (self.state == "exited" && self.last_exit_code != Some(0))
+        use ServiceState as S;
+        match self.state {
+            S::Failed | S::Blocked | S::Stopped | S::Backoff => true,
+            S::Exited => self.last_exit_code != Some(0),
+            S::Waiting | S::Launching | S::Pre | S::Starting | S::Running => false,
+            S::Stopping | S::Post | S::Completed | S::Unknown => false,
+        }
     }
 
     /// Whether the service has no process and nothing scheduled.
     pub fn is_stopped(&self) -> bool {
-        matches!(
-            self.state.as_str(),
-            "stopped" | "failed" | "blocked" | "exited" | "completed"
-        )
+        use ServiceState as S;
+        match self.state {
+            S::Stopped | S::Failed | S::Blocked | S::Exited | S::Completed => true,
+            S::Waiting | S::Launching | S::Pre | S::Starting | S::Running => false,
+            S::Stopping | S::Post | S::Backoff | S::Unknown => false,
+        }
     }
 }
 
@@ -218,7 +313,7 @@ pub struct Event {
     pub service: Option<String>,
     /// The service's state after the change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<ServiceState>,
     pub message: String,
 }
 
@@ -242,6 +337,10 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(minimal.is_stopped());
+        // A state from a newer daemon still parses.
+        let newer: ServiceState =
+            serde_json::from_str(r#""hibernating""#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(newer, ServiceState::Unknown);
         let line: LogLine = serde_json::from_str(
             r#"{"time":1700000000.25,"service":"api","stream":"stderr","line":"boom"}"#,
         )

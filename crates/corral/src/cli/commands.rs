@@ -46,10 +46,9 @@ pub fn table(services: &[ServiceStatus]) -> String {
                 Some(false) => "unhealthy".into(),
             },
         };
-        let state = if s.state == "starting" {
-            "starting (not ready)".to_string()
-        } else {
-            s.state.clone()
+        let state = match s.state {
+            corral_proto::ServiceState::Starting => "starting (not ready)".to_string(),
+            other => other.to_string(),
         };
         rows.push([
             s.name.clone(),

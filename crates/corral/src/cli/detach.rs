@@ -119,8 +119,9 @@ async fn wait_for_services(client: &super::Client) -> Result<(), CliError> {
     let verdict = || async {
         let list: ServiceList = client.json(Method::GET, "/services", None).await?;
         if let Some(s) = list.services.iter().find(|s| {
-            matches!(s.state.as_str(), "failed" | "blocked" | "backoff")
-                || (s.state == "exited" && s.last_exit_code != Some(0))
+            use corral_proto::ServiceState as S;
+            matches!(s.state, S::Failed | S::Blocked | S::Backoff)
+                || (s.state == S::Exited && s.last_exit_code != Some(0))
         }) {
             return Err(CliError::Failed(format!(
                 "{} did not start: it is {}{}",

@@ -1,43 +1,64 @@
 //! The bridge between API handlers and the supervisor: requests go in over a
 //! channel, the supervisor (the single owner of state) answers each one.
+//! Every request carries a reply channel of its own answer's type.
 
-use corral_proto::{ErrorBody, ReloadResult, ServiceStatus};
+use corral_proto::{Action, Endpoint, ErrorBody, ReloadResult, ServiceStatus};
 use nix::sys::signal::Signal;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::logs::HubHandle;
 
-/// What a handler asks the supervisor.
-#[derive(Debug)]
-pub enum Op {
-    List,
-    Get(String),
-    Start(String),
-    Stop(String),
-    Restart(String),
-    Signal(String, Signal),
-    Reload,
-    /// Run this many instances of a service with `replicas`.
-    Scale(String, u32),
-    /// What discovery knows: every endpoint, or those of one name.
-    Endpoints(Option<String>),
-    Shutdown,
-    /// Service names to hub indices (for log queries); empty = all.
-    Resolve(Vec<String>),
-    /// An instance name, or a replicated service's name, to instance names.
-    Expand(String),
-}
+/// Where the supervisor sends the answer to one request.
+pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
-/// The supervisor's answer.
+/// What a handler asks the supervisor, with where the answer goes.
 #[derive(Debug)]
-pub enum Reply {
-    Services(Vec<ServiceStatus>),
-    Service(ServiceStatus),
-    Reloaded(ReloadResult),
-    Resolved(Option<Vec<usize>>),
-    Names(Vec<String>),
-    Endpoints(Vec<corral_proto::Endpoint>),
-    Done,
+pub enum Request {
+    List {
+        reply: Reply<Vec<ServiceStatus>>,
+    },
+    Get {
+        name: String,
+        reply: Reply<ServiceStatus>,
+    },
+    /// Start, stop or restart one instance; answers with its state right after.
+    Act {
+        name: String,
+        action: Action,
+        reply: Reply<ServiceStatus>,
+    },
+    Signal {
+        name: String,
+        signal: Signal,
+        reply: Reply<ServiceStatus>,
+    },
+    Reload {
+        reply: Reply<ReloadResult>,
+    },
+    /// Run this many instances of a service with `replicas`.
+    Scale {
+        service: String,
+        replicas: u32,
+        reply: Reply<ReloadResult>,
+    },
+    /// What discovery knows: every endpoint, or those of one name.
+    Endpoints {
+        name: Option<String>,
+        reply: Reply<Vec<Endpoint>>,
+    },
+    Shutdown {
+        reply: Reply<()>,
+    },
+    /// Service names to hub indices (for log queries); None: all.
+    Resolve {
+        names: Vec<String>,
+        reply: Reply<Option<Vec<usize>>>,
+    },
+    /// An instance name, or a replicated service's name, to instance names.
+    Expand {
+        name: String,
+        reply: Reply<Vec<String>>,
+    },
 }
 
 /// An error with its HTTP status.
@@ -58,12 +79,10 @@ impl ApiError {
             },
         }
     }
-}
 
-/// One request and where its answer goes.
-pub struct Request {
-    pub op: Op,
-    pub reply: oneshot::Sender<Result<Reply, ApiError>>,
+    fn gone() -> ApiError {
+        ApiError::new(503, "corral is shutting down")
+    }
 }
 
 /// Everything a handler needs; cheap to clone.
@@ -81,18 +100,17 @@ impl Api {
         self.events
             .upgrade()
             .map(|s| s.subscribe())
-            .ok_or_else(|| ApiError::new(503, "corral is shutting down"))
+            .ok_or_else(ApiError::gone)
     }
 
-    /// Asks the supervisor and waits for its answer.
-    pub async fn call(&self, op: Op) -> Result<Reply, ApiError> {
+    /// Asks the supervisor and waits for its answer:
+    /// `api.call(|reply| Request::List { reply })`.
+    pub async fn call<T>(&self, request: impl FnOnce(Reply<T>) -> Request) -> Result<T, ApiError> {
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(Request { op, reply })
+            .send(request(reply))
             .await
-            .map_err(|_| ApiError::new(503, "corral is shutting down"))?;
-        answer
-            .await
-            .map_err(|_| ApiError::new(503, "corral is shutting down"))?
+            .map_err(|_| ApiError::gone())?;
+        answer.await.map_err(|_| ApiError::gone())?
     }
 }

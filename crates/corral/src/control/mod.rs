@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-pub use api::{Api, ApiError, Op, Reply, Request};
+pub use api::{Api, ApiError, Request};
 use body::ApiBody;
 
 /// The socket a daemon listens on. The runtime unlinks the path when it ends

@@ -3,13 +3,15 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use corral_proto::{ActionResult, ServiceStatus, SignalRequest, Version, MAX_BODY, PREFIX};
+use corral_proto::{
+    Action, ActionResult, ServiceState, ServiceStatus, SignalRequest, Version, MAX_BODY, PREFIX,
+};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{broadcast, mpsc};
 
-use super::api::{Api, ApiError, Op, Reply};
+use super::api::{Api, ApiError, Request as Ask};
 use super::body::ApiBody;
 use crate::logs::{follower_channel, Line, LogQuery};
 
@@ -52,42 +54,43 @@ async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>,
         })),
         (Method::GET, ["services"]) => list(&api).await,
         (Method::GET, ["services", name]) => get(&api, name).await,
-        (Method::POST, ["services", name, action @ ("start" | "stop" | "restart")]) => {
-            let name = name.to_string();
-            let action = action.to_string();
-            drain(req).await?;
-            act(&api, &name, &action, &query).await
-        }
         (Method::POST, ["services", name, "scale"]) => {
             let name = name.to_string();
             let body: corral_proto::ScaleRequest = read_json(req).await?;
-            match api.call(Op::Scale(name, body.replicas)).await? {
-                Reply::Reloaded(result) => ok(ApiBody::json(&result)),
-                _ => Err(unexpected()),
-            }
+            let replicas = body.replicas;
+            let result = api
+                .call(|reply| Ask::Scale {
+                    service: name,
+                    replicas,
+                    reply,
+                })
+                .await?;
+            ok(ApiBody::json(&result))
         }
         (Method::POST, ["services", name, "signal"]) => {
             let name = name.to_string();
             let body: SignalRequest = read_json(req).await?;
             signal(&api, &name, &body).await
         }
+        (Method::POST, ["services", name, segment]) => {
+            let Some(action) = Action::from_segment(segment) else {
+                return Err(ApiError::new(404, format!("unknown path {path}")));
+            };
+            let name = name.to_string();
+            drain(req).await?;
+            act(&api, &name, action, &query).await
+        }
         (Method::GET, ["logs"]) => logs(&api, &query).await,
         (Method::GET, ["endpoints"]) => {
             let name = query.get("name").map(str::to_string);
-            match api.call(Op::Endpoints(name)).await? {
-                Reply::Endpoints(endpoints) => {
-                    ok(ApiBody::json(&corral_proto::EndpointList { endpoints }))
-                }
-                _ => Err(unexpected()),
-            }
+            let endpoints = api.call(|reply| Ask::Endpoints { name, reply }).await?;
+            ok(ApiBody::json(&corral_proto::EndpointList { endpoints }))
         }
         (Method::GET, ["events"]) => events(&api),
         (Method::POST, ["reload"]) => {
             drain(req).await?;
-            match api.call(Op::Reload).await? {
-                Reply::Reloaded(result) => ok(ApiBody::json(&result)),
-                _ => Err(unexpected()),
-            }
+            let result = api.call(|reply| Ask::Reload { reply }).await?;
+            ok(ApiBody::json(&result))
         }
         (Method::POST, ["shutdown"]) => {
             drain(req).await?;
@@ -104,15 +107,9 @@ async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>,
     }
 }
 
-fn unexpected() -> ApiError {
-    ApiError::new(500, "unexpected answer from the supervisor")
-}
-
 async fn list(api: &Api) -> Result<Response<ApiBody>, ApiError> {
-    match api.call(Op::List).await? {
-        Reply::Services(services) => ok(ApiBody::json(&corral_proto::ServiceList { services })),
-        _ => Err(unexpected()),
-    }
+    let services = api.call(|reply| Ask::List { reply }).await?;
+    ok(ApiBody::json(&corral_proto::ServiceList { services }))
 }
 
 async fn get(api: &Api, name: &str) -> Result<Response<ApiBody>, ApiError> {
@@ -120,19 +117,14 @@ async fn get(api: &Api, name: &str) -> Result<Response<ApiBody>, ApiError> {
 }
 
 async fn status(api: &Api, name: &str) -> Result<ServiceStatus, ApiError> {
-    match api.call(Op::Get(name.to_string())).await? {
-        Reply::Service(s) => Ok(s),
-        _ => Err(unexpected()),
-    }
+    let name = name.to_string();
+    api.call(|reply| Ask::Get { name, reply }).await
 }
 
-/// start, stop, restart: ask, then wait until the service gets where the action aims.
 /// An instance, or every instance of a replicated service, by name.
 async fn expand(api: &Api, name: &str) -> Result<Vec<String>, ApiError> {
-    match api.call(Op::Expand(name.to_string())).await? {
-        Reply::Names(names) => Ok(names),
-        _ => Err(unexpected()),
-    }
+    let name = name.to_string();
+    api.call(|reply| Ask::Expand { name, reply }).await
 }
 
 /// start, stop, restart: one instance, or each instance of a replicated
@@ -140,7 +132,7 @@ async fn expand(api: &Api, name: &str) -> Result<Vec<String>, ApiError> {
 async fn act(
     api: &Api,
     name: &str,
-    action: &str,
+    action: Action,
     query: &Query,
 ) -> Result<Response<ApiBody>, ApiError> {
     let wait = query.get("wait").is_none_or(|v| v != "false");
@@ -175,28 +167,31 @@ async fn act(
 async fn act_one(
     api: &Api,
     name: &str,
-    action: &str,
+    action: Action,
     wait: bool,
     limit: Duration,
 ) -> Result<ActionResult, ApiError> {
     // Subscribe first, so no change between the request and the wait is missed.
     let mut changes = api.subscribe()?;
-    let op = match action {
-        "start" => Op::Start(name.to_string()),
-        "stop" => Op::Stop(name.to_string()),
-        _ => Op::Restart(name.to_string()),
-    };
-    let mut current = match api.call(op).await? {
-        Reply::Service(s) => s,
-        _ => return Err(unexpected()),
-    };
+    let instance = name.to_string();
+    let mut current = api
+        .call(|reply| Ask::Act {
+            name: instance,
+            action,
+            reply,
+        })
+        .await?;
     let reached = |s: &ServiceStatus| -> Option<bool> {
         match action {
-            "stop" => s.is_stopped().then_some(true),
-            _ if s.is_up() => Some(true),
+            Action::Stop => s.is_stopped().then_some(true),
+            Action::Start | Action::Restart if s.is_up() => Some(true),
             // Right after a restart the service is still stopping.
-            _ if s.is_down_for_good() && s.state != "stopping" => Some(false),
-            _ => None,
+            Action::Start | Action::Restart
+                if s.is_down_for_good() && s.state != ServiceState::Stopping =>
+            {
+                Some(false)
+            }
+            Action::Start | Action::Restart => None,
         }
     };
     let deadline = tokio::time::Instant::now() + limit;
@@ -216,11 +211,19 @@ async fn act_one(
         Some(true) => (true, format!("{name} is {}", current.state)),
         Some(false) => (
             false,
-            format!("{name} did not {action}: it is {}", current.state),
+            format!(
+                "{name} did not {}: it is {}",
+                action.as_str(),
+                current.state
+            ),
         ),
         None if !wait => (
             true,
-            format!("{name} is {} ({action} requested)", current.state),
+            format!(
+                "{name} is {} ({} requested)",
+                current.state,
+                action.as_str()
+            ),
         ),
         None => (
             false,
@@ -246,17 +249,29 @@ async fn signal(api: &Api, name: &str, req: &SignalRequest) -> Result<Response<A
         .ok_or_else(|| ApiError::new(400, format!("unknown signal {:?}", req.signal)))?;
     let names = expand(api, name).await?;
     if names.len() == 1 && names[0] == name {
-        return match api.call(Op::Signal(name.to_string(), sig)).await? {
-            Reply::Service(s) => ok(ApiBody::json(&s)),
-            _ => Err(unexpected()),
-        };
+        let name = name.to_string();
+        let status = api
+            .call(|reply| Ask::Signal {
+                name,
+                signal: sig,
+                reply,
+            })
+            .await?;
+        return ok(ApiBody::json(&status));
     }
     // Every instance that runs; the others are skipped.
     let mut statuses = Vec::with_capacity(names.len());
     for instance in &names {
-        match api.call(Op::Signal(instance.clone(), sig)).await {
-            Ok(Reply::Service(s)) => statuses.push(s),
-            Ok(_) => return Err(unexpected()),
+        let name = instance.clone();
+        let answer = api
+            .call(|reply| Ask::Signal {
+                name,
+                signal: sig,
+                reply,
+            })
+            .await;
+        match answer {
+            Ok(s) => statuses.push(s),
             Err(e) if e.status == 409 => {}
             Err(e) => return Err(e),
         }
@@ -281,10 +296,7 @@ async fn logs(api: &Api, query: &Query) -> Result<Response<ApiBody>, ApiError> {
         None => 100,
     };
     let follow = query.get("follow").is_some_and(|v| v == "true" || v == "1");
-    let services = match api.call(Op::Resolve(names)).await? {
-        Reply::Resolved(s) => s,
-        _ => return Err(unexpected()),
-    };
+    let services = api.call(|reply| Ask::Resolve { names, reply }).await?;
     let (follow_tx, mut follow_rx) = follower_channel();
     let (reply, answer) = tokio::sync::oneshot::channel();
     let query = LogQuery {
@@ -340,7 +352,7 @@ fn events(api: &Api) -> Result<Response<ApiBody>, ApiError> {
 /// Starts the shutdown; the response streams the events until corral is gone.
 async fn shutdown(api: &Api) -> Result<Response<ApiBody>, ApiError> {
     let response = events(api)?;
-    api.call(Op::Shutdown).await?;
+    api.call(|reply| Ask::Shutdown { reply }).await?;
     let mut response = response;
     *response.status_mut() = StatusCode::ACCEPTED;
     Ok(response)

@@ -138,22 +138,28 @@ impl State {
         }
     }
 
-    pub fn name(&self) -> &'static str {
+    /// The state as the control API names it.
+    pub fn public(&self) -> corral_proto::ServiceState {
+        use corral_proto::ServiceState as P;
         match self {
-            State::Waiting => "waiting",
-            State::Launching { .. } => "launching",
-            State::Pre { .. } => "pre",
-            State::Starting { .. } => "starting",
-            State::Running { .. } => "running",
-            State::Stopping { .. } => "stopping",
-            State::Post { .. } => "post",
-            State::Backoff { .. } => "backoff",
-            State::Completed => "completed",
-            State::Exited { .. } => "exited",
-            State::Failed { .. } => "failed",
-            State::Blocked { .. } => "blocked",
-            State::Stopped => "stopped",
+            State::Waiting => P::Waiting,
+            State::Launching { .. } => P::Launching,
+            State::Pre { .. } => P::Pre,
+            State::Starting { .. } => P::Starting,
+            State::Running { .. } => P::Running,
+            State::Stopping { .. } => P::Stopping,
+            State::Post { .. } => P::Post,
+            State::Backoff { .. } => P::Backoff,
+            State::Completed => P::Completed,
+            State::Exited { .. } => P::Exited,
+            State::Failed { .. } => P::Failed,
+            State::Blocked { .. } => P::Blocked,
+            State::Stopped => P::Stopped,
         }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.public().as_str()
     }
 }
 

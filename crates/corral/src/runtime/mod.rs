@@ -388,7 +388,7 @@ impl Supervisor<'_> {
                     let event = corral_proto::Event {
                         time: unix_now(),
                         service: svc.map(|i| self.config.services[i].name.clone()),
-                        state: svc.map(|i| self.engine.units()[i].state.name().to_string()),
+                        state: svc.map(|i| self.engine.units()[i].state.public()),
                         message: message.clone(),
                     };
                     let _ = self.events.send(event);

@@ -2,65 +2,93 @@
 
 use std::time::Instant;
 
-use corral_proto::{ErrorBody, ServiceStatus};
+use corral_proto::{Action, ErrorBody, ReloadResult, ServiceStatus};
 use nix::sys::signal::Signal;
 
 use super::reload::realign;
 use super::Supervisor;
 use crate::config::{self, HostEnv};
-use crate::control::{ApiError, Op, Reply, Request};
+use crate::control::{ApiError, Request};
 use crate::discovery::Registry;
 use crate::engine::{Event, State};
 use crate::process;
 
 impl Supervisor<'_> {
+    /// Answers one API request on its own reply channel.
     pub(super) async fn on_request(&mut self, request: Request) {
-        let answer = self.answer(request.op).await;
-        let _ = request.reply.send(answer);
-    }
-
-    async fn answer(&mut self, op: Op) -> Result<Reply, ApiError> {
-        match op {
-            Op::List => Ok(Reply::Services(
-                (0..self.config.services.len())
+        match request {
+            Request::List { reply } => {
+                let live = (0..self.config.services.len())
                     .filter(|&i| !self.engine.units()[i].is_removed())
                     .map(|i| self.status(i))
-                    .collect(),
-            )),
-            Op::Get(name) => self.find(&name).map(|i| Reply::Service(self.status(i))),
-            Op::Start(name) => self.request(&name, |svc| Event::StartRequested { svc }),
-            Op::Stop(name) => self.request(&name, |svc| Event::StopRequested { svc }),
-            Op::Restart(name) => self.request(&name, |svc| Event::RestartRequested { svc }),
-            Op::Signal(name, signal) => self.signal(&name, signal),
-            Op::Reload => self.reload().await,
-            Op::Scale(group, replicas) => self.scale(&group, replicas).await,
-            Op::Expand(name) => self.find_all(&name).map(|all| {
-                Reply::Names(
+                    .collect();
+                let _ = reply.send(Ok(live));
+            }
+            Request::Get { name, reply } => {
+                let _ = reply.send(self.find(&name).map(|i| self.status(i)));
+            }
+            Request::Act {
+                name,
+                action,
+                reply,
+            } => {
+                let _ = reply.send(self.act(&name, action));
+            }
+            Request::Signal {
+                name,
+                signal,
+                reply,
+            } => {
+                let _ = reply.send(self.signal(&name, signal));
+            }
+            Request::Reload { reply } => {
+                let _ = reply.send(self.reload().await);
+            }
+            Request::Scale {
+                service,
+                replicas,
+                reply,
+            } => {
+                let _ = reply.send(self.scale(&service, replicas).await);
+            }
+            Request::Expand { name, reply } => {
+                let names = self.find_all(&name).map(|all| {
                     all.into_iter()
                         .map(|i| self.config.services[i].name.clone())
-                        .collect(),
-                )
-            }),
-            Op::Endpoints(name) => Ok(Reply::Endpoints(match name {
-                Some(name) => self.registry.lookup(&name),
-                None => self.registry.all(),
-            })),
-            Op::Shutdown => {
+                        .collect()
+                });
+                let _ = reply.send(names);
+            }
+            Request::Endpoints { name, reply } => {
+                let endpoints = match name {
+                    Some(name) => self.registry.lookup(&name),
+                    None => self.registry.all(),
+                };
+                let _ = reply.send(Ok(endpoints));
+            }
+            Request::Shutdown { reply } => {
                 self.queue.push_back(Event::Shutdown {
                     code: 0,
                     reason: "requested through the control API",
                 });
-                Ok(Reply::Done)
+                let _ = reply.send(Ok(()));
             }
-            Op::Resolve(names) if names.is_empty() => Ok(Reply::Resolved(None)),
-            Op::Resolve(names) => {
-                let mut found = Vec::new();
-                for name in &names {
-                    found.extend(self.find_all(name)?);
-                }
-                Ok(Reply::Resolved(Some(found)))
+            Request::Resolve { names, reply } => {
+                let _ = reply.send(self.resolve(&names));
             }
         }
+    }
+
+    /// Log queries: names to service indices; None for all.
+    fn resolve(&self, names: &[String]) -> Result<Option<Vec<usize>>, ApiError> {
+        if names.is_empty() {
+            return Ok(None);
+        }
+        let mut found = Vec::new();
+        for name in names {
+            found.extend(self.find_all(name)?);
+        }
+        Ok(Some(found))
     }
 
     /// Index of a live service by name, or 404 listing the known names.
@@ -97,7 +125,7 @@ impl Supervisor<'_> {
 
     /// `corral scale`: the service runs `replicas` instances from now on; the
     /// choice outlives reloads (the file's `replicas` no longer applies).
-    async fn scale(&mut self, group: &str, replicas: u32) -> Result<Reply, ApiError> {
+    async fn scale(&mut self, group: &str, replicas: u32) -> Result<ReloadResult, ApiError> {
         if replicas > corral_proto::MAX_REPLICAS {
             return Err(ApiError::new(
                 400,
@@ -141,18 +169,22 @@ impl Supervisor<'_> {
             .collect()
     }
 
-    /// Feeds an operator event to the engine now, and answers with the new state.
-    fn request(&mut self, name: &str, event: impl Fn(usize) -> Event) -> Result<Reply, ApiError> {
+    /// Feeds an operator's request to the engine now, and answers with the new state.
+    fn act(&mut self, name: &str, action: Action) -> Result<ServiceStatus, ApiError> {
         let svc = self.find(name)?;
         if self.engine.is_shutting_down() {
             return Err(ApiError::new(409, "corral is shutting down"));
         }
-        self.queue.push_back(event(svc));
+        self.queue.push_back(match action {
+            Action::Start => Event::StartRequested { svc },
+            Action::Stop => Event::StopRequested { svc },
+            Action::Restart => Event::RestartRequested { svc },
+        });
         self.drain_queue();
-        Ok(Reply::Service(self.status(svc)))
+        Ok(self.status(svc))
     }
 
-    fn signal(&mut self, name: &str, signal: Signal) -> Result<Reply, ApiError> {
+    fn signal(&mut self, name: &str, signal: Signal) -> Result<ServiceStatus, ApiError> {
         let svc = self.find(name)?;
         let Some(pid) = self.engine.units()[svc].state.pid() else {
             return Err(ApiError::new(409, format!("{name} has no running process")));
@@ -161,11 +193,11 @@ impl Supervisor<'_> {
             .map_err(|e| ApiError::new(500, format!("cannot send {}: {e}", signal.as_str())))?;
         self.hub
             .event(Some(svc), format!("sent {} (requested)", signal.as_str()));
-        Ok(Reply::Service(self.status(svc)))
+        Ok(self.status(svc))
     }
 
     /// Re-reads the config file; on any error changes nothing.
-    pub(super) async fn reload(&mut self) -> Result<Reply, ApiError> {
+    pub(super) async fn reload(&mut self) -> Result<ReloadResult, ApiError> {
         let host = HostEnv::from_process();
         let loaded =
             config::load_scaled(&self.config.path, &host, &self.scale).map_err(|failure| {
@@ -209,7 +241,7 @@ impl Supervisor<'_> {
         self.drain_queue();
         self.refresh_requirements();
         self.drain_queue();
-        Ok(Reply::Reloaded(result))
+        Ok(result)
     }
 
     /// Narrows a reloaded config to the services `up` was given (and what
@@ -268,7 +300,7 @@ impl Supervisor<'_> {
             name: service.name.clone(),
             group: service.group.clone(),
             replica: service.replica,
-            state: unit.state.name().to_string(),
+            state: unit.state.public(),
             pid: unit.state.pid(),
             uptime_secs,
             restarts: unit.restarts,
