@@ -12,6 +12,8 @@ mod transition;
 mod types;
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;

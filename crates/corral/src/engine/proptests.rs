@@ -1,0 +1,464 @@
+//! Property tests: random services and random sequences of events (process
+//! ends, timers, probes, operator requests, reloads, endpoint changes,
+//! shutdown) against the invariants the rest of corral relies on.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use proptest::prelude::*;
+
+use super::*;
+use crate::config::{Backoff, Condition, RestartPolicy};
+
+const MAX_UNITS: usize = 5;
+
+fn arb_spec() -> impl Strategy<Value = (Spec, Vec<(usize, u8, bool, bool)>)> {
+    (
+        any::<[bool; 6]>(),
+        0u8..3,
+        0u8..3,
+        prop::option::of(0u32..3),
+        prop::collection::vec(
+            (0usize..MAX_UNITS, 0u8..3, any::<bool>(), any::<bool>()),
+            0..3,
+        ),
+    )
+        .prop_map(|(flags, restart, probe, max_restarts, edges)| {
+            let spec = Spec {
+                name: String::new(),
+                group: String::new(),
+                oneshot: flags[0],
+                has_pre: flags[1],
+                has_post: flags[2],
+                restart: [
+                    RestartPolicy::Always,
+                    RestartPolicy::OnFailure,
+                    RestartPolicy::Never,
+                ][restart as usize],
+                backoff: Backoff {
+                    initial: if flags[3] {
+                        Duration::ZERO
+                    } else {
+                        Duration::from_millis(100)
+                    },
+                    max: Duration::from_secs(1),
+                    reset_after: Duration::from_secs(10),
+                },
+                max_restarts,
+                essential: flags[4],
+                stop_signal: Signal::SIGTERM,
+                stop_timeout: Duration::from_secs(5),
+                depends_on: Vec::new(),
+                ready: (probe > 0).then_some(ReadyPlan {
+                    active: probe == 1,
+                    initial_delay: Duration::ZERO,
+                    interval: Duration::from_millis(100),
+                    start_timeout: Duration::from_secs(2),
+                }),
+                health: flags[5].then_some(HealthPlan {
+                    initial_delay: Duration::ZERO,
+                    interval: Duration::from_secs(1),
+                    retries: 2,
+                }),
+                provides: flags[5],
+                require_timeout: Duration::from_secs(3),
+                change_wait: (Duration::from_millis(200), Duration::from_secs(1)),
+            };
+            (spec, edges)
+        })
+}
+
+/// Services whose dependencies point only at earlier ones (no cycles).
+fn arb_specs() -> impl Strategy<Value = Vec<Spec>> {
+    prop::collection::vec(arb_spec(), 1..=MAX_UNITS).prop_map(|raw| {
+        let n = raw.len();
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, (mut spec, edges))| {
+                spec.name = format!("s{i}");
+                spec.group = if i % 2 == 0 {
+                    "even".into()
+                } else {
+                    "odd".into()
+                };
+                let mut seen = BTreeSet::new();
+                for (to, cond, restart, explicit) in edges {
+                    let to = to % n;
+                    if to < i && seen.insert(to) {
+                        spec.depends_on.push(Edge {
+                            service: to,
+                            condition: [Condition::Started, Condition::Ready, Condition::Completed]
+                                [cond as usize],
+                            restart,
+                            explicit,
+                        });
+                    }
+                }
+                spec
+            })
+            .collect()
+    })
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// The current process of a unit ends with this code (or a signal).
+    End(usize, i32),
+    /// An exit for a pid that is not the unit's current one.
+    StaleEnd(usize),
+    /// The next spawn fails.
+    FailNextSpawn,
+    Timer(usize),
+    Probe(usize, bool, bool),
+    Start(usize),
+    Stop(usize),
+    Restart(usize),
+    /// Reload: a mask of changed units and one of removed units, maybe one added.
+    Reload(u8, u8, bool),
+    Endpoints(u8),
+    ChangeRestart(usize),
+    Requirements(usize, bool),
+    Shutdown,
+    ForceStop,
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    let u = 0usize..MAX_UNITS + 1;
+    prop_oneof![
+        6 => (u.clone(), -1i32..3).prop_map(|(s, c)| Op::End(s, c)),
+        1 => u.clone().prop_map(Op::StaleEnd),
+        1 => Just(Op::FailNextSpawn),
+        6 => (0usize..8).prop_map(Op::Timer),
+        4 => (u.clone(), any::<bool>(), any::<bool>()).prop_map(|(s, r, ok)| Op::Probe(s, r, ok)),
+        2 => u.clone().prop_map(Op::Start),
+        2 => u.clone().prop_map(Op::Stop),
+        2 => u.clone().prop_map(Op::Restart),
+        1 => (any::<u8>(), any::<u8>(), any::<bool>()).prop_map(|(c, r, a)| Op::Reload(c, r, a)),
+        2 => any::<u8>().prop_map(Op::Endpoints),
+        1 => u.clone().prop_map(Op::ChangeRestart),
+        1 => (u, any::<bool>()).prop_map(|(s, m)| Op::Requirements(s, m)),
+        1 => Just(Op::Shutdown),
+        1 => Just(Op::ForceStop),
+    ]
+}
+
+/// Plays the runtime's part and checks invariants after every effect.
+struct World {
+    engine: Engine,
+    now: Instant,
+    next_pid: Pid,
+    /// Processes that exist: pid -> unit.
+    live: BTreeMap<Pid, usize>,
+    timers: Vec<(Instant, Timer)>,
+    fail_next_spawn: bool,
+    exit: Option<i32>,
+    /// The reason given with the last global ShuttingDown report.
+    ended_reason: Option<String>,
+}
+
+impl World {
+    fn new(specs: Vec<Spec>) -> World {
+        let order = order_of(&specs, &BTreeSet::new());
+        World {
+            engine: Engine::new(specs, order, Duration::from_secs(30)),
+            now: Instant::now(),
+            next_pid: 1000,
+            live: BTreeMap::new(),
+            timers: Vec::new(),
+            fail_next_spawn: false,
+            exit: None,
+            ended_reason: None,
+        }
+    }
+
+    fn units(&self) -> usize {
+        self.engine.units().len()
+    }
+
+    fn send(&mut self, event: Event) -> Result<(), TestCaseError> {
+        let mut queue = std::collections::VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            for effect in self.engine.handle(event, self.now) {
+                prop_assert!(self.exit.is_none(), "effect after Exit: {effect:?}");
+                match effect {
+                    Effect::Spawn { svc, step } => {
+                        let unit = &self.engine.units()[svc];
+                        if step != Step::Post {
+                            prop_assert_eq!(unit.want, Want::Up, "launched a unit not wanted up");
+                            prop_assert!(
+                                !self.engine.is_shutting_down(),
+                                "launched during shutdown"
+                            );
+                        }
+                        prop_assert!(
+                            !self.live.values().any(|&s| s == svc),
+                            "a second process for one unit"
+                        );
+                        if std::mem::take(&mut self.fail_next_spawn) {
+                            let error = "no such file".into();
+                            queue.push_back(Event::SpawnFailed { svc, step, error });
+                        } else {
+                            self.next_pid += 1;
+                            let pid = self.next_pid;
+                            self.live.insert(pid, svc);
+                            queue.push_back(Event::Spawned { svc, step, pid });
+                        }
+                    }
+                    Effect::ArmTimer { at, timer } => self.timers.push((at, timer)),
+                    Effect::Exit { code } => self.exit = Some(code),
+                    Effect::Report {
+                        svc: None,
+                        report: Report::ShuttingDown { reason },
+                    } => self.ended_reason = Some(reason),
+                    // SIGKILL also goes to the group of a leader that just
+                    // ended (whatever it left behind); anything else only to
+                    // a process that exists.
+                    Effect::SignalGroup { pid, signal, .. } => {
+                        prop_assert!(
+                            signal == Signal::SIGKILL || self.live.contains_key(&pid),
+                            "{} to a dead pid {pid}",
+                            signal.as_str()
+                        );
+                    }
+                    Effect::Report { .. }
+                    | Effect::RunProbe { .. }
+                    | Effect::Register { .. }
+                    | Effect::Withdraw { .. }
+                    | Effect::ApplyChange { .. } => {}
+                }
+            }
+        }
+        self.check()
+    }
+
+    /// Every live process is the current process of its unit, and the other
+    /// way round: the engine never loses track of a process.
+    fn check(&self) -> Result<(), TestCaseError> {
+        let tracked: BTreeMap<Pid, usize> = self
+            .engine
+            .units()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| u.state.pid().map(|p| (p, i)))
+            .collect();
+        prop_assert_eq!(&tracked, &self.live);
+        Ok(())
+    }
+
+    fn end(&mut self, svc: usize, exit: Exit) -> Result<(), TestCaseError> {
+        let Some(pid) = self.engine.units()[svc].state.pid() else {
+            return Ok(());
+        };
+        self.live.remove(&pid);
+        self.send(Event::Exited { svc, pid, exit })
+    }
+
+    fn fire(&mut self, k: usize) -> Result<(), TestCaseError> {
+        if self.timers.is_empty() {
+            return Ok(());
+        }
+        self.timers.sort_by_key(|(at, _)| *at);
+        let (at, timer) = self.timers.remove(k % self.timers.len());
+        self.now = self.now.max(at);
+        self.send(Event::TimerFired(timer))
+    }
+
+    fn apply(&mut self, op: Op) -> Result<(), TestCaseError> {
+        let n = self.units();
+        match op {
+            Op::End(s, code) => {
+                let exit = if code < 0 {
+                    Exit::Signal(9)
+                } else {
+                    Exit::Code(code)
+                };
+                self.end(s % n, exit)?;
+            }
+            Op::StaleEnd(s) => self.send(Event::Exited {
+                svc: s % n,
+                pid: 1,
+                exit: Exit::Code(0),
+            })?,
+            Op::FailNextSpawn => self.fail_next_spawn = true,
+            Op::Timer(k) => self.fire(k)?,
+            Op::Probe(s, ready, ok) => {
+                let svc = s % n;
+                let epoch = self.engine.units()[svc].epoch;
+                let role = if ready {
+                    ProbeRole::Ready
+                } else {
+                    ProbeRole::Health
+                };
+                let result = if ok { Ok(()) } else { Err("no".into()) };
+                self.send(Event::ProbeResult {
+                    svc,
+                    epoch,
+                    role,
+                    result,
+                })?;
+            }
+            Op::Start(s) => self.request(s % n, |svc| Event::StartRequested { svc })?,
+            Op::Stop(s) => self.request(s % n, |svc| Event::StopRequested { svc })?,
+            Op::Restart(s) => self.request(s % n, |svc| Event::RestartRequested { svc })?,
+            Op::Reload(changed, removed, add) => self.reload(changed, removed, add)?,
+            Op::Endpoints(mask) => {
+                let svcs = (0..n).filter(|i| mask & (1 << i) != 0).collect();
+                self.send(Event::EndpointsChanged { svcs })?;
+            }
+            Op::ChangeRestart(s) => self.send(Event::ChangeRestart { svc: s % n })?,
+            Op::Requirements(s, missing) => {
+                let missing = if missing {
+                    vec!["db".to_string()]
+                } else {
+                    Vec::new()
+                };
+                self.send(Event::RequirementsChanged {
+                    svc: s % n,
+                    missing,
+                })?;
+            }
+            Op::Shutdown => self.send(Event::Shutdown {
+                code: 0,
+                reason: "test",
+            })?,
+            Op::ForceStop => self.send(Event::ForceStop)?,
+        }
+        Ok(())
+    }
+
+    /// As the API does: only for units still in the config.
+    fn request(&mut self, svc: usize, event: fn(usize) -> Event) -> Result<(), TestCaseError> {
+        if self.engine.units()[svc].is_removed() || self.engine.is_shutting_down() {
+            return Ok(());
+        }
+        self.send(event(svc))
+    }
+
+    /// A reload as `realign` builds it: removed units lose their edges, and
+    /// nothing that stays may depend on them.
+    fn reload(&mut self, changed: u8, removed: u8, add: bool) -> Result<(), TestCaseError> {
+        if self.engine.is_shutting_down() {
+            return Ok(());
+        }
+        let n = self.units();
+        let was_removed: Vec<bool> = self.engine.units().iter().map(Unit::is_removed).collect();
+        let mut specs = self.engine.specs.clone();
+        let gone: BTreeSet<usize> = (0..n)
+            .filter(|&i| was_removed[i] || removed & (1 << i) != 0)
+            .collect();
+        if gone.len() == n {
+            return Ok(());
+        }
+        for (i, spec) in specs.iter_mut().enumerate() {
+            if gone.contains(&i) {
+                spec.depends_on.clear();
+            } else {
+                spec.depends_on.retain(|e| !gone.contains(&e.service));
+            }
+        }
+        let mut added = Vec::new();
+        if add && n < 8 {
+            let mut spec = specs[0].clone();
+            spec.name = format!("s{n}");
+            spec.depends_on.clear();
+            specs.push(spec);
+            added.push(n);
+        }
+        let plan = ReloadPlan {
+            order: order_of(&specs, &gone),
+            changed: (0..n)
+                .filter(|&i| !gone.contains(&i) && (changed & (1 << i) != 0 || was_removed[i]))
+                .collect(),
+            added,
+            removed: (0..n)
+                .filter(|&i| !was_removed[i] && gone.contains(&i))
+                .collect(),
+            specs,
+            shutdown_timeout: Duration::from_secs(30),
+        };
+        self.send(Event::Reload(Box::new(plan)))
+    }
+
+    /// Shuts down and plays it out: processes die when signalled (or when
+    /// their timers run out), timers fire. Returns the exit code.
+    fn shut_down(&mut self) -> Result<i32, TestCaseError> {
+        if self.exit.is_none() {
+            self.send(Event::Shutdown {
+                code: 0,
+                reason: "test",
+            })?;
+        }
+        for _ in 0..1000 {
+            if let Some(code) = self.exit {
+                return Ok(code);
+            }
+            if let Some((&pid, &svc)) = self.live.iter().next() {
+                self.live.remove(&pid);
+                self.send(Event::Exited {
+                    svc,
+                    pid,
+                    exit: Exit::Signal(15),
+                })?;
+            } else {
+                prop_assert!(
+                    !self.timers.is_empty(),
+                    "shutdown stalled with nothing to wait for"
+                );
+                self.fire(0)?;
+            }
+        }
+        Err(TestCaseError::fail("shutdown did not end"))
+    }
+}
+
+fn order_of(specs: &[Spec], gone: &BTreeSet<usize>) -> Vec<usize> {
+    let edges: Vec<Vec<usize>> = specs
+        .iter()
+        .map(|s| s.depends_on.iter().map(|d| d.service).collect())
+        .collect();
+    crate::config::topological_order(&edges)
+        .into_iter()
+        .filter(|i| !gone.contains(i))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_over_random_events(
+        specs in arb_specs(),
+        boot in any::<bool>(),
+        ops in prop::collection::vec(arb_op(), 0..60),
+    ) {
+        let essential = specs.iter().any(|s| s.essential);
+        let mut world = World::new(specs);
+        if boot {
+            world.send(Event::Boot)?;
+        }
+        let mut ended_by_itself = false;
+        for op in ops {
+            if world.exit.is_some() {
+                ended_by_itself = true;
+                break;
+            }
+            world.apply(op)?;
+        }
+        let ended_by_itself = ended_by_itself || world.exit.is_some();
+        let code = world.shut_down()?;
+        // Every process is gone, and every unit is in a final state.
+        prop_assert!(world.live.is_empty());
+        for unit in world.engine.units() {
+            prop_assert!(!unit.state.is_active(), "{:?} still active", unit.state);
+        }
+        // Exit codes: an operator's shutdown exits 0 unless an essential
+        // service ended it; "every service has ended" is 1 iff some failed.
+        match world.ended_reason.as_deref() {
+            Some("every service has ended") => prop_assert_eq!(code, 0),
+            Some("every service has ended, some failed") => prop_assert_eq!(code, 1),
+            _ if !essential && !ended_by_itself => prop_assert_eq!(code, 0),
+            _ => {}
+        }
+    }
+}
