@@ -1,4 +1,5 @@
 //! Break glass: the configured variable freezes start-up.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

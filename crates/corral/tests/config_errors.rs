@@ -1,4 +1,5 @@
 //! Bad config: every error at once, each with file:line:col, exit code 2, no panic.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The control plane: every CLI command against a real daemon, the raw API,
 //! socket security, bad requests, and load.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

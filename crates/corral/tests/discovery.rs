@@ -1,4 +1,5 @@
 //! Discovery on one host: requires/provides, injected endpoints, change actions.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

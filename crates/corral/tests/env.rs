@@ -1,4 +1,5 @@
 //! Environment isolation, inherit-env globs and interpolation.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Every example config is valid, and the basic one really serves.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The discovery scenario with a real haproxy: 4 API replicas behind a proxy
 //! whose config corral renders from the live endpoints.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Health probes: hung services are restarted, healthy ones left alone; no
 //! probe, no wake-up.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

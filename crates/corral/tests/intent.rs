@@ -1,6 +1,7 @@
 //! What the operator asks for is never lost: requests that arrive while a
 //! process is still stopping, reloads in mid-stop, and discovery's change
 //! actions all end where the operator (or the file) said.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 
@@ -18,19 +19,6 @@ command = ["sh", "-c", "trap 'sleep {secs}; exit 0' TERM; echo {name} up; while 
 stop-timeout = "10s"
 "#
     )
-}
-
-/// The state of a service from `GET /v1/services/NAME`.
-fn state_of(project: &Project, name: &str) -> String {
-    let (status, body) = raw_http(
-        &socket_of(project),
-        "GET",
-        &format!("/v1/services/{name}"),
-        b"",
-    );
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-    v["state"].as_str().unwrap_or_default().to_string()
 }
 
 fn post(project: &Project, path: &str) -> (u16, String) {

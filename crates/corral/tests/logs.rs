@@ -1,4 +1,5 @@
 //! Logs: lossless, bounded, rotated, and never in the way of supervision.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Start order follows depends-on; shutdown runs it in reverse.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

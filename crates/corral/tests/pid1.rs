@@ -1,4 +1,5 @@
 //! corral as PID 1 of a fresh PID namespace: reaps orphans, ends cleanly on SIGTERM.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

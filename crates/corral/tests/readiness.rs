@@ -1,4 +1,5 @@
 //! Readiness: dependents wait until a service really works.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

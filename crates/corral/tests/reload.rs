@@ -1,5 +1,6 @@
 //! Reload keeps what `up` was asked for: the selection of services, and
 //! the operator's stops.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 
@@ -18,10 +19,7 @@ command = ["sh", "-c", "echo extra up; exec sleep 1000"]
 "#;
 
 fn names(project: &Project) -> Vec<String> {
-    let (status, body) = raw_http(&socket_of(project), "GET", "/v1/services", b"");
-    assert_eq!(status, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-    v["services"]
+    get_json(project, "/v1/services")["services"]
         .as_array()
         .map(|a| {
             a.iter()

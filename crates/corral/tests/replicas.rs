@@ -1,4 +1,5 @@
 //! Replicas: instances with their own PORT, addressed one by one or together, scaled at runtime.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

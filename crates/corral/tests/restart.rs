@@ -1,4 +1,5 @@
 //! Restart policies, backoff, max-restarts and essential services.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

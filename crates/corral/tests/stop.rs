@@ -1,4 +1,5 @@
 //! Stopping: stop-timeout escalation, process groups, escaped daemons, PDEATHSIG.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Running services as another user.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;
 

@@ -1,6 +1,6 @@
 //! Test support: runs the real corral binary on a config in a temp dir and
 //! watches its console output.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -417,6 +417,21 @@ pub fn raw_http(socket: &Path, method: &str, path: &str, body: &[u8]) -> (u16, S
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// `GET path` on the project's control socket; the JSON answer (status 200 asserted).
+pub fn get_json(project: &Project, path: &str) -> serde_json::Value {
+    let (status, body) = raw_http(&socket_of(project), "GET", path, b"");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("a JSON answer")
+}
+
+/// The state of a service as the API reports it.
+pub fn state_of(project: &Project, name: &str) -> String {
+    get_json(project, &format!("/v1/services/{name}"))["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Waits until the daemon's socket accepts connections.
