@@ -233,3 +233,57 @@ provides = [{ name = "db", port = "${PORT}" }]
         .any(|line| line.contains("\"message\":\"endpoints changed: db\""));
     assert!(seen, "no endpoint change in the event stream");
 }
+
+/// The Registry contract (src/discovery/mod.rs), checked through the daemon:
+/// a restarted instance replaces its endpoint, a stopped one withdraws every
+/// endpoint it had, and lookups come in a stable order.
+#[test]
+fn the_registry_keeps_its_contract_through_the_daemon() {
+    let project = Project::new(
+        r#"
+[services.db]
+command = ["sleep", "60"]
+replicas = 3
+port = 32000
+provides = [{ name = "db", port = "${PORT}" }, { name = "admin", port = 33000 }]
+"#,
+    );
+    let daemon = project.up();
+    wait_for_socket(&project);
+    for i in 0..3 {
+        daemon.wait_for_service_event(&format!("db.{i}"), "registered admin", SECS5);
+    }
+    let endpoints = |name: &str| -> Vec<(String, u64)> {
+        get_json(&project, &format!("/v1/endpoints?name={name}"))["endpoints"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|e| {
+                        let instance = e["instance"].as_str().unwrap_or_default();
+                        let service = instance.rsplit(':').next().unwrap_or_default();
+                        (service.to_string(), e["port"].as_u64().unwrap_or(0))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let all = [
+        ("db.0".to_string(), 32000),
+        ("db.1".to_string(), 32001),
+        ("db.2".to_string(), 32002),
+    ];
+    assert_eq!(endpoints("db"), all, "stable order: by instance");
+    // A restart registers the instance again: it replaces, never duplicates.
+    let (code, out, _) = project.run(&["restart", "db.1"]);
+    assert_eq!((code, out.trim()), (0, "db.1 is running"));
+    assert_eq!(endpoints("db"), all);
+    assert_eq!(endpoints("admin").len(), 3);
+    // A stop withdraws every name of that instance, and only its own.
+    let (code, _, _) = project.run(&["stop", "db.2"]);
+    assert_eq!(code, 0);
+    assert_eq!(endpoints("db"), all[..2]);
+    assert_eq!(
+        endpoints("admin"),
+        [("db.0".to_string(), 33000), ("db.1".to_string(), 33000)]
+    );
+}

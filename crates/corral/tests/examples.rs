@@ -41,13 +41,6 @@ fn every_example_passes_check() {
     assert!(seen > 0, "no example found");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 #[test]
 fn basic_example_serves_http_and_stops_cleanly() {
     // Run a copy, so the example's generated files stay out of the source tree.

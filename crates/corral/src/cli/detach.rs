@@ -8,7 +8,7 @@ use std::time::Duration;
 use corral_proto::{Event, ServiceList};
 use hyper::Method;
 
-use super::{client_for, commands, config_dir, load, socket_path, CliError, Target};
+use super::{client_for, commands, load, socket_path, CliError, Target};
 
 /// How long the daemon may take to open its socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
@@ -30,8 +30,7 @@ pub fn up_detached(target: &Target, services: &[String]) -> Result<ExitCode, Cli
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return Err(CliError::Socket(crate::control::SocketError::InUse(socket)));
     }
-    let dir = config_dir(&target.file);
-    let state_dir = dir.join(".corral");
+    let state_dir = crate::config::state_dir(&target.file);
     std::fs::create_dir_all(&state_dir).map_err(|source| CliError::Io {
         context: "cannot create the .corral directory",
         source,

@@ -298,21 +298,12 @@ fn event_loop() -> Result<tokio::runtime::Runtime, CliError> {
         })
 }
 
-/// The directory of the config file (absolute when it can be).
-fn config_dir(file: &Path) -> PathBuf {
-    let parent = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf())
-}
-
 /// Where the daemon for `target` listens (or will).
 fn socket_path(target: &Target, daemon: bool) -> PathBuf {
     if let Some(s) = &target.socket {
         return s.clone();
     }
-    let beside = config_dir(&target.file).join(".corral").join("corral.sock");
+    let beside = config::state_dir(&target.file).join("corral.sock");
     let pid1 = PathBuf::from("/run/corral.sock");
     if daemon {
         if std::process::id() == 1 {
@@ -329,7 +320,7 @@ fn socket_path(target: &Target, daemon: bool) -> PathBuf {
 }
 
 fn client_for(target: &Target) -> Client {
-    Client::new(socket_path(target, false), &config_dir(&target.file))
+    Client::new(socket_path(target, false), &config::dir_of(&target.file))
 }
 
 /// Loads and validates a config, printing warnings; errors come back all at once.

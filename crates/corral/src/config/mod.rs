@@ -18,6 +18,22 @@ pub use env::{looks_secret, HostEnv};
 pub use parse::parse_signal;
 pub use user::Identity;
 
+/// The directory of a config file, absolute when it can be: relative paths
+/// in the file are relative to it, and the daemon's state lives beside it.
+pub fn dir_of(file: &Path) -> PathBuf {
+    let parent = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf())
+}
+
+/// Where a daemon keeps its socket, endpoint files and background log:
+/// `.corral/` beside the config file.
+pub fn state_dir(file: &Path) -> PathBuf {
+    dir_of(file).join(".corral")
+}
+
 /// A start order of a graph given as dependency lists (ties in index order).
 pub fn topological_order(edges: &[Vec<usize>]) -> Vec<usize> {
     graph::topological_order(edges)
@@ -490,12 +506,8 @@ pub fn load_str(
     overrides: &BTreeMap<String, u32>,
 ) -> Result<Loaded, LoadFailure> {
     let mut diags = diag::Diagnostics::new(path, source);
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     // Relative paths in the file are relative to the file, wherever corral runs.
-    let base_dir = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+    let base_dir = dir_of(path);
     let parsed = parse::parse(source, &base_dir, host, overrides, &mut diags);
     let config = parsed.and_then(|raw| graph::resolve(raw, path, &mut diags));
     let (errors, warnings) = diags.finish();

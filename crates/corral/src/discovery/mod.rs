@@ -10,7 +10,8 @@ use corral_proto::Endpoint;
 
 /// Where endpoints are published and looked up.
 ///
-/// The contract every backend keeps (tests/discovery.rs runs it against each):
+/// The contract every backend keeps (`contract::check` runs it against a
+/// backend directly; tests/discovery.rs checks it through the daemon):
 /// - `register` publishes an endpoint; the same (name, instance) replaces the
 ///   earlier one, so a restarted instance never shows up twice.
 /// - `withdraw` removes every endpoint of an instance.

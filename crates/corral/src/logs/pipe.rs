@@ -1,5 +1,6 @@
-//! Reads one pipe of a service and hands its output to the log hub in chunks
-//! of whole lines, so the cost per line stays small.
+//! Reads a process's two output pipes (stdout and stderr, in one task) and
+//! hands what they carry to the log hub in chunks of whole lines, so the cost
+//! per line stays small.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;

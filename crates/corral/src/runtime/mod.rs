@@ -156,7 +156,6 @@ pub(crate) struct Supervisor<'c> {
     exit: Option<i32>,
 }
 
-/// Runs the services of `config` until shutdown; returns corral's exit code.
 /// How the log hub keeps each service's output.
 pub fn log_sinks(services: &[crate::config::Service]) -> Vec<ServiceLog> {
     services
@@ -185,6 +184,7 @@ pub fn console_options(config: &Config) -> ConsoleOptions {
     }
 }
 
+/// Runs the services of `config` until shutdown; returns corral's exit code.
 /// `hub` must have been started with `log_sinks` of the config; `socket`, when
 /// given, serves the control API for as long as corral runs.
 pub async fn run(
@@ -216,14 +216,7 @@ pub async fn run(
         };
         tokio::spawn(control::serve(socket, api, server_stop))
     });
-    let runtime_dir = config
-        .path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(
-            || std::path::PathBuf::from(".corral"),
-            |p| p.join(".corral"),
-        );
+    let runtime_dir = crate::config::state_dir(&config.path);
     let mut sup = Supervisor {
         config,
         engine,
