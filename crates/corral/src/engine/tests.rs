@@ -755,3 +755,20 @@ fn requirements_gate_the_start_and_time_out() {
     assert!(matches!(h.state(0), State::Failed { .. }));
     assert!(h.reports().iter().any(|(_, r)| matches!(r, Report::RequireTimeout { missing, .. } if missing == &vec!["db".to_string()])));
 }
+
+/// Found by the property tests: a dependent waiting on an essential service
+/// was launched in the same step that began the shutdown its exit caused.
+#[test]
+fn nothing_starts_after_an_essential_service_exits() {
+    let mut app = spec("app");
+    app.essential = true;
+    let mut h = Harness::new(vec![
+        app,
+        depends(spec("after"), &[(0, Condition::Completed)]),
+    ]);
+    h.send(Event::Boot);
+    h.exit(0, Exit::Code(0));
+    assert_eq!(h.started(), vec![0]);
+    assert_eq!(h.state(1), &State::Stopped);
+    assert_eq!(h.exit, Some(0));
+}

@@ -674,11 +674,13 @@ impl Engine {
             }
             Outcome::Exited(exit) => {
                 self.units[svc].state = State::Exited { exit };
-                self.poll_all(now, fx);
+                // An essential service's end ends everything: nothing starts after it.
                 if self.specs[svc].essential {
                     let name = &self.specs[svc].name;
                     let reason = format!("essential service {name} exited");
                     self.begin_shutdown(exit.code(), reason, now, fx);
+                } else {
+                    self.poll_all(now, fx);
                 }
             }
             Outcome::Restart { delay, attempt } => {
