@@ -77,8 +77,9 @@ fn every_cli_command_against_a_foreground_daemon() {
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.lines().all(|l| l.starts_with("worker")), "{out}");
     let (_, merged, _) = corral(&project, &["logs", "-n", "50", "web", "worker"]);
+    let has = |service, sep, text| merged.lines().any(|l| is_line_of(l, service, sep, text));
     assert!(
-        merged.contains("web    * started") && merged.contains("worker | tick"),
+        has("web", '*', "started") && has("worker", '|', "tick"),
         "{merged}"
     );
 

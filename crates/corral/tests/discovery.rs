@@ -69,7 +69,7 @@ change-wait = { min = "100ms", max = "1s" }
     );
     let daemon = project.up();
     wait_for_socket(&project);
-    daemon.wait_for("proxy  | up", SECS5);
+    daemon.wait_for_output("proxy", "up", SECS5);
     assert_eq!(project.read("servers.cfg"), "127.0.0.1:31000 ");
     let proxy = daemon.started_pid("proxy", SECS5);
     let (code, _, err) = project.run(&["scale", "db", "3"]);

@@ -38,8 +38,8 @@ health = {{ http = "http://127.0.0.1:{well}/", interval = "200ms", timeout = "50
     }
     corral.wait_for_service_event("sick", "health check failed (1/3)", SECS5);
     corral.wait_for_service_event("sick", "unhealthy after 3 failed checks: restarting", SECS5);
-    corral.wait_for_nth("sick   * started", 2, SECS10);
-    corral.wait_for_nth("sick   * ready after", 2, SECS10);
+    corral.wait_for_service_event_nth("sick", "started", 2, SECS10);
+    corral.wait_for_service_event_nth("sick", "ready after", 2, SECS10);
     assert!(!alive(pid), "the hung process is gone");
     let touched: Vec<String> = corral
         .lines()

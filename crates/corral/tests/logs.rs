@@ -113,8 +113,8 @@ log = { file = "logs/binary.log" }
         b"first\n\xff\xfe bin \x00 ary\nno newline at the end\n"
     );
     // The console shows the bytes safely.
-    corral.wait_for("binary | \u{fffd}\u{fffd} bin \0 ary", SECS5);
-    corral.wait_for("binary | no newline at the end", SECS5);
+    corral.wait_for_output("binary", "\u{fffd}\u{fffd} bin \0 ary", SECS5);
+    corral.wait_for_output("binary", "no newline at the end", SECS5);
 }
 
 fn rss_kb(pid: i32) -> u64 {
@@ -198,8 +198,8 @@ log = { ring-bytes = "10KB" }
     );
     let corral = project.up();
     wait_for_socket(&project);
-    corral.wait_for("counter | 3000", SECS10);
-    corral.wait_for(&format!("wide    | {:0>99}", 200), SECS10);
+    corral.wait_for_output("counter", "3000", SECS10);
+    corral.wait_for_output("wide", &format!("{:0>99}", 200), SECS10);
     let (code, out, _) = project.run(&["logs", "-n", "1000", "counter"]);
     assert_eq!(code, 0);
     let lines: Vec<&str> = out.lines().collect();

@@ -157,18 +157,12 @@ depends-on = {{ db = "ready" }}
         libc::kill(db, libc::SIGKILL);
     }
     corral.wait_for_service_event("api", "restarting with its dependency db", SECS5);
-    corral.wait_for_nth("db     * ready after", 2, SECS10);
-    corral.wait_for_nth("api    * started", 2, SECS10);
+    corral.wait_for_service_event_nth("db", "ready after", 2, SECS10);
+    corral.wait_for_service_event_nth("api", "started", 2, SECS10);
+    assert!(
+        corral.event_position("db", "ready after", 2) < corral.event_position("api", "started", 2)
+    );
     let lines = corral.lines();
-    let second = |needle: &str| {
-        lines
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.contains(needle))
-            .nth(1)
-            .map(|(i, _)| i)
-    };
-    assert!(second("db     * ready after") < second("api    * started"));
     // Without restart = true, the other dependent kept running.
     assert!(alive(cron));
     assert_eq!(

@@ -185,6 +185,41 @@ impl Running {
             .expect("pid in started line")
     }
 
+    /// Waits for the n-th output line `service | <text...>`.
+    pub fn wait_for_output(&self, service: &str, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.output;
+        let mut out = lock.lock().expect("lock");
+        loop {
+            if let Some((_, l)) = out
+                .lines
+                .iter()
+                .find(|(_, l)| is_line_of(l, service, '|', text))
+            {
+                return l.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline || out.closed {
+                let all: Vec<&str> = out.lines.iter().map(|(_, l)| l.as_str()).collect();
+                panic!(
+                    "no `{service} | ...{text}` in corral output:\n{}",
+                    all.join("\n")
+                );
+            }
+            out = cv.wait_timeout(out, deadline - now).expect("wait").0;
+        }
+    }
+
+    /// Index of the n-th event line `service * <text...>`, if there is one yet.
+    pub fn event_position(&self, service: &str, text: &str, n: usize) -> Option<usize> {
+        self.lines()
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| is_line_of(l, service, '*', text))
+            .nth(n - 1)
+            .map(|(i, _)| i)
+    }
+
     /// Waits for an event line `service * <text...>`.
     pub fn wait_for_service_event(&self, service: &str, text: &str, timeout: Duration) -> String {
         self.wait_for_service_event_nth(service, text, 1, timeout)
@@ -274,6 +309,13 @@ impl Drop for Running {
 fn is_event(line: &str, service: &str) -> bool {
     line.split_once(" * ")
         .is_some_and(|(name, _)| name.trim_end() == service)
+}
+
+/// Whether a console line is `service | <text...>` or `service * <text...>`
+/// (`sep` is '|' or '*'), whatever the padding of the name column.
+pub fn is_line_of(line: &str, service: &str, sep: char, text: &str) -> bool {
+    line.split_once(&format!(" {sep} "))
+        .is_some_and(|(name, rest)| name.trim_end() == service && rest.contains(text))
 }
 
 /// Whether a process exists (and is not a zombie).
