@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 
 const CONFIG: &str = r#"
@@ -23,7 +21,10 @@ fn with_the_variable_set_nothing_starts_and_sigterm_ends_it() {
         "BREAK GLASS: BREAK_GLASS is set, so no service is started",
         SECS5,
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // The loop answers requests only after the boot it would have queued
+    // first: a service still waiting now was never started.
+    wait_for_socket(&project);
+    assert_eq!(state_of(&project, "app"), "waiting");
     assert!(
         matches!(corral.child.try_wait(), Ok(None)),
         "corral must stay up"

@@ -64,8 +64,8 @@ fn a_stop_after_a_start_request_wins() {
     post(&project, "/v1/services/slow/start?wait=false");
     let (code, out, _) = project.run(&["stop", "slow"]);
     assert_eq!((code, out.trim()), (0, "slow is stopped"));
-    // The last word was stop: it stays down, and never printed "up" again.
-    std::thread::sleep(Duration::from_millis(300));
+    // The last word was stop. Wanted up, it would have gone from stopping
+    // straight to waiting and launching; `stopped` means it stays down.
     assert_eq!(state_of(&project, "slow"), "stopped");
     assert_eq!(
         daemon
