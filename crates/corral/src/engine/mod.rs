@@ -215,26 +215,34 @@ pub struct Engine {
     dependents: Vec<Vec<usize>>,
     /// A topological order, used to start (and, reversed, to stop) deterministically.
     order: Vec<usize>,
+    /// position[svc]: where svc stands in `order` (None outside it: removed).
+    position: Vec<Option<usize>>,
     shutdown_timeout: Duration,
     phase: Phase,
     booted: bool,
     /// Rolling restarts by group: the instance restarting now, and those waiting.
     rolling: BTreeMap<String, change::Rolling>,
+    /// During shutdown, the services that transitions touched since the last
+    /// look (None until the first, full, look).
+    touched: Option<Vec<usize>>,
 }
 
 impl Engine {
     pub fn new(specs: Vec<Spec>, order: Vec<usize>, shutdown_timeout: Duration) -> Engine {
         let dependents = dependents_of(&specs);
         let units = specs.iter().map(|_| Unit::new()).collect();
+        let position = positions(&order, specs.len());
         Engine {
             specs,
             units,
             dependents,
+            position,
             order,
             shutdown_timeout,
             phase: Phase::Running,
             booted: false,
             rolling: BTreeMap::new(),
+            touched: None,
         }
     }
 
@@ -369,6 +377,7 @@ impl Engine {
             self.units.push(Unit::new());
         }
         self.dependents = dependents_of(&self.specs);
+        self.position = positions(&plan.order, self.specs.len());
         self.order = plan.order;
         self.shutdown_timeout = plan.shutdown_timeout;
         for svc in plan.removed {
@@ -415,30 +424,45 @@ impl Engine {
         self.advance_shutdown(now, fx);
     }
 
-    /// During shutdown: stops every service that nothing running depends on.
+    /// During shutdown: stops every service that nothing running depends on,
+    /// in reverse start order. The first pass looks at every service; after
+    /// that only the services an event touched, and what they depend on, can
+    /// have become ready to stop, so each event costs O(touched), not O(N).
     fn advance_shutdown(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         if !self.is_shutting_down() {
             return;
         }
-        for k in (0..self.order.len()).rev() {
-            let svc = self.order[k];
-            if self.units[svc].state.is_final() {
-                continue;
+        let candidates: Vec<usize> = match self.touched.take() {
+            None => {
+                let outside = (0..self.units.len()).filter(|&i| self.units[i].is_removed());
+                self.order.iter().rev().copied().chain(outside).collect()
             }
+            Some(touched) => {
+                let mut set = std::collections::BTreeSet::new();
+                for svc in touched {
+                    set.insert(svc);
+                    set.extend(self.specs[svc].depends_on.iter().map(|e| e.service));
+                }
+                // Dependents before what they depend on, as in the first pass.
+                let mut list: Vec<usize> = set.into_iter().collect();
+                list.sort_by_key(|&svc| std::cmp::Reverse(self.rank(svc)));
+                list
+            }
+        };
+        for svc in candidates {
             let dependents_done = self.dependents[svc]
                 .iter()
                 .all(|&d| !self.units[d].state.is_active());
             self.transition(svc, Input::Shutdown { dependents_done }, now, fx);
         }
-        // Units outside the order (removed ones) have nothing depending on them.
-        for svc in 0..self.units.len() {
-            if self.units[svc].is_removed() && !self.units[svc].state.is_final() {
-                let input = Input::Shutdown {
-                    dependents_done: true,
-                };
-                self.transition(svc, input, now, fx);
-            }
-        }
+        // This pass went dependents first, so what it changed is settled;
+        // from now on, only what later events touch.
+        self.touched = Some(Vec::new());
+    }
+
+    /// Where a service stands in the start order; services outside it last.
+    fn rank(&self, svc: usize) -> usize {
+        self.position[svc].unwrap_or(usize::MAX)
     }
 
     fn kill_all(&mut self, reason: &'static str, now: Instant, fx: &mut Vec<Effect>) {
@@ -522,6 +546,15 @@ impl Engine {
             ) => DepStatus::Pending,
         }
     }
+}
+
+/// position[svc]: the index of svc in `order`.
+fn positions(order: &[usize], n: usize) -> Vec<Option<usize>> {
+    let mut position = vec![None; n];
+    for (k, &svc) in order.iter().enumerate() {
+        position[svc] = Some(k);
+    }
+    position
 }
 
 /// dependents[i]: the services that depend on service i.

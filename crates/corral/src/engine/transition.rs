@@ -22,6 +22,9 @@ impl Engine {
         fx: &mut Vec<Effect>,
     ) {
         use State as S;
+        if let Some(touched) = &mut self.touched {
+            touched.push(svc);
+        }
         let state = self.units[svc].state;
         match (state, input) {
             // A spawn was asked for; the runtime answers at once.
