@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::diag::{suggestion, Diagnostics};
-use super::parse::RawConfig;
+use super::document::RawConfig;
 use super::{Condition, Config, Dependency};
 
 /// Turns parsed services into a Config with indexed dependencies and a start order.

@@ -1,11 +1,16 @@
 //! The configuration model (corral.toml), and loading it with full validation.
 
 mod diag;
+mod document;
 mod env;
 mod graph;
+mod host;
 pub mod interp;
-mod parse;
+mod links;
+mod probe;
+mod service;
 mod user;
+mod values;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,8 +20,8 @@ use nix::sys::signal::Signal;
 
 pub use diag::{ConfigErrors, Diagnostic, Severity};
 pub use env::{looks_secret, HostEnv};
-pub use parse::parse_signal;
 pub use user::Identity;
+pub use values::parse_signal;
 
 /// The directory of a config file, absolute when it can be: relative paths
 /// in the file are relative to it, and the daemon's state lives beside it.
@@ -508,7 +513,7 @@ pub fn load_str(
     let mut diags = diag::Diagnostics::new(path, source);
     // Relative paths in the file are relative to the file, wherever corral runs.
     let base_dir = dir_of(path);
-    let parsed = parse::parse(source, &base_dir, host, overrides, &mut diags);
+    let parsed = document::parse(source, &base_dir, host, overrides, &mut diags);
     let config = parsed.and_then(|raw| graph::resolve(raw, path, &mut diags));
     let (errors, warnings) = diags.finish();
     match config {

@@ -1,0 +1,499 @@
+//! A `[services.NAME]` table: read once into a draft (structure, types and
+//! values checked), then expanded into one service per replica, where the
+//! `${PORT}`, `${CORRAL_REPLICA}` and host variables are interpolated.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use corral_proto::MAX_REPLICAS;
+use nix::sys::signal::Signal;
+use toml::de::DeValue;
+
+use super::diag::Diagnostics;
+use super::env::{self, EnvParts, HostEnv};
+use super::host::HostChecks;
+use super::interp::Vars;
+use super::links::{
+    dependencies, on_change_action, provide_list, require_list, template_list, OnChangeDraft,
+    ProvideDraft, RawDependency, TemplateDraft,
+};
+use super::probe::{self, ProbeDraft};
+use super::values::{
+    argv, boolean, duration, expand_all, read_fields, restart_policy, set, signal, size, table,
+    text, texts, type_error, uint, Field, Key, Text, Value,
+};
+use super::{Backoff, Identity, LogConfig, OnChange, RestartPolicy, Service};
+
+/// A service instance read from the file, its dependencies not yet resolved.
+pub struct RawService {
+    pub service: Service,
+    pub name_span: Range<usize>,
+    pub depends_on: Vec<RawDependency>,
+}
+
+/// A service table as read, before it is expanded per replica.
+#[derive(Default)]
+struct Draft {
+    command: Option<Vec<Text>>,
+    oneshot: bool,
+    working_dir: Option<Text>,
+    env: Vec<(String, Text)>,
+    env_files: Vec<Text>,
+    inherit: Vec<Text>,
+    user: Option<Text>,
+    pre: Option<Vec<Text>>,
+    post: Option<Vec<Text>>,
+    restart: Option<RestartPolicy>,
+    backoff: Backoff,
+    max_restarts: Option<u32>,
+    essential: bool,
+    stop_signal: Option<Signal>,
+    stop_timeout: Option<Duration>,
+    depends_on: Vec<RawDependency>,
+    ready: Option<ProbeDraft>,
+    health: Option<ProbeDraft>,
+    log: LogDraft,
+    provides: Vec<ProvideDraft>,
+    requires: Vec<super::Require>,
+    require_timeout: Option<Duration>,
+    on_change: Option<OnChangeDraft>,
+    change_wait: Option<(Duration, Duration)>,
+    templates: Vec<TemplateDraft>,
+}
+
+const SERVICE_FIELDS: [Field<Draft>; 27] = [
+    ("command", |s, d, v| s.command = argv(d, v, "command")),
+    ("oneshot", |s, d, v| set(&mut s.oneshot, boolean(d, v))),
+    ("working-dir", |s, d, v| s.working_dir = text(d, v)),
+    ("env", read_env),
+    ("env-file", |s, d, v| s.env_files = texts(d, v)),
+    ("inherit-env", |s, d, v| s.inherit = texts(d, v)),
+    ("user", |s, d, v| s.user = text(d, v)),
+    ("pre", |s, d, v| s.pre = argv(d, v, "pre")),
+    ("post", |s, d, v| s.post = argv(d, v, "post")),
+    ("restart", |s, d, v| s.restart = restart_policy(d, v)),
+    ("backoff", read_backoff),
+    ("max-restarts", |s, d, v| s.max_restarts = uint(d, v)),
+    ("essential", |s, d, v| set(&mut s.essential, boolean(d, v))),
+    ("stop-signal", |s, d, v| s.stop_signal = signal(d, v)),
+    ("stop-timeout", |s, d, v| s.stop_timeout = duration(d, v)),
+    ("depends-on", |s, d, v| s.depends_on = dependencies(d, v)),
+    ("ready", |s, d, v| s.ready = probe::read(d, v, false)),
+    ("health", |s, d, v| s.health = probe::read(d, v, true)),
+    ("log", read_log),
+    // Read before the table, for the replicas as a whole.
+    ("replicas", |_, _, _| {}),
+    ("port", |_, _, _| {}),
+    ("provides", |s, d, v| s.provides = provide_list(d, v)),
+    ("requires", |s, d, v| s.requires = require_list(d, v)),
+    ("require-timeout", |s, d, v| {
+        s.require_timeout = duration(d, v)
+    }),
+    ("on-change", |s, d, v| s.on_change = on_change_action(d, v)),
+    ("change-wait", read_change_wait),
+    ("templates", |s, d, v| s.templates = template_list(d, v)),
+];
+
+fn read_env(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
+    let Some(t) = table(d, v, "env") else {
+        return;
+    };
+    for (k, val) in t.iter() {
+        let key = k.get_ref().to_string();
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            d.error(
+                k.span(),
+                format!("invalid environment variable name {key:?}"),
+            );
+            continue;
+        }
+        let literal = |raw: String| Text {
+            raw,
+            span: val.span(),
+        };
+        let value = match val.get_ref() {
+            DeValue::String(_) => text(d, val),
+            // Numbers and booleans are taken as written ("$" cannot occur).
+            DeValue::Integer(i) => Some(literal(i.as_str().to_string())),
+            DeValue::Boolean(b) => Some(literal(b.to_string())),
+            _ => {
+                type_error(d, val, "a string, number or boolean");
+                None
+            }
+        };
+        if let Some(value) = value {
+            s.env.push((key, value));
+        }
+    }
+}
+
+const BACKOFF_FIELDS: [Field<(Backoff, bool)>; 3] = [
+    ("initial", |b, d, v| set(&mut b.0.initial, duration(d, v))),
+    ("max", |b, d, v| {
+        b.1 = true;
+        set(&mut b.0.max, duration(d, v));
+    }),
+    ("reset-after", |b, d, v| {
+        set(&mut b.0.reset_after, duration(d, v))
+    }),
+];
+
+fn read_backoff(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
+    let Some(t) = table(d, v, "backoff") else {
+        return;
+    };
+    // (backoff, whether max was given)
+    let mut b = (Backoff::default(), false);
+    read_fields(d, t, &BACKOFF_FIELDS, &mut b, "in backoff");
+    if !b.1 && b.0.initial > b.0.max {
+        b.0.max = b.0.initial;
+    }
+    s.backoff = b.0;
+}
+
+const CHANGE_WAIT_FIELDS: [Field<(Duration, Duration)>; 2] = [
+    ("min", |w, d, v| set(&mut w.0, duration(d, v))),
+    ("max", |w, d, v| set(&mut w.1, duration(d, v))),
+];
+
+fn read_change_wait(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
+    let Some(t) = table(d, v, "change-wait") else {
+        return;
+    };
+    let mut wait = DEFAULT_CHANGE_WAIT;
+    read_fields(d, t, &CHANGE_WAIT_FIELDS, &mut wait, "in change-wait");
+    if wait.1 < wait.0 {
+        let message = format!(
+            "change-wait max ({}) is shorter than min ({})",
+            humantime::format_duration(wait.1),
+            humantime::format_duration(wait.0)
+        );
+        d.error(v.span(), message);
+    }
+    s.change_wait = Some(wait);
+}
+
+const DEFAULT_CHANGE_WAIT: (Duration, Duration) =
+    (Duration::from_millis(200), Duration::from_secs(2));
+
+/// The `log` table: the file's path is interpolated per instance.
+#[derive(Default)]
+struct LogDraft {
+    file: Option<Text>,
+    config: LogConfig,
+}
+
+const LOG_FIELDS: [Field<LogDraft>; 6] = [
+    ("file", |l, d, v| l.file = text(d, v)),
+    ("max-size", |l, d, v| match size(d, v) {
+        Some(0) => d.error(v.span(), "max-size must be at least 1 byte"),
+        n => set(&mut l.config.max_size, n),
+    }),
+    ("keep", |l, d, v| set(&mut l.config.keep, uint(d, v))),
+    ("ring-lines", |l, d, v| {
+        set(&mut l.config.ring_lines, uint(d, v).map(|n| n as usize))
+    }),
+    ("ring-bytes", |l, d, v| {
+        set(&mut l.config.ring_bytes, size(d, v).map(|n| n as usize))
+    }),
+    ("max-line", |l, d, v| match size(d, v) {
+        Some(n) if n >= 64 => l.config.max_line = n as usize,
+        Some(_) => d.error(v.span(), "max-line must be at least 64 bytes"),
+        None => {}
+    }),
+];
+
+fn read_log(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
+    if let Some(t) = table(d, v, "log") {
+        read_fields(d, t, &LOG_FIELDS, &mut s.log, "in log");
+    }
+}
+
+/// Which replica of a service is being expanded.
+#[derive(Clone, Copy)]
+struct Instance {
+    /// None for a service without `replicas`.
+    replica: Option<u32>,
+    /// PORT of this instance: `port` + replica index.
+    port: Option<u32>,
+}
+
+/// Where expansion gets what it needs from outside the table.
+pub struct Context<'a> {
+    pub base_dir: &'a Path,
+    pub host: &'a HostEnv,
+    pub checks: &'a mut HostChecks,
+}
+
+/// Reads a service table and expands it into its instances: one, or
+/// `replicas` of them (`name.0`, `name.1`...), each with its own PORT and
+/// CORRAL_REPLICA. `replicas` is taken from `scaled` when `corral scale` set it.
+pub fn read(
+    d: &mut Diagnostics<'_>,
+    name_key: &Key<'_>,
+    value: &Value<'_>,
+    scaled: Option<u32>,
+    cx: &mut Context<'_>,
+) -> Vec<RawService> {
+    let name = name_key.get_ref().as_ref();
+    let name_span = name_key.span();
+    check_name(d, name, name_span.clone());
+    let Some(t) = table(d, value, &format!("service {name:?}")) else {
+        return Vec::new();
+    };
+    let (replicas, port) = replicas_and_port(d, t.get("replicas"), t.get("port"), cx.host);
+    let mut draft = Draft::default();
+    read_fields(
+        d,
+        t,
+        &SERVICE_FIELDS,
+        &mut draft,
+        &format!("in service {name:?}"),
+    );
+    if let (true, Some(key)) = (draft.oneshot, t.get_key_value("ready").map(|(k, _)| k)) {
+        d.error(
+            key.span(),
+            format!("service {name:?} is a oneshot: it has no readiness, depend on it with condition \"completed\""),
+        );
+    }
+    if draft.command.is_none() && !t.contains_key("command") {
+        d.error(
+            name_span.clone(),
+            format!("service {name:?} has no `command`"),
+        );
+    }
+    let instances: Vec<Instance> = match scaled.or(replicas) {
+        None => vec![Instance {
+            replica: None,
+            port,
+        }],
+        Some(n) if port.is_some_and(|p| p + n.saturating_sub(1) > 65535) => {
+            let (p, last) = (port.unwrap_or_default(), n - 1);
+            d.error(
+                name_span.clone(),
+                format!("service {name:?}: the port of replica {last} (port {p} + {last}) would be above 65535"),
+            );
+            Vec::new()
+        }
+        Some(n) => (0..n.min(MAX_REPLICAS))
+            .map(|i| Instance {
+                replica: Some(i),
+                port: port.map(|p| p + i),
+            })
+            .collect(),
+    };
+    instances
+        .into_iter()
+        .filter_map(|instance| draft.expand(d, name, &name_span, instance, cx))
+        .collect()
+}
+
+fn check_name(d: &mut Diagnostics<'_>, name: &str, span: Range<usize>) {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c == '-' || c == '_' || c.is_ascii_alphanumeric());
+    if !valid {
+        d.error(
+            span,
+            format!("invalid service name {name:?}: use letters, digits, '-' and '_'"),
+        );
+    } else if name == "corral" {
+        d.error(
+            span,
+            "the service name \"corral\" is reserved for corral's own messages",
+        );
+    }
+}
+
+/// `replicas` (at most MAX_REPLICAS) and `port` (1-65535, may be "${VAR}").
+fn replicas_and_port(
+    d: &mut Diagnostics<'_>,
+    replicas: Option<&Value<'_>>,
+    port: Option<&Value<'_>>,
+    host: &HostEnv,
+) -> (Option<u32>, Option<u32>) {
+    let replicas = replicas.and_then(|v| {
+        uint(d, v).filter(|&n| {
+            let ok = n <= MAX_REPLICAS;
+            if !ok {
+                let message = format!("replicas must be at most {MAX_REPLICAS}, found {n}");
+                d.error(v.span(), message);
+            }
+            ok
+        })
+    });
+    let port = port.and_then(|v| {
+        let number = match v.get_ref() {
+            DeValue::String(_) => {
+                let vars = |n: &str| host.get(n).map(str::to_string);
+                text(d, v)
+                    .and_then(|t| t.expand(d, &vars))
+                    .and_then(|s| match s.parse::<u32>() {
+                        Ok(n) => Some(n),
+                        Err(_) => {
+                            d.error(v.span(), format!("port must be a number, found {s:?}"));
+                            None
+                        }
+                    })
+            }
+            _ => uint(d, v),
+        };
+        number.filter(|&p| {
+            let ok = (1..=65535).contains(&p);
+            if !ok {
+                let message = format!("port must be between 1 and 65535, found {p}");
+                d.error(v.span(), message);
+            }
+            ok
+        })
+    });
+    (replicas, port)
+}
+
+impl Draft {
+    /// One instance: every `${VAR}` interpolated with the instance's PORT,
+    /// CORRAL_SERVICE and CORRAL_REPLICA and corral's environment.
+    fn expand(
+        &self,
+        d: &mut Diagnostics<'_>,
+        name: &str,
+        name_span: &Range<usize>,
+        instance: Instance,
+        cx: &mut Context<'_>,
+    ) -> Option<RawService> {
+        let mut own = vec![("CORRAL_SERVICE", name.to_string())];
+        if let Some(i) = instance.replica {
+            own.push(("CORRAL_REPLICA", i.to_string()));
+        }
+        if let Some(p) = instance.port {
+            own.push(("PORT", p.to_string()));
+        }
+        let host = cx.host;
+        let vars = |n: &str| {
+            own.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+                .or_else(|| host.get(n).map(str::to_string))
+        };
+        let vars: &dyn Vars = &vars;
+        let base_dir = cx.base_dir;
+        let argv_of = |d: &mut Diagnostics<'_>, words: &Option<Vec<Text>>| match words {
+            Some(w) => expand_all(d, w, vars),
+            None => None,
+        };
+        let command = argv_of(d, &self.command);
+        let pre = argv_of(d, &self.pre);
+        let post = argv_of(d, &self.post);
+        let working_dir = match &self.working_dir {
+            Some(t) => t.expand(d, vars).map(|p| base_dir.join(p)),
+            None => None,
+        };
+        let explicit: Vec<(String, String)> = self
+            .env
+            .iter()
+            .filter_map(|(k, t)| t.expand(d, vars).map(|v| (k.clone(), v)))
+            .collect();
+        let mut env_files = Vec::new();
+        for t in &self.env_files {
+            if let Some(path) = t.expand(d, vars) {
+                env_files.extend(cx.checks.env_file(d, &base_dir.join(path), t.span.clone()));
+            }
+        }
+        let inherit: Vec<String> = self
+            .inherit
+            .iter()
+            .filter_map(|t| t.expand(d, vars))
+            .collect();
+        let identity: Option<Identity> = match &self.user {
+            Some(t) => t
+                .expand(d, vars)
+                .and_then(|spec| cx.checks.user(d, &spec, t.span.clone(), name)),
+            None => None,
+        };
+        let env = env::assemble(EnvParts {
+            host,
+            identity: identity.as_ref().unwrap_or(&host.identity),
+            inherit: &inherit,
+            files: env_files,
+            explicit,
+            own: own
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        });
+        let mut log = self.log.config.clone();
+        log.file = match &self.log.file {
+            Some(t) => t.expand(d, vars).map(|p| base_dir.join(p)),
+            None => None,
+        };
+        let on_change = match &self.on_change {
+            Some(draft) => draft.action(d, vars).unwrap_or(OnChange::Restart),
+            None => OnChange::Restart,
+        };
+        let provides = self
+            .provides
+            .iter()
+            .filter_map(|p| p.provide(d, vars))
+            .collect();
+        let templates = self
+            .templates
+            .iter()
+            .filter_map(|t| t.template(d, vars, base_dir, cx.checks))
+            .collect();
+        let ready = self.ready.as_ref().and_then(|p| p.readiness(d, vars));
+        let health = self.health.as_ref().and_then(|p| p.health(d, vars));
+        let instance_name = match instance.replica {
+            Some(i) => format!("{name}.{i}"),
+            None => name.to_string(),
+        };
+        let restart = self.restart.unwrap_or(if self.oneshot {
+            RestartPolicy::Never
+        } else {
+            RestartPolicy::OnFailure
+        });
+        Some(RawService {
+            service: Service {
+                name: instance_name,
+                group: name.to_string(),
+                replica: instance.replica,
+                port: instance.port.and_then(|p| u16::try_from(p).ok()),
+                command: command.unwrap_or_default(),
+                oneshot: self.oneshot,
+                working_dir: working_dir.or_else(|| Some(base_dir.to_path_buf())),
+                env,
+                user: identity,
+                pre,
+                post,
+                restart,
+                backoff: self.backoff,
+                max_restarts: self.max_restarts,
+                essential: self.essential,
+                stop_signal: self.stop_signal.unwrap_or(Signal::SIGTERM),
+                stop_timeout: self.stop_timeout.unwrap_or(Duration::from_secs(10)),
+                depends_on: Vec::new(),
+                ready,
+                health,
+                log,
+                provides,
+                requires: self.requires.clone(),
+                require_timeout: self.require_timeout.unwrap_or(Duration::from_secs(60)),
+                on_change,
+                change_wait: self.change_wait.unwrap_or(DEFAULT_CHANGE_WAIT),
+                templates,
+            },
+            name_span: name_span.clone(),
+            depends_on: self
+                .depends_on
+                .iter()
+                .map(|dep| RawDependency {
+                    name: dep.name.clone(),
+                    span: dep.span.clone(),
+                    condition: dep.condition,
+                    restart: dep.restart,
+                })
+                .collect(),
+        })
+    }
+}
