@@ -438,14 +438,14 @@ impl Engine {
                 self.order.iter().rev().copied().chain(outside).collect()
             }
             Some(touched) => {
-                let mut set = std::collections::BTreeSet::new();
+                let mut list = Vec::with_capacity(touched.len());
                 for svc in touched {
-                    set.insert(svc);
-                    set.extend(self.specs[svc].depends_on.iter().map(|e| e.service));
+                    list.push(svc);
+                    list.extend(self.specs[svc].depends_on.iter().map(|e| e.service));
                 }
                 // Dependents before what they depend on, as in the first pass.
-                let mut list: Vec<usize> = set.into_iter().collect();
-                list.sort_by_key(|&svc| std::cmp::Reverse(self.rank(svc)));
+                list.sort_unstable_by_key(|&svc| (std::cmp::Reverse(self.rank(svc)), svc));
+                list.dedup();
                 list
             }
         };
