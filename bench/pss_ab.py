@@ -1,0 +1,37 @@
+"""A/B of the daemon's PSS at N=100: alternates two corral binaries, 8 rounds.
+
+    python3 bench/pss_ab.py OLD_BINARY NEW_BINARY
+
+Each round starts `corral up` on 100 `sleep 86400` services (a config it
+writes in a temp dir), waits until all run, reads Pss from smaps_rollup,
+stops it. Medians of alternating rounds cancel most of the machine's drift,
+which moves single runs by +-40 kB.
+"""
+import subprocess, time, sys, os, statistics, signal
+def pss(pid):
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        if line.startswith("Pss:"): return int(line.split()[1])
+def sleeps(pid):
+    n=0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                st=open(f"/proc/{d}/stat").read()
+                if f") S {pid} " in st or f") R {pid} " in st:
+                    if open(f"/proc/{d}/comm").read().strip()=="sleep": n+=1
+            except Exception: pass
+    return n
+import tempfile
+WORK=tempfile.mkdtemp()
+cfg="[corral]\nparallel = true\n\n"+"".join(f'[services.s{i}]\ncommand = ["sleep", "86400"]\n\n' for i in range(100))
+open(os.path.join(WORK,"corral.toml"),"w").write(cfg)
+res={b:[] for b in sys.argv[1:]}
+for r in range(8):
+    for b in sys.argv[1:]:
+        p=subprocess.Popen([b,"up"],cwd=WORK,stdout=subprocess.DEVNULL,stderr=subprocess.DEVNULL)
+        t=time.time()
+        while sleeps(p.pid)<100 and time.time()-t<10: time.sleep(0.05)
+        time.sleep(1.0)
+        res[b].append(pss(p.pid))
+        p.send_signal(signal.SIGTERM); p.wait()
+for b,v in res.items(): print(b, sorted(v), "median", statistics.median(v))
