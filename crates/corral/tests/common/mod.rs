@@ -129,23 +129,31 @@ impl Running {
 
     /// Waits until `n` lines contain `needle`; returns the n-th.
     pub fn wait_for_nth(&self, needle: &str, n: usize, timeout: Duration) -> String {
+        self.wait_for_line(n, timeout, &format!("{n}x {needle:?}"), |l| {
+            l.contains(needle)
+        })
+    }
+
+    /// Waits until `n` lines satisfy `pred`; returns the n-th. `what` names
+    /// the line in the failure message, which shows everything corral printed.
+    pub fn wait_for_line(
+        &self,
+        n: usize,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         let (lock, cv) = &*self.output;
         let mut out = lock.lock().expect("lock");
         loop {
-            let hits: Vec<&String> = out
-                .lines
-                .iter()
-                .map(|(_, l)| l)
-                .filter(|l| l.contains(needle))
-                .collect();
-            if hits.len() >= n {
-                return hits[n - 1].clone();
+            if let Some((_, l)) = out.lines.iter().filter(|(_, l)| pred(l)).nth(n - 1) {
+                return l.clone();
             }
             let now = Instant::now();
             if now >= deadline || out.closed {
                 let all: Vec<&str> = out.lines.iter().map(|(_, l)| l.as_str()).collect();
-                panic!("no {n}x {needle:?} in corral output:\n{}", all.join("\n"));
+                panic!("no {what} in corral output:\n{}", all.join("\n"));
             }
             out = cv.wait_timeout(out, deadline - now).expect("wait").0;
         }
@@ -185,29 +193,10 @@ impl Running {
             .expect("pid in started line")
     }
 
-    /// Waits for the n-th output line `service | <text...>`.
+    /// Waits for an output line `service | <text...>`.
     pub fn wait_for_output(&self, service: &str, text: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        let (lock, cv) = &*self.output;
-        let mut out = lock.lock().expect("lock");
-        loop {
-            if let Some((_, l)) = out
-                .lines
-                .iter()
-                .find(|(_, l)| is_line_of(l, service, '|', text))
-            {
-                return l.clone();
-            }
-            let now = Instant::now();
-            if now >= deadline || out.closed {
-                let all: Vec<&str> = out.lines.iter().map(|(_, l)| l.as_str()).collect();
-                panic!(
-                    "no `{service} | ...{text}` in corral output:\n{}",
-                    all.join("\n")
-                );
-            }
-            out = cv.wait_timeout(out, deadline - now).expect("wait").0;
-        }
+        let what = format!("`{service} | ...{text}`");
+        self.wait_for_line(1, timeout, &what, |l| is_line_of(l, service, '|', text))
     }
 
     /// Index of the n-th event line `service * <text...>`, if there is one yet.
@@ -233,28 +222,8 @@ impl Running {
         n: usize,
         timeout: Duration,
     ) -> String {
-        let deadline = Instant::now() + timeout;
-        let (lock, cv) = &*self.output;
-        let mut out = lock.lock().expect("lock");
-        loop {
-            if let Some((_, l)) = out
-                .lines
-                .iter()
-                .filter(|(_, l)| is_event(l, service) && l.contains(text))
-                .nth(n - 1)
-            {
-                return l.clone();
-            }
-            let now = Instant::now();
-            if now >= deadline || out.closed {
-                let all: Vec<&str> = out.lines.iter().map(|(_, l)| l.as_str()).collect();
-                panic!(
-                    "no `{service} * ...{text}` in corral output:\n{}",
-                    all.join("\n")
-                );
-            }
-            out = cv.wait_timeout(out, deadline - now).expect("wait").0;
-        }
+        let what = format!("`{service} * ...{text}`");
+        self.wait_for_line(n, timeout, &what, |l| is_line_of(l, service, '*', text))
     }
 
     pub fn signal(&self, sig: i32) {
@@ -304,11 +273,6 @@ impl Drop for Running {
             let _ = self.child.wait();
         }
     }
-}
-
-fn is_event(line: &str, service: &str) -> bool {
-    line.split_once(" * ")
-        .is_some_and(|(name, _)| name.trim_end() == service)
 }
 
 /// Whether a console line is `service | <text...>` or `service * <text...>`
