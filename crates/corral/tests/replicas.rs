@@ -187,3 +187,42 @@ fn scale_is_bounded_and_refused_cleanly() {
     let (code, _, _) = project.run(&["ps"]);
     assert_eq!(code, 0);
 }
+
+/// A scale to the bound does not hold the daemon: the answer and the next
+/// request come while instances are still being spawned, in batches.
+#[test]
+fn a_big_scale_keeps_the_daemon_answering() {
+    let project = Project::new("[services.many]\ncommand = [\"sleep\", \"600\"]\nreplicas = 1\n");
+    let mut daemon = project.up();
+    wait_for_socket(&project);
+    daemon.wait_for_service_event("many.0", "started", SECS5);
+    let socket = socket_of(&project);
+    let (status, body) = raw_http(
+        &socket,
+        "POST",
+        "/v1/services/many/scale",
+        br#"{"replicas":1024}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let states = || -> Vec<String> {
+        get_json(&project, "/v1/services")["services"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|s| s["state"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let first = states();
+    assert_eq!(first.len(), 1024);
+    assert!(
+        first.iter().any(|s| s != "running"),
+        "answered only after every spawn"
+    );
+    // And every instance does come up.
+    assert!(eventually(SECS10 * 3, || states()
+        .iter()
+        .all(|s| s == "running")));
+    assert_eq!(daemon.stop(), 0);
+}

@@ -166,3 +166,75 @@ fn tail(path: &std::path::Path) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixListener;
+
+    use super::*;
+
+    /// A stand-in daemon that records the order of requests: the event
+    /// stream is opened (and stays open) before the first look at the states.
+    async fn recording_daemon(listener: UnixListener, seen: Arc<Mutex<Vec<String>>>) {
+        let mut open = Vec::new();
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut byte).await {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let path = head
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            seen.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(path.clone());
+            if path == "/v1/events" {
+                let answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+                let _ = stream.write_all(answer).await;
+                open.push(stream);
+            } else {
+                let body = r#"{"services":[{"name":"a","state":"running","restarts":0,"ready":true,"oneshot":false}]}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        }
+    }
+
+    #[test]
+    fn up_d_subscribes_before_its_first_look() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let socket = dir.path().join("corral.sock");
+        let rt = super::super::event_loop().unwrap_or_else(|e| panic!("{e}"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        rt.block_on(async {
+            let listener = UnixListener::bind(&socket).unwrap_or_else(|e| panic!("{e}"));
+            tokio::spawn(recording_daemon(listener, seen.clone()));
+            let client = super::super::Client::new(socket.clone(), dir.path());
+            let waited = wait_for_services(&client).await;
+            assert!(waited.is_ok(), "{waited:?}");
+        });
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(
+            seen.first().map(String::as_str),
+            Some("/v1/events"),
+            "{seen:?}"
+        );
+        assert!(seen.iter().any(|p| p == "/v1/services"), "{seen:?}");
+    }
+}

@@ -450,7 +450,7 @@ proptest! {
         // Every process is gone, and every unit is in a final state.
         prop_assert!(world.live.is_empty());
         for unit in world.engine.units() {
-            prop_assert!(!unit.state.is_active(), "{:?} still active", unit.state);
+            prop_assert!(unit.state.is_final(), "{:?} is not final", unit.state);
         }
         // Exit codes: an operator's shutdown exits 0 unless an essential
         // service ended it; "every service has ended" is 1 iff some failed.

@@ -772,3 +772,104 @@ fn nothing_starts_after_an_essential_service_exits() {
     assert_eq!(h.state(1), &State::Stopped);
     assert_eq!(h.exit, Some(0));
 }
+
+fn dependent(change_wait: (Duration, Duration)) -> Spec {
+    let mut app = spec("app");
+    app.change_wait = change_wait;
+    app
+}
+
+/// Times of the ApplyChange effects so far.
+fn applied(h: &Harness) -> usize {
+    h.effects
+        .iter()
+        .filter(|e| matches!(e, Effect::ApplyChange { .. }))
+        .count()
+}
+
+#[test]
+fn endpoint_changes_are_debounced_and_bounded_by_the_longest_wait() {
+    let quiet = Duration::from_millis(200);
+    let mut h = Harness::new(vec![dependent((quiet, Duration::from_secs(1)))]);
+    h.send(Event::Boot);
+    let start = h.now;
+    // A change every 100 ms keeps the quiet period from ever passing...
+    for _ in 0..15 {
+        h.send(Event::EndpointsChanged { svcs: vec![0] });
+        h.now += Duration::from_millis(100);
+        let due: Vec<Timer> = h
+            .timers
+            .iter()
+            .filter(|(at, t)| t.kind == TimerKind::ChangeDue && *at <= h.now)
+            .map(|(_, t)| *t)
+            .collect();
+        h.timers
+            .retain(|(at, t)| !(t.kind == TimerKind::ChangeDue && *at <= h.now));
+        for t in due {
+            h.send(Event::TimerFired(t));
+        }
+    }
+    // ...but the longest wait (1 s, plus a splay under quiet/4) does: one action.
+    assert_eq!(applied(&h), 1);
+    assert!(h.now - start >= Duration::from_secs(1));
+    // Then quiet: one more change acts once its quiet period is over.
+    h.timers.clear();
+    h.send(Event::EndpointsChanged { svcs: vec![0] });
+    h.fire_next_timer();
+    assert_eq!(applied(&h), 2);
+}
+
+#[test]
+fn a_change_for_a_stopped_dependent_is_dropped_and_its_restart_refused() {
+    let mut h = Harness::new(vec![dependent((
+        Duration::from_millis(200),
+        Duration::from_secs(1),
+    ))]);
+    h.send(Event::Boot);
+    h.send(Event::EndpointsChanged { svcs: vec![0] });
+    h.send(Event::StopRequested { svc: 0 });
+    h.exit(0, Exit::Signal(15));
+    while h.fire_next_timer().is_some() {}
+    assert_eq!(
+        applied(&h),
+        0,
+        "no action for a service an operator stopped"
+    );
+    h.send(Event::ChangeRestart { svc: 0 });
+    assert_eq!(h.state(0), &State::Stopped);
+    assert_eq!(h.started(), vec![0]);
+}
+
+#[test]
+fn change_restarts_roll_through_a_group_one_at_a_time() {
+    let mut specs: Vec<Spec> = (0..3).map(|i| spec(&format!("api.{i}"))).collect();
+    for s in &mut specs {
+        *s = with_ready(s.clone(), true);
+    }
+    let mut h = Harness::new(specs);
+    h.send(Event::Boot);
+    for svc in 0..3 {
+        h.probe_result(svc, ProbeRole::Ready, Ok(()));
+    }
+    for svc in 0..3 {
+        h.send(Event::ChangeRestart { svc });
+    }
+    let stopping = |h: &Harness| {
+        (0..3)
+            .filter(|&i| matches!(h.state(i), State::Stopping { .. }))
+            .count()
+    };
+    for turn in 0..3 {
+        assert_eq!(stopping(&h), 1, "turn {turn}: one instance at a time");
+        let svc = (0..3)
+            .find(|&i| matches!(h.state(i), State::Stopping { .. }))
+            .unwrap_or(0);
+        h.exit(svc, Exit::Signal(15));
+        assert!(matches!(h.state(svc), State::Starting { .. }));
+        // The next one waits until this one is ready again.
+        assert_eq!(stopping(&h), 0);
+        h.probe_result(svc, ProbeRole::Ready, Ok(()));
+    }
+    assert_eq!(stopping(&h), 0);
+    assert_eq!(h.started().len(), 6);
+}

@@ -322,6 +322,9 @@ impl Supervisor<'_> {
                         };
                         self.spawn(svc, step);
                     }
+                    // Let the API server and the output readers run between
+                    // batches: they are other tasks of this one thread.
+                    tokio::task::yield_now().await;
                 }
                 Wakeup::Notice(notice) => self.on_notice(notice),
                 Wakeup::Request(request) => self.on_request(request).await,
