@@ -1,5 +1,6 @@
 //! Service discovery: who provides which name, and what dependents get from it.
 
+pub mod etcd;
 mod local;
 mod render;
 

@@ -1,0 +1,533 @@
+//! A client of etcd's v3 JSON gateway (`/v3/kv/*`, `/v3/lease/*`,
+//! `/v3/watch`, `/v3/auth/authenticate`) on the hyper client corral already
+//! links: keys and values travel in base64, int64 fields as strings, each
+//! watch on a connection of its own.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::net::TcpStream;
+
+use super::base64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot reach etcd at {endpoint}: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("etcd answered {status} to {path}: {body}")]
+    Status {
+        status: u16,
+        path: &'static str,
+        body: String,
+    },
+    #[error("unexpected answer from etcd to {path}: {reason}")]
+    Protocol { path: &'static str, reason: String },
+}
+
+/// One key of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+    /// The lease the key is attached to (0: none).
+    pub lease: i64,
+}
+
+/// A granted lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    pub ttl: i64,
+}
+
+/// One message of a watch stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchMessage {
+    /// The watch exists; events from its start revision follow.
+    Created { revision: i64 },
+    /// Changes, all at revisions up to `revision`.
+    Events { revision: i64, changes: Vec<Change> },
+    /// Nothing changed up to `revision` (progress notification).
+    Progress { revision: i64 },
+    /// The watch ended; `compact_revision > 0`: its start was compacted away.
+    Canceled {
+        compact_revision: i64,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Put(KeyValue),
+    Delete { key: String, mod_revision: i64 },
+}
+
+/// Where etcd is and how to talk to it.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// `host:port` of each member; calls go to the first that answers.
+    endpoints: Vec<String>,
+    /// An auth token (`/v3/auth/authenticate`), sent with every call.
+    token: Option<String>,
+    /// Bound of one unary call, connection included.
+    timeout: Duration,
+}
+
+impl Gateway {
+    pub fn new(endpoints: Vec<String>, timeout: Duration) -> Gateway {
+        Gateway {
+            endpoints,
+            token: None,
+            timeout,
+        }
+    }
+
+    /// Logs in; later calls carry the token.
+    pub async fn authenticate(&mut self, name: &str, password: &str) -> Result<(), GatewayError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            token: String,
+        }
+        const PATH: &str = "/v3/auth/authenticate";
+        let answer: Answer = self
+            .call(PATH, json!({ "name": name, "password": password }))
+            .await?;
+        self.token = Some(answer.token);
+        Ok(())
+    }
+
+    /// Puts a key (attached to `lease` unless 0); returns the new revision.
+    pub async fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<i64, GatewayError> {
+        let mut body =
+            json!({ "key": base64::encode(key.as_bytes()), "value": base64::encode(value) });
+        if lease != 0 {
+            body["lease"] = json!(lease.to_string());
+        }
+        let answer: HeaderOnly = self.call("/v3/kv/put", body).await?;
+        Ok(answer.header.revision)
+    }
+
+    /// Every key under `prefix`, and the revision they were read at.
+    pub async fn range_prefix(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64), GatewayError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            header: Header,
+            #[serde(default)]
+            kvs: Vec<RawKv>,
+        }
+        const PATH: &str = "/v3/kv/range";
+        let (key, range_end) = prefix_range(prefix);
+        let answer: Answer = self
+            .call(PATH, json!({ "key": key, "range_end": range_end }))
+            .await?;
+        let kvs = answer
+            .kvs
+            .into_iter()
+            .map(|kv| kv.decode(PATH))
+            .collect::<Result<_, _>>()?;
+        Ok((kvs, answer.header.revision))
+    }
+
+    /// Deletes one key; returns the revision after.
+    pub async fn delete(&self, key: &str) -> Result<i64, GatewayError> {
+        let body = json!({ "key": base64::encode(key.as_bytes()) });
+        let answer: HeaderOnly = self.call("/v3/kv/deleterange", body).await?;
+        Ok(answer.header.revision)
+    }
+
+    /// Deletes every key under `prefix`.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<i64, GatewayError> {
+        let (key, range_end) = prefix_range(prefix);
+        let body = json!({ "key": key, "range_end": range_end });
+        let answer: HeaderOnly = self.call("/v3/kv/deleterange", body).await?;
+        Ok(answer.header.revision)
+    }
+
+    pub async fn grant(&self, ttl: Duration) -> Result<Lease, GatewayError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default, rename = "ID", deserialize_with = "int64")]
+            id: i64,
+            #[serde(default, rename = "TTL", deserialize_with = "int64")]
+            ttl: i64,
+            #[serde(default)]
+            error: String,
+        }
+        const PATH: &str = "/v3/lease/grant";
+        let secs = ttl.as_secs().max(1);
+        let answer: Answer = self.call(PATH, json!({ "TTL": secs.to_string() })).await?;
+        if !answer.error.is_empty() || answer.id == 0 {
+            return Err(GatewayError::Protocol {
+                path: PATH,
+                reason: format!("no lease granted: {}", answer.error),
+            });
+        }
+        Ok(Lease {
+            id: answer.id,
+            ttl: answer.ttl,
+        })
+    }
+
+    /// Renews a lease; the TTL left, 0 or less when the lease is gone.
+    pub async fn keep_alive(&self, id: i64) -> Result<i64, GatewayError> {
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            result: Option<KeepAlive>,
+        }
+        #[derive(Deserialize)]
+        struct KeepAlive {
+            #[serde(default, rename = "TTL", deserialize_with = "int64")]
+            ttl: i64,
+        }
+        let answer: Answer = self
+            .call("/v3/lease/keepalive", json!({ "ID": id.to_string() }))
+            .await?;
+        Ok(answer.result.map_or(0, |r| r.ttl))
+    }
+
+    pub async fn revoke(&self, id: i64) -> Result<(), GatewayError> {
+        let _: HeaderOnly = self
+            .call("/v3/lease/revoke", json!({ "ID": id.to_string() }))
+            .await?;
+        Ok(())
+    }
+
+    /// Watches every key under `prefix` from `start_revision`, with progress
+    /// notifications, on a connection of its own.
+    pub async fn watch(&self, prefix: &str, start_revision: i64) -> Result<Watch, GatewayError> {
+        let (key, range_end) = prefix_range(prefix);
+        let body = json!({ "create_request": {
+            "key": key,
+            "range_end": range_end,
+            "start_revision": start_revision.to_string(),
+            "progress_notify": true,
+        }});
+        const PATH: &str = "/v3/watch";
+        let response = tokio::time::timeout(self.timeout, self.send(PATH, body))
+            .await
+            .map_err(|_| self.timed_out(PATH))??;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let body = collect(response.into_body(), PATH).await?;
+            return Err(status_error(status, PATH, &body));
+        }
+        Ok(Watch {
+            body: response.into_body(),
+            pending: Vec::new(),
+        })
+    }
+
+    /// A unary call: POST a JSON body, decode the JSON answer.
+    pub(super) async fn call<T: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        body: serde_json::Value,
+    ) -> Result<T, GatewayError> {
+        let exchange = async {
+            let response = self.send(path, body).await?;
+            let status = response.status();
+            let bytes = collect(response.into_body(), path).await?;
+            if status != StatusCode::OK {
+                return Err(status_error(status, path, &bytes));
+            }
+            serde_json::from_slice(&bytes).map_err(|e| GatewayError::Protocol {
+                path,
+                reason: e.to_string(),
+            })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| self.timed_out(path))?
+    }
+
+    /// Sends a request to the first endpoint that accepts a connection.
+    async fn send(
+        &self,
+        path: &'static str,
+        body: serde_json::Value,
+    ) -> Result<hyper::Response<Incoming>, GatewayError> {
+        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let mut last = None;
+        for endpoint in &self.endpoints {
+            let stream = match TcpStream::connect(endpoint.as_str()).await {
+                Ok(s) => s,
+                Err(e) => {
+                    last = Some(GatewayError::Unreachable {
+                        endpoint: endpoint.clone(),
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (mut sender, conn) =
+                match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        last = Some(GatewayError::Unreachable {
+                            endpoint: endpoint.clone(),
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
+            tokio::spawn(conn);
+            let mut request = Request::post(path)
+                .header(hyper::header::HOST, endpoint.as_str())
+                .header(hyper::header::CONTENT_TYPE, "application/json");
+            if let Some(token) = &self.token {
+                request = request.header(hyper::header::AUTHORIZATION, token.as_str());
+            }
+            let request =
+                request
+                    .body(Full::new(bytes.clone()))
+                    .map_err(|e| GatewayError::Protocol {
+                        path,
+                        reason: e.to_string(),
+                    })?;
+            return sender
+                .send_request(request)
+                .await
+                .map_err(|e| GatewayError::Unreachable {
+                    endpoint: endpoint.clone(),
+                    reason: e.to_string(),
+                });
+        }
+        Err(last.unwrap_or(GatewayError::Unreachable {
+            endpoint: String::new(),
+            reason: "no etcd endpoint configured".into(),
+        }))
+    }
+
+    fn timed_out(&self, path: &'static str) -> GatewayError {
+        GatewayError::Unreachable {
+            endpoint: self.endpoints.join(","),
+            reason: format!("{path} took longer than {:?}", self.timeout),
+        }
+    }
+}
+
+/// A watch stream: JSON objects, one after another.
+pub struct Watch {
+    body: Incoming,
+    pending: Vec<u8>,
+}
+
+impl Watch {
+    /// The next message; None when etcd closed the stream.
+    pub async fn next(&mut self) -> Result<Option<WatchMessage>, GatewayError> {
+        const PATH: &str = "/v3/watch";
+        loop {
+            if let Some(message) = self.parse_pending(PATH)? {
+                return Ok(Some(message));
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => {
+                    return Err(GatewayError::Unreachable {
+                        endpoint: String::new(),
+                        reason: format!("watch stream broke: {e}"),
+                    })
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.pending.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes one whole JSON object off the front of what was read, if there is one.
+    fn parse_pending(&mut self, path: &'static str) -> Result<Option<WatchMessage>, GatewayError> {
+        let start = self.pending.iter().position(|b| !b.is_ascii_whitespace());
+        let Some(start) = start else {
+            self.pending.clear();
+            return Ok(None);
+        };
+        let mut stream = serde_json::Deserializer::from_slice(&self.pending[start..])
+            .into_iter::<WatchEnvelope>();
+        let parsed = match stream.next() {
+            None => return Ok(None),
+            Some(Err(e)) if e.is_eof() => return Ok(None),
+            Some(Err(e)) => {
+                return Err(GatewayError::Protocol {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+            Some(Ok(envelope)) => envelope,
+        };
+        let used = start + stream.byte_offset();
+        self.pending.drain(..used);
+        parsed.message(path).map(Some)
+    }
+}
+
+#[derive(Deserialize)]
+struct WatchEnvelope {
+    #[serde(default)]
+    result: Option<WatchResult>,
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct WatchResult {
+    #[serde(default)]
+    header: Header,
+    #[serde(default)]
+    created: bool,
+    #[serde(default)]
+    canceled: bool,
+    #[serde(default, deserialize_with = "int64")]
+    compact_revision: i64,
+    #[serde(default)]
+    cancel_reason: String,
+    #[serde(default)]
+    events: Vec<RawEvent>,
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    /// Absent for PUT (the default of the enum).
+    #[serde(default, rename = "type")]
+    kind: String,
+    kv: RawKv,
+}
+
+impl WatchEnvelope {
+    fn message(self, path: &'static str) -> Result<WatchMessage, GatewayError> {
+        let Some(r) = self.result else {
+            return Err(GatewayError::Protocol {
+                path,
+                reason: format!("watch error: {}", self.error.unwrap_or_default()),
+            });
+        };
+        let revision = r.header.revision;
+        if r.canceled {
+            return Ok(WatchMessage::Canceled {
+                compact_revision: r.compact_revision,
+                reason: r.cancel_reason,
+            });
+        }
+        if r.created {
+            return Ok(WatchMessage::Created { revision });
+        }
+        if r.events.is_empty() {
+            return Ok(WatchMessage::Progress { revision });
+        }
+        let changes = r
+            .events
+            .into_iter()
+            .map(|e| {
+                let kv = e.kv.decode(path)?;
+                Ok(match e.kind.as_str() {
+                    "DELETE" => Change::Delete {
+                        key: kv.key,
+                        mod_revision: kv.mod_revision,
+                    },
+                    _ => Change::Put(kv),
+                })
+            })
+            .collect::<Result<_, GatewayError>>()?;
+        Ok(WatchMessage::Events { revision, changes })
+    }
+}
+
+#[derive(Default, Deserialize)]
+struct Header {
+    #[serde(default, deserialize_with = "int64")]
+    revision: i64,
+}
+
+#[derive(Deserialize)]
+struct HeaderOnly {
+    #[serde(default)]
+    header: Header,
+}
+
+#[derive(Deserialize)]
+struct RawKv {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default, deserialize_with = "int64")]
+    mod_revision: i64,
+    #[serde(default, deserialize_with = "int64")]
+    lease: i64,
+}
+
+impl RawKv {
+    fn decode(self, path: &'static str) -> Result<KeyValue, GatewayError> {
+        let bad = |what: &str| GatewayError::Protocol {
+            path,
+            reason: format!("{what} is not base64"),
+        };
+        let key = base64::decode(&self.key).ok_or_else(|| bad("a key"))?;
+        Ok(KeyValue {
+            key: String::from_utf8_lossy(&key).into_owned(),
+            value: base64::decode(&self.value).ok_or_else(|| bad("a value"))?,
+            mod_revision: self.mod_revision,
+            lease: self.lease,
+        })
+    }
+}
+
+/// The gateway writes int64 fields as strings (and leaves zeros out).
+fn int64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Int {
+        Text(String),
+        Number(i64),
+    }
+    match Int::deserialize(d)? {
+        Int::Number(n) => Ok(n),
+        Int::Text(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+/// `key` and `range_end` (both base64) selecting every key under `prefix`.
+fn prefix_range(prefix: &str) -> (String, String) {
+    let mut end = prefix.as_bytes().to_vec();
+    // The first key after every key that starts with the prefix.
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            break;
+        }
+    }
+    let end = if end.is_empty() { vec![0] } else { end };
+    (base64::encode(prefix.as_bytes()), base64::encode(&end))
+}
+
+async fn collect(body: Incoming, path: &'static str) -> Result<Bytes, GatewayError> {
+    body.collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| GatewayError::Protocol {
+            path,
+            reason: e.to_string(),
+        })
+}
+
+fn status_error(status: StatusCode, path: &'static str, body: &[u8]) -> GatewayError {
+    GatewayError::Status {
+        status: status.as_u16(),
+        path,
+        body: String::from_utf8_lossy(body).trim().to_string(),
+    }
+}
