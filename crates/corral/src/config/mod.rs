@@ -235,7 +235,7 @@ pub struct Service {
     pub working_dir: Option<PathBuf>,
     /// The complete environment the service gets, in a stable order.
     pub env: Vec<(String, String)>,
-    pub user: Option<Identity>,
+    pub user: Option<Box<Identity>>,
     pub pre: Option<Vec<String>>,
     pub post: Option<Vec<String>>,
     pub restart: RestartPolicy,
@@ -247,9 +247,11 @@ pub struct Service {
     pub stop_timeout: Duration,
     pub depends_on: Vec<Dependency>,
     /// How corral learns that the service works; None = ready once started.
-    pub ready: Option<Readiness>,
+    /// (Boxed, like `health` and `user`: most services have none, and a
+    /// Service is kept per instance for as long as corral runs.)
+    pub ready: Option<Box<Readiness>>,
     /// Liveness checks once ready; None = never checked.
-    pub health: Option<Health>,
+    pub health: Option<Box<Health>>,
     pub log: LogConfig,
     /// Names this instance provides once it is ready.
     pub provides: Vec<Provide>,

@@ -442,8 +442,16 @@ impl Draft {
             .iter()
             .filter_map(|t| t.template(d, vars, base_dir, cx.checks))
             .collect();
-        let ready = self.ready.as_ref().and_then(|p| p.readiness(d, vars));
-        let health = self.health.as_ref().and_then(|p| p.health(d, vars));
+        let ready = self
+            .ready
+            .as_ref()
+            .and_then(|p| p.readiness(d, vars))
+            .map(Box::new);
+        let health = self
+            .health
+            .as_ref()
+            .and_then(|p| p.health(d, vars))
+            .map(Box::new);
         let instance_name = match instance.replica {
             Some(i) => format!("{name}.{i}"),
             None => name.to_string(),
@@ -463,7 +471,7 @@ impl Draft {
                 oneshot: self.oneshot,
                 working_dir: working_dir.or_else(|| Some(base_dir.to_path_buf())),
                 env,
-                user: identity,
+                user: identity.map(Box::new),
                 pre,
                 post,
                 restart,

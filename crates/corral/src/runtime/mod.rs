@@ -737,7 +737,7 @@ fn launch_for<'a>(
         argv,
         env,
         working_dir: service.working_dir.as_deref(),
-        user: service.user.as_ref(),
+        user: service.user.as_deref(),
         capture_output: true,
         notify: None,
     }
