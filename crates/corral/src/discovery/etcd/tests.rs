@@ -10,7 +10,8 @@ use super::gateway::{Change, Gateway, KeyValue, WatchMessage};
 struct TestEtcd {
     child: Child,
     client: String,
-    _dir: tempfile::TempDir,
+    peer: String,
+    dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -23,10 +24,33 @@ fn free_port() -> u16 {
 impl TestEtcd {
     fn start() -> TestEtcd {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
+        let client = format!("127.0.0.1:{}", free_port());
+        let peer = format!("127.0.0.1:{}", free_port());
+        let child = TestEtcd::spawn(&dir, &client, &peer);
+        TestEtcd {
+            child,
+            client,
+            peer,
+            dir,
+        }
+    }
+
+    /// Kills etcd and starts it again on the same data and ports.
+    fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = TestEtcd::spawn(&self.dir, &self.client, &self.peer);
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn spawn(dir: &tempfile::TempDir, client: &str, peer: &str) -> Child {
+        let client_url = format!("http://{client}");
+        let peer_url = format!("http://{peer}");
+        Command::new("etcd")
             .args(["--name", "t", "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--listen-client-urls", &client_url])
@@ -40,12 +64,7 @@ impl TestEtcd {
             .spawn()
             .unwrap_or_else(|e| {
                 panic!("cannot run etcd ({e}): scripts/test installs it (Debian's etcd-server)")
-            });
-        TestEtcd {
-            child,
-            client: format!("127.0.0.1:{client}"),
-            _dir: dir,
-        }
+            })
     }
 
     fn gateway(&self) -> Gateway {
@@ -304,4 +323,209 @@ fn with_auth_enabled_calls_need_the_token() {
         let (kvs, _) = g.range_prefix("corral/").await.unwrap_or_default();
         assert_eq!(keys(&kvs), ["corral/x"]);
     });
+}
+
+mod agent {
+    use std::collections::BTreeSet;
+    use std::time::{Duration, Instant};
+
+    use corral_proto::Endpoint;
+    use tokio::sync::mpsc;
+
+    use super::super::agent::{run as run_agent, Command, Report, Settings};
+    use super::{ready, run, TestEtcd};
+
+    fn settings(etcd: &TestEtcd, host_id: &str) -> Settings {
+        Settings {
+            endpoints: vec![etcd.client.clone()],
+            prefix: "corral".into(),
+            ttl: Duration::from_secs(2),
+            host_id: host_id.into(),
+            credentials: None,
+        }
+    }
+
+    fn endpoint(name: &str, host_id: &str, service: &str, port: u16) -> Endpoint {
+        Endpoint {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port,
+            tags: vec!["primary".into()],
+            attrs: Default::default(),
+            instance: format!("{host_id}:{service}"),
+        }
+    }
+
+    /// An agent task and the view it reports, kept up to date.
+    struct Peer {
+        commands: mpsc::UnboundedSender<Command>,
+        reports: mpsc::UnboundedReceiver<Report>,
+        task: tokio::task::JoinHandle<()>,
+        /// (name, instance, port) of every endpoint in the view.
+        view: BTreeSet<(String, String, u16)>,
+        degraded: bool,
+    }
+
+    impl Peer {
+        fn start(settings: Settings) -> Peer {
+            let (commands, rx) = mpsc::unbounded_channel();
+            let (tx, reports) = mpsc::unbounded_channel();
+            let task = tokio::spawn(run_agent(settings, rx, tx));
+            Peer {
+                commands,
+                reports,
+                task,
+                view: BTreeSet::new(),
+                degraded: false,
+            }
+        }
+
+        fn key(e: &Endpoint) -> (String, String, u16) {
+            (e.name.clone(), e.instance.clone(), e.port)
+        }
+
+        /// Applies reports until `cond` holds of the view (or 10 s pass).
+        async fn until(&mut self, what: &str, cond: impl Fn(&Peer) -> bool) {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !cond(self) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let report = tokio::time::timeout(left, self.reports.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("{what}: not within 10 s; view {:?}", self.view));
+                match report {
+                    Some(Report::Reset(all)) => {
+                        self.view = all.iter().map(Peer::key).collect();
+                    }
+                    Some(Report::Changed { upserts, removed }) => {
+                        for (name, instance) in removed {
+                            self.view
+                                .retain(|(n, i, _)| !(n == &name && i == &instance));
+                        }
+                        for e in upserts {
+                            self.view
+                                .retain(|(n, i, _)| !(n == &e.name && i == &e.instance));
+                            self.view.insert(Peer::key(&e));
+                        }
+                    }
+                    Some(Report::Degraded(_)) => self.degraded = true,
+                    Some(Report::Healthy) => self.degraded = false,
+                    None => panic!("{what}: the agent ended"),
+                }
+            }
+        }
+
+        fn has(&self, instance: &str, port: u16) -> bool {
+            self.view
+                .iter()
+                .any(|(_, i, p)| i == instance && *p == port)
+        }
+    }
+
+    #[test]
+    fn a_provider_on_one_host_is_seen_by_another_until_withdrawn() {
+        let etcd = TestEtcd::start();
+        run(async {
+            ready(&etcd.gateway()).await;
+            let a = Peer::start(settings(&etcd, "a"));
+            let mut b = Peer::start(settings(&etcd, "b"));
+            let _ = a
+                .commands
+                .send(Command::Register(endpoint("db", "a", "db", 5432)));
+            b.until("b sees a's db", |p| p.has("a:db", 5432)).await;
+            // A restarted instance replaces its entry (same key).
+            let _ = a
+                .commands
+                .send(Command::Register(endpoint("db", "a", "db", 5433)));
+            b.until("b sees the new port only", |p| {
+                p.has("a:db", 5433) && !p.has("a:db", 5432)
+            })
+            .await;
+            let _ = a.commands.send(Command::Withdraw("a:db".into()));
+            b.until("a's db is withdrawn", |p| p.view.is_empty()).await;
+        });
+    }
+
+    #[test]
+    fn a_dead_host_vanishes_within_its_ttl_and_a_clean_stop_at_once() {
+        let etcd = TestEtcd::start();
+        run(async {
+            ready(&etcd.gateway()).await;
+            let a = Peer::start(settings(&etcd, "a"));
+            let c = Peer::start(settings(&etcd, "c"));
+            let mut b = Peer::start(settings(&etcd, "b"));
+            let _ = a
+                .commands
+                .send(Command::Register(endpoint("db", "a", "db", 1)));
+            let _ = c
+                .commands
+                .send(Command::Register(endpoint("db", "c", "db", 2)));
+            b.until("both", |p| p.has("a:db", 1) && p.has("c:db", 2))
+                .await;
+            // a dies without a word (like kill -9): gone once its lease expires.
+            a.task.abort();
+            let died = Instant::now();
+            b.until("a expired", |p| !p.has("a:db", 1)).await;
+            assert!(
+                died.elapsed() < Duration::from_secs(2 + 3),
+                "{:?}",
+                died.elapsed()
+            );
+            // c stops cleanly: its lease is revoked, its endpoint gone at once.
+            let _ = c.commands.send(Command::Stop);
+            let stopped = Instant::now();
+            b.until("c revoked", |p| p.view.is_empty()).await;
+            assert!(
+                stopped.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                stopped.elapsed()
+            );
+        });
+    }
+
+    #[test]
+    fn a_new_run_of_a_host_deletes_what_its_last_run_left() {
+        let etcd = TestEtcd::start();
+        run(async {
+            ready(&etcd.gateway()).await;
+            let mut long = settings(&etcd, "a");
+            long.ttl = Duration::from_secs(60);
+            let old = Peer::start(long.clone());
+            let mut b = Peer::start(settings(&etcd, "b"));
+            let _ = old
+                .commands
+                .send(Command::Register(endpoint("db", "a", "db", 1)));
+            b.until("old run's endpoint", |p| p.has("a:db", 1)).await;
+            old.task.abort();
+            // The next run of host "a" starts long before the old lease expires.
+            let _again = Peer::start(long);
+            b.until("stale key deleted", |p| p.view.is_empty()).await;
+        });
+    }
+
+    #[test]
+    fn etcd_restarting_loses_nothing_and_later_changes_still_arrive() {
+        let mut etcd = TestEtcd::start();
+        run(async {
+            ready(&etcd.gateway()).await;
+            let a = Peer::start(settings(&etcd, "a"));
+            let mut b = Peer::start(settings(&etcd, "b"));
+            let _ = a
+                .commands
+                .send(Command::Register(endpoint("db", "a", "db", 1)));
+            b.until("before", |p| p.has("a:db", 1)).await;
+            etcd.kill();
+            b.until("degraded", |p| p.degraded).await;
+            assert!(b.has("a:db", 1), "the last view is kept while etcd is away");
+            etcd.restart();
+            b.until("healthy again", |p| !p.degraded && p.has("a:db", 1))
+                .await;
+            let _ = a
+                .commands
+                .send(Command::Register(endpoint("cache", "a", "cache", 2)));
+            b.until("a later change", |p| {
+                p.has("a:cache", 2) && p.has("a:db", 1)
+            })
+            .await;
+        });
+    }
 }

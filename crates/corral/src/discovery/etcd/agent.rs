@@ -1,0 +1,370 @@
+//! The etcd agent: one task per corral that holds a lease, publishes this
+//! host's endpoints under it, and keeps a view of every endpoint under the
+//! prefix from a watch. It reconnects, re-grants and re-registers by itself;
+//! while etcd cannot be reached the view stays as it was (degraded).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use corral_proto::Endpoint;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::time::{sleep, Instant};
+
+use super::gateway::{Change, Gateway, GatewayError, KeyValue, Watch, WatchMessage};
+
+/// How the agent reaches etcd and names this host.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub endpoints: Vec<String>,
+    /// Keys live under `<prefix>/svc/` (no leading slash).
+    pub prefix: String,
+    pub ttl: Duration,
+    /// This corral's name in every endpoint it publishes.
+    pub host_id: String,
+    /// Username and password, when etcd has auth enabled.
+    pub credentials: Option<(String, String)>,
+}
+
+/// What the supervisor asks of the agent.
+#[derive(Debug)]
+pub enum Command {
+    /// Publish (or replace) an endpoint of this host.
+    Register(Endpoint),
+    /// Take back every endpoint of an instance.
+    Withdraw(String),
+    /// Revoke the lease (its keys go with it) and end.
+    Stop,
+}
+
+/// What the agent tells the supervisor.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    /// The whole view, after a (re)list.
+    Reset(Vec<Endpoint>),
+    /// Endpoints added or replaced, and (name, instance) pairs gone.
+    Changed {
+        upserts: Vec<Endpoint>,
+        removed: Vec<(String, String)>,
+    },
+    /// etcd cannot be reached; the view is kept as it was.
+    Degraded(String),
+    /// etcd answers again.
+    Healthy,
+}
+
+/// The JSON value of a key `<prefix>/svc/<name>/<instance>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub addr: String,
+    pub host: String,
+    pub port: u16,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub attrs: BTreeMap<String, String>,
+    pub instance: String,
+    pub host_id: String,
+}
+
+impl Settings {
+    fn svc_prefix(&self) -> String {
+        format!("{}/svc/", self.prefix.trim_matches('/'))
+    }
+
+    fn key(&self, e: &Endpoint) -> String {
+        format!("{}{}/{}", self.svc_prefix(), e.name, e.instance)
+    }
+
+    fn record(&self, e: &Endpoint) -> Vec<u8> {
+        let record = Record {
+            addr: e.addr(),
+            host: e.host.clone(),
+            port: e.port,
+            tags: e.tags.clone(),
+            attrs: e.attrs.clone(),
+            instance: e.instance.clone(),
+            host_id: self.host_id.clone(),
+        };
+        serde_json::to_vec(&record).unwrap_or_default()
+    }
+
+    /// The endpoint a key and its value describe; None for anything else.
+    fn endpoint(&self, kv: &KeyValue) -> Option<(Endpoint, String)> {
+        let rest = kv.key.strip_prefix(&self.svc_prefix())?;
+        let (name, _) = rest.split_once('/')?;
+        let r: Record = serde_json::from_slice(&kv.value).ok()?;
+        let endpoint = Endpoint {
+            name: name.to_string(),
+            host: r.host,
+            port: r.port,
+            tags: r.tags,
+            attrs: r.attrs,
+            instance: r.instance,
+        };
+        Some((endpoint, r.host_id))
+    }
+}
+
+/// The first retry waits this long, doubling up to MAX_RETRY (plus jitter).
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Runs until `Stop` (or until the supervisor goes away).
+pub async fn run(
+    settings: Settings,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    reports: mpsc::UnboundedSender<Report>,
+) {
+    let mut agent = Agent {
+        gateway: Gateway::new(settings.endpoints.clone(), settings.ttl / 3),
+        settings,
+        mine: BTreeMap::new(),
+        view: BTreeMap::new(),
+        lease: None,
+        revision: 0,
+        reports,
+        degraded: false,
+        cleaned: false,
+    };
+    let mut retry = FIRST_RETRY;
+    loop {
+        match agent.session(&mut commands).await {
+            Ok(()) => return,
+            Err(e) => {
+                agent.degrade(e.to_string());
+                // Commands keep arriving while etcd is away: keep what they ask.
+                let pause = sleep(retry + jitter(retry));
+                tokio::pin!(pause);
+                loop {
+                    tokio::select! {
+                        _ = &mut pause => break,
+                        command = commands.recv() => match command {
+                            None | Some(Command::Stop) => return,
+                            Some(c) => agent.remember(c),
+                        },
+                    }
+                }
+                retry = (retry * 2).min(MAX_RETRY);
+            }
+        }
+    }
+}
+
+struct Agent {
+    settings: Settings,
+    gateway: Gateway,
+    /// This host's keys and values, to put again under a new lease.
+    mine: BTreeMap<String, Vec<u8>>,
+    /// Every endpoint under the prefix, by key.
+    view: BTreeMap<String, Endpoint>,
+    lease: Option<i64>,
+    /// The highest revision seen; never moves back.
+    revision: i64,
+    reports: mpsc::UnboundedSender<Report>,
+    degraded: bool,
+    /// Keys of an earlier run of this host-id are deleted once, at start.
+    cleaned: bool,
+}
+
+impl Agent {
+    /// One connected stretch: (re)authenticate, lease, publish, list, watch.
+    /// Ok means a clean stop; Err, that etcd went away.
+    async fn session(
+        &mut self,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Result<(), GatewayError> {
+        if let Some((user, password)) = &self.settings.credentials {
+            self.gateway.authenticate(user, password).await?;
+        }
+        let lease = match self.lease {
+            Some(id) if self.gateway.keep_alive(id).await? > 0 => id,
+            _ => self.gateway.grant(self.settings.ttl).await?.id,
+        };
+        self.lease = Some(lease);
+        if !self.cleaned {
+            self.delete_stale(lease).await?;
+            self.cleaned = true;
+        }
+        for (key, value) in &self.mine {
+            self.gateway.put(key, value, lease).await?;
+        }
+        let mut watch = self.relist().await?;
+        self.heal();
+        let period = self.settings.ttl / 3;
+        let mut next_keepalive = Instant::now() + period;
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None | Some(Command::Stop) => {
+                        let _ = self.gateway.revoke(lease).await;
+                        return Ok(());
+                    }
+                    Some(c) => {
+                        self.remember_and_send(c, lease).await?;
+                    }
+                },
+                message = watch.next() => match message? {
+                    None => return Err(broken("the watch stream ended")),
+                    Some(WatchMessage::Canceled { compact_revision, reason }) => {
+                        if compact_revision > 0 {
+                            // Its start was compacted away: list again and diff.
+                            watch = self.relist().await?;
+                        } else {
+                            return Err(broken(&format!("the watch was canceled: {reason}")));
+                        }
+                    }
+                    Some(WatchMessage::Created { .. }) => {}
+                    Some(WatchMessage::Progress { revision }) => self.seen(revision),
+                    Some(WatchMessage::Events { revision, changes }) => {
+                        self.apply(changes);
+                        self.seen(revision);
+                    }
+                },
+                _ = sleep_until(next_keepalive) => {
+                    next_keepalive = Instant::now() + period;
+                    if self.gateway.keep_alive(lease).await? <= 0 {
+                        // The lease is gone (etcd lost it, or we were away too long).
+                        self.lease = None;
+                        return Err(broken("the lease expired"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn seen(&mut self, revision: i64) {
+        self.revision = self.revision.max(revision);
+    }
+
+    /// Lists the prefix, reports the view as it is now, and watches from there.
+    async fn relist(&mut self) -> Result<Watch, GatewayError> {
+        let prefix = self.settings.svc_prefix();
+        let (kvs, revision) = self.gateway.range_prefix(&prefix).await?;
+        self.view = kvs
+            .iter()
+            .filter_map(|kv| Some((kv.key.clone(), self.settings.endpoint(kv)?.0)))
+            .collect();
+        self.seen(revision);
+        let _ = self
+            .reports
+            .send(Report::Reset(self.view.values().cloned().collect()));
+        self.gateway.watch(&prefix, revision + 1).await
+    }
+
+    fn apply(&mut self, changes: Vec<Change>) {
+        let (mut upserts, mut removed) = (Vec::new(), Vec::new());
+        for change in changes {
+            match change {
+                Change::Put(kv) => {
+                    if let Some((endpoint, _)) = self.settings.endpoint(&kv) {
+                        self.view.insert(kv.key, endpoint.clone());
+                        upserts.push(endpoint);
+                    }
+                }
+                Change::Delete { key, .. } => {
+                    if let Some(gone) = self.view.remove(&key) {
+                        removed.push((gone.name, gone.instance));
+                    }
+                }
+            }
+        }
+        if !upserts.is_empty() || !removed.is_empty() {
+            let _ = self.reports.send(Report::Changed { upserts, removed });
+        }
+    }
+
+    /// Deletes keys this host-id left under another lease (an earlier run).
+    async fn delete_stale(&mut self, lease: i64) -> Result<(), GatewayError> {
+        let (kvs, _) = self
+            .gateway
+            .range_prefix(&self.settings.svc_prefix())
+            .await?;
+        for kv in kvs {
+            let ours = self
+                .settings
+                .endpoint(&kv)
+                .is_some_and(|(_, host_id)| host_id == self.settings.host_id);
+            if ours && kv.lease != lease {
+                self.gateway.delete(&kv.key).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what a command asks, to be carried out once etcd answers.
+    fn remember(&mut self, command: Command) {
+        match command {
+            Command::Register(e) => {
+                let key = self.settings.key(&e);
+                self.mine.insert(key, self.settings.record(&e));
+            }
+            Command::Withdraw(instance) => {
+                let suffix = format!("/{instance}");
+                self.mine.retain(|key, _| !key.ends_with(&suffix));
+            }
+            Command::Stop => {}
+        }
+    }
+
+    async fn remember_and_send(
+        &mut self,
+        command: Command,
+        lease: i64,
+    ) -> Result<(), GatewayError> {
+        match command {
+            Command::Register(e) => {
+                let key = self.settings.key(&e);
+                let value = self.settings.record(&e);
+                self.gateway.put(&key, &value, lease).await?;
+                self.mine.insert(key, value);
+            }
+            Command::Withdraw(instance) => {
+                let suffix = format!("/{instance}");
+                let gone: Vec<String> = self
+                    .mine
+                    .keys()
+                    .filter(|k| k.ends_with(&suffix))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    self.mine.remove(&key);
+                    self.gateway.delete(&key).await?;
+                }
+            }
+            Command::Stop => {}
+        }
+        Ok(())
+    }
+
+    fn degrade(&mut self, reason: String) {
+        self.degraded = true;
+        let _ = self.reports.send(Report::Degraded(reason));
+    }
+
+    fn heal(&mut self) {
+        if std::mem::take(&mut self.degraded) {
+            let _ = self.reports.send(Report::Healthy);
+        }
+    }
+}
+
+fn broken(reason: &str) -> GatewayError {
+    GatewayError::Unreachable {
+        endpoint: String::new(),
+        reason: reason.to_string(),
+    }
+}
+
+async fn sleep_until(at: Instant) {
+    tokio::time::sleep_until(at).await
+}
+
+/// Up to a quarter of `d`, so corrals that lost etcd together do not return together.
+fn jitter(d: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    let quarter = (d.as_millis() as u64 / 4).max(1);
+    Duration::from_millis(u64::from(nanos) % quarter)
+}
