@@ -12,7 +12,6 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::json;
 use tokio::net::TcpStream;
 
 use super::base64;
@@ -98,20 +97,20 @@ impl Gateway {
             token: String,
         }
         const PATH: &str = "/v3/auth/authenticate";
-        let answer: Answer = self
-            .call(PATH, json!({ "name": name, "password": password }))
-            .await?;
+        let body = format!(
+            r#"{{"name":{},"password":{}}}"#,
+            quote(name),
+            quote(password)
+        );
+        let answer: Answer = self.call(PATH, body).await?;
         self.token = Some(answer.token);
         Ok(())
     }
 
     /// Puts a key (attached to `lease` unless 0); returns the new revision.
     pub async fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<i64, GatewayError> {
-        let mut body =
-            json!({ "key": base64::encode(key.as_bytes()), "value": base64::encode(value) });
-        if lease != 0 {
-            body["lease"] = json!(lease.to_string());
-        }
+        let (key, value) = (base64::encode(key.as_bytes()), base64::encode(value));
+        let body = format!(r#"{{"key":"{key}","value":"{value}","lease":"{lease}"}}"#);
         let answer: HeaderOnly = self.call("/v3/kv/put", body).await?;
         Ok(answer.header.revision)
     }
@@ -126,10 +125,7 @@ impl Gateway {
             kvs: Vec<RawKv>,
         }
         const PATH: &str = "/v3/kv/range";
-        let (key, range_end) = prefix_range(prefix);
-        let answer: Answer = self
-            .call(PATH, json!({ "key": key, "range_end": range_end }))
-            .await?;
+        let answer: Answer = self.call(PATH, range_body(prefix)).await?;
         let kvs = answer
             .kvs
             .into_iter()
@@ -140,16 +136,14 @@ impl Gateway {
 
     /// Deletes one key; returns the revision after.
     pub async fn delete(&self, key: &str) -> Result<i64, GatewayError> {
-        let body = json!({ "key": base64::encode(key.as_bytes()) });
+        let body = format!(r#"{{"key":"{}"}}"#, base64::encode(key.as_bytes()));
         let answer: HeaderOnly = self.call("/v3/kv/deleterange", body).await?;
         Ok(answer.header.revision)
     }
 
     /// Deletes every key under `prefix`.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<i64, GatewayError> {
-        let (key, range_end) = prefix_range(prefix);
-        let body = json!({ "key": key, "range_end": range_end });
-        let answer: HeaderOnly = self.call("/v3/kv/deleterange", body).await?;
+        let answer: HeaderOnly = self.call("/v3/kv/deleterange", range_body(prefix)).await?;
         Ok(answer.header.revision)
     }
 
@@ -165,7 +159,7 @@ impl Gateway {
         }
         const PATH: &str = "/v3/lease/grant";
         let secs = ttl.as_secs().max(1);
-        let answer: Answer = self.call(PATH, json!({ "TTL": secs.to_string() })).await?;
+        let answer: Answer = self.call(PATH, format!(r#"{{"TTL":"{secs}"}}"#)).await?;
         if !answer.error.is_empty() || answer.id == 0 {
             return Err(GatewayError::Protocol {
                 path: PATH,
@@ -190,15 +184,14 @@ impl Gateway {
             #[serde(default, rename = "TTL", deserialize_with = "int64")]
             ttl: i64,
         }
-        let answer: Answer = self
-            .call("/v3/lease/keepalive", json!({ "ID": id.to_string() }))
-            .await?;
+        let body = format!(r#"{{"ID":"{id}"}}"#);
+        let answer: Answer = self.call("/v3/lease/keepalive", body).await?;
         Ok(answer.result.map_or(0, |r| r.ttl))
     }
 
     pub async fn revoke(&self, id: i64) -> Result<(), GatewayError> {
         let _: HeaderOnly = self
-            .call("/v3/lease/revoke", json!({ "ID": id.to_string() }))
+            .call("/v3/lease/revoke", format!(r#"{{"ID":"{id}"}}"#))
             .await?;
         Ok(())
     }
@@ -207,12 +200,9 @@ impl Gateway {
     /// notifications, on a connection of its own.
     pub async fn watch(&self, prefix: &str, start_revision: i64) -> Result<Watch, GatewayError> {
         let (key, range_end) = prefix_range(prefix);
-        let body = json!({ "create_request": {
-            "key": key,
-            "range_end": range_end,
-            "start_revision": start_revision.to_string(),
-            "progress_notify": true,
-        }});
+        let body = format!(
+            r#"{{"create_request":{{"key":"{key}","range_end":"{range_end}","start_revision":"{start_revision}","progress_notify":true}}}}"#
+        );
         const PATH: &str = "/v3/watch";
         let response = tokio::time::timeout(self.timeout, self.send(PATH, body))
             .await
@@ -232,7 +222,7 @@ impl Gateway {
     pub(super) async fn call<T: DeserializeOwned>(
         &self,
         path: &'static str,
-        body: serde_json::Value,
+        body: String,
     ) -> Result<T, GatewayError> {
         let exchange = async {
             let response = self.send(path, body).await?;
@@ -255,9 +245,9 @@ impl Gateway {
     async fn send(
         &self,
         path: &'static str,
-        body: serde_json::Value,
+        body: String,
     ) -> Result<hyper::Response<Incoming>, GatewayError> {
-        let bytes = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+        let bytes = Bytes::from(body);
         let mut last = None;
         for endpoint in &self.endpoints {
             let stream = match TcpStream::connect(endpoint.as_str()).await {
@@ -488,16 +478,34 @@ impl RawKv {
 
 /// The gateway writes int64 fields as strings (and leaves zeros out).
 fn int64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Int {
-        Text(String),
-        Number(i64),
+    struct Int64;
+    impl serde::de::Visitor<'_> for Int64 {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer, or one in a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<i64, E> {
+            s.parse().map_err(E::custom)
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<i64, E> {
+            Ok(n)
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<i64, E> {
+            i64::try_from(n).map_err(E::custom)
+        }
     }
-    match Int::deserialize(d)? {
-        Int::Number(n) => Ok(n),
-        Int::Text(s) => s.parse().map_err(serde::de::Error::custom),
-    }
+    d.deserialize_any(Int64)
+}
+
+/// A range request for every key under `prefix`.
+fn range_body(prefix: &str) -> String {
+    let (key, range_end) = prefix_range(prefix);
+    format!(r#"{{"key":"{key}","range_end":"{range_end}"}}"#)
+}
+
+/// A JSON string literal.
+fn quote(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_default()
 }
 
 /// `key` and `range_end` (both base64) selecting every key under `prefix`.

@@ -240,10 +240,7 @@ fn a_watch_from_a_compacted_revision_is_canceled_with_the_compact_revision() {
         let first = g.put("corral/svc/a/1", b"1", 0).await.unwrap_or_default();
         let last = g.put("corral/svc/a/1", b"2", 0).await.unwrap_or_default();
         let _: serde_json::Value = g
-            .call(
-                "/v3/kv/compaction",
-                serde_json::json!({ "revision": last.to_string() }),
-            )
+            .call("/v3/kv/compaction", format!(r#"{{"revision":"{last}"}}"#))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let mut watch = g
@@ -308,7 +305,7 @@ fn with_auth_enabled_calls_need_the_token() {
             ("/v3/auth/enable", serde_json::json!({})),
         ] {
             let _: serde_json::Value = g
-                .call(path, body)
+                .call(path, body.to_string())
                 .await
                 .unwrap_or_else(|e| panic!("{path}: {e}"));
         }
