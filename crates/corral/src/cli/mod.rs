@@ -311,8 +311,9 @@ fn socket_path(target: &Target, daemon: bool) -> PathBuf {
         } else {
             beside
         }
-    } else if !beside.exists() && pid1.exists() {
-        // In a container, `docker exec ... corral ps` finds the PID 1 daemon.
+    } else if !target.file.exists() && pid1.exists() {
+        // No config here: `docker exec CONTAINER corral ps` means the PID 1
+        // daemon. With a config file, only that project's daemon is meant.
         pid1
     } else {
         beside
@@ -320,7 +321,15 @@ fn socket_path(target: &Target, daemon: bool) -> PathBuf {
 }
 
 fn client_for(target: &Target) -> Client {
-    Client::new(socket_path(target, false), &config::dir_of(&target.file))
+    let socket = socket_path(target, false);
+    if target.socket.is_none() && !target.file.exists() && socket.exists() {
+        eprintln!(
+            "corral: no {} here; using the daemon at {}",
+            target.file.display(),
+            socket.display()
+        );
+    }
+    Client::new(socket, &config::dir_of(&target.file))
 }
 
 /// Loads and validates a config, printing warnings; errors come back all at once.

@@ -1,0 +1,77 @@
+//! Which daemon a command reaches: its own project's, and the PID-1 daemon's
+//! /run/corral.sock only where no config file is found (`docker exec
+//! CONTAINER corral ps`). Runs in a private mount namespace with a tmpfs on
+//! /run, so the machine's /run/corral.sock is never touched.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+/// Runs `script` under `sh` in a new mount namespace whose /run is a fresh tmpfs.
+/// None when this machine does not allow it (not root).
+fn in_private_run(script: &str) -> Option<(i32, String)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a private mount namespace (unshare --mount) needs root");
+        return None;
+    }
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!("mount -t tmpfs tmpfs /run && {script}"))
+        .env("CORRAL", BIN)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run unshare");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    Some((out.status.code().unwrap_or(-1), text))
+}
+
+#[test]
+fn another_projects_command_never_reaches_the_pid1_socket() {
+    let running = Project::new("[services.a]\ncommand = [\"sleep\", \"60\"]\n");
+    let other = Project::new("[services.b]\ncommand = [\"sleep\", \"60\"]\n");
+    let empty = tempfile::tempdir().expect("temp dir");
+    let script = format!(
+        r#"
+cd '{running}' && "$CORRAL" up -d --socket /run/corral.sock >/dev/null || exit 10
+cd '{other}'
+"$CORRAL" down; echo "down: $?"
+"$CORRAL" ps; echo "ps: $?"
+"$CORRAL" up -d >/dev/null; echo "up other: $?"
+"$CORRAL" down >/dev/null; echo "down other: $?"
+cd '{running}' && "$CORRAL" ps --socket /run/corral.sock; echo "still: $?"
+cd '{empty}' && "$CORRAL" ps; echo "no config: $?"
+"$CORRAL" down --socket /run/corral.sock >/dev/null; echo "cleanup: $?"
+"#,
+        running = running.path().display(),
+        other = other.path().display(),
+        empty = empty.path().display(),
+    );
+    let Some((code, out)) = in_private_run(&script) else {
+        return;
+    };
+    assert_eq!(code, 0, "{out}");
+    // In the other project, nothing runs: it says so and stops nothing.
+    assert!(out.contains("down: 1"), "{out}");
+    assert!(out.contains("ps: 1"), "{out}");
+    assert!(out.contains("no corral running for"), "{out}");
+    // It can run a daemon of its own beside the PID-1 one.
+    assert!(out.contains("up other: 0"), "{out}");
+    assert!(out.contains("down other: 0"), "{out}");
+    assert!(
+        out.contains("still: 0"),
+        "the PID-1 daemon is untouched:\n{out}"
+    );
+    assert!(has_row(&out, "a", "running"), "{out}");
+    // Where no config file is found, the PID-1 daemon is the one meant.
+    assert!(out.contains("no config: 0"), "{out}");
+    assert!(
+        out.contains("no corral.toml here; using the daemon at /run/corral.sock"),
+        "{out}"
+    );
+    assert!(out.contains("cleanup: 0"), "{out}");
+}
