@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -74,4 +74,37 @@ cd '{empty}' && "$CORRAL" ps; echo "no config: $?"
         "{out}"
     );
     assert!(out.contains("cleanup: 0"), "{out}");
+}
+
+/// Four `corral up` for one config at once, over a stale socket left by a
+/// SIGKILLed daemon: exactly one runs; the others say so and exit.
+#[test]
+fn ups_at_once_start_one_daemon() {
+    let project = Project::new("[services.a]\ncommand = [\"tail\", \"-f\", \"/dev/null\"]\n");
+    let socket = socket_of(&project);
+    std::fs::create_dir_all(socket.parent().expect("dir")).expect("runtime dir");
+    for round in 0..200 {
+        // What a SIGKILLed daemon leaves: a socket file nobody listens on.
+        drop(std::os::unix::net::UnixListener::bind(&socket).expect("stale socket"));
+        let up = || Running::start_with_stderr(project.command(&["up"]), Stdio::null());
+        let mut both = [up(), up(), up(), up()];
+        let settled = eventually(SECS10, || {
+            both.iter_mut().all(|d| {
+                matches!(d.child.try_wait(), Ok(Some(_))) || d.position("started (pid").is_some()
+            })
+        });
+        assert!(settled, "round {round}: neither ran nor gave up");
+        let mut alive = 0;
+        for d in &mut both {
+            if matches!(d.child.try_wait(), Ok(None)) {
+                alive += 1;
+            }
+        }
+        assert_eq!(alive, 1, "round {round}: {alive} daemons for one config");
+        for d in &mut both {
+            if matches!(d.child.try_wait(), Ok(None)) {
+                assert_eq!(d.stop(), 0);
+            }
+        }
+    }
 }

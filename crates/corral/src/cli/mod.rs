@@ -320,6 +320,17 @@ fn socket_path(target: &Target, daemon: bool) -> PathBuf {
     }
 }
 
+/// The daemon's lock: in the runtime dir beside the config, or beside the
+/// socket when that dir cannot be created (a read-only config directory).
+fn lock_path(target: &Target) -> PathBuf {
+    let state = config::state_dir(&target.file);
+    if std::fs::create_dir_all(&state).is_ok() {
+        state.join("corral.lock")
+    } else {
+        socket_path(target, true).with_extension("lock")
+    }
+}
+
 fn client_for(target: &Target) -> Client {
     let socket = socket_path(target, false);
     if target.socket.is_none() && !target.file.exists() && socket.exists() {
@@ -369,6 +380,8 @@ fn up(target: &Target, only: &[String]) -> Result<ExitCode, CliError> {
     let sinks = runtime::log_sinks(&config.services);
     let console = runtime::console_options(&config);
     let rt = event_loop()?;
+    // One daemon per config: the lock is held until this function returns.
+    let _lock = control::lock(&lock_path(target))?;
     // The socket is bound inside the event loop (tokio's listener needs it).
     let socket = {
         let _guard = rt.enter();

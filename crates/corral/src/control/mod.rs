@@ -36,6 +36,33 @@ pub enum SocketError {
     },
     #[error("socket-group {0:?} does not exist")]
     NoGroup(String),
+    #[error("corral is already running for this config (it holds {0})")]
+    Locked(PathBuf),
+}
+
+/// Takes the lock that makes a daemon the only one for its config; held for
+/// as long as the returned file is open. Taken before the socket is bound, so
+/// of two daemons started at once only one ever replaces a stale socket.
+pub fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, SocketError> {
+    let io = |source| SocketError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |(_, errno)| match errno {
+            nix::errno::Errno::EWOULDBLOCK => SocketError::Locked(path.to_path_buf()),
+            other => io(other.into()),
+        },
+    )
 }
 
 /// Binds the control socket: 0600, or 0660 owned by `group`. A stale socket

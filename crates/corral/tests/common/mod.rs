@@ -88,9 +88,15 @@ pub struct Running {
 }
 
 impl Running {
-    pub fn start(mut cmd: Command) -> Running {
+    pub fn start(cmd: Command) -> Running {
+        Running::start_with_stderr(cmd, Stdio::inherit())
+    }
+
+    /// As `start`, with corral's stderr going to `stderr` (null for a test
+    /// that expects many refusals).
+    pub fn start_with_stderr(mut cmd: Command, stderr: Stdio) -> Running {
         cmd.stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .stdin(Stdio::null());
         let mut child = cmd.spawn().expect("spawn corral");
         let stdout = child.stdout.take().expect("stdout");
