@@ -202,8 +202,30 @@ pub struct ServiceList {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignalRequest {
-    /// A name such as "SIGHUP" or "HUP", or a number.
+    /// A name such as "SIGHUP" or "HUP", or a number (as a JSON number or a string).
+    #[serde(deserialize_with = "name_or_number")]
     pub signal: String,
+}
+
+/// A signal given as a name or as a number: kept as text either way.
+fn name_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct NameOrNumber;
+    impl serde::de::Visitor<'_> for NameOrNumber {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a signal name or number")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<String, E> {
+            Ok(s.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<String, E> {
+            Ok(n.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<String, E> {
+            Ok(n.to_string())
+        }
+    }
+    d.deserialize_any(NameOrNumber)
 }
 
 /// `POST /v1/services/{name}/start|stop|restart`: the state reached.
@@ -351,5 +373,9 @@ mod tests {
     #[test]
     fn signal_request_is_strict() {
         assert!(serde_json::from_str::<SignalRequest>(r#"{"signal":"HUP","x":1}"#).is_err());
+        let n: SignalRequest =
+            serde_json::from_str(r#"{"signal":9}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(n.signal, "9");
+        assert!(serde_json::from_str::<SignalRequest>(r#"{"signal":[9]}"#).is_err());
     }
 }

@@ -203,3 +203,47 @@ fn output_into_a_closed_pipe_is_no_panic() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
 }
+
+/// Step 8, item 7: values that were accepted and then misbehaved.
+#[test]
+fn values_that_cannot_work_are_refused() {
+    assert_error(
+        r#"[corral]
+socket-group = "no-such-group-here"
+
+[services.a]
+command = ["true"]
+backoff = { initial = "10s", max = "1s" }
+ready = { exec = ["true"], interval = "0s" }
+
+[services.b]
+command = ["true"]
+replicas = 0
+health = { exec = ["true"], interval = "0s" }
+"#,
+        &[
+            "corral.toml:2:16: error: socket-group \"no-such-group-here\" does not exist",
+            "corral.toml:6:11: error: backoff initial (10s) is longer than max (1s)",
+            "corral.toml:7:39: error: interval must be at least 10ms",
+            "corral.toml:11:12: error: replicas must be at least 1",
+            "corral.toml:12:40: error: interval must be at least 10ms",
+        ],
+    );
+}
+
+/// Binary garbage is an error at the first byte that is not UTF-8.
+#[test]
+fn a_file_that_is_not_text_says_where() {
+    let project = Project::new("");
+    std::fs::write(
+        project.file("corral.toml"),
+        b"[services.a]\ncommand = [\"true\"]\n# caf\xe9\n",
+    )
+    .expect("write");
+    let (code, _, err) = project.run(&["check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("corral.toml:3:6: error: the file is not UTF-8 text"),
+        "{err}"
+    );
+}

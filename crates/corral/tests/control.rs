@@ -380,6 +380,14 @@ fn bad_requests_get_clear_errors_and_disturb_nothing() {
         br#"{"signal":"SIGNOPE"}"#,
     );
     assert_eq!(status, 400, "{body}");
+    // A number, as docs/api.md allows (18 is SIGCONT: harmless).
+    let (status, body) = raw_http(
+        &socket,
+        "POST",
+        "/v1/services/a/signal",
+        br#"{"signal":18}"#,
+    );
+    assert_eq!(status, 200, "{body}");
     let big = vec![b'x'; 100 * 1024];
     let (status, body) = raw_http(&socket, "POST", "/v1/services/a/signal", &big);
     assert_eq!(status, 413, "{body}");

@@ -147,7 +147,18 @@ fn parse_global(
             (false, None) => {}
         }
     }
-    g.global.socket_group = g.socket_group.and_then(|t| t.expand(d, &vars));
+    if let Some(t) = &g.socket_group {
+        if let Some(name) = t.expand(d, &vars) {
+            if HostChecks::group_exists(&name) {
+                g.global.socket_group = Some(name);
+            } else {
+                d.error(
+                    t.span.clone(),
+                    format!("socket-group {name:?} does not exist"),
+                );
+            }
+        }
+    }
     g.global.log_dir = g
         .log_dir
         .and_then(|t| t.expand(d, &vars))

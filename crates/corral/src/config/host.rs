@@ -65,6 +65,11 @@ impl HostChecks {
         }
     }
 
+    /// Whether a group of this name exists (for `socket-group`).
+    pub fn group_exists(name: &str) -> bool {
+        matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
+    }
+
     /// A template's source must exist when the config is loaded.
     pub fn template_source(&self, d: &mut Diagnostics<'_>, source: &Path, span: Range<usize>) {
         if !source.exists() {

@@ -487,19 +487,25 @@ pub fn load_scaled(
     host: &HostEnv,
     overrides: &BTreeMap<String, u32>,
 ) -> Result<Loaded, LoadFailure> {
-    let source = match std::fs::read_to_string(path) {
+    let fail = |line: usize, column: usize, message: String| LoadFailure {
+        errors: ConfigErrors(vec![Diagnostic {
+            severity: Severity::Error,
+            file: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }]),
+        warnings: Vec::new(),
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(0, 0, format!("cannot read config: {e}")))?;
+    let source = match String::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => {
-            return Err(LoadFailure {
-                errors: ConfigErrors(vec![Diagnostic {
-                    severity: Severity::Error,
-                    file: path.to_path_buf(),
-                    line: 0,
-                    column: 0,
-                    message: format!("cannot read config: {e}"),
-                }]),
-                warnings: Vec::new(),
-            })
+            // Where the text stops being UTF-8: the valid part ends there.
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let text = String::from_utf8_lossy(valid);
+            let (line, column) = diag::line_col(&text, text.len());
+            return Err(fail(line, column, "the file is not UTF-8 text".into()));
         }
     };
     load_str(path, &source, host, overrides)

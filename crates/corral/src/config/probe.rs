@@ -149,8 +149,14 @@ fn read_initial_delay(p: &mut ProbeDraft, d: &mut Diagnostics<'_>, v: &Value<'_>
     set(&mut p.initial_delay, duration(d, v));
 }
 
+/// Probes run this often at most: "0s" would run one after another.
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
 fn read_interval(p: &mut ProbeDraft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
-    p.interval = duration(d, v);
+    match duration(d, v) {
+        Some(i) if i < MIN_INTERVAL => d.error(v.span(), "interval must be at least 10ms"),
+        i => p.interval = i,
+    }
 }
 
 fn read_timeout(p: &mut ProbeDraft, d: &mut Diagnostics<'_>, v: &Value<'_>) {

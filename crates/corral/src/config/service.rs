@@ -146,8 +146,18 @@ fn read_backoff(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
     // (backoff, whether max was given)
     let mut b = (Backoff::default(), false);
     read_fields(d, t, &BACKOFF_FIELDS, &mut b, "in backoff");
-    if !b.1 && b.0.initial > b.0.max {
-        b.0.max = b.0.initial;
+    if b.0.initial > b.0.max {
+        if b.1 {
+            let message = format!(
+                "backoff initial ({}) is longer than max ({})",
+                humantime::format_duration(b.0.initial),
+                humantime::format_duration(b.0.max)
+            );
+            d.error(v.span(), message);
+        } else {
+            // Only `initial` was given: the default max grows to it.
+            b.0.max = b.0.initial;
+        }
     }
     s.backoff = b.0;
 }
@@ -316,12 +326,21 @@ fn replicas_and_port(
 ) -> (Option<u32>, Option<u32>) {
     let replicas = replicas.and_then(|v| {
         uint(d, v).filter(|&n| {
-            let ok = n <= MAX_REPLICAS;
-            if !ok {
-                let message = format!("replicas must be at most {MAX_REPLICAS}, found {n}");
-                d.error(v.span(), message);
+            let problem = match n {
+                // A service with no instance would never run; `corral scale
+                // NAME 0` stops them all at runtime instead.
+                0 => Some(
+                    "replicas must be at least 1 (corral scale can take a service to 0)".into(),
+                ),
+                n if n > MAX_REPLICAS => Some(format!(
+                    "replicas must be at most {MAX_REPLICAS}, found {n}"
+                )),
+                _ => None,
+            };
+            if let Some(message) = &problem {
+                d.error(v.span(), message.clone());
             }
-            ok
+            problem.is_none()
         })
     });
     let port = port.and_then(|v| {

@@ -298,8 +298,12 @@ impl Engine {
             Event::Shutdown { code, reason } => {
                 self.begin_shutdown(code, reason.into(), now, &mut fx);
             }
-            Event::ForceStop => {
-                self.begin_shutdown(0, "forced".into(), now, &mut fx);
+            Event::ForceStop { code } => {
+                self.begin_shutdown(code, "forced".into(), now, &mut fx);
+                // Not a clean shutdown any more: say so in the exit code.
+                if let Phase::ShuttingDown { code: clean @ 0 } = &mut self.phase {
+                    *clean = code;
+                }
                 self.kill_all("forced stop", now, &mut fx);
             }
             Event::StartRequested { svc } => {

@@ -155,6 +155,8 @@ struct World {
     exit: Option<i32>,
     /// The reason given with the last global ShuttingDown report.
     ended_reason: Option<String>,
+    /// A forced stop was sent (its code, 130, may end the run).
+    forced: bool,
 }
 
 impl World {
@@ -169,6 +171,7 @@ impl World {
             fail_next_spawn: false,
             exit: None,
             ended_reason: None,
+            forced: false,
         }
     }
 
@@ -322,7 +325,10 @@ impl World {
                 code: 0,
                 reason: "test",
             })?,
-            Op::ForceStop => self.send(Event::ForceStop)?,
+            Op::ForceStop => {
+                self.forced = true;
+                self.send(Event::ForceStop { code: 130 })?
+            }
         }
         Ok(())
     }
@@ -457,7 +463,8 @@ proptest! {
         match world.ended_reason.as_deref() {
             Some("every service has ended") => prop_assert_eq!(code, 0),
             Some("every service has ended, some failed") => prop_assert_eq!(code, 1),
-            _ if !essential && !ended_by_itself => prop_assert_eq!(code, 0),
+            _ if !essential && !ended_by_itself && !world.forced => prop_assert_eq!(code, 0),
+            _ if !essential && !ended_by_itself => prop_assert!(code == 0 || code == 130),
             _ => {}
         }
     }

@@ -343,7 +343,7 @@ fn force_stop_kills_everything() {
         code: 0,
         reason: "test",
     });
-    h.send(Event::ForceStop);
+    h.send(Event::ForceStop { code: 130 });
     let kills = h
         .signals()
         .iter()

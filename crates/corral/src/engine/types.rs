@@ -245,8 +245,9 @@ pub enum Event {
     },
     /// Orderly shutdown (SIGTERM, SIGINT...): exit with `code` unless a failure overrides it.
     Shutdown { code: i32, reason: &'static str },
-    /// Kill everything now (second signal during shutdown).
-    ForceStop,
+    /// Kill everything now (second signal during shutdown); corral exits
+    /// with `code` unless a failure already set one.
+    ForceStop { code: i32 },
     /// An operator asked to start a service (also one that failed or was stopped).
     StartRequested { svc: usize },
     /// An operator asked to stop a service; it stays down until started.

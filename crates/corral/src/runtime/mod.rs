@@ -292,7 +292,9 @@ impl Supervisor<'_> {
                             None,
                             format!("{} received again: killing everything", sig.as_str()),
                         );
-                        Event::ForceStop
+                        Event::ForceStop {
+                            code: 128 + sig as i32,
+                        }
                     } else {
                         self.hub.event(None, format!("{} received", sig.as_str()));
                         Event::Shutdown {
