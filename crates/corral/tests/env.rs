@@ -126,3 +126,39 @@ env = { API_TOKEN = "s3cr3t", MODE = "prod" }
     assert!(plan.contains("MODE=prod"), "{plan}");
     assert!(!plan.contains("s3cr3t"), "{plan}");
 }
+
+/// Secrets are recognised by their shape too, not only by a variable's name.
+#[test]
+fn check_masks_secrets_by_shape() {
+    let project = Project::new(
+        r#"
+[services.app]
+command = "app"
+env = { DATABASE_URL = "postgres://app:hunter2@db:5432/main", REDIS_URL = "redis://:sesame@cache:6379", AUTH = "Bearer abc.def.ghi", HEADER = "Basic dXNlcjpwYXNz", STRIPE_SK = "sk_live_x", SESSION = "q8Z3vK1mP0xR7tW2yB5nC9dF4gH6jL", DB_PASS = "plain", PUBLIC_URL = "https://example.com/a?b=c", AUTHOR = "Ada", KEYBOARD = "us" }
+"#,
+    );
+    let (code, plan, _) = project.run(&["check"]);
+    assert_eq!(code, 0);
+    for secret in [
+        "hunter2",
+        "sesame",
+        "abc.def.ghi",
+        "dXNlcjpwYXNz",
+        "sk_live_x",
+        "q8Z3vK1mP0xR7tW2yB5nC9dF4gH6jL",
+        "plain",
+    ] {
+        assert!(!plan.contains(secret), "{secret} shown in:\n{plan}");
+    }
+    // What is not secret stays readable, and so does a URL around its password.
+    for shown in [
+        "DATABASE_URL=postgres://app:********@db:5432/main",
+        "REDIS_URL=redis://:********@cache:6379",
+        "AUTH=Bearer ********",
+        "PUBLIC_URL=https://example.com/a?b=c",
+        "AUTHOR=Ada",
+        "KEYBOARD=us",
+    ] {
+        assert!(plan.contains(shown), "{shown} missing in:\n{plan}");
+    }
+}

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use humantime::format_duration;
 
-use crate::config::{looks_secret, Config};
+use crate::config::{masked, Config};
 
 /// The start order and each service's resolved settings, secrets masked.
 pub fn plan(config: &Config) -> String {
@@ -96,12 +96,8 @@ pub fn plan(config: &Config) -> String {
         );
         let _ = writeln!(out, "  env:");
         for (k, v) in &s.env {
-            let shown = if looks_secret(k) {
-                "********"
-            } else {
-                v.as_str()
-            };
-            let _ = writeln!(out, "    {k}={shown}");
+            let shown = masked(k, v);
+            let _ = writeln!(out, "    {k}={}", shown.as_deref().unwrap_or(v));
         }
     }
     out

@@ -116,20 +116,59 @@ pub fn assemble(parts: EnvParts<'_>) -> Vec<(String, String)> {
     env.into_iter().collect()
 }
 
-/// Whether a variable's value should be masked when printed.
+/// Whether a variable's value should be masked, judging by its name: one
+/// of its `_`-separated words says so (KEY but not KEYBOARD, AUTH but not
+/// AUTHOR), or it contains a word that only secrets use (PASSWORD...).
 pub fn looks_secret(name: &str) -> bool {
-    const MARKERS: [&str; 8] = [
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "TOKEN",
-        "PRIVATE",
-        "CREDENTIAL",
-        "API_KEY",
-        "_KEY",
-    ];
+    const CONTAINED: [&str; 5] = ["SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE"];
+    const WORDS: [&str; 6] = ["KEY", "TOKEN", "PASS", "AUTH", "SK", "PWD"];
     let upper = name.to_ascii_uppercase();
-    MARKERS.iter().any(|m| upper.contains(m)) || upper == "KEY"
+    CONTAINED.iter().any(|m| upper.contains(m))
+        || upper
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|word| WORDS.contains(&word) || word.ends_with("TOKEN"))
+}
+
+const MASK: &str = "********";
+
+/// How a variable's value is shown by `check` and the API: None when it can
+/// be shown as it is. Secrets are recognised by name and by shape: a
+/// password in a URL (the rest of the URL stays readable), a Bearer or Basic
+/// credential, or a long random-looking string.
+pub fn masked(name: &str, value: &str) -> Option<String> {
+    if let Some(url) = url_without_password(value) {
+        return Some(url);
+    }
+    for scheme in ["Bearer ", "Basic ", "Token "] {
+        let prefix = value.get(..scheme.len());
+        if value.len() > scheme.len() && prefix.is_some_and(|p| p.eq_ignore_ascii_case(scheme)) {
+            return Some(format!("{}{MASK}", &value[..scheme.len()]));
+        }
+    }
+    (looks_secret(name) || looks_random(value)).then(|| MASK.to_string())
+}
+
+/// `scheme://user:PASSWORD@host...` with the password masked.
+fn url_without_password(value: &str) -> Option<String> {
+    let (scheme, rest) = value.split_once("://")?;
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (userinfo, _) = rest[..authority_end].rsplit_once('@')?;
+    let (user, password) = userinfo.split_once(':')?;
+    if password.is_empty() {
+        return None;
+    }
+    let after = &rest[userinfo.len()..];
+    Some(format!("{scheme}://{user}:{MASK}{after}"))
+}
+
+/// At least 24 characters with no spaces, mixing letters and digits, and
+/// not a path or a URL: keys and tokens look like that, words do not.
+fn looks_random(value: &str) -> bool {
+    value.len() >= 24
+        && !value.contains([' ', '/', ':'])
+        && value.chars().any(|c| c.is_ascii_digit())
+        && value.chars().any(|c| c.is_ascii_uppercase())
+        && value.chars().any(|c| c.is_ascii_lowercase())
 }
 
 /// Reads and parses an env file, for error reporting: Err((line, message)).
@@ -181,8 +220,13 @@ mod tests {
         ] {
             assert!(looks_secret(name), "{name}");
         }
-        for name in ["PATH", "HOME", "PGPORT", "KEYBOARD"] {
+        for name in [
+            "PATH", "HOME", "PGPORT", "KEYBOARD", "AUTHOR", "SKIP", "PASSAGE",
+        ] {
             assert!(!looks_secret(name), "{name}");
+        }
+        for name in ["STRIPE_SK", "AUTH", "DB_PASS", "GITHUB_TOKEN", "APITOKEN"] {
+            assert!(looks_secret(name), "{name}");
         }
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 pub use diag::{ConfigErrors, Diagnostic, Severity};
-pub use env::{looks_secret, HostEnv};
+pub use env::{masked, HostEnv};
 pub use user::Identity;
 pub use values::parse_signal;
 
