@@ -238,3 +238,29 @@ oneshot = true
     let v: serde_json::Value = serde_json::from_str(&event).expect("a JSON event line");
     assert_eq!(v["stream"], "event");
 }
+
+/// What corral writes is for its user only: the runtime dir is 0700, log
+/// files (a service's, and the detached daemon's console log) are 0600.
+#[test]
+fn the_runtime_dir_and_log_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let project = Project::new(
+        "[services.a]\ncommand = [\"sh\", \"-c\", \"echo hi; exec sleep 60\"]\nlog = { file = \"logs/a.log\" }\n",
+    );
+    let (code, out, err) = project.run(&["up", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(eventually(SECS5, || project
+        .read("logs/a.log")
+        .contains("hi")));
+    let mode = |name: &str| {
+        std::fs::metadata(project.file(name))
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0)
+    };
+    assert_eq!(mode(".corral"), 0o700);
+    assert_eq!(mode(".corral/corral.log"), 0o600);
+    assert_eq!(mode("logs/a.log"), 0o600);
+    assert_eq!(project.run(&["down"]).0, 0);
+    // Rotated files keep the mode of the file they were.
+    assert_eq!(mode("logs/a.log"), 0o600);
+}

@@ -1,6 +1,7 @@
 //! `corral up -d`: start the daemon in the background, wait for the services,
 //! print their status.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
@@ -30,15 +31,16 @@ pub fn up_detached(target: &Target, services: &[String]) -> Result<ExitCode, Cli
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return Err(CliError::Socket(crate::control::SocketError::InUse(socket)));
     }
-    let state_dir = crate::config::state_dir(&target.file);
-    std::fs::create_dir_all(&state_dir).map_err(|source| CliError::Io {
-        context: "cannot create the .corral directory",
-        source,
-    })?;
+    let state_dir =
+        crate::config::create_state_dir(&target.file).map_err(|source| CliError::Io {
+            context: "cannot create the .corral directory",
+            source,
+        })?;
     let log_path = state_dir.join("corral.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|source| CliError::Io {
             context: "cannot open .corral/corral.log",

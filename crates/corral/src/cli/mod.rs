@@ -323,8 +323,7 @@ fn socket_path(target: &Target, daemon: bool) -> PathBuf {
 /// The daemon's lock: in the runtime dir beside the config, or beside the
 /// socket when that dir cannot be created (a read-only config directory).
 fn lock_path(target: &Target) -> PathBuf {
-    let state = config::state_dir(&target.file);
-    if std::fs::create_dir_all(&state).is_ok() {
+    if let Ok(state) = config::create_state_dir(&target.file) {
         state.join("corral.lock")
     } else {
         socket_path(target, true).with_extension("lock")

@@ -39,6 +39,19 @@ pub fn state_dir(file: &Path) -> PathBuf {
     dir_of(file).join(".corral")
 }
 
+/// Creates the runtime dir if needed, private to its user (0700), and
+/// returns it.
+pub fn create_state_dir(file: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = state_dir(file);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(dir)
+}
+
 /// A start order of a graph given as dependency lists (ties in index order).
 pub fn topological_order(edges: &[Vec<usize>]) -> Vec<usize> {
     graph::topological_order(edges)

@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -64,9 +65,11 @@ impl RotatingFile {
         {
             std::fs::create_dir_all(dir)?;
         }
+        // A service's output is its own business: readable by corral's user only.
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o600)
             .open(&self.spec.path)?;
         self.size = file.metadata()?.len();
         self.file = Some(file);
