@@ -279,6 +279,21 @@ fn the_socket_is_private_and_other_users_are_refused() {
         eprintln!("skipped the peer check: needs root to act as nobody");
         return;
     }
+    // The project is readable, the runtime dir (0700) is not: the CLI says
+    // so, rather than that nothing runs.
+    let _ = std::fs::set_permissions(project.path(), std::fs::Permissions::from_mode(0o755));
+    let out = project
+        .command(&["ps"])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run ps as nobody");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("permission denied") && err.contains("socket-group"),
+        "{err}"
+    );
     // Open the path up so only the peer-uid check stands in the way.
     for p in [
         project.path().to_path_buf(),
@@ -295,7 +310,10 @@ fn the_socket_is_private_and_other_users_are_refused() {
         .expect("run ps as nobody");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("permission denied"), "{err}");
+    assert!(
+        err.contains("permission denied") && err.contains("socket-group"),
+        "{err}"
+    );
     let (status, _) = raw_http(&socket, "GET", "/v1/services", b"");
     assert_eq!(status, 200, "root is still allowed");
 }

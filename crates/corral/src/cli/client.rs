@@ -48,6 +48,9 @@ impl Client {
         let stream =
             match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.socket)).await {
                 Ok(Ok(s)) => s,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(CliError::Denied(self.socket.clone()))
+                }
                 _ => return Err(self.no_daemon()),
             };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

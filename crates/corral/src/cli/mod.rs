@@ -154,6 +154,8 @@ pub enum CliError {
     Socket(#[from] control::SocketError),
     #[error("no corral running for {} (socket {})", dir.display(), socket.display())]
     NoDaemon { dir: PathBuf, socket: PathBuf },
+    #[error("permission denied on {}: only root, the user corral runs as and members of its [corral] socket-group may use it", .0.display())]
+    Denied(PathBuf),
     #[error("{}", api_message(body))]
     Api { status: u16, body: ErrorBody },
     #[error("{0}")]

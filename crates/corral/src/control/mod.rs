@@ -178,7 +178,8 @@ fn member_of(uid: u32, group: u32) -> bool {
 
 fn forbidden() -> hyper::Response<ApiBody> {
     let body = corral_proto::ErrorBody {
-        error: "permission denied: only root and the user corral runs as may use this socket"
+        error: "permission denied: only root, the user corral runs as and members of its \
+                [corral] socket-group may use this socket"
             .into(),
         known: Vec::new(),
         details: Vec::new(),
