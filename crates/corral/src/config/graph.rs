@@ -15,15 +15,19 @@ pub fn resolve(raw: RawConfig, path: &Path, d: &mut Diagnostics<'_>) -> Option<C
         .map(|s| s.service.group.clone())
         .collect();
     let any_explicit = raw.services.iter().any(|s| !s.depends_on.is_empty());
+    // The instances of each service, by name: one look-up per dependency.
+    let mut instances: std::collections::HashMap<&str, Vec<usize>> =
+        std::collections::HashMap::new();
+    for (j, g) in groups.iter().enumerate() {
+        instances.entry(g.as_str()).or_default().push(j);
+    }
     let mut services = Vec::with_capacity(raw.services.len());
     let mut edge_spans: Vec<Vec<std::ops::Range<usize>>> = Vec::with_capacity(raw.services.len());
     for rs in raw.services {
         let mut svc = rs.service;
         let mut spans = Vec::new();
         for dep in rs.depends_on {
-            let targets: Vec<usize> = (0..groups.len())
-                .filter(|&j| groups[j] == dep.name)
-                .collect();
+            let targets: &[usize] = instances.get(dep.name.as_str()).map_or(&[], Vec::as_slice);
             if dep.name == svc.group {
                 d.error(
                     dep.span,
@@ -49,7 +53,7 @@ pub fn resolve(raw: RawConfig, path: &Path, d: &mut Diagnostics<'_>) -> Option<C
                     format!("{:?} is listed twice in depends-on", dep.name),
                 );
             } else {
-                for j in targets {
+                for &j in targets {
                     svc.depends_on.push(Dependency {
                         service: j,
                         condition: dep.condition,
