@@ -108,3 +108,88 @@ fn ups_at_once_start_one_daemon() {
         }
     }
 }
+
+/// CPU time (user + system, in clock ticks) a process has used so far.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after the name.
+    field(11) + field(12)
+}
+
+/// Out of file descriptors (nofile = 64, 100 idle clients), corral does not
+/// spin on accept, and it answers again once the clients are gone.
+#[test]
+fn running_out_of_descriptors_does_not_spin() {
+    let project = Project::new("[services.a]\ncommand = [\"sleep\", \"60\"]\n");
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=64:64", BIN, "up"])
+        .current_dir(project.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1");
+    let mut daemon = Running::start(cmd);
+    daemon.wait_for_service_event("a", "started", SECS10);
+    let socket = socket_of(&project);
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..100)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(&socket).ok())
+        .collect();
+    assert!(idle.len() >= 60, "only {} connections", idle.len());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = cpu_ticks(daemon.pid());
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let used = cpu_ticks(daemon.pid()) - before;
+    // A spinning accept loop burns the whole second (about 100 ticks).
+    assert!(
+        used < 30,
+        "corral used {used} ticks in 1 s with no descriptors left"
+    );
+    drop(idle);
+    assert!(
+        eventually(SECS10, || project.run(&["ps"]).0 == 0),
+        "corral does not answer after the clients left"
+    );
+    assert_eq!(daemon.stop(), 0);
+}
+
+/// A client that connects and sends nothing (or trickles a request) is
+/// closed after the header timeout (5 s), freeing its descriptor.
+#[test]
+fn idle_clients_are_closed() {
+    use std::io::{Read, Write};
+    let project = Project::new("[services.a]\ncommand = [\"sleep\", \"60\"]\n");
+    let _daemon = project.up();
+    wait_for_socket(&project);
+    let socket = socket_of(&project);
+    let mut idle = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    let mut trickle = std::os::unix::net::UnixStream::connect(&socket).expect("connect");
+    let _ = trickle.write_all(b"GET /v1/services HTTP/1.1\r\n");
+    for stream in [&mut idle, &mut trickle] {
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .expect("timeout");
+    }
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    for stream in [&mut idle, &mut trickle] {
+        // EOF (or an error answer, then EOF) well before our own 15 s timeout.
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("not closed by corral: {e}"),
+            }
+        }
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+}

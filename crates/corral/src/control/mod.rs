@@ -5,6 +5,7 @@ mod body;
 mod routes;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -110,21 +111,52 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<Socket, SocketError> {
 }
 
 /// How long open connections get to finish once corral stops.
-const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// At most this many clients at once; more are closed as they come.
+const MAX_CONNECTIONS: usize = 512;
+
+/// How long a client may take to send a request's head: an idle or
+/// trickling connection is closed then, and its descriptor freed.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts connections until `stop` turns true, then lets open ones finish
 /// (answers in flight, event streams reaching their end) and removes the socket.
 pub async fn serve(socket: Socket, api: Api, mut stop: watch::Receiver<bool>) {
     let mut connections = JoinSet::new();
+    // A descriptor kept in reserve: out of descriptors, it is given back so a
+    // waiting client can be taken off the queue and closed.
+    let mut reserve = std::fs::File::open("/dev/null").ok();
+    let mut pause = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
             accepted = socket.listener.accept() => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
         while connections.try_join_next().is_some() {}
-        let Ok((stream, _)) = accepted else {
-            continue;
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                pause = Duration::ZERO;
+                stream
+            }
+            Err(e) => {
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    drop(reserve.take());
+                    shed_one(&socket.listener).await;
+                    reserve = std::fs::File::open("/dev/null").ok();
+                }
+                // Never spin on a failing accept: wait a little, longer each time.
+                pause = (pause * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.wait_for(|stop| *stop) => break,
+                }
+                continue;
+            }
         };
+        if connections.len() >= MAX_CONNECTIONS {
+            continue;
+        }
         let allowed = peer_allowed(&stream, socket.group);
         let api = api.clone();
         connections.spawn(async move {
@@ -139,6 +171,8 @@ pub async fn serve(socket: Socket, api: Api, mut stop: watch::Receiver<bool>) {
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -146,6 +180,17 @@ pub async fn serve(socket: Socket, api: Api, mut stop: watch::Receiver<bool>) {
     drop(api);
     let _ = tokio::time::timeout(DRAIN, async {
         while connections.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// Takes one waiting client off the queue, if there is one, and closes it.
+async fn shed_one(listener: &UnixListener) {
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(Ok((stream, _))) = listener.poll_accept(cx) {
+            drop(stream);
+        }
+        std::task::Poll::Ready(())
     })
     .await;
 }
