@@ -264,3 +264,41 @@ fn the_runtime_dir_and_log_files_are_private() {
     // Rotated files keep the mode of the file they were.
     assert_eq!(mode("logs/a.log"), 0o600);
 }
+
+/// The detached daemon's console log (`.corral/corral.log`) rotates like a
+/// service's log: bounded by `[corral] log = { max-size, keep }`.
+#[test]
+fn the_detached_console_log_rotates() {
+    let project = Project::new(
+        r#"
+[corral]
+log = { max-size = "20KB", keep = 2 }
+
+[services.chatty]
+command = ["sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo line $i of a chatty service; i=$((i+1)); done; echo done; exec sleep 60"]
+"#,
+    );
+    let (code, out, err) = project.run(&["up", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let size = |name: &str| {
+        std::fs::metadata(project.file(name))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    // ~100 KB went through the console: only the newest 3 x 20 KB are kept.
+    assert!(
+        eventually(SECS10, || project
+            .read(".corral/corral.log")
+            .contains("done")),
+        "the last line reached the current file"
+    );
+    assert!(
+        size(".corral/corral.log") <= 20_000,
+        "{}",
+        size(".corral/corral.log")
+    );
+    assert!(size(".corral/corral.log.1") > 0);
+    assert!(size(".corral/corral.log.2") > 0);
+    assert!(!project.file(".corral/corral.log.3").exists());
+    assert_eq!(project.run(&["down"]).0, 0);
+}

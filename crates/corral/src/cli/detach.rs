@@ -61,6 +61,8 @@ pub fn up_detached(target: &Target, services: &[String]) -> Result<ExitCode, Cli
         .arg(&file)
         .arg("--socket")
         .arg(&socket)
+        .arg("--console-log")
+        .arg(&log_path)
         .args(services)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))

@@ -59,6 +59,10 @@ enum Command {
         detach: bool,
         /// Start only these services (and what they depend on).
         services: Vec<String>,
+        /// (Set by `up -d` for the daemon it starts.) Keep the console in
+        /// this file, rotated as `[corral] log` says.
+        #[arg(long, hide = true)]
+        console_log: Option<PathBuf>,
     },
     /// Stop everything in reverse dependency order and end the daemon.
     Down {
@@ -211,10 +215,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             target,
             detach: true,
             services,
+            ..
         } => detach::up_detached(&target, &services),
         Command::Up {
-            target, services, ..
-        } => up(&target, &services),
+            target,
+            services,
+            console_log,
+            ..
+        } => up(&target, &services, console_log),
         Command::Check { target } => {
             let config = load(&target.file)?;
             print!("{}", check::plan(&config));
@@ -363,8 +371,26 @@ fn load(file: &Path) -> Result<Config, CliError> {
     }
 }
 
-fn up(target: &Target, only: &[String]) -> Result<ExitCode, CliError> {
+fn up(
+    target: &Target,
+    only: &[String],
+    console_log: Option<PathBuf>,
+) -> Result<ExitCode, CliError> {
     let mut config = load(&target.file)?;
+    let console_file = match console_log {
+        Some(path) => Some(
+            crate::logs::ConsoleFile::start(crate::logs::FileSpec {
+                path,
+                max_size: config.global.console_log.max_size,
+                keep: config.global.console_log.keep,
+            })
+            .map_err(|source| CliError::Io {
+                context: "cannot keep the console log",
+                source,
+            })?,
+        ),
+        None => None,
+    };
     if !only.is_empty() {
         config = config.select(only).map_err(|unknown| {
             CliError::Usage(format!(
@@ -407,6 +433,9 @@ fn up(target: &Target, only: &[String]) -> Result<ExitCode, CliError> {
     // Dropping the runtime ends the pipe readers, so the hub can drain and stop.
     drop(rt);
     hub.finish();
+    if let Some(console_file) = console_file {
+        console_file.finish();
+    }
     let code = result?;
     Ok(ExitCode::from(
         u8::try_from(code.clamp(0, 255)).unwrap_or(1),

@@ -11,9 +11,10 @@ use super::env::HostEnv;
 use super::host::HostChecks;
 use super::service::{self, Context, RawService};
 use super::values::{
-    boolean, duration, read_fields, set, string, table, text, unknown_key, Field, Text, Value,
+    boolean, duration, read_fields, set, size, string, table, text, uint, unknown_key, Field, Text,
+    Value,
 };
-use super::{Discovery, Global, LogFormat};
+use super::{ConsoleLog, Discovery, Global, LogFormat};
 
 /// The parsed file before dependency names are resolved.
 pub struct RawConfig {
@@ -99,7 +100,7 @@ struct GlobalDraft {
     log_dir: Option<Text>,
 }
 
-const GLOBAL_FIELDS: [Field<GlobalDraft>; 7] = [
+const GLOBAL_FIELDS: [Field<GlobalDraft>; 8] = [
     ("shutdown-timeout", |g, d, v| {
         set(&mut g.global.shutdown_timeout, duration(d, v))
     }),
@@ -113,7 +114,28 @@ const GLOBAL_FIELDS: [Field<GlobalDraft>; 7] = [
     ("log-timestamps", |g, d, v| {
         set(&mut g.global.log_timestamps, boolean(d, v))
     }),
+    ("log", read_console_log),
 ];
+
+const CONSOLE_LOG_FIELDS: [Field<ConsoleLog>; 2] = [
+    ("max-size", |l, d, v| match size(d, v) {
+        Some(0) => d.error(v.span(), "max-size must be at least 1 byte"),
+        n => set(&mut l.max_size, n),
+    }),
+    ("keep", |l, d, v| set(&mut l.keep, uint(d, v))),
+];
+
+fn read_console_log(g: &mut GlobalDraft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
+    if let Some(t) = table(d, v, "log") {
+        read_fields(
+            d,
+            t,
+            &CONSOLE_LOG_FIELDS,
+            &mut g.global.console_log,
+            "in [corral] log",
+        );
+    }
+}
 
 fn read_log_format(g: &mut GlobalDraft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
     match string(d, v) {

@@ -84,7 +84,26 @@ pub struct Global {
     pub log_format: LogFormat,
     /// Prefix console lines with a timestamp.
     pub log_timestamps: bool,
+    /// Bounds of a detached daemon's console log (`.corral/corral.log`):
+    /// rotated past `max_size`, `keep` older files kept.
+    pub console_log: ConsoleLog,
     pub discovery: Discovery,
+}
+
+/// The `[corral] log` table: how a detached daemon's console log rotates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsoleLog {
+    pub max_size: u64,
+    pub keep: u32,
+}
+
+impl Default for ConsoleLog {
+    fn default() -> Self {
+        ConsoleLog {
+            max_size: 5 * 1024 * 1024,
+            keep: 3,
+        }
+    }
 }
 
 /// How corral prints lines on its stdout.
@@ -133,6 +152,7 @@ impl Default for Global {
             log_dir: None,
             log_format: LogFormat::Text,
             log_timestamps: false,
+            console_log: ConsoleLog::default(),
             discovery: Discovery::default(),
         }
     }

@@ -2,12 +2,14 @@
 //! log hub to the console, rotating files, in-memory rings and followers.
 
 mod console;
+mod console_file;
 mod file;
 mod hub;
 mod pipe;
 mod ring;
 
 pub use console::Format;
+pub use console_file::ConsoleFile;
 pub use file::FileSpec;
 pub use hub::{follower_channel, ConsoleOptions, HubHandle, Line, LogHub, LogQuery, ServiceLog};
 pub use pipe::{pump, LogWatch};
