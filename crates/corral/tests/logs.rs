@@ -302,3 +302,82 @@ command = ["sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo line $i of a chatty 
     assert!(!project.file(".corral/corral.log.3").exists());
     assert_eq!(project.run(&["down"]).0, 0);
 }
+
+/// Resident memory of a process, in kB.
+fn rss_of(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// 200 followers that never read, beside a chatty service: corral drops
+/// them once they stop taking data, and its memory comes back down.
+#[test]
+fn followers_that_never_read_are_dropped_and_memory_returns() {
+    use std::io::{Read, Write};
+    let project = Project::new(
+        "[services.chatty]\ncommand = [\"sh\", \"-c\", \"i=0; while :; do echo a line of output number $i; i=$((i+1)); done\"]\n",
+    );
+    /// The daemon, stopped (by pid) however the test ends.
+    struct Daemon(std::process::Child);
+    impl Drop for Daemon {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the corral this test started.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let mut cmd = project.command(&["up"]);
+    cmd.stdout(std::process::Stdio::null());
+    let daemon = Daemon(cmd.spawn().expect("corral up"));
+    wait_for_socket(&project);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pid = daemon.0.id() as i32;
+    let before = rss_of(pid);
+    let socket = socket_of(&project);
+    let mut stuck: Vec<std::os::unix::net::UnixStream> = (0..200)
+        .filter_map(|_| {
+            let mut s = std::os::unix::net::UnixStream::connect(&socket).ok()?;
+            s.write_all(b"GET /v1/logs?follow=true&n=0 HTTP/1.1\r\nHost: corral\r\n\r\n")
+                .ok()?;
+            Some(s)
+        })
+        .collect();
+    assert_eq!(stuck.len(), 200);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let during = rss_of(pid);
+    // Past the stall limit (10 s), every stuck follower has been closed: what
+    // it had buffered can still be read, then the end.
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    let mut closed = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    for s in &mut stuck {
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(100)));
+        // A follower still served would stream for ever: a bounded look.
+        let look = std::time::Instant::now();
+        while look.elapsed() < std::time::Duration::from_millis(300) {
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    closed += 1;
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    }
+    drop(stuck);
+    assert_eq!(closed, 200, "followers left open");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let after = rss_of(pid);
+    eprintln!("RSS kB: before {before}, with 200 stuck followers {during}, after {after}");
+    assert!(
+        after < before + 30 * 1024,
+        "memory did not come back: before {before} kB, during {during} kB, after {after} kB"
+    );
+    drop(daemon);
+}

@@ -3,6 +3,7 @@
 pub mod api;
 mod body;
 mod routes;
+mod stall;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -173,7 +174,7 @@ pub async fn serve(socket: Socket, api: Api, mut stop: watch::Receiver<bool>) {
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(stall::StallGuard::new(stream)), service)
                 .await;
         });
     }

@@ -314,6 +314,7 @@ async fn logs(api: &Api, query: &Query) -> Result<Response<ApiBody>, ApiError> {
         .map_err(|_| ApiError::new(503, "corral is shutting down"))?;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
+        let _open = follow.then(OpenFollower::new);
         for line in recent {
             if tx.send(json_line(&line)).await.is_err() {
                 return;
@@ -328,6 +329,32 @@ async fn logs(api: &Api, query: &Query) -> Result<Response<ApiBody>, ApiError> {
         }
     });
     ok(ApiBody::Lines(rx))
+}
+
+/// Followers being served now. When the last one goes, the memory a storm
+/// of slow followers took is handed back to the system (glibc keeps freed
+/// memory in its arenas otherwise).
+static OPEN_FOLLOWERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+struct OpenFollower;
+
+impl OpenFollower {
+    fn new() -> OpenFollower {
+        OPEN_FOLLOWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenFollower
+    }
+}
+
+impl Drop for OpenFollower {
+    fn drop(&mut self) {
+        if OPEN_FOLLOWERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+            // SAFETY: malloc_trim has no preconditions; it only returns free memory.
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
 }
 
 fn events(api: &Api) -> Result<Response<ApiBody>, ApiError> {
