@@ -282,18 +282,21 @@ fn the_socket_is_private_and_other_users_are_refused() {
     // The project is readable, the runtime dir (0700) is not: the CLI says
     // so, rather than that nothing runs.
     let _ = std::fs::set_permissions(project.path(), std::fs::Permissions::from_mode(0o755));
-    let out = project
-        .command(&["ps"])
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .expect("run ps as nobody");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("permission denied") && err.contains("socket-group"),
-        "{err}"
-    );
+    let refused_as_nobody = || {
+        let out = project
+            .command(&["ps"])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .expect("run ps as nobody");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("permission denied") && err.contains("socket-group"),
+            "{err}"
+        );
+    };
+    refused_as_nobody();
     // Open the path up so only the peer-uid check stands in the way.
     for p in [
         project.path().to_path_buf(),
@@ -302,18 +305,7 @@ fn the_socket_is_private_and_other_users_are_refused() {
     ] {
         let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777));
     }
-    let out = project
-        .command(&["ps"])
-        .uid(65534)
-        .gid(65534)
-        .output()
-        .expect("run ps as nobody");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(
-        err.contains("permission denied") && err.contains("socket-group"),
-        "{err}"
-    );
+    refused_as_nobody();
     let (status, _) = raw_http(&socket, "GET", "/v1/services", b"");
     assert_eq!(status, 200, "root is still allowed");
 }

@@ -248,29 +248,20 @@ async fn signal(api: &Api, name: &str, req: &SignalRequest) -> Result<Response<A
     let sig = crate::config::parse_signal(&req.signal)
         .ok_or_else(|| ApiError::new(400, format!("unknown signal {:?}", req.signal)))?;
     let names = expand(api, name).await?;
+    let send = |name: String| {
+        api.call(move |reply| Ask::Signal {
+            name,
+            signal: sig,
+            reply,
+        })
+    };
     if names.len() == 1 && names[0] == name {
-        let name = name.to_string();
-        let status = api
-            .call(|reply| Ask::Signal {
-                name,
-                signal: sig,
-                reply,
-            })
-            .await?;
-        return ok(ApiBody::json(&status));
+        return ok(ApiBody::json(&send(name.to_string()).await?));
     }
     // Every instance that runs; the others are skipped.
     let mut statuses = Vec::with_capacity(names.len());
     for instance in &names {
-        let name = instance.clone();
-        let answer = api
-            .call(|reply| Ask::Signal {
-                name,
-                signal: sig,
-                reply,
-            })
-            .await;
-        match answer {
+        match send(instance.clone()).await {
             Ok(s) => statuses.push(s),
             Err(e) if e.status == 409 => {}
             Err(e) => return Err(e),
