@@ -28,6 +28,15 @@ pub const MAX_REPLICAS: u32 = 1024;
 pub struct Version {
     pub api: u32,
     pub corral: String,
+    /// The config file this daemon serves (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// The daemon's pid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// When it started, in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<f64>,
 }
 
 /// Where a service instance is in its lifecycle (docs/lifecycle.md).

@@ -193,3 +193,36 @@ fn idle_clients_are_closed() {
     }
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// A command reaching a daemon through a socket that serves another config
+/// refuses, naming both; `GET /v1/version` says which config, pid and since when.
+#[test]
+fn a_daemon_of_another_config_is_refused() {
+    let a = Project::new("[services.a]\ncommand = [\"sleep\", \"60\"]\n");
+    let b = Project::new("[services.b]\ncommand = [\"sleep\", \"60\"]\n");
+    let daemon = a.up();
+    wait_for_socket(&a);
+    let socket = socket_of(&a);
+    let version = get_json(&a, "/v1/version");
+    let config = std::fs::canonicalize(a.file("corral.toml")).expect("config path");
+    assert_eq!(version["config"].as_str(), config.to_str(), "{version}");
+    assert_eq!(
+        version["pid"].as_i64(),
+        Some(i64::from(daemon.pid())),
+        "{version}"
+    );
+    assert!(
+        version["started"].as_f64().is_some_and(|t| t > 1.0e9),
+        "{version}"
+    );
+    let socket_arg = socket.display().to_string();
+    let (code, out, err) = b.run(&["ps", "--socket", &socket_arg]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("serves") && err.contains(&config.display().to_string()),
+        "{err}"
+    );
+    let (code, _, err) = b.run(&["down", "--socket", &socket_arg]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(a.run(&["ps"]).0, 0, "the other daemon is untouched");
+}

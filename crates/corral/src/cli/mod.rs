@@ -294,8 +294,29 @@ fn client_call(
 ) -> Result<ExitCode, CliError> {
     let client = client_for(target);
     let rt = event_loop()?;
-    rt.block_on(command(client))?;
+    rt.block_on(async {
+        serves_this_config(&client, target).await?;
+        command(client).await
+    })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a daemon that serves another config than the one this command
+/// is for (a shared `--socket`). Without a config file here (`docker exec
+/// CONTAINER corral ps`), any daemon reached is the one meant.
+async fn serves_this_config(client: &Client, target: &Target) -> Result<(), CliError> {
+    let Ok(ours) = std::fs::canonicalize(&target.file) else {
+        return Ok(());
+    };
+    let version: corral_proto::Version = client.json(hyper::Method::GET, "/version", None).await?;
+    match version.config {
+        Some(theirs) if Path::new(&theirs) != ours => Err(CliError::Failed(format!(
+            "the daemon at {} serves {theirs}, not {}",
+            client.socket.display(),
+            ours.display()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn event_loop() -> Result<tokio::runtime::Runtime, CliError> {

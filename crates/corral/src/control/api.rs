@@ -92,6 +92,8 @@ pub struct Api {
     pub hub: HubHandle,
     /// Weak, so the event streams end when the supervisor does.
     pub events: broadcast::WeakSender<corral_proto::Event>,
+    /// Who this daemon is (`GET /v1/version`).
+    pub identity: std::sync::Arc<corral_proto::Version>,
 }
 
 impl Api {

@@ -48,10 +48,7 @@ async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>,
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let method = req.method().clone();
     match (method.clone(), segments.as_slice()) {
-        (Method::GET, ["version"]) => ok(ApiBody::json(&Version {
-            api: corral_proto::API_VERSION,
-            corral: env!("CARGO_PKG_VERSION").to_string(),
-        })),
+        (Method::GET, ["version"]) => ok(ApiBody::json::<Version>(&api.identity)),
         (Method::GET, ["services"]) => list(&api).await,
         (Method::GET, ["services", name]) => get(&api, name).await,
         (Method::POST, ["services", name, "scale"]) => {

@@ -63,7 +63,12 @@ fn copy(read: OwnedFd, mut file: RotatingFile) {
             Err(_) => break,
         };
         pending.extend_from_slice(&buf[..n]);
-        if let Some(end) = memchr::memrchr(b'\n', &pending) {
+        // Whole lines, in pieces no larger than a file may grow (a piece
+        // never straddles two files, so one larger would overfill a file).
+        let piece = usize::try_from(file.spec().max_size).unwrap_or(usize::MAX);
+        while let Some(end) = memchr::memrchr(b'\n', &pending[..pending.len().min(piece)])
+            .or_else(|| memchr::memchr(b'\n', &pending))
+        {
             let _ = file.write(&pending[..=end]);
             pending.drain(..=end);
         }

@@ -209,10 +209,20 @@ pub async fn run(
     let (stop_server, server_stop) = watch::channel(false);
     let socket_path = socket.as_ref().map(|s| s.path.clone());
     let server = socket.map(|socket| {
+        let identity = corral_proto::Version {
+            api: corral_proto::API_VERSION,
+            corral: env!("CARGO_PKG_VERSION").to_string(),
+            config: std::fs::canonicalize(&config.path)
+                .ok()
+                .map(|p| p.display().to_string()),
+            pid: Some(std::process::id()),
+            started: Some(unix_now()),
+        };
         let api = Api {
             requests: requests_tx,
             hub: hub.handle(),
             events: events.downgrade(),
+            identity: Arc::new(identity),
         };
         tokio::spawn(control::serve(socket, api, server_stop))
     });
