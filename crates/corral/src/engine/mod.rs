@@ -262,10 +262,10 @@ impl Engine {
                 self.booted = true;
                 self.poll_all(now, &mut fx);
             }
-            Event::Spawned { svc, pid, .. } => {
+            Event::Spawned { svc, pid } => {
                 self.transition(svc, Input::Launched { pid }, now, &mut fx)
             }
-            Event::SpawnFailed { svc, error, .. } => {
+            Event::SpawnFailed { svc, error } => {
                 self.transition(svc, Input::LaunchFailed { error }, now, &mut fx)
             }
             Event::Exited { svc, pid, exit } => {

@@ -200,12 +200,12 @@ impl World {
                         );
                         if std::mem::take(&mut self.fail_next_spawn) {
                             let error = "no such file".into();
-                            queue.push_back(Event::SpawnFailed { svc, step, error });
+                            queue.push_back(Event::SpawnFailed { svc, error });
                         } else {
                             self.next_pid += 1;
                             let pid = self.next_pid;
                             self.live.insert(pid, svc);
-                            queue.push_back(Event::Spawned { svc, step, pid });
+                            queue.push_back(Event::Spawned { svc, pid });
                         }
                     }
                     Effect::ArmTimer { at, timer } => self.timers.push((at, timer)),

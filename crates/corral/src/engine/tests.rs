@@ -73,7 +73,7 @@ impl Harness {
                         self.next_pid += 1;
                         let pid = self.next_pid;
                         self.spawns.push((svc, step, pid));
-                        queue.push_back(Event::Spawned { svc, step, pid });
+                        queue.push_back(Event::Spawned { svc, pid });
                     }
                     &Effect::ArmTimer { at, timer } => self.timers.push((at, timer)),
                     &Effect::Exit { code } => self.exit = Some(code),
@@ -407,7 +407,6 @@ fn spawn_failure_is_a_failed_start() {
     let fx = h.engine.handle(
         Event::SpawnFailed {
             svc: 0,
-            step: Step::Main,
             error: "not found".into(),
         },
         h.now,

@@ -224,14 +224,11 @@ pub struct HealthStatus {
 pub enum Event {
     /// Start every service along the graph.
     Boot,
-    /// The runtime spawned the requested process.
-    Spawned { svc: usize, step: Step, pid: Pid },
+    /// The runtime spawned the requested process (which step it is, the
+    /// unit's `Launching` state says).
+    Spawned { svc: usize, pid: Pid },
     /// The runtime could not spawn it (bad path, permission...).
-    SpawnFailed {
-        svc: usize,
-        step: Step,
-        error: String,
-    },
+    SpawnFailed { svc: usize, error: String },
     /// A process of a service was reaped.
     Exited { svc: usize, pid: Pid, exit: Exit },
     /// A timer armed by an earlier effect is due.

@@ -437,7 +437,6 @@ impl Supervisor<'_> {
                     Err(e) => {
                         self.queue.push_back(Event::SpawnFailed {
                             svc,
-                            step,
                             error: format!("cannot create the notify-fd pipe: {e}"),
                         });
                         return;
@@ -455,7 +454,6 @@ impl Supervisor<'_> {
             Err(e) => {
                 self.queue.push_back(Event::SpawnFailed {
                     svc,
-                    step,
                     error: e.to_string(),
                 });
                 return;
@@ -479,7 +477,7 @@ impl Supervisor<'_> {
             tokio::spawn(watch_notify_fd(read, svc, pid, self.notices_tx.clone()));
         }
         self.pump_output(svc, spawned, watch);
-        self.queue.push_back(Event::Spawned { svc, step, pid });
+        self.queue.push_back(Event::Spawned { svc, pid });
     }
 
     /// Starts the reader of a process's stdout and stderr.
