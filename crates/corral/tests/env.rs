@@ -77,6 +77,7 @@ env = { COLOR = "blue" }
         sorted,
         [
             "COLOR",
+            "CORRAL_RUN_ID",
             "CORRAL_SERVICE",
             "HOME",
             "LOGNAME",

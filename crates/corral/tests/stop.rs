@@ -96,6 +96,11 @@ command = "{two}"
         "children survived corral: {:?}",
         pids_with_marker(&m)
     );
+    // The killed run's record (and cgroup) is cleared by the next `down`.
+    let (code, out, err) = project.run(&["down"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("corral is not running; "), "{out}");
+    assert!(!project.file(".corral/corral.run").exists());
 }
 
 #[test]

@@ -14,6 +14,7 @@ use corral_proto::ErrorBody;
 use crate::config::{self, Config, HostEnv, LoadFailure};
 use crate::control;
 use crate::logs::LogHub;
+use crate::process::tracking::{self, Swept};
 use crate::runtime;
 use client::Client;
 
@@ -228,9 +229,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             print!("{}", check::plan(&config));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Down { target } => client_call(&target, |c| {
-            Box::pin(async move { commands::down(&c).await })
-        }),
+        Command::Down { target } => down(&target),
         Command::Ps { target, json } => client_call(&target, |c| {
             Box::pin(async move { commands::ps(&c, json).await })
         }),
@@ -283,6 +282,63 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             Box::pin(async move { commands::reload(&c).await })
         }),
     }
+}
+
+/// How long what a killed run left gets between SIGTERM and SIGKILL.
+const LEFTOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `corral down`: asks the daemon to stop; without one, stops what a killed
+/// daemon of this config left behind, if anything.
+fn down(target: &Target) -> Result<ExitCode, CliError> {
+    let asked = client_call(target, |c| {
+        Box::pin(async move { commands::down(&c).await })
+    });
+    match asked {
+        Err(CliError::NoDaemon { .. }) if target.socket.is_none() => {
+            match sweep_leftovers(target) {
+                Some(message) => {
+                    println!("corral is not running; {message}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => asked,
+            }
+        }
+        other => other,
+    }
+}
+
+/// Sweeps the record of a run that did not end by itself, under the lock.
+fn sweep_leftovers(target: &Target) -> Option<String> {
+    let state = config::state_dir(&target.file);
+    let record = if state.is_dir() {
+        state.join("corral.run")
+    } else {
+        socket_path(target, true).with_extension("run")
+    };
+    if !record.exists() {
+        return None;
+    }
+    let _lock = control::lock(&record.with_extension("lock")).ok()?;
+    let swept = tracking::sweep_previous(&record, LEFTOVER_GRACE)?;
+    Some(describe_sweep(&swept).unwrap_or_else(|| {
+        "an earlier run did not end by itself, but none of its processes is left".into()
+    }))
+}
+
+fn describe_sweep(swept: &Swept) -> Option<String> {
+    let killed = match swept.killed {
+        0 => String::new(),
+        n => format!(
+            ", {n} of them with SIGKILL after {}s",
+            LEFTOVER_GRACE.as_secs()
+        ),
+    };
+    (swept.found > 0).then(|| {
+        format!(
+            "stopped {} process(es) left by an earlier run of this config that did not end by itself{killed}",
+            swept.found
+        )
+    })
 }
 
 type ClientFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), CliError>>>>;
@@ -429,7 +485,12 @@ fn up(
     let console = runtime::console_options(&config);
     let rt = event_loop()?;
     // One daemon per config: the lock is held until this function returns.
-    let _lock = control::lock(&lock_path(target))?;
+    let lock = lock_path(target);
+    let _lock = control::lock(&lock)?;
+    // Under the lock, a run record is an earlier daemon's that was killed.
+    let record = lock.with_extension("run");
+    let swept = tracking::sweep_previous(&record, LEFTOVER_GRACE);
+    let tracking = tracking::Run::begin(record, config.global.cgroup);
     // The socket is bound inside the event loop (tokio's listener needs it).
     let socket = {
         let _guard = rt.enter();
@@ -442,11 +503,15 @@ fn up(
         context: "cannot start the log hub",
         source,
     })?;
+    if let Some(message) = swept.as_ref().and_then(describe_sweep) {
+        hub.event(None, message);
+    }
     let result = rt.block_on(runtime::run(
         config,
         runtime::Options {
             break_glass,
             selection: only.to_vec(),
+            tracking,
         },
         &hub,
         Some(socket),

@@ -100,7 +100,7 @@ struct GlobalDraft {
     log_dir: Option<Text>,
 }
 
-const GLOBAL_FIELDS: [Field<GlobalDraft>; 8] = [
+const GLOBAL_FIELDS: [Field<GlobalDraft>; 9] = [
     ("shutdown-timeout", |g, d, v| {
         set(&mut g.global.shutdown_timeout, duration(d, v))
     }),
@@ -115,6 +115,7 @@ const GLOBAL_FIELDS: [Field<GlobalDraft>; 8] = [
         set(&mut g.global.log_timestamps, boolean(d, v))
     }),
     ("log", read_console_log),
+    ("cgroup", |g, d, v| set(&mut g.global.cgroup, boolean(d, v))),
 ];
 
 const CONSOLE_LOG_FIELDS: [Field<ConsoleLog>; 2] = [

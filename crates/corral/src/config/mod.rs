@@ -87,6 +87,8 @@ pub struct Global {
     /// Bounds of a detached daemon's console log (`.corral/corral.log`):
     /// rotated past `max_size`, `keep` older files kept.
     pub console_log: ConsoleLog,
+    /// Run each service in its own cgroup v2 when the machine allows it.
+    pub cgroup: bool,
     pub discovery: Discovery,
 }
 
@@ -153,6 +155,7 @@ impl Default for Global {
             log_format: LogFormat::Text,
             log_timestamps: false,
             console_log: ConsoleLog::default(),
+            cgroup: true,
             discovery: Discovery::default(),
         }
     }

@@ -2,6 +2,7 @@
 
 mod reap;
 mod spawn;
+pub mod tracking;
 
 pub use reap::{children_of, reap_exited};
 pub use spawn::{spawn, Launch, Spawned};

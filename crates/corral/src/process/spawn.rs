@@ -17,6 +17,10 @@ pub struct Launch<'a> {
     pub capture_output: bool,
     /// A pipe's write end to hand to the child as this fd number (notify-fd readiness).
     pub notify: Option<(OwnedFd, i32)>,
+    /// The run's marker, set in the child's environment (`tracking::RUN_ID_VAR`).
+    pub run_id: Option<&'a str>,
+    /// A cgroup's `cgroup.procs`, opened for writing: the child moves itself there.
+    pub cgroup: Option<OwnedFd>,
 }
 
 /// A started process and the read ends of its stdout and stderr (when captured).
@@ -53,6 +57,7 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
     cmd.args(args)
         .env_clear()
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .envs(launch.run_id.map(|id| (super::tracking::RUN_ID_VAR, id)))
         .stdin(Stdio::null())
         .stdout(output())
         .stderr(output());
@@ -66,6 +71,8 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
     // The write end lives in the closure, so it closes in the parent once
     // `cmd` is dropped, right after the spawn.
     let notify = launch.notify;
+    let cgroup = launch.cgroup;
+    let cgroup_fd = cgroup.as_ref().map(AsRawFd::as_raw_fd);
     let notify_fds = notify
         .as_ref()
         .map(|(fd, target)| (fd.as_raw_fd(), *target));
@@ -76,8 +83,8 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
     // async-signal-safe system calls; `ids` was built in the parent.
     unsafe {
         cmd.pre_exec(move || {
-            let _keep_open = &notify;
-            in_child(parent, ids.as_ref(), notify_fds)
+            let _keep_open = (&notify, &cgroup);
+            in_child(parent, ids.as_ref(), notify_fds, cgroup_fd)
         });
     }
     let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
@@ -110,6 +117,7 @@ fn in_child(
     parent: libc::pid_t,
     ids: Option<&(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
     notify: Option<(libc::c_int, libc::c_int)>,
+    cgroup: Option<libc::c_int>,
 ) -> std::io::Result<()> {
     let check = |r: libc::c_int| {
         if r == -1 {
@@ -120,6 +128,12 @@ fn in_child(
     };
     // SAFETY: plain system calls on values owned by this frame.
     unsafe {
+        if let Some(fd) = cgroup {
+            // Moves this process (pid "0": the writer) into the service's
+            // cgroup, while still privileged. Failing leaves it where corral
+            // is, tracked by its marker only: not a reason to fail the start.
+            libc::write(fd, b"0".as_ptr().cast(), 1);
+        }
         check(libc::setsid())?;
         if let Some((fd, target)) = notify {
             if fd == target {

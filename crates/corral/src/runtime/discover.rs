@@ -191,8 +191,7 @@ impl Supervisor<'_> {
     fn run_change_command(&mut self, svc: usize, argv: &[String]) {
         let mut env = self.config.services[svc].env.clone();
         env.extend(self.discovery_env(svc));
-        let service = &self.config.services[svc];
-        match process::spawn(super::launch_for(service, argv, &env)) {
+        match process::spawn(self.launch(svc, argv, &env)) {
             Ok(spawned) => {
                 self.children.insert(spawned.pid, Child::Action { svc });
                 self.pump_output(svc, spawned, None);

@@ -36,6 +36,8 @@ pub struct Options {
     pub break_glass: Option<String>,
     /// `up SERVICE...`: only these (and what they depend on) run, across reloads.
     pub selection: Vec<String>,
+    /// This run's marker and cgroups (what a SIGKILL of corral must not leave).
+    pub tracking: process::tracking::Run,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +156,7 @@ pub(crate) struct Supervisor<'c> {
     /// big scale or reload never keeps the loop from signals and requests.
     spawns: VecDeque<(usize, Step)>,
     exit: Option<i32>,
+    tracking: process::tracking::Run,
 }
 
 /// How the log hub keeps each service's output.
@@ -252,6 +255,7 @@ pub async fn run(
         queue: VecDeque::new(),
         spawns: VecDeque::new(),
         exit: None,
+        tracking: options.tracking,
     };
     match &options.break_glass {
         Some(var) => sup.hub.event(
@@ -268,6 +272,7 @@ pub async fn run(
     }
     let code = sup.run_loop(&mut signals).await;
     sup.sweep_orphans(&mut signals).await;
+    sup.tracking.end();
     // Every process is gone: the pipes reach EOF once their last bytes are read.
     let pumps = &mut sup.pumps;
     let _ = timeout(PIPE_DRAIN, async {
@@ -378,6 +383,10 @@ impl Supervisor<'_> {
             Effect::Withdraw { svc } => self.withdraw(svc),
             Effect::ApplyChange { svc } => self.apply_change(svc),
             Effect::SignalGroup { svc, pid, signal } => {
+                if signal == Signal::SIGKILL {
+                    // What left the group (setsid, a double fork) goes too.
+                    self.tracking.kill_instance(&self.config.services[svc].name);
+                }
                 if let Err(e) = process::signal_group(pid, signal) {
                     self.hub.event(
                         Some(svc),
@@ -404,6 +413,27 @@ impl Supervisor<'_> {
                 self.hub.event(svc, message);
             }
             Effect::Exit { code } => self.exit = Some(code),
+        }
+    }
+
+    /// How to start a process for `svc`: its user and working dir, in its
+    /// cgroup, with the run's marker.
+    pub(crate) fn launch<'a>(
+        &'a self,
+        svc: usize,
+        argv: &'a [String],
+        env: &'a [(String, String)],
+    ) -> Launch<'a> {
+        let service = &self.config.services[svc];
+        Launch {
+            argv,
+            env,
+            working_dir: service.working_dir.as_deref(),
+            user: service.user.as_deref(),
+            capture_output: true,
+            notify: None,
+            run_id: Some(self.tracking.id()),
+            cgroup: self.tracking.join_fd(&service.name),
         }
     }
 
@@ -447,7 +477,7 @@ impl Supervisor<'_> {
         };
         let launch = Launch {
             notify,
-            ..launch_for(service, argv, &env)
+            ..self.launch(svc, argv, &env)
         };
         let spawned = match process::spawn(launch) {
             Ok(spawned) => spawned,
@@ -524,7 +554,7 @@ impl Supervisor<'_> {
             Probe::Exec(argv) => {
                 let launch = Launch {
                     capture_output: false,
-                    ..launch_for(service, &argv, &service.env)
+                    ..self.launch(svc, &argv, &service.env)
                 };
                 match process::spawn(launch) {
                     Ok(spawned) => {
@@ -738,21 +768,6 @@ async fn watch_notify_fd(
 
 /// A process of `service` (itself, a step, a probe or an action): its user,
 /// directory and the given argv and environment, output captured.
-fn launch_for<'a>(
-    service: &'a crate::config::Service,
-    argv: &'a [String],
-    env: &'a [(String, String)],
-) -> Launch<'a> {
-    Launch {
-        argv,
-        env,
-        working_dir: service.working_dir.as_deref(),
-        user: service.user.as_deref(),
-        capture_output: true,
-        notify: None,
-    }
-}
-
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
