@@ -161,6 +161,67 @@ fn running_out_of_descriptors_does_not_spin() {
     assert_eq!(daemon.stop(), 0);
 }
 
+/// 200 idle clients against nofile = 128: a crash-looping service keeps its
+/// restart schedule (its spawns never run out of descriptors), and `corral
+/// ps` is answered at once (the oldest idle client is shed for it), not after
+/// the idle clients' header timeout.
+#[test]
+fn idle_clients_cannot_starve_supervision_or_the_cli() {
+    let project = Project::new(
+        r#"
+[services.crasher]
+command = ["sh", "-c", "echo tick; exit 1"]
+backoff = { initial = "100ms", max = "100ms" }
+"#,
+    );
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=128:128", BIN, "up"])
+        .current_dir(project.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1");
+    let mut daemon = Running::start(cmd);
+    daemon.wait_for_output("crasher", "tick", SECS10);
+    let socket = socket_of(&project);
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..200)
+        .filter_map(|_| std::os::unix::net::UnixStream::connect(&socket).ok())
+        .collect();
+    assert!(idle.len() >= 100, "only {} connections", idle.len());
+    let ticks = |d: &Running| {
+        d.lines()
+            .iter()
+            .filter(|l| is_line_of(l, "crasher", '|', "tick"))
+            .count()
+    };
+    let before = ticks(&daemon);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let during = ticks(&daemon) - before;
+    // One run per ~100 ms of backoff (plus the run itself): 2 s gives ~15.
+    assert!(
+        during >= 8,
+        "only {during} restarts in 2 s with idle clients"
+    );
+    let failed: Vec<String> = daemon
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("Too many open files"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "spawns ran out of descriptors: {failed:?}"
+    );
+    let asked = std::time::Instant::now();
+    let (code, out, err) = project.run(&["ps"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(3),
+        "ps took {:?} with idle clients holding the descriptors",
+        asked.elapsed()
+    );
+    drop(idle);
+    assert_eq!(daemon.stop(), 0);
+}
+
 /// A client that connects and sends nothing (or trickles a request) is
 /// closed after the header timeout (5 s), freeing its descriptor.
 #[test]

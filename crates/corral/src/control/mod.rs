@@ -5,14 +5,17 @@ mod body;
 mod routes;
 mod stall;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 
 pub use api::{Api, ApiError, Request};
 use body::ApiBody;
@@ -114,8 +117,22 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<Socket, SocketError> {
 /// How long open connections get to finish once corral stops.
 const DRAIN: Duration = Duration::from_secs(2);
 
-/// At most this many clients at once; more are closed as they come.
+/// At most this many clients at once, and never more than half the
+/// descriptors corral may open: the other half stays for supervision (the
+/// pipes and exec-status pipe of every spawn), whatever the clients do.
 const MAX_CONNECTIONS: usize = 512;
+
+fn connection_limit() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: 1024,
+    };
+    // SAFETY: getrlimit writes one rlimit struct we own.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    usize::try_from(limit.rlim_cur / 2)
+        .unwrap_or(MAX_CONNECTIONS)
+        .clamp(8, MAX_CONNECTIONS)
+}
 
 /// How long a client may take to send a request's head: an idle or
 /// trickling connection is closed then, and its descriptor freed.
@@ -125,6 +142,10 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// (answers in flight, event streams reaching their end) and removes the socket.
 pub async fn serve(socket: Socket, api: Api, mut stop: watch::Receiver<bool>) {
     let mut connections = JoinSet::new();
+    let limit = connection_limit();
+    // Connections in the order they came, with whether they have sent a
+    // request yet: the oldest silent one is closed to make room.
+    let mut arrivals: VecDeque<(AbortHandle, Arc<AtomicBool>)> = VecDeque::new();
     // A descriptor kept in reserve: out of descriptors, it is given back so a
     // waiting client can be taken off the queue and closed.
     let mut reserve = std::fs::File::open("/dev/null").ok();
@@ -141,7 +162,13 @@ pub async fn serve(socket: Socket, api: Api, mut stop: watch::Receiver<bool>) {
                 stream
             }
             Err(e) => {
-                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+                if out_of_fds && shed_oldest_idle(&mut arrivals) {
+                    // Its descriptor is free once the aborted task is dropped.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                if out_of_fds {
                     drop(reserve.take());
                     shed_one(&socket.listener).await;
                     reserve = std::fs::File::open("/dev/null").ok();
@@ -155,14 +182,17 @@ pub async fn serve(socket: Socket, api: Api, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         };
-        if connections.len() >= MAX_CONNECTIONS {
+        if connections.len() >= limit && !shed_oldest_idle(&mut arrivals) {
             continue;
         }
         let allowed = peer_allowed(&stream, socket.group);
         let api = api.clone();
-        connections.spawn(async move {
+        let spoke = Arc::new(AtomicBool::new(false));
+        let first_request = spoke.clone();
+        let handle = connections.spawn(async move {
             let service = service_fn(move |req| {
                 let api = api.clone();
+                first_request.store(true, Ordering::Relaxed);
                 async move {
                     Ok::<_, std::convert::Infallible>(if allowed {
                         routes::route(req, api).await
@@ -177,12 +207,27 @@ pub async fn serve(socket: Socket, api: Api, mut stop: watch::Receiver<bool>) {
                 .serve_connection(TokioIo::new(stall::StallGuard::new(stream)), service)
                 .await;
         });
+        arrivals.push_back((handle, spoke));
+        if arrivals.len() > 2 * limit {
+            arrivals.retain(|(h, spoke)| !h.is_finished() && !spoke.load(Ordering::Relaxed));
+        }
     }
     drop(api);
     let _ = tokio::time::timeout(DRAIN, async {
         while connections.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// Closes the oldest connection that has not sent a request; false if none.
+fn shed_oldest_idle(arrivals: &mut VecDeque<(AbortHandle, Arc<AtomicBool>)>) -> bool {
+    while let Some((handle, spoke)) = arrivals.pop_front() {
+        if !handle.is_finished() && !spoke.load(Ordering::Relaxed) {
+            handle.abort();
+            return true;
+        }
+    }
+    false
 }
 
 /// Takes one waiting client off the queue, if there is one, and closes it.
