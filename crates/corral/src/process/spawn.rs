@@ -1,9 +1,20 @@
-//! Spawning a service process: own session, user switch, parent-death signal.
+//! Spawning a service process: own session, own cgroup, user switch,
+//! parent-death signal.
+//!
+//! corral forks by hand rather than through `std::process::Command`, for one
+//! reason: with a cgroup, the child is created in it (`clone3` with
+//! `CLONE_INTO_CGROUP`). Moving a process into a cgroup after the fork, by a
+//! write to `cgroup.procs`, waits for an RCU grace period on most kernels
+//! (measured: +10 ms on every restart). Everything the child needs (paths,
+//! argv, environment, descriptors) is prepared before the fork; the child
+//! makes only async-signal-safe system calls and reports a failure to exec
+//! through a close-on-exec pipe, as std does.
 
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::ffi::{CString, OsStr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::config::Identity;
 
@@ -19,7 +30,7 @@ pub struct Launch<'a> {
     pub notify: Option<(OwnedFd, i32)>,
     /// The run's marker, set in the child's environment (`tracking::RUN_ID_VAR`).
     pub run_id: Option<&'a str>,
-    /// A cgroup's `cgroup.procs`, opened for writing: the child moves itself there.
+    /// A cgroup directory, opened: the child is created in it.
     pub cgroup: Option<OwnedFd>,
 }
 
@@ -42,65 +53,395 @@ pub enum SpawnError {
     Empty,
 }
 
+/// Where a command is looked up when its environment has no PATH.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
 /// Spawns `launch` in a new session (so it leads its own process group), with
 /// stdin from /dev/null and stdout/stderr on pipes.
 pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
-    let (program, args) = launch.argv.split_first().ok_or(SpawnError::Empty)?;
-    let output = || {
-        if launch.capture_output {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        }
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .envs(launch.run_id.map(|id| (super::tracking::RUN_ID_VAR, id)))
-        .stdin(Stdio::null())
-        .stdout(output())
-        .stderr(output());
-    if let Some(dir) = launch.working_dir {
-        cmd.current_dir(dir);
-    }
-    let parent = std::process::id() as libc::pid_t;
-    let ids = launch
-        .user
-        .map(|u| (u.uid as libc::uid_t, u.gid as libc::gid_t, u.groups.clone()));
-    // The write end lives in the closure, so it closes in the parent once
-    // `cmd` is dropped, right after the spawn.
-    let notify = launch.notify;
-    let cgroup = launch.cgroup;
-    let cgroup_fd = cgroup.as_ref().map(AsRawFd::as_raw_fd);
-    let notify_fds = notify
-        .as_ref()
-        .map(|(fd, target)| (fd.as_raw_fd(), *target));
-    // Keep the target fd number taken in corral during the spawn, so std's own
-    // exec-status pipe cannot land on it and be overwritten in the child.
-    let _placeholder = notify_fds.and_then(|(_, target)| reserve_fd(target));
-    // SAFETY: the closure runs in the child between fork and exec and makes only
-    // async-signal-safe system calls; `ids` was built in the parent.
-    unsafe {
-        cmd.pre_exec(move || {
-            let _keep_open = (&notify, &cgroup);
-            in_child(parent, ids.as_ref(), notify_fds, cgroup_fd)
-        });
-    }
-    let mut child = cmd.spawn().map_err(|source| SpawnError::Exec {
+    let (program, _) = launch.argv.split_first().ok_or(SpawnError::Empty)?;
+    let fail = |source| SpawnError::Exec {
         program: program.clone(),
         source,
-    })?;
+    };
+    // Keep the notify target's fd number taken while descriptors are made
+    // below, so none of them lands on it and is overwritten in the child.
+    let _placeholder = launch
+        .notify
+        .as_ref()
+        .and_then(|(_, target)| reserve_fd(*target));
+    let plan = Plan::new(&launch).map_err(fail)?;
+    let null = std::fs::File::open("/dev/null").map_err(fail)?;
+    let (stdout, out_w) = output_pipe(launch.capture_output, &null).map_err(fail)?;
+    let (stderr, err_w) = output_pipe(launch.capture_output, &null).map_err(fail)?;
+    let (status_r, status_w) = pipe().map_err(fail)?;
+    let fds = ChildFds {
+        stdin: null.as_raw_fd(),
+        stdout: out_w.as_raw_fd(),
+        stderr: err_w.as_raw_fd(),
+        status: status_w.as_raw_fd(),
+        notify: launch
+            .notify
+            .as_ref()
+            .map(|(fd, target)| (fd.as_raw_fd(), *target)),
+    };
+    let ids = launch.user.map(|u| {
+        (
+            u.uid as libc::uid_t,
+            u.gid as libc::gid_t,
+            u.groups.as_slice(),
+        )
+    });
+    let parent = std::process::id() as libc::pid_t;
+    let cgroup = launch.cgroup.as_ref().map(AsRawFd::as_raw_fd);
+    let child = Child {
+        plan: &plan,
+        fds: &fds,
+        ids,
+        parent,
+    };
+    let pid = fork_into(cgroup, &child).map_err(fail)?;
+    // The child's ends close here; a failed exec is reported on the status pipe.
+    drop((out_w, err_w, status_w, null, launch.notify));
+    if let Some(errno) = read_status(&status_r) {
+        let mut status = 0;
+        // SAFETY: waitpid on the child we just forked, which has exited or is exiting.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Err(fail(std::io::Error::from_raw_os_error(errno)));
+    }
     Ok(Spawned {
-        pid: child.id() as i32,
-        stdout: child.stdout.take().map(OwnedFd::from),
-        stderr: child.stderr.take().map(OwnedFd::from),
+        pid,
+        stdout,
+        stderr,
     })
+}
+
+/// What the child execs, prepared in the parent (the child may not allocate).
+struct Plan {
+    /// Paths to try in order: the program itself, or each PATH entry joined to it.
+    candidates: Vec<CString>,
+    dir: Option<CString>,
+    /// argv and the environment: what the pointer arrays below point into
+    /// (the heap buffer of a CString does not move with it).
+    _strings: [Vec<CString>; 2],
+    /// NULL-terminated arrays of pointers, for execve.
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+}
+
+impl Plan {
+    fn new(launch: &Launch<'_>) -> std::io::Result<Plan> {
+        let c = |s: &[u8]| {
+            CString::new(s).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "a NUL byte in the command",
+                )
+            })
+        };
+        let argv = launch
+            .argv
+            .iter()
+            .map(|a| c(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut envp = Vec::with_capacity(launch.env.len() + 1);
+        for (k, v) in launch.env {
+            envp.push(c(format!("{k}={v}").as_bytes())?);
+        }
+        if let Some(id) = launch.run_id {
+            envp.push(c(
+                format!("{}={id}", super::tracking::RUN_ID_VAR).as_bytes()
+            )?);
+        }
+        let program = launch.argv.first().map_or("", String::as_str);
+        let candidates = if program.contains('/') {
+            vec![c(program.as_bytes())?]
+        } else {
+            // As execvp does, with the PATH the child will have.
+            let path = launch
+                .env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "PATH")
+                .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+            path.split(':')
+                .map(|dir| {
+                    let dir = if dir.is_empty() { "." } else { dir };
+                    c(format!("{dir}/{program}").as_bytes())
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let dir = launch
+            .working_dir
+            .map(|d| c(OsStr::as_bytes(d.as_os_str())))
+            .transpose()?;
+        let ptrs = |v: &[CString]| {
+            v.iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
+        };
+        Ok(Plan {
+            argv_ptrs: ptrs(&argv),
+            envp_ptrs: ptrs(&envp),
+            candidates,
+            dir,
+            _strings: [argv, envp],
+        })
+    }
+}
+
+/// Descriptor numbers the child puts in place.
+struct ChildFds {
+    stdin: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+    /// Close-on-exec: the child writes its errno here if it cannot exec.
+    status: RawFd,
+    notify: Option<(RawFd, RawFd)>,
+}
+
+/// Everything the child reads: borrowed from the parent's frame, which a
+/// fork copies as it is.
+struct Child<'a> {
+    plan: &'a Plan,
+    fds: &'a ChildFds,
+    ids: Option<(libc::uid_t, libc::gid_t, &'a [u32])>,
+    parent: libc::pid_t,
+}
+
+/// `clone3(CLONE_INTO_CGROUP)` turned out not to work here (an old kernel,
+/// or a seccomp filter that refuses clone3): fork and move instead.
+static NO_CLONE3: AtomicBool = AtomicBool::new(false);
+
+/// The kernel's `struct clone_args` (version 2, with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Forks; the child runs `child` and never returns. Returns the child's pid.
+fn fork_into(cgroup: Option<RawFd>, child: &Child<'_>) -> std::io::Result<libc::pid_t> {
+    if let Some(dir) = cgroup.filter(|_| !NO_CLONE3.load(Ordering::Relaxed)) {
+        let args = CloneArgs {
+            flags: CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: dir as u64,
+            ..CloneArgs::default()
+        };
+        // SAFETY: clone3 without CLONE_VM is a fork: the child gets a copy of
+        // this address space and runs only `run_child`, which execs or exits.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match pid {
+            0 => run_child(child, None),
+            p if p > 0 => return Ok(p as libc::pid_t),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::E2BIG) => {
+                        NO_CLONE3.store(true, Ordering::Relaxed);
+                    }
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+    // SAFETY: the child runs only `run_child`, which execs or exits.
+    match unsafe { libc::fork() } {
+        0 => run_child(child, cgroup),
+        -1 => Err(std::io::Error::last_os_error()),
+        pid => Ok(pid),
+    }
+}
+
+/// The child: only system calls on what the parent prepared, no allocation,
+/// no locks. `join`: a cgroup directory to move into (the fork fallback).
+fn run_child(child: &Child<'_>, join: Option<RawFd>) -> ! {
+    let fds = child.fds;
+    let fail = |errno: libc::c_int| -> ! {
+        let bytes = errno.to_ne_bytes();
+        // SAFETY: write and _exit are async-signal-safe.
+        unsafe {
+            libc::write(fds.status, bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(127)
+        }
+    };
+    let errno = || {
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    let check = |r: libc::c_long| {
+        if r == -1 {
+            fail(errno());
+        }
+    };
+    // SAFETY: plain system calls on descriptors and memory the parent set up.
+    unsafe {
+        if let Some(dir) = join {
+            // Slow (an RCU grace period), only without clone3. Failing leaves
+            // the process in corral's cgroup, tracked by its marker.
+            let procs = libc::openat(
+                dir,
+                c"cgroup.procs".as_ptr(),
+                libc::O_WRONLY | libc::O_CLOEXEC,
+            );
+            if procs >= 0 {
+                libc::write(procs, b"0".as_ptr().cast(), 1);
+            }
+        }
+        check(libc::setsid().into());
+        check(libc::dup2(fds.stdin, 0).into());
+        check(libc::dup2(fds.stdout, 1).into());
+        check(libc::dup2(fds.stderr, 2).into());
+        if let Some((fd, target)) = fds.notify {
+            if fd == target {
+                check(libc::fcntl(fd, libc::F_SETFD, 0).into());
+            } else {
+                // dup2 clears close-on-exec on the new descriptor.
+                check(libc::dup2(fd, target).into());
+            }
+        }
+        // Every signal at its default and none blocked, whatever corral (it
+        // ignores SIGPIPE) or whoever started corral had: the raw system
+        // call, as libc refuses to touch the signals it keeps for itself.
+        let default = [0u64; 4]; // the kernel's sigaction: SIG_DFL, no flags, empty mask
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    default.as_ptr(),
+                    0usize,
+                    8usize,
+                );
+            }
+        }
+        let none = 0u64;
+        check(libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &none as *const u64,
+            0usize,
+            8usize,
+        ));
+        if let Some((uid, gid, groups)) = child.ids {
+            // Raw system calls: credentials are per thread in the kernel, and
+            // this process has one thread; libc's wrappers would try to reach
+            // the threads of the parent, which the child does not have.
+            check(libc::syscall(
+                libc::SYS_setgroups,
+                groups.len(),
+                groups.as_ptr(),
+            ));
+            check(libc::syscall(libc::SYS_setresgid, gid, gid, gid));
+            check(libc::syscall(libc::SYS_setresuid, uid, uid, uid));
+        }
+        // After the credential change, which would clear it.
+        check(
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+            .into(),
+        );
+        if libc::getppid() != child.parent {
+            // corral died before the signal was armed.
+            fail(libc::ESRCH);
+        }
+        if let Some(dir) = &child.plan.dir {
+            check(libc::chdir(dir.as_ptr()).into());
+        }
+        fail(exec_first(
+            &child.plan.candidates,
+            &child.plan.argv_ptrs,
+            &child.plan.envp_ptrs,
+        ))
+    }
+}
+
+/// Tries each candidate path as execvp does: a missing one is skipped, a
+/// denied one remembered; the first other failure ends the search. Returns
+/// only when nothing could be exec'd, with the errno to report.
+fn exec_first(
+    candidates: &[CString],
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> libc::c_int {
+    let mut denied = false;
+    let mut last = libc::ENOENT;
+    for path in candidates {
+        // SAFETY: NUL-terminated strings and NULL-terminated arrays of them.
+        unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        last = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO);
+        match last {
+            libc::ENOENT | libc::ENOTDIR => {}
+            libc::EACCES => denied = true,
+            _ => break,
+        }
+    }
+    if denied && matches!(last, libc::ENOENT | libc::ENOTDIR) {
+        libc::EACCES
+    } else {
+        last
+    }
+}
+
+/// A pipe for one output stream, or /dev/null for it: (corral's read end,
+/// the child's write end).
+fn output_pipe(capture: bool, null: &std::fs::File) -> std::io::Result<(Option<OwnedFd>, OwnedFd)> {
+    if capture {
+        let (r, w) = pipe()?;
+        Ok((Some(r), w))
+    } else {
+        Ok((None, null.try_clone()?.into()))
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)
+}
+
+/// Waits for the child to exec (EOF: Ok) or to report why it could not.
+fn read_status(status: &OwnedFd) -> Option<libc::c_int> {
+    let mut buf = [0u8; 4];
+    loop {
+        // SAFETY: reads into a buffer we own.
+        let n = unsafe { libc::read(status.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            4 => return Some(libc::c_int::from_ne_bytes(buf)),
+            -1 if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return None,
+        }
+    }
 }
 
 /// Occupies fd number `target` with /dev/null (close-on-exec) if it is free.
 fn reserve_fd(target: libc::c_int) -> Option<OwnedFd> {
-    use std::os::fd::FromRawFd;
     // SAFETY: fcntl only queries the descriptor table.
     if unsafe { libc::fcntl(target, libc::F_GETFD) } != -1 {
         return None;
@@ -110,56 +451,4 @@ fn reserve_fd(target: libc::c_int) -> Option<OwnedFd> {
     let fd = unsafe { libc::dup3(null.as_raw_fd(), target, libc::O_CLOEXEC) };
     // SAFETY: dup3 returned a fresh descriptor that nothing else owns.
     (fd == target).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Runs in the forked child: only raw system calls, no allocation, no locks.
-fn in_child(
-    parent: libc::pid_t,
-    ids: Option<&(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
-    notify: Option<(libc::c_int, libc::c_int)>,
-    cgroup: Option<libc::c_int>,
-) -> std::io::Result<()> {
-    let check = |r: libc::c_int| {
-        if r == -1 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    };
-    // SAFETY: plain system calls on values owned by this frame.
-    unsafe {
-        if let Some(fd) = cgroup {
-            // Moves this process (pid "0": the writer) into the service's
-            // cgroup, while still privileged. Failing leaves it where corral
-            // is, tracked by its marker only: not a reason to fail the start.
-            libc::write(fd, b"0".as_ptr().cast(), 1);
-        }
-        check(libc::setsid())?;
-        if let Some((fd, target)) = notify {
-            if fd == target {
-                check(libc::fcntl(fd, libc::F_SETFD, 0))?;
-            } else {
-                // dup2 clears close-on-exec on the new descriptor.
-                check(libc::dup2(fd, target))?;
-            }
-        }
-        if let Some((uid, gid, groups)) = ids {
-            check(libc::setgroups(groups.len(), groups.as_ptr()))?;
-            check(libc::setgid(*gid))?;
-            check(libc::setuid(*uid))?;
-        }
-        // After the credential change, which would clear it.
-        check(libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        ))?;
-        if libc::getppid() != parent {
-            // corral died before the signal was armed.
-            return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-        }
-    }
-    Ok(())
 }

@@ -32,6 +32,13 @@ pub struct Run {
     id: String,
     cgroup: Option<PathBuf>,
     record: PathBuf,
+    /// Per instance, the leaf cgroup its processes are created in now. A
+    /// cgroup that was killed kills every process later cloned into it
+    /// (Linux compares kill sequence numbers), so a kill moves the instance
+    /// on to a fresh leaf: `<instance>/<n>`.
+    leaves: std::collections::HashMap<String, u32>,
+    /// Leaves that were killed and are removed once empty.
+    retired: Vec<PathBuf>,
 }
 
 impl Run {
@@ -40,7 +47,13 @@ impl Run {
     pub fn begin(record: PathBuf, use_cgroup: bool) -> Run {
         let id = random_id();
         let cgroup = use_cgroup.then(|| make_run_cgroup(&id)).flatten();
-        let run = Run { id, cgroup, record };
+        let run = Run {
+            id,
+            cgroup,
+            record,
+            leaves: std::collections::HashMap::new(),
+            retired: Vec::new(),
+        };
         run.write_record();
         run
     }
@@ -68,30 +81,36 @@ impl Run {
         }
     }
 
-    /// The write end of an instance's `cgroup.procs`, for the child to move
-    /// itself into before it execs; None without cgroups.
+    /// An instance's cgroup (its current leaf), opened, for its processes to
+    /// be created in; None without cgroups.
     pub fn join_fd(&self, instance: &str) -> Option<OwnedFd> {
-        let dir = self.cgroup.as_ref()?.join(instance);
-        match fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(_) => return None,
+        let leaf = self.leaf(instance)?;
+        match fs::create_dir_all(&leaf) {
+            Ok(()) => fs::File::open(&leaf).ok().map(OwnedFd::from),
+            Err(_) => None,
         }
-        fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))
-            .ok()
-            .map(OwnedFd::from)
     }
 
-    /// SIGKILLs everything in an instance's cgroup (a no-op without one).
-    pub fn kill_instance(&self, instance: &str) {
-        if let Some(cg) = &self.cgroup {
-            let dir = cg.join(instance);
-            if dir.exists() {
-                let _ = fs::write(dir.join("cgroup.kill"), "1");
-            }
+    fn leaf(&self, instance: &str) -> Option<PathBuf> {
+        let n = self.leaves.get(instance).copied().unwrap_or(0);
+        Some(self.cgroup.as_ref()?.join(instance).join(n.to_string()))
+    }
+
+    /// SIGKILLs whatever is left in an instance's cgroup (a no-op without
+    /// one, or when nothing is left).
+    pub fn kill_instance(&mut self, instance: &str) {
+        self.retired
+            .retain(|leaf| fs::remove_dir(leaf).is_err() && leaf.exists());
+        let Some(leaf) = self.leaf(instance) else {
+            return;
+        };
+        let dir = leaf.parent().map(Path::to_path_buf).unwrap_or_default();
+        if !populated(&dir) {
+            return;
         }
+        let _ = fs::write(dir.join("cgroup.kill"), "1");
+        *self.leaves.entry(instance.to_string()).or_insert(0) += 1;
+        self.retired.push(leaf);
     }
 
     /// The run ended by itself: kills whatever is still in its cgroup, removes
@@ -309,16 +328,16 @@ fn carries(pid: i32, marker: &str) -> bool {
         .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == marker.as_bytes()))
 }
 
+/// Whether any process is in the cgroup tree at `cg`.
+fn populated(cg: &Path) -> bool {
+    fs::read_to_string(cg.join("cgroup.events"))
+        .is_ok_and(|t| t.lines().any(|l| l == "populated 1"))
+}
+
 /// Waits until nothing is left in the cgroup tree at `cg`, or `limit` passed.
 fn wait_unpopulated(cg: &Path, limit: Duration) {
     let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        let populated = fs::read_to_string(cg.join("cgroup.events"))
-            .map(|t| t.lines().any(|l| l == "populated 1"))
-            .unwrap_or(false);
-        if !populated {
-            return;
-        }
+    while populated(cg) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -1,0 +1,81 @@
+//! What a service process starts with: corral forks by hand (clone3 into its
+//! cgroup), so the exec lookup, directory, signals and errors std used to
+//! give are checked here.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+
+#[test]
+fn a_service_starts_clean_where_it_is_told_and_found_on_its_own_path() {
+    let project = Project::new("");
+    let bin = project.file("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::create_dir(project.file("work")).unwrap();
+    let tool = bin.join("hello-tool");
+    std::fs::write(
+        &tool,
+        "#!/bin/sh\necho \"dir=$(pwd)\"\ngrep -E '^Sig(Blk|Ign)' /proc/self/status\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    project.write(
+        "corral.toml",
+        &format!(
+            r#"
+[services.tool]
+command = ["hello-tool"]
+working-dir = "work"
+restart = "never"
+env = {{ PATH = "{}:/usr/bin:/bin" }}
+"#,
+            bin.display()
+        ),
+    );
+    let mut corral = project.up();
+    let dir = corral.wait_for_output("tool", "dir=", SECS5);
+    let work = std::fs::canonicalize(project.file("work")).unwrap();
+    assert!(dir.ends_with(&format!("dir={}", work.display())), "{dir}");
+    // No signal blocked, none ignored: corral's own SIGPIPE disposition and
+    // its threads' masks stay with corral.
+    let blocked = corral.wait_for_output("tool", "SigBlk:", SECS5);
+    assert!(blocked.ends_with("0000000000000000"), "{blocked}");
+    let ignored = corral.wait_for_output("tool", "SigIgn:", SECS5);
+    assert!(ignored.ends_with("0000000000000000"), "{ignored}");
+    corral.wait_for_service_event("tool", "exited with exit code 0", SECS5);
+    // Every service has ended: corral exits by itself.
+    assert_eq!(corral.wait_exit(SECS5), 0);
+}
+
+#[test]
+fn exec_failures_name_the_program_and_the_reason() {
+    let project = Project::new("");
+    project.write("not-executable", "#!/bin/sh\n");
+    project.write(
+        "corral.toml",
+        r#"
+[services.missing]
+command = ["no-such-program-anywhere"]
+restart = "never"
+
+[services.denied]
+command = ["./not-executable"]
+restart = "never"
+"#,
+    );
+    let mut corral = project.up();
+    let missing = corral.wait_for_service_event("missing", "did not start", SECS5);
+    assert!(
+        missing.contains("cannot run \"no-such-program-anywhere\": No such file or directory"),
+        "{missing}"
+    );
+    let denied = corral.wait_for_service_event("denied", "did not start", SECS5);
+    assert!(
+        denied.contains("cannot run \"./not-executable\": Permission denied"),
+        "{denied}"
+    );
+    corral.stop();
+}
