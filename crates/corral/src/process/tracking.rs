@@ -91,9 +91,13 @@ impl Run {
         }
     }
 
+    /// `<instance>` until its first kill, then `<instance>/<n>`.
     fn leaf(&self, instance: &str) -> Option<PathBuf> {
-        let n = self.leaves.get(instance).copied().unwrap_or(0);
-        Some(self.cgroup.as_ref()?.join(instance).join(n.to_string()))
+        let dir = self.cgroup.as_ref()?.join(instance);
+        Some(match self.leaves.get(instance) {
+            None | Some(0) => dir,
+            Some(n) => dir.join(n.to_string()),
+        })
     }
 
     /// SIGKILLs whatever is left in an instance's cgroup (a no-op without
@@ -101,16 +105,18 @@ impl Run {
     pub fn kill_instance(&mut self, instance: &str) {
         self.retired
             .retain(|leaf| fs::remove_dir(leaf).is_err() && leaf.exists());
-        let Some(leaf) = self.leaf(instance) else {
+        let Some(dir) = self.cgroup.as_ref().map(|cg| cg.join(instance)) else {
             return;
         };
-        let dir = leaf.parent().map(Path::to_path_buf).unwrap_or_default();
         if !populated(&dir) {
             return;
         }
         let _ = fs::write(dir.join("cgroup.kill"), "1");
-        *self.leaves.entry(instance.to_string()).or_insert(0) += 1;
-        self.retired.push(leaf);
+        let n = self.leaves.entry(instance.to_string()).or_insert(0);
+        if *n > 0 {
+            self.retired.push(dir.join(n.to_string()));
+        }
+        *n += 1;
     }
 
     /// The run ended by itself: kills whatever is still in its cgroup, removes
@@ -342,8 +348,13 @@ fn wait_unpopulated(cg: &Path, limit: Duration) {
     }
 }
 
-/// Removes a cgroup and its children, deepest first; a busy or missing one is left.
+/// Removes a cgroup and its children, deepest first; a busy or missing one
+/// is left. Listing a cgroup's directory is costly (a score of interface
+/// files), so children are looked for only when removing it fails.
 fn remove_cgroup_tree(cg: &Path) {
+    if fs::remove_dir(cg).is_ok() {
+        return;
+    }
     if let Ok(entries) = fs::read_dir(cg) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
