@@ -336,11 +336,7 @@ impl OpenFollower {
 impl Drop for OpenFollower {
     fn drop(&mut self) {
         if OPEN_FOLLOWERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
-            // SAFETY: malloc_trim has no preconditions; it only returns free memory.
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            unsafe {
-                libc::malloc_trim(0);
-            }
+            crate::process::give_back_free_memory();
         }
     }
 }

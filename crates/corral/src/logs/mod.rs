@@ -12,4 +12,4 @@ pub use console::Format;
 pub use console_file::ConsoleFile;
 pub use file::FileSpec;
 pub use hub::{follower_channel, ConsoleOptions, HubHandle, Line, LogHub, LogQuery, ServiceLog};
-pub use pipe::{pump, LogWatch};
+pub use pipe::{LogWatch, PipeReader};

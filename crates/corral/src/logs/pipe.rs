@@ -1,115 +1,245 @@
-//! Reads a process's two output pipes (stdout and stderr, in one task) and
-//! hands what they carry to the log hub in chunks of whole lines, so the cost
-//! per line stays small.
+//! Reads every service's output pipes on one thread (one epoll for all of
+//! them) and hands what they carry to the log hub in chunks of whole lines,
+//! so the cost per line stays small.
+//!
+//! A pipe costs corral a few dozen bytes here, where a task per process and
+//! a reactor registration per pipe cost about 1.3 KB each (measured with
+//! massif at 1,000 services); the event loop also stops reading output.
 
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, SystemTime};
 
 use corral_proto::LogStream;
-use tokio::net::unix::pipe;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use tokio::sync::watch;
 
 use super::hub::{HubHandle, Line};
 
 /// How much one read takes at most (a default pipe holds 64 KiB).
 const READ_SIZE: usize = 64 * 1024;
 
-/// Watches a service's output for the line that says it is ready.
+/// The epoll token of the wake-up eventfd; pipes count from 1.
+const WAKE: u64 = 0;
+
+/// Watches a process's output (both streams) for the line that says it is ready.
 pub struct LogWatch {
-    pub regex: Arc<regex_lite::Regex>,
-    /// Called once, on the first matching line (of either stream).
-    pub on_match: Arc<dyn Fn() + Send + Sync>,
+    pub regex: regex_lite::Regex,
+    /// Called once, on the first matching line of either stream.
+    pub on_match: Box<dyn Fn() + Send + Sync>,
+    pub fired: AtomicBool,
+}
+
+/// The reader thread's handle: adds pipes, waits for them to drain, stops it.
+pub struct PipeReader {
+    commands: mpsc::Sender<Command>,
+    wake: Arc<EventFd>,
+    /// Pipes not at EOF yet.
+    open: Arc<watch::Sender<usize>>,
+}
+
+enum Command {
+    Add(Pipe),
+    Stop,
 }
 
 /// One output pipe of a process and its unfinished last line.
-struct Reader {
-    rx: pipe::Receiver,
+struct Pipe {
+    fd: OwnedFd,
+    svc: usize,
     stream: LogStream,
+    max_line: usize,
+    watch: Option<Arc<LogWatch>>,
     partial: Vec<u8>,
 }
 
-/// Waits until the reader has something (never, for a reader that is gone).
-async fn readable(reader: &Option<Reader>) -> std::io::Result<()> {
-    match reader {
-        Some(r) => r.rx.readable().await,
-        None => std::future::pending().await,
+impl PipeReader {
+    /// Starts the thread that forwards output to `hub`.
+    pub fn start(hub: HubHandle) -> std::io::Result<PipeReader> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let wake = Arc::new(EventFd::from_value_and_flags(
+            0,
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?);
+        epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE))?;
+        let (commands, rx) = mpsc::channel();
+        let open = Arc::new(watch::Sender::new(0));
+        {
+            let (wake, open) = (wake.clone(), open.clone());
+            std::thread::Builder::new()
+                .name("pipes".into())
+                .stack_size(64 * 1024)
+                .spawn(move || read_all(&epoll, &wake, &rx, &hub, &open))?;
+        }
+        Ok(PipeReader {
+            commands,
+            wake,
+            open,
+        })
+    }
+
+    /// Reads `fd` (a service's stdout or stderr) until EOF.
+    pub fn add(
+        &self,
+        fd: OwnedFd,
+        svc: usize,
+        stream: LogStream,
+        watch: Option<Arc<LogWatch>>,
+        max_line: usize,
+    ) {
+        let pipe = Pipe {
+            fd,
+            svc,
+            stream,
+            max_line,
+            watch,
+            partial: Vec::new(),
+        };
+        self.open.send_modify(|n| *n += 1);
+        if self.commands.send(Command::Add(pipe)).is_ok() {
+            let _ = self.wake.write(1);
+        } else {
+            self.open.send_modify(|n| *n -= 1);
+        }
+    }
+
+    /// Waits until every pipe reached EOF (all output read), at most `limit`.
+    pub async fn drained(&self, limit: Duration) {
+        let mut open = self.open.subscribe();
+        let _ = tokio::time::timeout(limit, open.wait_for(|n| *n == 0)).await;
     }
 }
 
-/// Forwards everything from a process's stdout and stderr until both reach
-/// EOF, as chunks of complete lines (each ending in '\n'); a last line
-/// without a newline is completed at EOF. Waits (stops reading, so the
-/// service blocks in write) while the hub is behind. One task serves both
-/// pipes, so a process costs one task.
-pub async fn pump(
-    pipes: [(Option<OwnedFd>, LogStream); 2],
-    svc: usize,
-    hub: HubHandle,
-    mut watch: Option<LogWatch>,
-    max_line: usize,
+impl Drop for PipeReader {
+    /// Stops the thread, without waiting for it: it may be blocked on a hub
+    /// that waits for a stdout nobody reads, which the hub bounds itself.
+    fn drop(&mut self) {
+        if self.commands.send(Command::Stop).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+}
+
+/// The thread: waits on every pipe at once; reads one chunk per ready pipe
+/// per turn, so a flood on one pipe cannot starve the others. Sending waits
+/// while the hub is behind: no pipe is read then, and services block in
+/// write. Nothing is dropped and memory stays bounded.
+fn read_all(
+    epoll: &Epoll,
+    wake: &EventFd,
+    commands: &mpsc::Receiver<Command>,
+    hub: &HubHandle,
+    open: &watch::Sender<usize>,
 ) {
-    let mut readers = pipes.map(|(fd, stream)| {
-        let rx = pipe::Receiver::from_owned_fd(fd?).ok()?;
-        Some(Reader {
-            rx,
-            stream,
-            partial: Vec::new(),
-        })
-    });
-    while readers.iter().any(Option::is_some) {
-        let (which, ready) = tokio::select! {
-            r = readable(&readers[0]) => (0, r),
-            r = readable(&readers[1]) => (1, r),
+    let mut pipes: HashMap<u64, Pipe> = HashMap::new();
+    let mut next: u64 = WAKE + 1;
+    let mut events = [EpollEvent::empty(); 64];
+    loop {
+        let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
         };
-        let Some(reader) = readers[which].as_mut() else {
-            continue;
-        };
-        let stream = reader.stream;
-        let mut done = ready.is_err();
-        let mut chunk = None;
-        if !done {
-            // Read straight into the buffer that becomes the chunk, behind the
-            // unfinished line of the last read: the bytes are copied only once.
-            let mut buf = Vec::with_capacity(reader.partial.len() + READ_SIZE);
-            buf.append(&mut reader.partial);
-            match reader.rx.try_read_buf(&mut buf) {
-                Ok(n) if n > 0 => chunk = split_complete(buf, &mut reader.partial, max_line),
-                read => {
-                    reader.partial = buf;
-                    reader.partial.shrink_to_fit();
-                    done =
-                        !matches!(read, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        for event in &events[..n] {
+            let token = event.data();
+            if token == WAKE {
+                let _ = wake.read();
+                for command in commands.try_iter() {
+                    match command {
+                        Command::Stop => return,
+                        Command::Add(pipe) => {
+                            let _ = nix::fcntl::fcntl(
+                                &pipe.fd,
+                                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                            );
+                            let ready = EpollEvent::new(EpollFlags::EPOLLIN, next);
+                            if epoll.add(pipe.fd.as_fd(), ready).is_ok() {
+                                pipes.insert(next, pipe);
+                                next += 1;
+                            } else {
+                                open.send_modify(|n| *n -= 1);
+                            }
+                        }
+                    }
                 }
+                continue;
             }
-        }
-        if done {
-            // EOF (or a broken pipe): the unfinished line is the last one.
-            let mut rest = std::mem::take(&mut reader.partial);
-            readers[which] = None;
-            if !rest.is_empty() {
-                rest.push(b'\n');
-                chunk = Some(rest);
-            }
-        }
-        if let Some(data) = chunk {
-            if let Some(w) = &watch {
-                if data
-                    .split(|&b| b == b'\n')
-                    .any(|line| w.regex.is_match(&String::from_utf8_lossy(line)))
-                {
-                    (w.on_match)();
-                    watch = None;
-                }
-            }
-            let line = Line::Output {
-                svc,
-                stream,
-                time: SystemTime::now(),
-                data,
+            let Some(pipe) = pipes.get_mut(&token) else {
+                continue;
             };
-            if hub.send(line).await.is_err() {
-                return;
+            let (chunk, eof) = pipe.read();
+            if let Some(data) = chunk {
+                pipe.watch_for_ready(&data);
+                let line = Line::Output {
+                    svc: pipe.svc,
+                    stream: pipe.stream,
+                    time: SystemTime::now(),
+                    data,
+                };
+                if hub.blocking_send(line).is_err() {
+                    return;
+                }
             }
+            if eof {
+                // Closing the descriptor takes it out of the epoll set.
+                pipes.remove(&token);
+                open.send_modify(|n| *n -= 1);
+            }
+        }
+    }
+}
+
+impl Pipe {
+    /// Reads once: complete lines (if any), and whether the pipe is done.
+    /// At EOF an unfinished last line is completed.
+    fn read(&mut self) -> (Option<Vec<u8>>, bool) {
+        // Read straight into the buffer that becomes the chunk, behind the
+        // unfinished line of the last read: the bytes are copied only once.
+        let mut buf = Vec::with_capacity(self.partial.len() + READ_SIZE);
+        buf.append(&mut self.partial);
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: reads into the vector's spare capacity, which is
+        // `spare.len()` bytes long; only the bytes read are then counted.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        if n > 0 {
+            // SAFETY: the kernel wrote `n` bytes, within the spare capacity.
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            return (split_complete(buf, &mut self.partial, self.max_line), false);
+        }
+        let again = n < 0
+            && matches!(
+                std::io::Error::last_os_error().kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+            );
+        if again {
+            self.partial = buf;
+            self.partial.shrink_to_fit();
+            return (None, false);
+        }
+        // EOF (or a broken pipe): the unfinished line is the last one.
+        if buf.is_empty() {
+            (None, true)
+        } else {
+            buf.push(b'\n');
+            (Some(buf), true)
+        }
+    }
+
+    fn watch_for_ready(&self, data: &[u8]) {
+        let Some(w) = &self.watch else {
+            return;
+        };
+        if w.fired.load(Ordering::Relaxed) {
+            return;
+        }
+        let matched = data
+            .split(|&b| b == b'\n')
+            .any(|line| w.regex.is_match(&String::from_utf8_lossy(line)));
+        if matched && !w.fired.swap(true, Ordering::Relaxed) {
+            (w.on_match)();
         }
     }
 }

@@ -34,3 +34,15 @@ pub fn become_subreaper() -> nix::Result<()> {
     }
     nix::sys::prctl::set_child_subreaper(true)
 }
+
+/// Hands the allocator's free pages back to the system. After a burst
+/// (starting many services, a storm of log followers) the heap keeps its
+/// high-water mark resident otherwise: at 100 services, the parse of the
+/// config and the first spawns leave ~100 kB that no one uses again.
+pub fn give_back_free_memory() {
+    // SAFETY: malloc_trim has no preconditions; it only returns free memory.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -18,8 +18,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, Signal as SignalStream, SignalKind};
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio::task::JoinSet;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, Instant};
 
 use crate::config::{Config, Probe};
 use crate::control::{self, Api, Request, Socket};
@@ -27,7 +26,7 @@ use crate::discovery::LocalRegistry;
 use crate::engine::{Effect, Engine, Event, Exit, Pid, ProbeRole, Spec, State, Step, Timer};
 use corral_proto::LogStream;
 
-use crate::logs::{pump, ConsoleOptions, FileSpec, Format, LogHub, LogWatch, ServiceLog};
+use crate::logs::{ConsoleOptions, FileSpec, Format, LogHub, LogWatch, PipeReader, ServiceLog};
 use crate::process::{self, Launch};
 
 /// How `up` was asked to run.
@@ -44,10 +43,15 @@ pub struct Options {
 pub enum RuntimeError {
     #[error("cannot set up signal handling: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("cannot start the output reader: {0}")]
+    Pipes(#[source] std::io::Error),
 }
 
 /// How long orphans left after shutdown get between SIGTERM and SIGKILL.
 const ORPHAN_GRACE: Duration = Duration::from_secs(2);
+
+/// A burst of at least this many spawns ends with a trim of the heap.
+const TRIM_AFTER: usize = 16;
 
 /// Spawns carried out per wake-up of the loop.
 const SPAWN_BATCH: usize = 32;
@@ -149,12 +153,14 @@ pub(crate) struct Supervisor<'c> {
     probe_seq: u64,
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     /// The pipe readers; drained before exit so no output line is lost.
-    pumps: JoinSet<()>,
+    pipes: PipeReader,
     timer_seq: u64,
     queue: VecDeque<Event>,
     /// Spawns the engine asked for, carried out a batch per wake-up so that a
     /// big scale or reload never keeps the loop from signals and requests.
     spawns: VecDeque<(usize, Step)>,
+    /// Spawns since the queue was last empty.
+    burst: usize,
     exit: Option<i32>,
     tracking: process::tracking::Run,
 }
@@ -230,6 +236,7 @@ pub async fn run(
         tokio::spawn(control::serve(socket, api, server_stop))
     });
     let runtime_dir = crate::config::state_dir(&config.path);
+    let pipes = PipeReader::start(hub.handle()).map_err(RuntimeError::Pipes)?;
     let mut sup = Supervisor {
         config,
         engine,
@@ -250,10 +257,11 @@ pub async fn run(
         applied: HashMap::new(),
         probe_seq: 0,
         timers: BinaryHeap::new(),
-        pumps: JoinSet::new(),
+        pipes,
         timer_seq: 0,
         queue: VecDeque::new(),
         spawns: VecDeque::new(),
+        burst: 0,
         exit: None,
         tracking: options.tracking,
     };
@@ -274,11 +282,7 @@ pub async fn run(
     sup.sweep_orphans(&mut signals).await;
     sup.tracking.end();
     // Every process is gone: the pipes reach EOF once their last bytes are read.
-    let pumps = &mut sup.pumps;
-    let _ = timeout(PIPE_DRAIN, async {
-        while pumps.join_next().await.is_some() {}
-    })
-    .await;
+    sup.pipes.drained(PIPE_DRAIN).await;
     // The path goes first, so whoever sees the event streams end (`corral
     // down` reads until then) finds corral gone; then the server stops.
     if let Some(path) = &socket_path {
@@ -338,6 +342,15 @@ impl Supervisor<'_> {
                             break;
                         };
                         self.spawn(svc, step);
+                        self.burst += 1;
+                    }
+                    if self.spawns.is_empty() {
+                        // The end of a start-up or a big reload: what they
+                        // used for a while goes back to the system.
+                        if self.burst >= TRIM_AFTER {
+                            process::give_back_free_memory();
+                        }
+                        self.burst = 0;
                     }
                     // Let the API server and the output readers run between
                     // batches: they are other tasks of this one thread.
@@ -494,12 +507,13 @@ impl Supervisor<'_> {
         let watch = match ready_probe {
             Some(Probe::Log(pattern)) => regex_lite::Regex::new(pattern).ok().map(|regex| {
                 let tx = self.notices_tx.clone();
-                LogWatch {
-                    regex: Arc::new(regex),
-                    on_match: Arc::new(move || {
+                Arc::new(LogWatch {
+                    regex,
+                    on_match: Box::new(move || {
                         let _ = tx.send(Notice::Ready { svc, pid });
                     }),
-                }
+                    fired: false.into(),
+                })
             }),
             _ => None,
         };
@@ -510,16 +524,17 @@ impl Supervisor<'_> {
         self.queue.push_back(Event::Spawned { svc, pid });
     }
 
-    /// Starts the reader of a process's stdout and stderr.
-    fn pump_output(&mut self, svc: usize, spawned: process::Spawned, watch: Option<LogWatch>) {
-        while self.pumps.try_join_next().is_some() {}
-        let hub = self.hub.handle();
+    /// Has a process's stdout and stderr read into the logs.
+    fn pump_output(&mut self, svc: usize, spawned: process::Spawned, watch: Option<Arc<LogWatch>>) {
         let max_line = self.config.services[svc].log.max_line;
-        let pipes = [
+        for (fd, stream) in [
             (spawned.stdout, LogStream::Stdout),
             (spawned.stderr, LogStream::Stderr),
-        ];
-        self.pumps.spawn(pump(pipes, svc, hub, watch, max_line));
+        ] {
+            if let Some(fd) = fd {
+                self.pipes.add(fd, svc, stream, watch.clone(), max_line);
+            }
+        }
     }
 
     /// Runs the service's readiness or health probe for the process of `epoch`.
