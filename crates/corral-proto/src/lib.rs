@@ -205,6 +205,21 @@ pub struct Health {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceList {
     pub services: Vec<ServiceStatus>,
+    /// How discovery across hosts is doing; absent with the one-host backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoveryStatus>,
+}
+
+/// The state of a discovery backend that spans hosts (etcd).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiscoveryStatus {
+    pub backend: String,
+    /// Since when (seconds since the Unix epoch) the backend cannot be
+    /// reached; absent while it can. Meanwhile the last known endpoints stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded_since: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `POST /v1/services/{name}/signal`
@@ -264,6 +279,9 @@ pub struct Endpoint {
     /// `<host-id>:<service instance>`: stable, so a restarted instance
     /// replaces its own entry.
     pub instance: String,
+    /// The corral (host) that registered it.
+    #[serde(default)]
+    pub host_id: String,
 }
 
 impl Endpoint {

@@ -272,3 +272,51 @@ fn a_long_dependency_cycle_is_reported_quickly() {
     // Generous for a debug build on a loaded machine; the scan took minutes.
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
+
+#[test]
+fn etcd_discovery_settings_are_checked() {
+    assert_error(
+        "[discovery]\nbackend = \"etcd\"\n[services.a]\ncommand = \"true\"\n",
+        &["corral.toml:2:11: error: backend = \"etcd\" needs an etcd table"],
+    );
+    assert_error(
+        "[discovery]\netcd = { endpoints = [\"http://127.0.0.1:2379\"] }\n[services.a]\ncommand = \"true\"\n",
+        &["corral.toml:2:8: error: an etcd table is given but the backend is local"],
+    );
+    assert_error(
+        r#"[discovery]
+backend = "etcd"
+etcd = { endpoints = ["https://etcd:2379", "etcd"], ttl = "100ms", tls = { ca = "ca.pem" } }
+[services.a]
+command = "true"
+"#,
+        &[
+            "corral.toml:3:23: error: \"https://etcd:2379\": TLS to etcd is not supported yet",
+            "corral.toml:3:44: error: \"etcd\" is not an etcd endpoint: use http://host:port",
+            "corral.toml:3:59: error: ttl must be at least 1s",
+            "corral.toml:3:74: error: TLS to etcd is not supported yet",
+        ],
+    );
+    assert_error(
+        r#"[discovery]
+backend = "etcd"
+etcd = { endpoints = ["127.0.0.1:2379"], username = "corral", password-file = "missing.txt" }
+[services.a]
+command = "true"
+"#,
+        &["corral.toml:3:79: error: cannot read"],
+    );
+    assert_error(
+        r#"[discovery]
+backend = "etcd"
+etcd = { endpoints = ["127.0.0.1:2379"], username = "corral" }
+[services.a]
+command = "true"
+"#,
+        &["error: etcd username is given without a password-file"],
+    );
+    assert_error(
+        "[discovery]\nbackend = \"zookeeper\"\n[services.a]\ncommand = \"true\"\n",
+        &["corral.toml:2:11: error: unknown discovery backend \"zookeeper\": use \"local\" or \"etcd\""],
+    );
+}

@@ -222,6 +222,7 @@ pub async fn endpoints(client: &Client, name: Option<&str>) -> Result<(), CliErr
     let mut rows = vec![[
         "NAME".to_string(),
         "ADDRESS".into(),
+        "HOST".into(),
         "INSTANCE".into(),
         "TAGS".into(),
     ]];
@@ -229,11 +230,12 @@ pub async fn endpoints(client: &Client, name: Option<&str>) -> Result<(), CliErr
         rows.push([
             e.name.clone(),
             e.addr(),
+            e.host_id.clone(),
             e.instance.clone(),
             e.tags.join(","),
         ]);
     }
-    let widths: Vec<usize> = (0..4)
+    let widths: Vec<usize> = (0..5)
         .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
         .collect();
     for row in rows {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use toml::de::DeTable;
 
@@ -11,8 +12,8 @@ use super::env::HostEnv;
 use super::host::HostChecks;
 use super::service::{self, Context, RawService};
 use super::values::{
-    boolean, duration, read_fields, set, size, string, table, text, uint, unknown_key, Field, Text,
-    Value,
+    boolean, duration, entries, read_fields, set, size, split_host_port, string, table, text, uint,
+    unknown_key, Field, Text, Value,
 };
 use super::{ConsoleLog, Discovery, Global, LogFormat};
 
@@ -55,7 +56,7 @@ pub fn parse(
             }
             "discovery" => {
                 if let Some(t) = table(d, value, "[discovery]") {
-                    discovery = parse_discovery(d, t, host);
+                    discovery = parse_discovery(d, t, host, base_dir);
                 }
             }
             "services" => {
@@ -193,29 +194,172 @@ fn parse_global(
 #[derive(Default)]
 struct DiscoveryDraft {
     advertise: Option<Text>,
+    host_id: Option<Text>,
+    /// Where `backend = "etcd"` was written.
+    etcd_backend: Option<std::ops::Range<usize>>,
+    /// The `etcd` table, and where it was written.
+    etcd: Option<(EtcdDraft, std::ops::Range<usize>)>,
 }
 
-const DISCOVERY_FIELDS: [Field<DiscoveryDraft>; 2] = [
-    ("backend", |_, d, v| match string(d, v) {
+/// `[discovery] etcd = { ... }` as read.
+#[derive(Default)]
+struct EtcdDraft {
+    endpoints: Vec<String>,
+    prefix: Option<String>,
+    ttl: Option<Duration>,
+    username: Option<Text>,
+    password_file: Option<Text>,
+}
+
+const DISCOVERY_FIELDS: [Field<DiscoveryDraft>; 4] = [
+    ("backend", |g, d, v| match string(d, v) {
         Some("local") | None => {}
+        Some("etcd") => g.etcd_backend = Some(v.span()),
         Some(other) => d.error(
             v.span(),
-            format!(
-                "unknown discovery backend {other:?}: only \"local\" is available in this version"
-            ),
+            format!("unknown discovery backend {other:?}: use \"local\" or \"etcd\""),
         ),
     }),
     ("advertise", |g, d, v| g.advertise = text(d, v)),
+    ("host-id", |g, d, v| g.host_id = text(d, v)),
+    ("etcd", |g, d, v| {
+        if let Some(t) = table(d, v, "etcd") {
+            let mut etcd = EtcdDraft::default();
+            read_fields(d, t, &ETCD_FIELDS, &mut etcd, "in [discovery] etcd");
+            g.etcd = Some((etcd, v.span()));
+        }
+    }),
 ];
 
-fn parse_discovery(d: &mut Diagnostics<'_>, t: &DeTable<'_>, host: &HostEnv) -> Discovery {
+const ETCD_FIELDS: [Field<EtcdDraft>; 6] = [
+    ("endpoints", |e, d, v| {
+        e.endpoints = entries(d, v, "endpoints")
+            .into_iter()
+            .filter_map(|item| {
+                let url = string(d, item)?;
+                match etcd_endpoint(url) {
+                    Ok(addr) => Some(addr),
+                    Err(why) => {
+                        d.error(item.span(), why);
+                        None
+                    }
+                }
+            })
+            .collect();
+    }),
+    ("prefix", |e, d, v| {
+        e.prefix = string(d, v).map(|p| p.trim_matches('/').to_string())
+    }),
+    ("ttl", |e, d, v| match duration(d, v) {
+        Some(t) if t < Duration::from_secs(1) => d.error(
+            v.span(),
+            "ttl must be at least 1s (keep-alives go every ttl/3)",
+        ),
+        t => e.ttl = t,
+    }),
+    ("username", |e, d, v| e.username = text(d, v)),
+    ("password-file", |e, d, v| e.password_file = text(d, v)),
+    ("tls", |_, d, v| {
+        d.error(
+            v.span(),
+            "TLS to etcd is not supported yet: reach etcd over plain HTTP on a trusted network \
+             (or through a local TLS proxy)",
+        )
+    }),
+];
+
+/// "http://host:port" or "host:port" -> "host:port".
+fn etcd_endpoint(url: &str) -> Result<String, String> {
+    if url.starts_with("https://") {
+        return Err(format!(
+            "{url:?}: TLS to etcd is not supported yet; use an http:// endpoint"
+        ));
+    }
+    let addr = url
+        .strip_prefix("http://")
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    match split_host_port(addr) {
+        Some(_) if !addr.contains('/') => Ok(addr.to_string()),
+        _ => Err(format!(
+            "{url:?} is not an etcd endpoint: use http://host:port"
+        )),
+    }
+}
+
+fn parse_discovery(
+    d: &mut Diagnostics<'_>,
+    t: &DeTable<'_>,
+    host: &HostEnv,
+    base_dir: &Path,
+) -> Discovery {
     let mut draft = DiscoveryDraft::default();
     read_fields(d, t, &DISCOVERY_FIELDS, &mut draft, "in [discovery]");
     let vars = |n: &str| host.get(n).map(str::to_string);
     let mut out = Discovery::default();
-    set(
-        &mut out.advertise,
-        draft.advertise.and_then(|t| t.expand(d, &vars)),
-    );
+    if let Some(advertise) = draft.advertise.and_then(|t| t.expand(d, &vars)) {
+        // An interface's name stands for its address.
+        out.advertise = super::host::interface_address(&advertise).unwrap_or(advertise);
+    }
+    out.host_id = draft.host_id.and_then(|t| t.expand(d, &vars));
+    match (draft.etcd_backend, draft.etcd) {
+        (Some(span), None) => d.error(
+            span,
+            "backend = \"etcd\" needs an etcd table: etcd = { endpoints = [\"http://127.0.0.1:2379\"] }",
+        ),
+        (None, Some((_, span))) => d.error(
+            span,
+            "an etcd table is given but the backend is local: add backend = \"etcd\"",
+        ),
+        (Some(_), Some((etcd, span))) => {
+            out.etcd = etcd_settings(d, etcd, span, &vars, base_dir);
+        }
+        (None, None) => {}
+    }
     out
+}
+
+fn etcd_settings(
+    d: &mut Diagnostics<'_>,
+    draft: EtcdDraft,
+    span: std::ops::Range<usize>,
+    vars: &dyn super::interp::Vars,
+    base_dir: &Path,
+) -> Option<super::Etcd> {
+    if draft.endpoints.is_empty() {
+        d.error(
+            span.clone(),
+            "etcd needs at least one endpoint: endpoints = [\"http://127.0.0.1:2379\"]",
+        );
+        return None;
+    }
+    let username = draft.username.and_then(|t| t.expand(d, vars));
+    let password = match (&username, draft.password_file) {
+        (Some(_), Some(file)) => {
+            let path = base_dir.join(file.expand(d, vars)?);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => Some(text.trim_end_matches(['\r', '\n']).to_string()),
+                Err(e) => {
+                    d.error(file.span, format!("cannot read {}: {e}", path.display()));
+                    return None;
+                }
+            }
+        }
+        (Some(_), None) => {
+            d.error(span, "etcd username is given without a password-file");
+            return None;
+        }
+        (None, Some(file)) => {
+            d.error(file.span, "etcd password-file is given without a username");
+            return None;
+        }
+        (None, None) => None,
+    };
+    let defaults = super::Etcd::default();
+    Some(super::Etcd {
+        endpoints: draft.endpoints,
+        prefix: draft.prefix.unwrap_or(defaults.prefix),
+        ttl: draft.ttl.unwrap_or(defaults.ttl),
+        credentials: username.zip(password),
+    })
 }

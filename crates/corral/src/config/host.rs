@@ -78,3 +78,55 @@ impl HostChecks {
         }
     }
 }
+
+/// The address of the network interface called `name` (its first IPv4
+/// address, else its first IPv6 one); None when no interface has that name.
+pub fn interface_address(name: &str) -> Option<String> {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list` with a linked list freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return None;
+    }
+    let (mut v4, mut v6) = (None, None);
+    let mut cursor = list;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` walks the list getifaddrs returned, not yet freed.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let ifname = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
+        if entry.ifa_addr.is_null() || ifname.to_bytes() != name.as_bytes() {
+            continue;
+        }
+        // SAFETY: ifa_addr points to a sockaddr of the family it names.
+        match i32::from(unsafe { (*entry.ifa_addr).sa_family }) {
+            libc::AF_INET if v4.is_none() => {
+                // SAFETY: an AF_INET address is a sockaddr_in.
+                let sin = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in>() };
+                v4 = Some(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)).to_string());
+            }
+            libc::AF_INET6 if v6.is_none() => {
+                // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                let sin6 = unsafe { &*entry.ifa_addr.cast::<libc::sockaddr_in6>() };
+                v6 = Some(std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr).to_string());
+            }
+            _ => {}
+        }
+    }
+    // SAFETY: frees the list getifaddrs allocated, once.
+    unsafe { libc::freeifaddrs(list) };
+    v4.or(v6)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_interface_name_stands_for_its_address() {
+        assert_eq!(super::interface_address("lo").as_deref(), Some("127.0.0.1"));
+        assert_eq!(super::interface_address("10.1.2.3"), None);
+        assert_eq!(super::interface_address("no-such-interface0"), None);
+    }
+}

@@ -350,13 +350,54 @@ pub struct Template {
 pub struct Discovery {
     /// The host written into this corral's endpoints.
     pub advertise: String,
+    /// This corral's name in endpoint instances; None: the hostname.
+    pub host_id: Option<String>,
+    /// The etcd backend; None: the built-in one-host registry.
+    pub etcd: Option<Etcd>,
 }
 
 impl Default for Discovery {
     fn default() -> Self {
         Discovery {
             advertise: "127.0.0.1".into(),
+            host_id: None,
+            etcd: None,
         }
+    }
+}
+
+/// `[discovery] etcd = { ... }`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Etcd {
+    /// "host:port" of each member's client URL.
+    pub endpoints: Vec<String>,
+    /// Keys live under `<prefix>/svc/`.
+    pub prefix: String,
+    pub ttl: Duration,
+    /// Username and password (read from `password-file`).
+    pub credentials: Option<(String, String)>,
+}
+
+impl Default for Etcd {
+    fn default() -> Self {
+        Etcd {
+            endpoints: Vec::new(),
+            prefix: "corral".into(),
+            ttl: Duration::from_secs(10),
+            credentials: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Etcd {
+    /// Without the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .field("username", &self.credentials.as_ref().map(|c| &c.0))
+            .finish()
     }
 }
 

@@ -15,7 +15,7 @@ pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 #[derive(Debug)]
 pub enum Request {
     List {
-        reply: Reply<Vec<ServiceStatus>>,
+        reply: Reply<corral_proto::ServiceList>,
     },
     Get {
         name: String,

@@ -105,8 +105,8 @@ async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>,
 }
 
 async fn list(api: &Api) -> Result<Response<ApiBody>, ApiError> {
-    let services = api.call(|reply| Ask::List { reply }).await?;
-    ok(ApiBody::json(&corral_proto::ServiceList { services }))
+    let list = api.call(|reply| Ask::List { reply }).await?;
+    ok(ApiBody::json(&list))
 }
 
 async fn get(api: &Api, name: &str) -> Result<Response<ApiBody>, ApiError> {
@@ -272,6 +272,7 @@ async fn signal(api: &Api, name: &str, req: &SignalRequest) -> Result<Response<A
     }
     ok(ApiBody::json(&corral_proto::ServiceList {
         services: statuses,
+        discovery: None,
     }))
 }
 

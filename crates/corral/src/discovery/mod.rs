@@ -69,6 +69,7 @@ pub mod contract {
             tags: vec![],
             attrs: BTreeMap::new(),
             instance: instance.into(),
+            host_id: instance.split(':').next().unwrap_or_default().into(),
         }
     }
 

@@ -2,15 +2,63 @@
 //! on requirements, and carrying out on-change actions (debounced, spread,
 //! rolling across replicas).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use corral_proto::Endpoint;
+use tokio::sync::mpsc;
 
 use super::{Child, Supervisor};
 use crate::config::OnChange;
+use crate::discovery::etcd::agent::{self, Command, Report};
 use crate::discovery::{endpoint_env, render_templates, write_endpoints_file, Registry};
 use crate::engine::Event;
 use crate::process;
+
+/// This corral's etcd agent, when discovery spans hosts: it publishes this
+/// host's endpoints and reports every host's.
+pub(super) struct Remote {
+    commands: mpsc::UnboundedSender<Command>,
+    reports: mpsc::UnboundedReceiver<Report>,
+    task: tokio::task::JoinHandle<()>,
+    /// Since when (seconds since the epoch) etcd cannot be reached, and why.
+    degraded: Option<(f64, String)>,
+}
+
+impl Remote {
+    pub(super) fn start(etcd: &crate::config::Etcd, host_id: &str) -> Remote {
+        let settings = agent::Settings {
+            endpoints: etcd.endpoints.clone(),
+            prefix: etcd.prefix.clone(),
+            ttl: etcd.ttl,
+            host_id: host_id.to_string(),
+            credentials: etcd.credentials.clone(),
+        };
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (tx, reports) = mpsc::unbounded_channel();
+        Remote {
+            commands,
+            reports,
+            task: tokio::spawn(agent::run(settings, rx, tx)),
+            degraded: None,
+        }
+    }
+
+    /// The agent's next report; never, without an agent.
+    pub(super) async fn next(remote: &mut Option<Remote>) -> Option<Report> {
+        match remote {
+            Some(r) => r.reports.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Revokes the lease, so this host's endpoints vanish at once, waiting
+    /// at most `limit` for etcd.
+    pub(super) async fn stop(self, limit: Duration) {
+        let _ = self.commands.send(Command::Stop);
+        let _ = tokio::time::timeout(limit, self.task).await;
+    }
+}
 
 /// Endpoint sets of a dependent, by required name.
 pub type EndpointSets = BTreeMap<String, Vec<Endpoint>>;
@@ -85,11 +133,15 @@ impl Supervisor<'_> {
                 tags: p.tags.clone(),
                 attrs: p.attrs.clone(),
                 instance: instance.clone(),
+                host_id: self.host_id.clone(),
             };
             self.hub.event(
                 Some(svc),
                 format!("registered {} at {}", endpoint.name, endpoint.addr()),
             );
+            if let Some(remote) = &self.remote {
+                let _ = remote.commands.send(Command::Register(endpoint.clone()));
+            }
             changed.extend(self.registry.register(endpoint));
         }
         self.endpoints_changed(&changed);
@@ -98,12 +150,82 @@ impl Supervisor<'_> {
     /// Takes back the endpoints of a service that stops or died.
     pub(super) fn withdraw(&mut self, svc: usize) {
         let instance = format!("{}:{}", self.host_id, self.config.services[svc].name);
+        if let Some(remote) = &self.remote {
+            let _ = remote.commands.send(Command::Withdraw(instance.clone()));
+        }
         let changed = self.registry.withdraw(&instance);
         if !changed.is_empty() {
             self.hub
                 .event(Some(svc), format!("withdrew {}", changed.join(", ")));
         }
         self.endpoints_changed(&changed);
+    }
+
+    /// What the etcd agent saw: other hosts' endpoints join the view (this
+    /// host's own are known here first), and an outage is announced. While
+    /// etcd is away the view stays as it was: nothing is withdrawn from
+    /// dependents because corral lost sight of it.
+    pub(super) fn on_discovery(&mut self, report: Report) {
+        let own = format!("{}:", self.host_id);
+        let changed: Vec<String> = match report {
+            Report::Reset(all) => self.registry.replace_others(&self.host_id, all),
+            Report::Changed { upserts, removed } => {
+                let mut names = BTreeSet::new();
+                for e in upserts.into_iter().filter(|e| e.host_id != self.host_id) {
+                    names.extend(self.registry.register(e));
+                }
+                for (name, instance) in removed {
+                    if !instance.starts_with(&own) && self.registry.remove(&name, &instance) {
+                        names.insert(name);
+                    }
+                }
+                names.into_iter().collect()
+            }
+            Report::Degraded(reason) => {
+                let Some(remote) = &mut self.remote else {
+                    return;
+                };
+                if remote.degraded.is_none() {
+                    remote.degraded = Some((super::unix_now(), reason.clone()));
+                    self.announce(format!(
+                        "discovery degraded: etcd cannot be reached ({reason}); \
+                         keeping the last known endpoints"
+                    ));
+                }
+                return;
+            }
+            Report::Healthy => {
+                let Some(remote) = &mut self.remote else {
+                    return;
+                };
+                if remote.degraded.take().is_some() {
+                    self.announce("discovery healthy: etcd answers again".into());
+                }
+                return;
+            }
+        };
+        self.endpoints_changed(&changed);
+    }
+
+    /// A message about corral itself, on the console and the event stream.
+    fn announce(&self, message: String) {
+        let _ = self.events.send(corral_proto::Event {
+            time: super::unix_now(),
+            service: None,
+            state: None,
+            message: message.clone(),
+        });
+        self.hub.event(None, message);
+    }
+
+    /// How discovery across hosts is doing, for `GET /v1/services`.
+    pub(super) fn discovery_status(&self) -> Option<corral_proto::DiscoveryStatus> {
+        let remote = self.remote.as_ref()?;
+        Some(corral_proto::DiscoveryStatus {
+            backend: "etcd".into(),
+            degraded_since: remote.degraded.as_ref().map(|d| d.0),
+            reason: remote.degraded.as_ref().map(|d| d.1.clone()),
+        })
     }
 
     /// Which required names of `svc` have no matching endpoint.

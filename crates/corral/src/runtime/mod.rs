@@ -50,6 +50,9 @@ pub enum RuntimeError {
 /// How long orphans left after shutdown get between SIGTERM and SIGKILL.
 const ORPHAN_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a clean exit waits for etcd to revoke this corral's lease.
+const REVOKE_WAIT: Duration = Duration::from_secs(2);
+
 /// A burst of at least this many spawns ends with a trim of the heap.
 const TRIM_AFTER: usize = 16;
 
@@ -146,6 +149,8 @@ pub(crate) struct Supervisor<'c> {
     registry: LocalRegistry,
     /// Identifies this corral in endpoint instances (`<host-id>:<service>`).
     host_id: String,
+    /// The etcd agent, when discovery spans hosts.
+    remote: Option<discover::Remote>,
     /// Where endpoint files go (`.corral/` beside the config).
     runtime_dir: std::path::PathBuf,
     /// The endpoint sets each dependent last acted on.
@@ -237,6 +242,18 @@ pub async fn run(
     });
     let runtime_dir = crate::config::state_dir(&config.path);
     let pipes = PipeReader::start(hub.handle()).map_err(RuntimeError::Pipes)?;
+    let host_id = config.global.discovery.host_id.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into())
+    });
+    let remote = config
+        .global
+        .discovery
+        .etcd
+        .as_ref()
+        .map(|etcd| discover::Remote::start(etcd, &host_id));
     let mut sup = Supervisor {
         config,
         engine,
@@ -249,10 +266,8 @@ pub async fn run(
         scale: std::collections::BTreeMap::new(),
         selection: options.selection.clone(),
         registry: LocalRegistry::default(),
-        host_id: nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into()),
+        host_id: host_id.clone(),
+        remote,
         runtime_dir,
         applied: HashMap::new(),
         probe_seq: 0,
@@ -281,6 +296,9 @@ pub async fn run(
     let code = sup.run_loop(&mut signals).await;
     sup.sweep_orphans(&mut signals).await;
     sup.tracking.end();
+    if let Some(remote) = sup.remote.take() {
+        remote.stop(REVOKE_WAIT).await;
+    }
     // Every process is gone: the pipes reach EOF once their last bytes are read.
     sup.pipes.drained(PIPE_DRAIN).await;
     // The path goes first, so whoever sees the event streams end (`corral
@@ -357,6 +375,7 @@ impl Supervisor<'_> {
                     tokio::task::yield_now().await;
                 }
                 Wakeup::Notice(notice) => self.on_notice(notice),
+                Wakeup::Discovery(report) => self.on_discovery(report),
                 Wakeup::Request(request) => self.on_request(request).await,
             }
         }
@@ -376,6 +395,7 @@ impl Supervisor<'_> {
             _ = std::future::ready(()), if !self.spawns.is_empty() => Wakeup::Spawn,
             Some(notice) = self.notices.recv() => Wakeup::Notice(notice),
             Some(request) = self.requests.recv() => Wakeup::Request(request),
+            Some(report) = discover::Remote::next(&mut self.remote) => Wakeup::Discovery(report),
         }
     }
 
@@ -753,6 +773,8 @@ enum Wakeup {
     Timer,
     /// Spawns are waiting: carry out the next batch.
     Spawn,
+    /// The etcd agent reported.
+    Discovery(crate::discovery::etcd::agent::Report),
     Notice(Notice),
     Request(Request),
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -44,7 +44,9 @@ async fn get_status(url: &str) -> Result<u16, String> {
     let request = Request::get(path)
         .header(hyper::header::HOST, authority)
         .header(hyper::header::USER_AGENT, "corral-probe")
-        .body(Empty::<Bytes>::new())
+        // Full, as etcd's gateway client sends: one copy of hyper's client
+        // for both.
+        .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
     let response = sender.send_request(request);
     tokio::pin!(conn, response);

@@ -22,7 +22,10 @@ impl Supervisor<'_> {
                     .filter(|&i| !self.engine.units()[i].is_removed())
                     .map(|i| self.status(i))
                     .collect();
-                let _ = reply.send(Ok(live));
+                let _ = reply.send(Ok(corral_proto::ServiceList {
+                    services: live,
+                    discovery: self.discovery_status(),
+                }));
             }
             Request::Get { name, reply } => {
                 let _ = reply.send(self.find(&name).map(|i| self.status(i)));

@@ -463,3 +463,136 @@ pub fn has_row(table: &str, name: &str, text: &str) -> bool {
         .lines()
         .any(|l| l.split_whitespace().next() == Some(name) && l.contains(text))
 }
+
+/// An etcd of one test's own (Debian's etcd-server): its own data dir and
+/// free client and peer ports; killed (by pid) when dropped.
+pub struct Etcd {
+    child: Child,
+    pub client: String,
+    peer: String,
+    dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let client = format!("127.0.0.1:{}", free_port());
+        let peer = format!("127.0.0.1:{}", free_port());
+        let child = Etcd::spawn(&dir, &client, &peer);
+        let etcd = Etcd {
+            child,
+            client,
+            peer,
+            dir,
+        };
+        etcd.wait_ready();
+        etcd
+    }
+
+    fn spawn(dir: &tempfile::TempDir, client: &str, peer: &str) -> Child {
+        let client_url = format!("http://{client}");
+        let peer_url = format!("http://{peer}");
+        Command::new("etcd")
+            .args(["--name", "t", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("t={peer_url}")])
+            .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run etcd (scripts/test installs Debian's etcd-server)")
+    }
+
+    /// Waits until etcd answers a range request.
+    pub fn wait_ready(&self) {
+        assert!(
+            eventually(Duration::from_secs(10), || self.keys("corral/").is_some()),
+            "etcd did not come up on {}",
+            self.client
+        );
+    }
+
+    /// SIGKILLs etcd.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts etcd again on the same data and ports.
+    pub fn start_again(&mut self) {
+        self.child = Etcd::spawn(&self.dir, &self.client, &self.peer);
+        self.wait_ready();
+    }
+
+    /// The keys under `prefix` (decoded), through etcd's JSON gateway with curl.
+    pub fn keys(&self, prefix: &str) -> Option<Vec<String>> {
+        let b64 = |s: &[u8]| base64_encode(s);
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let body = format!(
+            r#"{{"key":"{}","range_end":"{}","keys_only":true}}"#,
+            b64(prefix.as_bytes()),
+            b64(&end)
+        );
+        let out = Command::new("curl")
+            .args(["-sf", "-m", "2", "-X", "POST", "-d", &body])
+            .arg(format!("http://{}/v3/kv/range", self.client))
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let kvs = v["kvs"].as_array().cloned().unwrap_or_default();
+        Some(
+            kvs.iter()
+                .filter_map(|kv| base64_decode(kv["key"].as_str()?))
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+pub fn base64_encode(data: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk.iter().fold(0u32, |n, &b| n << 8 | u32::from(b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(B64[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+pub fn base64_decode(text: &str) -> Option<String> {
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in text.bytes().filter(|&c| c != b'=') {
+        bits = bits << 6 | B64.iter().position(|&b| b == c)? as u32;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    String::from_utf8(out).ok()
+}

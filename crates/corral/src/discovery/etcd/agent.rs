@@ -101,6 +101,7 @@ impl Settings {
             tags: r.tags,
             attrs: r.attrs,
             instance: r.instance,
+            host_id: r.host_id.clone(),
         };
         Some((endpoint, r.host_id))
     }
@@ -350,10 +351,7 @@ impl Agent {
 }
 
 fn broken(reason: &str) -> GatewayError {
-    GatewayError::Unreachable {
-        endpoint: String::new(),
-        reason: reason.to_string(),
-    }
+    GatewayError::Lost(reason.to_string())
 }
 
 async fn sleep_until(at: Instant) {

@@ -28,6 +28,9 @@ pub enum GatewayError {
     },
     #[error("unexpected answer from etcd to {path}: {reason}")]
     Protocol { path: &'static str, reason: String },
+    /// The session with etcd broke off (a stream ended, a lease was lost).
+    #[error("{0}")]
+    Lost(String),
 }
 
 /// One key of the store.
@@ -141,7 +144,8 @@ impl Gateway {
         Ok(answer.header.revision)
     }
 
-    /// Deletes every key under `prefix`.
+    /// Deletes every key under `prefix` (tests clean up with it).
+    #[cfg(test)]
     pub async fn delete_prefix(&self, prefix: &str) -> Result<i64, GatewayError> {
         let answer: HeaderOnly = self.call("/v3/kv/deleterange", range_body(prefix)).await?;
         Ok(answer.header.revision)
@@ -224,6 +228,16 @@ impl Gateway {
         path: &'static str,
         body: String,
     ) -> Result<T, GatewayError> {
+        let bytes = self.exchange(path, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| GatewayError::Protocol {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// POSTs a body and reads the whole answer, bounded by the timeout. One
+    /// copy of this for every kind of answer (`call` only decodes).
+    async fn exchange(&self, path: &'static str, body: String) -> Result<Bytes, GatewayError> {
         let exchange = async {
             let response = self.send(path, body).await?;
             let status = response.status();
@@ -231,10 +245,7 @@ impl Gateway {
             if status != StatusCode::OK {
                 return Err(status_error(status, path, &bytes));
             }
-            serde_json::from_slice(&bytes).map_err(|e| GatewayError::Protocol {
-                path,
-                reason: e.to_string(),
-            })
+            Ok(bytes)
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
@@ -325,10 +336,7 @@ impl Watch {
             match self.body.frame().await {
                 None => return Ok(None),
                 Some(Err(e)) => {
-                    return Err(GatewayError::Unreachable {
-                        endpoint: String::new(),
-                        reason: format!("watch stream broke: {e}"),
-                    })
+                    return Err(GatewayError::Lost(format!("the watch stream broke: {e}")))
                 }
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
@@ -370,7 +378,13 @@ struct WatchEnvelope {
     #[serde(default)]
     result: Option<WatchResult>,
     #[serde(default)]
-    error: Option<serde_json::Value>,
+    error: Option<WatchError>,
+}
+
+#[derive(Deserialize)]
+struct WatchError {
+    #[serde(default)]
+    message: String,
 }
 
 #[derive(Deserialize)]
@@ -402,7 +416,10 @@ impl WatchEnvelope {
         let Some(r) = self.result else {
             return Err(GatewayError::Protocol {
                 path,
-                reason: format!("watch error: {}", self.error.unwrap_or_default()),
+                reason: format!(
+                    "watch error: {}",
+                    self.error.map(|e| e.message).unwrap_or_default()
+                ),
             });
         };
         let revision = r.header.revision;

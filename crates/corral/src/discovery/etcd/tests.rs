@@ -350,6 +350,7 @@ mod agent {
             tags: vec!["primary".into()],
             attrs: Default::default(),
             instance: format!("{host_id}:{service}"),
+            host_id: host_id.into(),
         }
     }
 
