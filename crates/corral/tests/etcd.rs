@@ -64,6 +64,8 @@ fn corrals_on_two_hosts_follow_each_others_endpoints() {
     assert_eq!(keys, ["corral/svc/db/host-a:db"]);
     let (_, json, _) = b.run(&["ps", "--json"]);
     assert!(json.contains("\"backend\": \"etcd\""), "{json}");
+    let (_, table, _) = b.run(&["ps"]);
+    assert!(table.contains("discovery: etcd (connected)"), "{table}");
 
     // etcd goes away for longer than the lease: both keep what they know, B
     // says discovery is degraded, and nothing acts on the outage itself.
@@ -71,6 +73,8 @@ fn corrals_on_two_hosts_follow_each_others_endpoints() {
     corral_b.wait_for("discovery degraded", SECS10);
     let (_, json, _) = b.run(&["ps", "--json"]);
     assert!(json.contains("degraded_since"), "{json}");
+    let (_, table, _) = b.run(&["ps"]);
+    assert!(table.contains("discovery: etcd DEGRADED for"), "{table}");
     assert!(endpoints(&b).contains("127.0.0.2:5432"));
     std::thread::sleep(Duration::from_secs(3));
     etcd.start_again();

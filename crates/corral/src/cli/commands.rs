@@ -20,8 +20,30 @@ pub async fn ps(client: &Client, json: bool) -> Result<(), CliError> {
         );
     } else {
         print!("{}", table(&list.services));
+        if let Some(d) = &list.discovery {
+            println!("{}", discovery_line(d));
+        }
     }
     Ok(())
+}
+
+/// How discovery across hosts is doing, under the `ps` table.
+fn discovery_line(d: &corral_proto::DiscoveryStatus) -> String {
+    match d.degraded_since {
+        None => format!("discovery: {} (connected)", d.backend),
+        Some(since) => {
+            let ago = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |now| now.as_secs_f64() - since)
+                .max(0.0);
+            format!(
+                "discovery: {} DEGRADED for {}s ({}): endpoints are the last known",
+                d.backend,
+                ago as u64,
+                d.reason.as_deref().unwrap_or("unreachable")
+            )
+        }
+    }
 }
 
 /// The `ps` table: aligned columns.

@@ -419,6 +419,86 @@ mod agent {
         }
     }
 
+    /// The Registry contract of Step 5, through etcd: what one agent
+    /// publishes is looked up in what another agent reads back from etcd.
+    struct ThroughEtcd {
+        rt: tokio::runtime::Runtime,
+        writer: Peer,
+        reader: Peer,
+    }
+
+    impl crate::discovery::Registry for ThroughEtcd {
+        fn register(&mut self, e: Endpoint) -> Vec<String> {
+            let before = self.lookup(&e.name);
+            let _ = self.writer.commands.send(Command::Register(e.clone()));
+            let (instance, port) = (e.instance.clone(), e.port);
+            self.rt
+                .block_on(self.reader.until("registered", |p| p.has(&instance, port)));
+            let changed = self.lookup(&e.name) != before;
+            if changed {
+                vec![e.name]
+            } else {
+                Vec::new()
+            }
+        }
+
+        fn withdraw(&mut self, instance: &str) -> Vec<String> {
+            let names: BTreeSet<String> = self
+                .reader
+                .view
+                .iter()
+                .filter(|(_, i, _)| i == instance)
+                .map(|(n, _, _)| n.clone())
+                .collect();
+            let _ = self
+                .writer
+                .commands
+                .send(Command::Withdraw(instance.into()));
+            self.rt.block_on(self.reader.until("withdrawn", |p| {
+                p.view.iter().all(|(_, i, _)| i != instance)
+            }));
+            names.into_iter().collect()
+        }
+
+        fn lookup(&self, name: &str) -> Vec<Endpoint> {
+            let mut found: Vec<Endpoint> = self
+                .reader
+                .view
+                .iter()
+                .filter(|(n, _, _)| n == name)
+                .map(|(n, i, p)| crate::discovery::contract::ep(n, i, *p))
+                .collect();
+            found.sort_by(|a, b| (&a.instance, a.port).cmp(&(&b.instance, b.port)));
+            found
+        }
+
+        fn all(&self) -> Vec<Endpoint> {
+            self.reader
+                .view
+                .iter()
+                .map(|(n, i, p)| crate::discovery::contract::ep(n, i, *p))
+                .collect()
+        }
+    }
+
+    #[test]
+    fn the_registry_contract_holds_through_etcd() {
+        let etcd = TestEtcd::start();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (writer, reader) = rt.block_on(async {
+            ready(&etcd.gateway()).await;
+            (
+                Peer::start(settings(&etcd, "h")),
+                Peer::start(settings(&etcd, "observer")),
+            )
+        });
+        let mut registry = ThroughEtcd { rt, writer, reader };
+        crate::discovery::contract::check(&mut registry);
+    }
+
     #[test]
     fn a_provider_on_one_host_is_seen_by_another_until_withdrawn() {
         let etcd = TestEtcd::start();
