@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
@@ -17,11 +18,23 @@ fn examples_dir() -> PathBuf {
 #[test]
 fn every_example_passes_check() {
     let mut seen = 0;
+    // examples/NAME/corral.toml, and examples/NAME/HOST/corral.toml for the
+    // examples that stand for several hosts.
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(examples_dir())
         .expect("examples dir")
         .flatten()
     {
-        let file = entry.path().join("corral.toml");
+        files.push(entry.path().join("corral.toml"));
+        for sub in std::fs::read_dir(entry.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            files.push(sub.path().join("corral.toml"));
+        }
+    }
+    for file in files {
         if !file.exists() {
             continue;
         }
@@ -76,4 +89,40 @@ fn basic_example_serves_http_and_stops_cleanly() {
     );
     corral.wait_for("-> 200", SECS10);
     assert_eq!(corral.stop(), 0);
+}
+
+#[test]
+fn two_hosts_example_connects_through_etcd() {
+    let etcd = Etcd::start();
+    let port = free_port().to_string();
+    let copy = |host: &str| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::copy(
+            examples_dir()
+                .join("two-hosts")
+                .join(host)
+                .join("corral.toml"),
+            dir.path().join("corral.toml"),
+        )
+        .expect("copy");
+        dir
+    };
+    let (a, b) = (copy("a"), copy("b"));
+    let start = |dir: &tempfile::TempDir| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["up"])
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("ETCD_ADDR", &etcd.client)
+            .env("WEB_PORT", &port);
+        Running::start(cmd)
+    };
+    let client = start(&b);
+    client.wait_for_service_event("client", "waiting for endpoints of web", SECS10);
+    let _server = start(&a);
+    client.wait_for(
+        &format!("from 127.0.0.2:{port}: hello from host A"),
+        Duration::from_secs(20),
+    );
 }

@@ -12,7 +12,7 @@ use super::env::HostEnv;
 use super::host::HostChecks;
 use super::service::{self, Context, RawService};
 use super::values::{
-    boolean, duration, entries, read_fields, set, size, split_host_port, string, table, text, uint,
+    boolean, duration, read_fields, set, size, split_host_port, string, table, text, texts, uint,
     unknown_key, Field, Text, Value,
 };
 use super::{ConsoleLog, Discovery, Global, LogFormat};
@@ -204,7 +204,7 @@ struct DiscoveryDraft {
 /// `[discovery] etcd = { ... }` as read.
 #[derive(Default)]
 struct EtcdDraft {
-    endpoints: Vec<String>,
+    endpoints: Vec<Text>,
     prefix: Option<String>,
     ttl: Option<Duration>,
     username: Option<Text>,
@@ -232,21 +232,7 @@ const DISCOVERY_FIELDS: [Field<DiscoveryDraft>; 4] = [
 ];
 
 const ETCD_FIELDS: [Field<EtcdDraft>; 6] = [
-    ("endpoints", |e, d, v| {
-        e.endpoints = entries(d, v, "endpoints")
-            .into_iter()
-            .filter_map(|item| {
-                let url = string(d, item)?;
-                match etcd_endpoint(url) {
-                    Ok(addr) => Some(addr),
-                    Err(why) => {
-                        d.error(item.span(), why);
-                        None
-                    }
-                }
-            })
-            .collect();
-    }),
+    ("endpoints", |e, d, v| e.endpoints = texts(d, v)),
     ("prefix", |e, d, v| {
         e.prefix = string(d, v).map(|p| p.trim_matches('/').to_string())
     }),
@@ -326,7 +312,16 @@ fn etcd_settings(
     vars: &dyn super::interp::Vars,
     base_dir: &Path,
 ) -> Option<super::Etcd> {
-    if draft.endpoints.is_empty() {
+    let mut endpoints = Vec::new();
+    for text in draft.endpoints {
+        let at = text.span.clone();
+        match text.expand(d, vars).map(|url| etcd_endpoint(&url)) {
+            Some(Ok(addr)) => endpoints.push(addr),
+            Some(Err(why)) => d.error(at, why),
+            None => {}
+        }
+    }
+    if endpoints.is_empty() {
         d.error(
             span.clone(),
             "etcd needs at least one endpoint: endpoints = [\"http://127.0.0.1:2379\"]",
@@ -357,7 +352,7 @@ fn etcd_settings(
     };
     let defaults = super::Etcd::default();
     Some(super::Etcd {
-        endpoints: draft.endpoints,
+        endpoints,
         prefix: draft.prefix.unwrap_or(defaults.prefix),
         ttl: draft.ttl.unwrap_or(defaults.ttl),
         credentials: username.zip(password),
