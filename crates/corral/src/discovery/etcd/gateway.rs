@@ -314,7 +314,7 @@ impl Gateway {
     fn timed_out(&self, path: &'static str) -> GatewayError {
         GatewayError::Unreachable {
             endpoint: self.endpoints.join(","),
-            reason: format!("{path} took longer than {:?}", self.timeout),
+            reason: format!("{path} took longer than {} ms", self.timeout.as_millis()),
         }
     }
 }
