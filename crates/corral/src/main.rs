@@ -8,6 +8,7 @@ mod engine;
 mod logs;
 mod process;
 mod runtime;
+mod tcp;
 
 use std::process::ExitCode;
 

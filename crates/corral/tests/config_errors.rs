@@ -291,11 +291,23 @@ etcd = { endpoints = ["https://etcd:2379", "etcd"], ttl = "100ms", tls = { ca = 
 command = "true"
 "#,
         &[
-            "corral.toml:3:23: error: \"https://etcd:2379\": TLS to etcd is not supported yet",
             "corral.toml:3:44: error: \"etcd\" is not an etcd endpoint: use http://host:port",
             "corral.toml:3:59: error: ttl must be at least 1s",
-            "corral.toml:3:74: error: TLS to etcd is not supported yet",
+            if cfg!(feature = "tls") {
+                "corral.toml:3:74: error: tls: "
+            } else {
+                "corral.toml:3:74: error: this corral was built without TLS"
+            },
         ],
+    );
+    assert_error(
+        r#"[discovery]
+backend = "etcd"
+etcd = { endpoints = ["https://etcd:2379"] }
+[services.a]
+command = "true"
+"#,
+        &["corral.toml:3:23: error: an https:// endpoint needs a tls table"],
     );
     assert_error(
         r#"[discovery]

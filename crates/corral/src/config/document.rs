@@ -209,6 +209,7 @@ struct EtcdDraft {
     ttl: Option<Duration>,
     username: Option<Text>,
     password_file: Option<Text>,
+    tls: Option<(TlsDraft, std::ops::Range<usize>)>,
 }
 
 const DISCOVERY_FIELDS: [Field<DiscoveryDraft>; 4] = [
@@ -245,30 +246,86 @@ const ETCD_FIELDS: [Field<EtcdDraft>; 6] = [
     }),
     ("username", |e, d, v| e.username = text(d, v)),
     ("password-file", |e, d, v| e.password_file = text(d, v)),
-    ("tls", |_, d, v| {
-        d.error(
-            v.span(),
-            "TLS to etcd is not supported yet: reach etcd over plain HTTP on a trusted network \
-             (or through a local TLS proxy)",
-        )
+    ("tls", |e, d, v| {
+        if let Some(t) = table(d, v, "tls") {
+            let mut tls = TlsDraft::default();
+            read_fields(d, t, &TLS_FIELDS, &mut tls, "in [discovery] etcd tls");
+            e.tls = Some((tls, v.span()));
+        }
     }),
 ];
 
-/// "http://host:port" or "host:port" -> "host:port".
-fn etcd_endpoint(url: &str) -> Result<String, String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "{url:?}: TLS to etcd is not supported yet; use an http:// endpoint"
-        ));
+/// `etcd = { tls = { ca, cert, key } }` as read.
+#[derive(Default)]
+struct TlsDraft {
+    ca: Option<Text>,
+    cert: Option<Text>,
+    key: Option<Text>,
+}
+
+const TLS_FIELDS: [Field<TlsDraft>; 3] = [
+    ("ca", |t, d, v| t.ca = text(d, v)),
+    ("cert", |t, d, v| t.cert = text(d, v)),
+    ("key", |t, d, v| t.key = text(d, v)),
+];
+
+/// The files of a `tls` table, checked by loading them (with the `tls`
+/// feature); an error at `span` without it.
+fn tls_files(
+    d: &mut Diagnostics<'_>,
+    draft: TlsDraft,
+    span: std::ops::Range<usize>,
+    vars: &dyn super::interp::Vars,
+    base_dir: &Path,
+) -> Option<super::EtcdTls> {
+    if !cfg!(feature = "tls") {
+        d.error(
+            span,
+            "this corral was built without TLS: build it with `cargo build --features tls` \
+             (off by default: it costs ~0.5 MB of resident code)",
+        );
+        return None;
     }
-    let addr = url
-        .strip_prefix("http://")
-        .unwrap_or(url)
-        .trim_end_matches('/');
+    let mut path = |t: Option<Text>| t.and_then(|t| t.expand(d, vars)).map(|p| base_dir.join(p));
+    let (ca, cert, key) = (path(draft.ca), path(draft.cert), path(draft.key));
+    let Some(ca) = ca else {
+        d.error(
+            span,
+            "tls needs `ca`, the CA certificate(s) that signed etcd's (PEM)",
+        );
+        return None;
+    };
+    let client = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            d.error(
+                span,
+                "tls takes `cert` and `key` together (the client certificate and its key)",
+            );
+            return None;
+        }
+    };
+    let files = super::EtcdTls { ca, client };
+    if let Some(e) = files.load().err() {
+        d.error(span, format!("tls: {e}"));
+        return None;
+    }
+    Some(files)
+}
+
+/// "http://host:port", "https://host:port" or "host:port" -> ("host:port",
+/// whether it said https).
+fn etcd_endpoint(url: &str) -> Result<(String, bool), String> {
+    let (addr, https) = match url.strip_prefix("https://") {
+        Some(rest) => (rest, true),
+        None => (url.strip_prefix("http://").unwrap_or(url), false),
+    };
+    let addr = addr.trim_end_matches('/');
     match split_host_port(addr) {
-        Some(_) if !addr.contains('/') => Ok(addr.to_string()),
+        Some(_) if !addr.contains('/') => Ok((addr.to_string(), https)),
         _ => Err(format!(
-            "{url:?} is not an etcd endpoint: use http://host:port"
+            "{url:?} is not an etcd endpoint: use http://host:port (or https:// with tls)"
         )),
     }
 }
@@ -312,11 +369,19 @@ fn etcd_settings(
     vars: &dyn super::interp::Vars,
     base_dir: &Path,
 ) -> Option<super::Etcd> {
+    let asked_tls = draft.tls.is_some();
+    let tls = draft
+        .tls
+        .and_then(|(t, at)| tls_files(d, t, at, vars, base_dir));
     let mut endpoints = Vec::new();
     for text in draft.endpoints {
         let at = text.span.clone();
         match text.expand(d, vars).map(|url| etcd_endpoint(&url)) {
-            Some(Ok(addr)) => endpoints.push(addr),
+            Some(Ok((_, true))) if !asked_tls => d.error(
+                at,
+                "an https:// endpoint needs a tls table: tls = { ca = \"ca.pem\" }",
+            ),
+            Some(Ok((addr, _))) => endpoints.push(addr),
             Some(Err(why)) => d.error(at, why),
             None => {}
         }
@@ -326,6 +391,9 @@ fn etcd_settings(
             span.clone(),
             "etcd needs at least one endpoint: endpoints = [\"http://127.0.0.1:2379\"]",
         );
+        return None;
+    }
+    if asked_tls && tls.is_none() {
         return None;
     }
     let username = draft.username.and_then(|t| t.expand(d, vars));
@@ -356,5 +424,6 @@ fn etcd_settings(
         prefix: draft.prefix.unwrap_or(defaults.prefix),
         ttl: draft.ttl.unwrap_or(defaults.ttl),
         credentials: username.zip(password),
+        tls,
     })
 }

@@ -376,6 +376,33 @@ pub struct Etcd {
     pub ttl: Duration,
     /// Username and password (read from `password-file`).
     pub credentials: Option<(String, String)>,
+    /// TLS to every endpoint.
+    pub tls: Option<EtcdTls>,
+}
+
+/// `etcd = { tls = { ca, cert, key } }`: PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    /// The client certificate and its key, for an etcd that asks for one.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl EtcdTls {
+    /// Reads the files into what connections need.
+    pub fn load(&self) -> Result<crate::tcp::Tls, String> {
+        #[cfg(feature = "tls")]
+        {
+            crate::tcp::Tls::load(
+                &self.ca,
+                self.client
+                    .as_ref()
+                    .map(|(c, k)| (c.as_path(), k.as_path())),
+            )
+        }
+        #[cfg(not(feature = "tls"))]
+        Err("this corral was built without TLS (cargo feature `tls`)".into())
+    }
 }
 
 impl Default for Etcd {
@@ -385,6 +412,7 @@ impl Default for Etcd {
             prefix: "corral".into(),
             ttl: Duration::from_secs(10),
             credentials: None,
+            tls: None,
         }
     }
 }
@@ -397,6 +425,7 @@ impl std::fmt::Debug for Etcd {
             .field("prefix", &self.prefix)
             .field("ttl", &self.ttl)
             .field("username", &self.credentials.as_ref().map(|c| &c.0))
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -33,6 +33,15 @@ impl Remote {
             ttl: etcd.ttl,
             host_id: host_id.to_string(),
             credentials: etcd.credentials.clone(),
+            // Checked when the config was loaded; a file gone since then
+            // shows as etcd being unreachable.
+            tls: etcd.tls.as_ref().and_then(|t| match t.load() {
+                Ok(tls) => Some(tls),
+                Err(e) => {
+                    eprintln!("corral: etcd tls: {e}");
+                    None
+                }
+            }),
         };
         let (commands, rx) = mpsc::unbounded_channel();
         let (tx, reports) = mpsc::unbounded_channel();

@@ -33,7 +33,8 @@ async fn get_status(url: &str) -> Result<u16, String> {
     let uri: Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
     let host = uri.host().ok_or("URL has no host")?;
     let port = uri.port_u16().unwrap_or(80);
-    let stream = TcpStream::connect((host.trim_matches(['[', ']']), port))
+    let addr = format!("{host}:{port}");
+    let stream = crate::tcp::Conn::connect(&addr, None, None)
         .await
         .map_err(|e| e.to_string())?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

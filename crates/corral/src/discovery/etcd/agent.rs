@@ -24,6 +24,8 @@ pub struct Settings {
     pub host_id: String,
     /// Username and password, when etcd has auth enabled.
     pub credentials: Option<(String, String)>,
+    /// TLS to every endpoint.
+    pub tls: Option<crate::tcp::Tls>,
 }
 
 /// What the supervisor asks of the agent.
@@ -118,7 +120,8 @@ pub async fn run(
     reports: mpsc::UnboundedSender<Report>,
 ) {
     let mut agent = Agent {
-        gateway: Gateway::new(settings.endpoints.clone(), settings.ttl / 3),
+        gateway: Gateway::new(settings.endpoints.clone(), settings.ttl / 3)
+            .with_tls(settings.tls.clone()),
         settings,
         mine: BTreeMap::new(),
         view: BTreeMap::new(),

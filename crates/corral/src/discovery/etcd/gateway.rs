@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::tcp::Conn;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -12,7 +13,6 @@ use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use tokio::net::TcpStream;
 
 use super::base64;
 
@@ -79,8 +79,11 @@ pub struct Gateway {
     endpoints: Vec<String>,
     /// An auth token (`/v3/auth/authenticate`), sent with every call.
     token: Option<String>,
-    /// Bound of one unary call, connection included.
+    /// Bound of one unary call, connection included; also the silence
+    /// after which TCP keep-alive probes start.
     timeout: Duration,
+    /// TLS to every endpoint, when configured.
+    tls: Option<crate::tcp::Tls>,
 }
 
 impl Gateway {
@@ -89,7 +92,14 @@ impl Gateway {
             endpoints,
             token: None,
             timeout,
+            tls: None,
         }
+    }
+
+    /// Talks TLS to every endpoint.
+    pub fn with_tls(mut self, tls: Option<crate::tcp::Tls>) -> Gateway {
+        self.tls = tls;
+        self
     }
 
     /// Logs in; later calls carry the token.
@@ -261,7 +271,8 @@ impl Gateway {
         let bytes = Bytes::from(body);
         let mut last = None;
         for endpoint in &self.endpoints {
-            let stream = match TcpStream::connect(endpoint.as_str()).await {
+            let connected = Conn::connect(endpoint, Some(self.timeout), self.tls.as_ref()).await;
+            let stream = match connected {
                 Ok(s) => s,
                 Err(e) => {
                     last = Some(GatewayError::Unreachable {
@@ -271,7 +282,6 @@ impl Gateway {
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
             let (mut sender, conn) =
                 match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
                     Ok(pair) => pair,

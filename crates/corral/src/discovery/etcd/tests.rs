@@ -339,6 +339,7 @@ mod agent {
             ttl: Duration::from_secs(2),
             host_id: host_id.into(),
             credentials: None,
+            tls: None,
         }
     }
 

@@ -1,0 +1,188 @@
+//! Outgoing TCP connections (HTTP probes, etcd): plain, or TLS over TCP with
+//! the `tls` cargo feature. One connection type for both, so hyper's client
+//! exists once in the binary whatever it talks to.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A connection: plain TCP, or TLS over it.
+pub enum Conn {
+    Plain(TcpStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Conn {
+    /// Connects to "host:port" (TLS when `tls` is given), with TCP_NODELAY,
+    /// and TCP keep-alive probes after `keepalive` of silence when given (a
+    /// long stream then notices a peer that vanished).
+    pub async fn connect(
+        addr: &str,
+        keepalive: Option<Duration>,
+        tls: Option<&Tls>,
+    ) -> io::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
+        let _ = stream.set_nodelay(true);
+        if let Some(idle) = keepalive {
+            set_keepalive(&stream, idle);
+        }
+        match tls {
+            None => Ok(Conn::Plain(stream)),
+            #[cfg(feature = "tls")]
+            Some(tls) => tls.wrap(addr, stream).await,
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match *never {},
+        }
+    }
+}
+
+/// Keep-alive probes after `idle`, every second, three of them.
+fn set_keepalive(stream: &TcpStream, idle: Duration) {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let secs = libc::c_int::try_from(idle.as_secs().max(1)).unwrap_or(libc::c_int::MAX);
+    for (level, name, value) in [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, secs),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 3),
+    ] {
+        // SAFETY: setsockopt on a socket we own, with an int option value.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Without the `tls` feature there is no TLS: this type has no values.
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, Clone)]
+pub enum Tls {}
+
+/// How to talk TLS to a server: whom to trust, and who we are.
+#[cfg(feature = "tls")]
+#[derive(Clone)]
+pub struct Tls {
+    connector: tokio_rustls::TlsConnector,
+}
+
+#[cfg(feature = "tls")]
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+#[cfg(feature = "tls")]
+impl Tls {
+    /// Trusts the CA certificates in `ca` (PEM); presents the certificate
+    /// and key in `client` (PEM), when given, to a server that asks.
+    pub fn load(
+        ca: &std::path::Path,
+        client: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Tls, String> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, String> {
+            let list = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if list.is_empty() {
+                return Err(format!("{}: no certificate in it", path.display()));
+            }
+            Ok(list)
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in certs(ca)? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", ca.display()))?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots);
+        let config = match client {
+            Some((cert, key)) => {
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("{}: {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(certs(cert)?, key)
+                    .map_err(|e| format!("{}: {e}", cert.display()))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Tls {
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+        })
+    }
+
+    async fn wrap(&self, addr: &str, stream: TcpStream) -> io::Result<Conn> {
+        use tokio_rustls::rustls::pki_types::ServerName;
+        let host = addr
+            .rsplit_once(':')
+            .map_or(addr, |(h, _)| h)
+            .trim_matches(['[', ']']);
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let tls = self.connector.connect(name, stream).await?;
+        Ok(Conn::Tls(Box::new(tls)))
+    }
+}
