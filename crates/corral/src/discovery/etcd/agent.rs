@@ -193,7 +193,16 @@ impl Agent {
         for (key, value) in &self.mine {
             self.gateway.put(key, value, lease).await?;
         }
-        let mut watch = self.relist().await?;
+        // The first time, list everything; after a disconnect, resume the
+        // watch after the last revision seen, so nothing is missed and
+        // nothing is listed again (unless that history was compacted away:
+        // then etcd cancels the watch and it is listed again below).
+        let mut watch = if self.revision > 0 {
+            let prefix = self.settings.svc_prefix();
+            self.gateway.watch(&prefix, self.revision + 1).await?
+        } else {
+            self.relist().await?
+        };
         self.heal();
         let period = self.settings.ttl / 3;
         let mut next_keepalive = Instant::now() + period;
