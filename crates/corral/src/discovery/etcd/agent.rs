@@ -194,12 +194,17 @@ impl Agent {
             self.gateway.put(key, value, lease).await?;
         }
         // The first time, list everything; after a disconnect, resume the
-        // watch after the last revision seen, so nothing is missed and
-        // nothing is listed again (unless that history was compacted away:
-        // then etcd cancels the watch and it is listed again below).
+        // watch where it was, so nothing is listed again, unless that history
+        // was compacted away: then etcd cancels the watch and it is listed
+        // again below. It resumes *at* the last revision seen, not after it:
+        // etcd accepts a watch that starts exactly at the compaction revision
+        // but has dropped the deletions made at that revision (measured: a
+        // revoke then a compaction while corral was cut off went unseen).
+        // Starting one earlier gets a cancel instead; the one event seen
+        // twice changes nothing.
         let mut watch = if self.revision > 0 {
             let prefix = self.settings.svc_prefix();
-            self.gateway.watch(&prefix, self.revision + 1).await?
+            self.gateway.watch(&prefix, self.revision).await?
         } else {
             self.relist().await?
         };
