@@ -53,6 +53,7 @@ impl Client {
                 }
                 _ => return Err(self.no_daemon()),
             };
+        let stream = crate::tcp::Conn::Unix(stream);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|_| self.no_daemon())?;
