@@ -274,8 +274,14 @@ fn hosts_on_a_bridge_follow_each_other_through_crashes_outages_and_cuts() {
     assert!(
         eventually(SECS10, || last_change(&b)
             == "10.77.0.2:5432,10.77.0.4:6000"),
-        "a change after etcd's restart did not arrive: {:?}",
-        b.read("changes")
+        "a change after etcd's restart did not arrive: {:?}; etcd has {:?}; B shows {}",
+        b.read("changes"),
+        etcd_call(
+            &net,
+            "/v3/kv/range",
+            r#"{"key":"Y29ycmFsLw==","range_end":"Y29ycmFsMA=="}"#
+        ),
+        b.run(&["endpoints"]).1
     );
 
     // B's link is cut for longer than the TTL: B keeps its last endpoints

@@ -1,6 +1,6 @@
 //! The etcd agent: one task per corral that holds a lease, publishes this
-//! host's endpoints under it, and keeps a view of every endpoint under the
-//! prefix from a watch. It reconnects, re-grants and re-registers by itself;
+//! host's endpoints under it, and reports every endpoint under the prefix
+//! from a list and a watch. It reconnects, re-grants and re-registers by itself;
 //! while etcd cannot be reached the view stays as it was (degraded).
 
 use std::collections::BTreeMap;
@@ -91,6 +91,44 @@ impl Settings {
         serde_json::to_vec(&record).unwrap_or_default()
     }
 
+    /// What a batch of changes leaves, in order: a key deleted then put again
+    /// in one batch (a resumed watch replays the deletion it stopped at) is
+    /// an upsert, a key put then deleted is a removal; the supervisor then
+    /// applies upserts and removals in any order.
+    fn net_effect(&self, changes: Vec<Change>) -> (Vec<Endpoint>, Vec<(String, String)>) {
+        let (mut upserts, mut removed): (Vec<Endpoint>, Vec<(String, String)>) =
+            (Vec::new(), Vec::new());
+        for change in changes {
+            match change {
+                Change::Put(kv) => {
+                    if let Some((endpoint, _)) = self.endpoint(&kv) {
+                        removed.retain(|(n, i)| (n, i) != (&endpoint.name, &endpoint.instance));
+                        upserts.retain(|e| {
+                            (&e.name, &e.instance) != (&endpoint.name, &endpoint.instance)
+                        });
+                        upserts.push(endpoint);
+                    }
+                }
+                Change::Delete { key, .. } => {
+                    if let Some((name, instance)) = self.named_by(&key) {
+                        upserts.retain(|e| (&e.name, &e.instance) != (&name, &instance));
+                        if !removed.contains(&(name.clone(), instance.clone())) {
+                            removed.push((name, instance));
+                        }
+                    }
+                }
+            }
+        }
+        (upserts, removed)
+    }
+
+    /// (name, instance) of the endpoint a key holds; None for other keys.
+    fn named_by(&self, key: &str) -> Option<(String, String)> {
+        let rest = key.strip_prefix(&self.svc_prefix())?;
+        let (name, instance) = rest.split_once('/')?;
+        Some((name.to_string(), instance.to_string()))
+    }
+
     /// The endpoint a key and its value describe; None for anything else.
     fn endpoint(&self, kv: &KeyValue) -> Option<(Endpoint, String)> {
         let rest = kv.key.strip_prefix(&self.svc_prefix())?;
@@ -124,7 +162,6 @@ pub async fn run(
             .with_tls(settings.tls.clone()),
         settings,
         mine: BTreeMap::new(),
-        view: BTreeMap::new(),
         lease: None,
         revision: 0,
         reports,
@@ -160,8 +197,6 @@ struct Agent {
     gateway: Gateway,
     /// This host's keys and values, to put again under a new lease.
     mine: BTreeMap<String, Vec<u8>>,
-    /// Every endpoint under the prefix, by key.
-    view: BTreeMap<String, Endpoint>,
     lease: Option<i64>,
     /// The highest revision seen; never moves back.
     revision: i64,
@@ -256,37 +291,22 @@ impl Agent {
     }
 
     /// Lists the prefix, reports the view as it is now, and watches from there.
+    /// The agent keeps no copy of the view: the supervisor has one, and a
+    /// deleted key names its endpoint (`<prefix>/svc/<name>/<instance>`).
     async fn relist(&mut self) -> Result<Watch, GatewayError> {
         let prefix = self.settings.svc_prefix();
         let (kvs, revision) = self.gateway.range_prefix(&prefix).await?;
-        self.view = kvs
+        let all = kvs
             .iter()
-            .filter_map(|kv| Some((kv.key.clone(), self.settings.endpoint(kv)?.0)))
+            .filter_map(|kv| Some(self.settings.endpoint(kv)?.0))
             .collect();
         self.seen(revision);
-        let _ = self
-            .reports
-            .send(Report::Reset(self.view.values().cloned().collect()));
+        let _ = self.reports.send(Report::Reset(all));
         self.gateway.watch(&prefix, revision + 1).await
     }
 
     fn apply(&mut self, changes: Vec<Change>) {
-        let (mut upserts, mut removed) = (Vec::new(), Vec::new());
-        for change in changes {
-            match change {
-                Change::Put(kv) => {
-                    if let Some((endpoint, _)) = self.settings.endpoint(&kv) {
-                        self.view.insert(kv.key, endpoint.clone());
-                        upserts.push(endpoint);
-                    }
-                }
-                Change::Delete { key, .. } => {
-                    if let Some(gone) = self.view.remove(&key) {
-                        removed.push((gone.name, gone.instance));
-                    }
-                }
-            }
-        }
+        let (upserts, removed) = self.settings.net_effect(changes);
         if !upserts.is_empty() || !removed.is_empty() {
             let _ = self.reports.send(Report::Changed { upserts, removed });
         }
@@ -382,4 +402,52 @@ fn jitter(d: Duration) -> Duration {
         .map_or(0, |t| t.subsec_nanos());
     let quarter = (d.as_millis() as u64 / 4).max(1);
     Duration::from_millis(u64::from(nanos) % quarter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            endpoints: Vec::new(),
+            prefix: "corral".into(),
+            ttl: Duration::from_secs(2),
+            host_id: "b".into(),
+            credentials: None,
+            tls: None,
+        }
+    }
+
+    fn put(s: &Settings, instance: &str, port: u16) -> Change {
+        let e = crate::discovery::contract::ep("db", instance, port);
+        Change::Put(KeyValue {
+            key: s.key(&e),
+            value: s.record(&e),
+            mod_revision: 0,
+            lease: 0,
+        })
+    }
+
+    fn delete(instance: &str) -> Change {
+        Change::Delete {
+            key: format!("corral/svc/db/{instance}"),
+            mod_revision: 0,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_read_in_order() {
+        let s = settings();
+        // What a resumed watch delivered in one batch: the deletion it
+        // resumed at, then the same key put again.
+        let (up, gone) = s.net_effect(vec![delete("a:db"), put(&s, "a:db", 5432)]);
+        assert_eq!(up.len(), 1);
+        assert!(gone.is_empty(), "{gone:?}");
+        let (up, gone) = s.net_effect(vec![put(&s, "a:db", 1), delete("a:db")]);
+        assert!(up.is_empty());
+        assert_eq!(gone, [("db".to_string(), "a:db".to_string())]);
+        let (up, _) = s.net_effect(vec![put(&s, "a:db", 1), put(&s, "a:db", 2)]);
+        assert_eq!(up.iter().map(|e| e.port).collect::<Vec<_>>(), [2]);
+    }
 }
