@@ -332,3 +332,18 @@ command = "true"
         &["corral.toml:2:11: error: unknown discovery backend \"zookeeper\": use \"local\" or \"etcd\""],
     );
 }
+
+#[test]
+fn the_daemon_binary_refuses_arguments_it_does_not_know() {
+    let corrald = env!("CARGO_BIN_EXE_corrald");
+    for args in [&["--frobnicate"][..], &["-f"][..]] {
+        let out = std::process::Command::new(corrald)
+            .args(args)
+            .output()
+            .expect("run corrald");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.starts_with("corrald: "), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}

@@ -58,18 +58,18 @@ fn kill_corral_with_escapees(project: &Project, m: &str) -> Vec<(&'static str, i
     let mut corral = project.up();
     corral.wait_for("forked", SECS5);
     let tags = ["kid", "daemon", "session", "cleared"];
-    let find = |t: &str| {
-        let main = corral.started_pid("escaper", SECS5);
-        pids_with_marker(&format!("{m}-{t}"))
-            .into_iter()
-            .find(|&p| p != main)
-    };
+    let mut escapees: Vec<(&str, i32)> = Vec::new();
     assert!(
-        eventually(SECS5, || tags.iter().all(|t| find(t).is_some())),
+        eventually(SECS5, || {
+            escapees = tags
+                .iter()
+                .filter_map(|&t| Some((t, loop_of(&format!("{m}-{t}"))?)))
+                .collect();
+            escapees.len() == tags.len()
+        }),
         "escapees did not all start: {:?}",
         pids_with_marker(m)
     );
-    let escapees: Vec<(&str, i32)> = tags.iter().map(|&t| (t, find(t).unwrap())).collect();
     corral.signal(libc::SIGKILL);
     assert_eq!(corral.wait_exit(SECS5), 128 + libc::SIGKILL);
     // The bug as filed: PDEATHSIG reached the service's shell, not these.
@@ -191,6 +191,29 @@ command = ["sh", "-c", "(setsid {daemon} &); echo forked; exec {main}"]
         "the escaped daemon outlived `corral stop`"
     );
     assert_eq!(corral.stop(), 0);
+}
+
+/// The shell loop tagged `tag` (its last argument), not a fork of it on its
+/// way to exec `sleep`, nor a fork of the service's script (whose text holds
+/// every tag) on its way to exec a loop.
+fn loop_of(tag: &str) -> Option<i32> {
+    let last_arg = |pid: i32| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let last = cmdline.split(|&b| b == 0).rfind(|a| !a.is_empty())?;
+        Some(String::from_utf8_lossy(last).into_owned())
+    };
+    let parent = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 1..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    pids_with_marker(tag).into_iter().find(|&pid| {
+        last_arg(pid).as_deref() == Some(tag)
+            && parent(pid).and_then(last_arg).as_deref() != Some(tag)
+    })
 }
 
 fn nix_kill(pid: i32) -> i32 {

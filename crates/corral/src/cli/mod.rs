@@ -198,6 +198,106 @@ impl CliError {
     }
 }
 
+/// `corral`: parses the command line and runs it.
+pub fn main_cli() -> ExitCode {
+    use clap::Parser;
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap prints help/version (exit 0) or a usage error (exit 2).
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    finish("corral", run(cli))
+}
+
+/// `corrald`: the daemon, with what `corral up` resolved:
+/// `-f FILE [--socket PATH] [--console-log PATH] [SERVICE...]`. Parsed by
+/// hand: this is an interface between corral's two binaries, and clap
+/// would bring the whole command line into the daemon.
+pub fn main_daemon() -> ExitCode {
+    let mut file = None;
+    let mut socket = None;
+    let mut console_log = None;
+    let mut services = Vec::new();
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        let slot = match arg.to_str() {
+            Some("-f") => &mut file,
+            Some("--socket") => &mut socket,
+            Some("--console-log") => &mut console_log,
+            Some(name) if !name.starts_with('-') => {
+                services.push(name.to_string());
+                continue;
+            }
+            _ => {
+                eprintln!(
+                    "corrald: unexpected argument {arg:?}; corrald is started by `corral up`"
+                );
+                return ExitCode::from(2);
+            }
+        };
+        match args.next() {
+            Some(value) => *slot = Some(PathBuf::from(value)),
+            None => {
+                eprintln!("corrald: {arg:?} needs a value");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let target = Target {
+        file: file.unwrap_or_else(|| PathBuf::from("corral.toml")),
+        socket,
+    };
+    finish("corrald", up(&target, &services, console_log))
+}
+
+/// The exit code of a command, after printing its error.
+fn finish(me: &str, result: Result<ExitCode, CliError>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(CliError::Config(errors)) => {
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("{me}: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// `corral up` in the foreground: becomes the daemon (exec, so the pid,
+/// PID 1 included, and the terminal stay the same).
+fn exec_daemon(
+    target: &Target,
+    services: &[String],
+    console_log: Option<PathBuf>,
+) -> Result<ExitCode, CliError> {
+    use std::os::unix::process::CommandExt;
+    // Beside this executable (where cargo and installs put it), else PATH.
+    let daemon = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("corrald"))
+        .filter(|path| path.exists())
+        .unwrap_or_else(|| PathBuf::from("corrald"));
+    let mut cmd = std::process::Command::new(&daemon);
+    cmd.arg("-f").arg(&target.file);
+    if let Some(socket) = &target.socket {
+        cmd.arg("--socket").arg(socket);
+    }
+    if let Some(log) = console_log {
+        cmd.arg("--console-log").arg(log);
+    }
+    cmd.args(services);
+    let source = cmd.exec();
+    Err(CliError::Failed(format!(
+        "cannot start the daemon {}: {source} (corrald is installed beside corral)",
+        daemon.display()
+    )))
+}
+
 /// Runs the parsed command; Ok is corral's exit code on success.
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     if !matches!(cli.command, Command::Up { detach: false, .. }) {
@@ -223,7 +323,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             services,
             console_log,
             ..
-        } => up(&target, &services, console_log),
+        } => exec_daemon(&target, &services, console_log),
         Command::Check { target } => {
             let config = load(&target.file)?;
             print!("{}", check::plan(&config));
