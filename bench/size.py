@@ -43,7 +43,8 @@ def main():
         text = text_size(path)
         verdict = "ok" if size <= int(budget) else "OVER BUDGET"
         over |= size > int(budget)
-        print(f"{name:<10} {size:>11,} {text if text is not None else "-":>11} {int(budget):>11,}  {verdict}")
+        shown = f"{text:,}" if text is not None else "-"
+        print(f"{name:<10} {size:>11,} {shown:>11} {int(budget):>11,}  {verdict}")
     sys.exit(1 if over else 0)
 
 
