@@ -40,3 +40,26 @@ fn without_the_variable_services_start() {
     assert!(eventually(SECS5, || project.file("started").exists()));
     assert_eq!(corral.stop(), 0);
 }
+
+/// As in Ground Control: `BREAK_GLASS` works with no config at all, and
+/// `break-glass = ""` turns it off.
+#[test]
+fn break_glass_is_the_default_variable_and_can_be_turned_off() {
+    let plain =
+        Project::new("[services.app]\ncommand = [\"sh\", \"-c\", \"touch started; sleep 60\"]\n");
+    let mut corral = plain.up_with(&[("BREAK_GLASS", "1")], &[]);
+    corral.wait_for(
+        "BREAK GLASS: BREAK_GLASS is set, so no service is started",
+        SECS5,
+    );
+    wait_for_socket(&plain);
+    assert!(!plain.file("started").exists());
+    assert_eq!(corral.stop(), 0);
+
+    let off = Project::new(
+        "[corral]\nbreak-glass = \"\"\n[services.app]\ncommand = [\"sh\", \"-c\", \"touch started; sleep 60\"]\n",
+    );
+    let mut corral = off.up_with(&[("BREAK_GLASS", "1")], &[]);
+    assert!(eventually(SECS5, || off.file("started").exists()));
+    assert_eq!(corral.stop(), 0);
+}

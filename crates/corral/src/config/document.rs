@@ -163,6 +163,8 @@ fn parse_global(
     if let Some(name) = g.break_glass.as_ref().and_then(|t| t.expand(d, &vars)) {
         let valid = !name.is_empty() && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
         match (valid, &g.break_glass) {
+            // `break-glass = ""`: no break-glass variable at all.
+            (false, _) if name.is_empty() => g.global.break_glass = None,
             (true, _) => g.global.break_glass = Some(name),
             (false, Some(t)) => d.error(
                 t.span.clone(),

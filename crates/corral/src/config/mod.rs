@@ -148,7 +148,8 @@ impl Default for Global {
     fn default() -> Self {
         Global {
             shutdown_timeout: Duration::from_secs(30),
-            break_glass: None,
+            // As in Ground Control: it works with no config.
+            break_glass: Some("BREAK_GLASS".into()),
             parallel: false,
             socket_group: None,
             log_dir: None,
