@@ -9,11 +9,6 @@ use std::process::{Child, Command, Stdio};
 
 use common::*;
 
-/// A shell loop whose command line carries `tag`, so the test can find it.
-fn looping(tag: &str) -> String {
-    format!("sh -c 'while :; do sleep 1; done' {tag}")
-}
-
 /// A service whose processes leave its group every way they can: background
 /// children, a double fork into a new session, a plain new session, and one
 /// that also drops its whole environment.
@@ -191,29 +186,6 @@ command = ["sh", "-c", "(setsid {daemon} &); echo forked; exec {main}"]
         "the escaped daemon outlived `corral stop`"
     );
     assert_eq!(corral.stop(), 0);
-}
-
-/// The shell loop tagged `tag` (its last argument), not a fork of it on its
-/// way to exec `sleep`, nor a fork of the service's script (whose text holds
-/// every tag) on its way to exec a loop.
-fn loop_of(tag: &str) -> Option<i32> {
-    let last_arg = |pid: i32| {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let last = cmdline.split(|&b| b == 0).rfind(|a| !a.is_empty())?;
-        Some(String::from_utf8_lossy(last).into_owned())
-    };
-    let parent = |pid: i32| -> Option<i32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat[stat.rfind(')')? + 1..]
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
-    pids_with_marker(tag).into_iter().find(|&pid| {
-        last_arg(pid).as_deref() == Some(tag)
-            && parent(pid).and_then(last_arg).as_deref() != Some(tag)
-    })
 }
 
 fn nix_kill(pid: i32) -> i32 {

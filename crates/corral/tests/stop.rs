@@ -7,11 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A shell loop whose command line carries `tag`, so the test can find it.
-fn looping(tag: &str) -> String {
-    format!("sh -c 'while :; do sleep 1; done' {tag}")
-}
-
 #[test]
 fn service_ignoring_sigterm_is_killed_after_stop_timeout() {
     let m = marker("stubborn");
@@ -60,13 +55,10 @@ command = ["sh", "-c", "{}"]
         pids_with_marker(&m)
     );
     // The daemon left the service's session: it is now corral's child (subreaper).
-    let main = corral.started_pid("forker", SECS5);
-    let daemon: Vec<i32> = pids_with_marker(&format!("{m}-daemon"))
-        .into_iter()
-        .filter(|&p| p != main)
-        .collect();
-    assert_eq!(daemon.len(), 1);
-    assert_eq!(parent_of(daemon[0]), Some(corral.pid()));
+    // (The loop itself: a fork of it on its way to exec `sleep` carries the
+    // tag for a moment too.)
+    let daemon = loop_of(&format!("{m}-daemon")).expect("the daemon loop");
+    assert_eq!(parent_of(daemon), Some(corral.pid()));
     assert_eq!(corral.stop(), 0);
     let left = pids_with_marker(&m);
     assert!(left.is_empty(), "left behind: {left:?}");

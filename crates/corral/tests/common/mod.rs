@@ -320,6 +320,34 @@ pub fn pids_with_marker(marker: &str) -> Vec<i32> {
     out
 }
 
+/// A shell loop whose command line carries `tag`, so a test can find it.
+pub fn looping(tag: &str) -> String {
+    format!("sh -c 'while :; do sleep 1; done' {tag}")
+}
+
+/// The shell loop tagged `tag` (its last argument), not a fork of it on its
+/// way to exec `sleep`, nor a fork of the service's script (whose text holds
+/// every tag) on its way to exec a loop.
+pub fn loop_of(tag: &str) -> Option<i32> {
+    let last_arg = |pid: i32| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let last = cmdline.split(|&b| b == 0).rfind(|a| !a.is_empty())?;
+        Some(String::from_utf8_lossy(last).into_owned())
+    };
+    let parent = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat[stat.rfind(')')? + 1..]
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    pids_with_marker(tag).into_iter().find(|&pid| {
+        last_arg(pid).as_deref() == Some(tag)
+            && parent(pid).and_then(last_arg).as_deref() != Some(tag)
+    })
+}
+
 /// A marker unique to one test, to find its processes in /proc.
 pub fn marker(name: &str) -> String {
     format!("corraltest-{name}-{}", std::process::id())
