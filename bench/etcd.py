@@ -20,11 +20,15 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from discovery import stamps  # noqa: E402  (the sibling benchmarks' helpers)
+from supervise import pss_kb  # noqa: E402
 
 
 def free_port():
@@ -89,22 +93,6 @@ def up(corral, work):
 def stop(proc):
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
-
-
-def stamps(path):
-    try:
-        with open(path) as f:
-            return [int(line) for line in f if line.strip()]
-    except OSError:
-        return []
-
-
-def pss_kb(pid):
-    with open(f"/proc/{pid}/smaps_rollup") as f:
-        for line in f:
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    return -1
 
 
 def sleeps_of(pid):

@@ -141,12 +141,3 @@ stop-timeout = "30s"
     );
     corral.wait_for("shutdown-timeout reached", SECS5);
 }
-
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}

@@ -320,6 +320,16 @@ pub fn pids_with_marker(marker: &str) -> Vec<i32> {
     out
 }
 
+/// The parent pid of a process, from /proc.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// A shell loop whose command line carries `tag`, so a test can find it.
 pub fn looping(tag: &str) -> String {
     format!("sh -c 'while :; do sleep 1; done' {tag}")
@@ -334,17 +344,9 @@ pub fn loop_of(tag: &str) -> Option<i32> {
         let last = cmdline.split(|&b| b == 0).rfind(|a| !a.is_empty())?;
         Some(String::from_utf8_lossy(last).into_owned())
     };
-    let parent = |pid: i32| -> Option<i32> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        stat[stat.rfind(')')? + 1..]
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    };
     pids_with_marker(tag).into_iter().find(|&pid| {
         last_arg(pid).as_deref() == Some(tag)
-            && parent(pid).and_then(last_arg).as_deref() != Some(tag)
+            && parent_of(pid).and_then(last_arg).as_deref() != Some(tag)
     })
 }
 
