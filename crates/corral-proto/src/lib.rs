@@ -69,6 +69,8 @@ pub enum ServiceState {
     Blocked,
     /// Stopped on request or at shutdown.
     Stopped,
+    /// A job between runs, waiting for its next tick.
+    Scheduled,
     /// A state a newer daemon knows and this client does not.
     #[serde(other)]
     Unknown,
@@ -90,6 +92,7 @@ impl ServiceState {
             ServiceState::Failed => "failed",
             ServiceState::Blocked => "blocked",
             ServiceState::Stopped => "stopped",
+            ServiceState::Scheduled => "scheduled",
             ServiceState::Unknown => "unknown",
         }
     }
@@ -154,6 +157,42 @@ pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
     pub oneshot: bool,
+    /// Set for a job (a service with a schedule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobStatus>,
+}
+
+/// A job's schedule and runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The pattern as written in the config.
+    pub schedule: String,
+    /// The IANA name of the zone the pattern is read in.
+    pub timezone: String,
+    /// "skip", "queue" or "replace".
+    pub overlap: String,
+    /// The last finished run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<JobRun>,
+    /// When the next tick is due (seconds since the Unix epoch); absent
+    /// when none will come (stopped, `@reboot`, break glass, shutdown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run: Option<f64>,
+    /// A run is queued to follow the current one (`overlap = "queue"`).
+    #[serde(default)]
+    pub queued: bool,
+}
+
+/// One finished run of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRun {
+    /// When it started (seconds since the Unix epoch).
+    pub started: f64,
+    pub duration_secs: f64,
+    /// How it ended, e.g. "exit code 0" or "signal SIGTERM".
+    pub result: String,
+    /// The exit code (128 + signal when killed).
+    pub exit_code: i32,
 }
 
 impl ServiceStatus {
@@ -161,7 +200,7 @@ impl ServiceStatus {
     pub fn is_up(&self) -> bool {
         use ServiceState as S;
         match self.state {
-            S::Running | S::Completed => true,
+            S::Running | S::Completed | S::Scheduled => true,
             S::Exited => self.last_exit_code == Some(0),
             S::Waiting | S::Launching | S::Pre | S::Starting | S::Stopping | S::Post => false,
             S::Backoff | S::Failed | S::Blocked | S::Stopped | S::Unknown => false,
@@ -175,7 +214,7 @@ impl ServiceStatus {
             S::Failed | S::Blocked | S::Stopped | S::Backoff => true,
             S::Exited => self.last_exit_code != Some(0),
             S::Waiting | S::Launching | S::Pre | S::Starting | S::Running => false,
-            S::Stopping | S::Post | S::Completed | S::Unknown => false,
+            S::Stopping | S::Post | S::Completed | S::Scheduled | S::Unknown => false,
         }
     }
 
@@ -185,7 +224,7 @@ impl ServiceStatus {
         match self.state {
             S::Stopped | S::Failed | S::Blocked | S::Exited | S::Completed => true,
             S::Waiting | S::Launching | S::Pre | S::Starting | S::Running => false,
-            S::Stopping | S::Post | S::Backoff | S::Unknown => false,
+            S::Stopping | S::Post | S::Backoff | S::Scheduled | S::Unknown => false,
         }
     }
 }

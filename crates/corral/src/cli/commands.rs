@@ -20,6 +20,9 @@ pub async fn ps(client: &Client, json: bool) -> Result<(), CliError> {
         );
     } else {
         print!("{}", table(&list.services));
+        if let Some(jobs) = jobs_table(&list.services, unix_now()) {
+            print!("\n{jobs}");
+        }
         if let Some(d) = &list.discovery {
             println!("{}", discovery_line(d));
         }
@@ -44,6 +47,78 @@ fn discovery_line(d: &corral_proto::DiscoveryStatus) -> String {
             )
         }
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Under the `ps` table, for the jobs: schedule, last run, next run.
+pub fn jobs_table(services: &[ServiceStatus], now: f64) -> Option<String> {
+    let mut rows = vec![[
+        "JOB".to_string(),
+        "SCHEDULE".into(),
+        "LAST RUN".into(),
+        "RESULT".into(),
+        "TOOK".into(),
+        "NEXT RUN".into(),
+    ]];
+    for s in services {
+        let Some(job) = &s.job else {
+            continue;
+        };
+        let zone = if job.timezone == "UTC" || job.timezone == "local" {
+            String::new()
+        } else {
+            format!(" ({})", job.timezone)
+        };
+        let (last, result, took) = match &job.last_run {
+            Some(run) => (
+                format!("{} ago", uptime((now - run.started).max(0.0))),
+                run.result.clone(),
+                format!("{:.1}s", run.duration_secs),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let next = match job.next_run {
+            Some(at) => format!("in {}", uptime((at - now).max(0.0))),
+            None => "-".into(),
+        };
+        let next = if job.queued {
+            format!("{next} (one queued)")
+        } else {
+            next
+        };
+        rows.push([
+            s.name.clone(),
+            format!("{}{zone}", job.schedule),
+            last,
+            result,
+            took,
+            next,
+        ]);
+    }
+    (rows.len() > 1).then(|| aligned(rows))
+}
+
+/// Rows of cells as left-aligned columns.
+fn aligned<const N: usize>(rows: Vec<[String; N]>) -> String {
+    let widths: Vec<usize> = (0..N)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// The `ps` table: aligned columns.
@@ -82,20 +157,7 @@ pub fn table(services: &[ServiceStatus]) -> String {
             s.last_exit.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    aligned(rows)
 }
 
 fn uptime(secs: f64) -> String {

@@ -6,6 +6,7 @@ mod env;
 mod graph;
 mod host;
 pub mod interp;
+mod job;
 mod links;
 mod probe;
 mod service;
@@ -20,6 +21,7 @@ use nix::sys::signal::Signal;
 
 pub use diag::{ConfigErrors, Diagnostic, Severity};
 pub use env::{masked, HostEnv};
+pub use job::{Job, Overlap};
 pub use user::Identity;
 pub use values::parse_signal;
 
@@ -299,6 +301,8 @@ pub struct Service {
     /// Debounce of endpoint changes: a quiet period, and the longest wait.
     pub change_wait: (Duration, Duration),
     pub templates: Vec<Template>,
+    /// With `schedule`: it is a job, run at each tick.
+    pub job: Option<Box<Job>>,
 }
 
 /// One `provides` entry, resolved for an instance.

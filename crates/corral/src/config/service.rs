@@ -14,6 +14,7 @@ use super::diag::Diagnostics;
 use super::env::{self, EnvParts, HostEnv};
 use super::host::HostChecks;
 use super::interp::Vars;
+use super::job::JobDraft;
 use super::links::{
     dependencies, on_change_action, provide_list, require_list, template_list, OnChangeDraft,
     ProvideDraft, RawDependency, TemplateDraft,
@@ -60,9 +61,10 @@ struct Draft {
     on_change: Option<OnChangeDraft>,
     change_wait: Option<(Duration, Duration)>,
     templates: Vec<TemplateDraft>,
+    job: JobDraft,
 }
 
-const SERVICE_FIELDS: [Field<Draft>; 27] = [
+const SERVICE_FIELDS: [Field<Draft>; 31] = [
     ("command", |s, d, v| s.command = argv(d, v, "command")),
     ("oneshot", |s, d, v| set(&mut s.oneshot, boolean(d, v))),
     ("working-dir", |s, d, v| s.working_dir = text(d, v)),
@@ -93,6 +95,10 @@ const SERVICE_FIELDS: [Field<Draft>; 27] = [
     ("on-change", |s, d, v| s.on_change = on_change_action(d, v)),
     ("change-wait", read_change_wait),
     ("templates", |s, d, v| s.templates = template_list(d, v)),
+    ("schedule", |s, d, v| s.job.schedule(d, v)),
+    ("timezone", |s, d, v| s.job.timezone(d, v)),
+    ("overlap", |s, d, v| s.job.overlap(d, v)),
+    ("run-on-start", |s, d, v| s.job.run_on_start(d, v)),
 ];
 
 fn read_env(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
@@ -267,6 +273,7 @@ pub fn read(
             format!("service {name:?} is a oneshot: it has no readiness, depend on it with condition \"completed\""),
         );
     }
+    let job = draft.job.finish(d, t, name).map(Box::new);
     if draft.command.is_none() && !t.contains_key("command") {
         d.error(
             name_span.clone(),
@@ -296,6 +303,10 @@ pub fn read(
     instances
         .into_iter()
         .filter_map(|instance| draft.expand(d, name, &name_span, instance, cx))
+        .map(|mut raw| {
+            raw.service.job = job.clone();
+            raw
+        })
         .collect()
 }
 
@@ -475,11 +486,13 @@ impl Draft {
             Some(i) => format!("{name}.{i}"),
             None => name.to_string(),
         };
-        let restart = self.restart.unwrap_or(if self.oneshot {
-            RestartPolicy::Never
-        } else {
-            RestartPolicy::OnFailure
-        });
+        let restart = self
+            .restart
+            .unwrap_or(if self.oneshot || self.job.is_set() {
+                RestartPolicy::Never
+            } else {
+                RestartPolicy::OnFailure
+            });
         Some(RawService {
             service: Service {
                 name: instance_name,
@@ -509,6 +522,7 @@ impl Draft {
                 on_change,
                 change_wait: self.change_wait.unwrap_or(DEFAULT_CHANGE_WAIT),
                 templates,
+                job: None,
             },
             name_span: name_span.clone(),
             depends_on: self

@@ -15,6 +15,8 @@ mod types;
 mod proptests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_jobs;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -24,7 +26,7 @@ pub use types::{
     StopCause, Timer, TimerKind, Want,
 };
 
-use crate::config::{Backoff, Condition, Config, RestartPolicy};
+use crate::config::{Backoff, Condition, Config, Overlap, RestartPolicy};
 use nix::sys::signal::Signal;
 
 /// The part of a service's config the lifecycle needs.
@@ -52,6 +54,16 @@ pub struct Spec {
     pub require_timeout: Duration,
     /// Debounce of endpoint changes: a quiet period, and the longest wait.
     pub change_wait: (Duration, Duration),
+    /// Set for a job: its ticks start runs (the runtime keeps the clock).
+    pub job: Option<JobPlan>,
+}
+
+/// What the lifecycle needs of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobPlan {
+    pub overlap: Overlap,
+    /// Run once as soon as its dependencies allow, before any tick.
+    pub run_on_start: bool,
 }
 
 /// This service waits for `service` to reach `condition`.
@@ -126,6 +138,10 @@ impl Spec {
                 provides: !s.provides.is_empty(),
                 require_timeout: s.require_timeout,
                 change_wait: s.change_wait,
+                job: s.job.as_ref().map(|j| JobPlan {
+                    overlap: j.overlap,
+                    run_on_start: j.run_on_start,
+                }),
             })
             .collect()
     }
@@ -172,10 +188,25 @@ pub struct Unit {
     require_armed: bool,
     /// An endpoint change waiting out its quiet period.
     change: Option<change::Pending>,
+    /// A job's run is due: it starts once its dependencies allow (first
+    /// run) or the current run ends (`overlap = "queue"`).
+    pub due: bool,
+    /// When the current run of a job began (its first step's launch).
+    run_started: Option<Instant>,
+    /// A job's last finished run.
+    pub last_run: Option<LastRun>,
+}
+
+/// How a job's run went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastRun {
+    pub started: Instant,
+    pub took: Duration,
+    pub exit: Exit,
 }
 
 impl Unit {
-    fn new() -> Unit {
+    fn new(spec: &Spec) -> Unit {
         Unit {
             state: State::Waiting,
             want: Want::Up,
@@ -190,6 +221,9 @@ impl Unit {
             registered: false,
             require_armed: false,
             change: None,
+            due: spec.job.is_some_and(|j| j.run_on_start),
+            run_started: None,
+            last_run: None,
         }
     }
 
@@ -230,7 +264,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(specs: Vec<Spec>, order: Vec<usize>, shutdown_timeout: Duration) -> Engine {
         let dependents = dependents_of(&specs);
-        let units = specs.iter().map(|_| Unit::new()).collect();
+        let units = specs.iter().map(Unit::new).collect();
         let position = positions(&order, specs.len());
         Engine {
             specs,
@@ -248,6 +282,11 @@ impl Engine {
 
     pub fn units(&self) -> &[Unit] {
         &self.units
+    }
+
+    /// Started (not in break glass): services run by themselves, jobs tick.
+    pub fn is_booted(&self) -> bool {
+        self.booted
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -328,6 +367,14 @@ impl Engine {
                 }
             }
             Event::ChangeRestart { svc } => self.rolling_restart(svc, now, &mut fx),
+            Event::Tick { svc } => {
+                // Break glass (no boot) runs no job by itself, nor does a
+                // job an operator stopped.
+                let unit = &self.units[svc];
+                if self.booted && self.phase == Phase::Running && unit.want == Want::Up {
+                    self.transition(svc, Input::Tick { manual: false }, now, &mut fx);
+                }
+            }
         }
         self.advance_rolling(now, &mut fx);
         self.advance_shutdown(now, &mut fx);
@@ -341,8 +388,15 @@ impl Engine {
         if self.phase != Phase::Running {
             return;
         }
+        let job = self.specs[svc].job.is_some();
         let unit = &mut self.units[svc];
         match ask {
+            // For a job, a start is a run now, as a tick would start it.
+            Ask::Start if job => {
+                unit.want = Want::Up;
+                self.transition(svc, Input::Tick { manual: true }, now, fx);
+                return;
+            }
             Ask::Start => {
                 unit.want = Want::Up;
                 unit.failures = 0;
@@ -354,11 +408,13 @@ impl Engine {
             }
             // An operator's stop holds across reloads; a removed service
             // that comes back is wanted up again.
+            // A job's run in progress finishes under the definition it
+            // started with; the new one applies from the next run.
             Ask::Redefine => {
                 if unit.want == Want::Removed {
                     unit.want = Want::Up;
                 }
-                unit.restart_pending = unit.want == Want::Up;
+                unit.restart_pending = unit.want == Want::Up && !job;
                 unit.failures = 0;
             }
             Ask::Stop => {
@@ -378,7 +434,7 @@ impl Engine {
     fn reload(&mut self, plan: ReloadPlan, now: Instant, fx: &mut Vec<Effect>) {
         self.specs = plan.specs;
         while self.units.len() < self.specs.len() {
-            self.units.push(Unit::new());
+            self.units.push(Unit::new(&self.specs[self.units.len()]));
         }
         self.dependents = dependents_of(&self.specs);
         self.position = positions(&plan.order, self.specs.len());
@@ -532,7 +588,8 @@ impl Engine {
             // An operator stopped it: wait until an operator starts it again.
             (State::Stopped, _) if dep.want == Want::Down => DepStatus::Pending,
             (State::Failed { .. } | State::Blocked { .. } | State::Stopped, _) => DepStatus::Broken,
-            (State::Completed | State::Exited { .. }, _) => DepStatus::Met,
+            // A job between runs: its first run (if any at start) is done.
+            (State::Completed | State::Exited { .. } | State::Scheduled, _) => DepStatus::Met,
             (State::Running { .. }, Condition::Started | Condition::Ready) => DepStatus::Met,
             (State::Starting { .. }, Condition::Started) => DepStatus::Met,
             (

@@ -9,7 +9,7 @@ use nix::sys::signal::Signal;
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::{Backoff, Condition, RestartPolicy};
+use crate::config::{Backoff, Condition, Overlap, RestartPolicy};
 
 const MAX_UNITS: usize = 5;
 
@@ -23,9 +23,10 @@ fn arb_spec() -> impl Strategy<Value = (Spec, Vec<(usize, u8, bool, bool)>)> {
             (0usize..MAX_UNITS, 0u8..3, any::<bool>(), any::<bool>()),
             0..3,
         ),
+        prop::option::of((0u8..3, any::<bool>())),
     )
-        .prop_map(|(flags, restart, probe, max_restarts, edges)| {
-            let spec = Spec {
+        .prop_map(|(flags, restart, probe, max_restarts, edges, job)| {
+            let mut spec = Spec {
                 name: String::new(),
                 group: String::new(),
                 oneshot: flags[0],
@@ -64,7 +65,22 @@ fn arb_spec() -> impl Strategy<Value = (Spec, Vec<(usize, u8, bool, bool)>)> {
                 provides: flags[5],
                 require_timeout: Duration::from_secs(3),
                 change_wait: (Duration::from_millis(200), Duration::from_secs(1)),
+                job: None,
             };
+            // A job as the config allows it: no restarts, probes, endpoints.
+            if let Some((overlap, run_on_start)) = job {
+                spec.job = Some(JobPlan {
+                    overlap: [Overlap::Skip, Overlap::Queue, Overlap::Replace][overlap as usize],
+                    run_on_start,
+                });
+                spec.oneshot = false;
+                spec.restart = RestartPolicy::Never;
+                spec.max_restarts = None;
+                spec.essential = false;
+                spec.ready = None;
+                spec.health = None;
+                spec.provides = false;
+            }
             (spec, edges)
         })
 }
@@ -121,6 +137,8 @@ enum Op {
     Requirements(usize, bool),
     Shutdown,
     ForceStop,
+    /// A job's schedule ticks (ignored by services that are not jobs).
+    Tick(usize),
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -137,9 +155,10 @@ fn arb_op() -> impl Strategy<Value = Op> {
         1 => (any::<u8>(), any::<u8>(), any::<bool>()).prop_map(|(c, r, a)| Op::Reload(c, r, a)),
         2 => any::<u8>().prop_map(Op::Endpoints),
         1 => u.clone().prop_map(Op::ChangeRestart),
-        1 => (u, any::<bool>()).prop_map(|(s, m)| Op::Requirements(s, m)),
+        1 => (u.clone(), any::<bool>()).prop_map(|(s, m)| Op::Requirements(s, m)),
         1 => Just(Op::Shutdown),
         1 => Just(Op::ForceStop),
+        3 => u.prop_map(Op::Tick),
     ]
 }
 
@@ -328,6 +347,13 @@ impl World {
             Op::ForceStop => {
                 self.forced = true;
                 self.send(Event::ForceStop { code: 130 })?
+            }
+            // The runtime ticks only jobs still in the config.
+            Op::Tick(s) => {
+                let svc = s % n;
+                if self.engine.specs[svc].job.is_some() && !self.engine.units()[svc].is_removed() {
+                    self.send(Event::Tick { svc })?;
+                }
             }
         }
         Ok(())

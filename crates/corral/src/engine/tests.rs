@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 use super::*;
 use crate::config::{Backoff, Condition, RestartPolicy};
 
-fn spec(name: &str) -> Spec {
+pub(super) fn spec(name: &str) -> Spec {
     Spec {
         name: name.into(),
         oneshot: false,
@@ -30,24 +30,25 @@ fn spec(name: &str) -> Spec {
         require_timeout: Duration::from_secs(60),
         group: name.split('.').next().unwrap_or(name).into(),
         change_wait: (Duration::from_millis(100), Duration::from_secs(1)),
+        job: None,
     }
 }
 
 /// Drives an engine like the runtime does: every Spawn is answered with a fresh pid.
-struct Harness {
-    engine: Engine,
-    now: Instant,
+pub(super) struct Harness {
+    pub(super) engine: Engine,
+    pub(super) now: Instant,
     next_pid: Pid,
     /// Every effect, in the order the engine asked for them.
-    effects: Vec<Effect>,
+    pub(super) effects: Vec<Effect>,
     /// (svc, step, pid) of every spawn, in order.
-    spawns: Vec<(usize, Step, Pid)>,
+    pub(super) spawns: Vec<(usize, Step, Pid)>,
     timers: Vec<(Instant, Timer)>,
-    exit: Option<i32>,
+    pub(super) exit: Option<i32>,
 }
 
 impl Harness {
-    fn new(specs: Vec<Spec>) -> Harness {
+    pub(super) fn new(specs: Vec<Spec>) -> Harness {
         let edges: Vec<Vec<usize>> = specs
             .iter()
             .map(|s| s.depends_on.iter().map(|d| d.service).collect())
@@ -64,7 +65,7 @@ impl Harness {
         }
     }
 
-    fn send(&mut self, event: Event) {
+    pub(super) fn send(&mut self, event: Event) {
         let mut queue = std::collections::VecDeque::from([event]);
         while let Some(ev) = queue.pop_front() {
             for effect in self.engine.handle(ev, self.now) {
@@ -90,7 +91,7 @@ impl Harness {
     }
 
     /// Signals sent, in order (SIGCONT, which follows every stop signal, left out).
-    fn signals(&self) -> Vec<(usize, Signal)> {
+    pub(super) fn signals(&self) -> Vec<(usize, Signal)> {
         self.effects
             .iter()
             .filter_map(|e| match *e {
@@ -124,7 +125,7 @@ impl Harness {
             .collect()
     }
 
-    fn reports(&self) -> Vec<(Option<usize>, Report)> {
+    pub(super) fn reports(&self) -> Vec<(Option<usize>, Report)> {
         self.effects
             .iter()
             .filter_map(|e| match e {
@@ -134,21 +135,21 @@ impl Harness {
             .collect()
     }
 
-    fn pid(&self, svc: usize) -> Pid {
+    pub(super) fn pid(&self, svc: usize) -> Pid {
         self.engine.units()[svc].state.pid().unwrap_or(-1)
     }
 
-    fn state(&self, svc: usize) -> &State {
+    pub(super) fn state(&self, svc: usize) -> &State {
         &self.engine.units()[svc].state
     }
 
-    fn exit(&mut self, svc: usize, exit: Exit) {
+    pub(super) fn exit(&mut self, svc: usize, exit: Exit) {
         let pid = self.pid(svc);
         self.send(Event::Exited { svc, pid, exit });
     }
 
     /// Advances the clock to the earliest timer and fires it.
-    fn fire_next_timer(&mut self) -> Option<Timer> {
+    pub(super) fn fire_next_timer(&mut self) -> Option<Timer> {
         self.timers.sort_by_key(|(at, _)| *at);
         if self.timers.is_empty() {
             return None;
@@ -159,7 +160,7 @@ impl Harness {
         Some(timer)
     }
 
-    fn started(&self) -> Vec<usize> {
+    pub(super) fn started(&self) -> Vec<usize> {
         self.spawns
             .iter()
             .filter(|(_, step, _)| *step == Step::Main)
@@ -168,7 +169,7 @@ impl Harness {
     }
 }
 
-fn depends(mut s: Spec, on: &[(usize, Condition)]) -> Spec {
+pub(super) fn depends(mut s: Spec, on: &[(usize, Condition)]) -> Spec {
     s.depends_on = on
         .iter()
         .map(|&(service, condition)| Edge {

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::{
-    report, DepStatus, Effect, Engine, Exit, HealthStatus, Input, Outcome, Phase, Pid, ProbeRole,
-    Report, State, Step, StopCause, TimerKind, Want,
+    report, DepStatus, Effect, Engine, Exit, HealthStatus, Input, LastRun, Outcome, Phase, Pid,
+    ProbeRole, Report, State, Step, StopCause, TimerKind, Want,
 };
-use crate::config::RestartPolicy;
+use crate::config::{Overlap, RestartPolicy};
 
 impl Engine {
     pub(super) fn transition(
@@ -82,7 +82,8 @@ impl Engine {
                 | S::Exited { .. }
                 | S::Failed { .. }
                 | S::Blocked { .. }
-                | S::Stopped,
+                | S::Stopped
+                | S::Scheduled,
                 Input::Launched { .. } | Input::LaunchFailed { .. },
             ) => {}
 
@@ -127,7 +128,8 @@ impl Engine {
                 | S::Exited { .. }
                 | S::Failed { .. }
                 | S::Blocked { .. }
-                | S::Stopped,
+                | S::Stopped
+                | S::Scheduled,
                 Input::Ended { .. },
             ) => {}
 
@@ -199,7 +201,8 @@ impl Engine {
                 | S::Exited { .. }
                 | S::Failed { .. }
                 | S::Blocked { .. }
-                | S::Stopped,
+                | S::Stopped
+                | S::Scheduled,
                 Input::Timer(_),
             ) => {}
 
@@ -249,7 +252,8 @@ impl Engine {
                 | S::Exited { .. }
                 | S::Failed { .. }
                 | S::Blocked { .. }
-                | S::Stopped,
+                | S::Stopped
+                | S::Scheduled,
                 Input::Probe { .. },
             ) => {}
 
@@ -298,6 +302,46 @@ impl Engine {
                 }
             }
 
+            // A job between runs: a restart is a run now; stopped, it stays down.
+            (S::Scheduled, Input::Asked(_)) => {
+                let unit = &mut self.units[svc];
+                if unit.want != Want::Up {
+                    unit.state = S::Stopped;
+                    fx.push(report(svc, Report::Stopped));
+                } else if std::mem::take(&mut unit.restart_pending) {
+                    self.begin_run(svc, now, fx);
+                }
+            }
+
+            // A job's tick, or an operator's start of a job.
+            (S::Scheduled | S::Backoff { .. }, Input::Tick { .. }) => self.begin_run(svc, now, fx),
+            // Its first run waits for its dependencies.
+            (S::Waiting, Input::Tick { .. }) => {
+                self.units[svc].due = true;
+                self.try_start(svc, now, fx);
+            }
+            (
+                S::Launching { .. }
+                | S::Pre { .. }
+                | S::Starting { .. }
+                | S::Running { .. }
+                | S::Stopping { .. }
+                | S::Post { .. },
+                Input::Tick { manual },
+            ) => self.overlap(svc, manual, now, fx),
+            // Only an operator's start (which wanted it up again) runs it.
+            (
+                S::Completed | S::Exited { .. } | S::Failed { .. } | S::Blocked { .. } | S::Stopped,
+                Input::Tick { manual },
+            ) => {
+                if manual {
+                    let unit = &mut self.units[svc];
+                    unit.due = true;
+                    unit.state = S::Waiting;
+                    self.try_start(svc, now, fx);
+                }
+            }
+
             // Something it waits for may have changed.
             (S::Waiting, Input::Poll) => self.try_start(svc, now, fx),
             (
@@ -312,7 +356,8 @@ impl Engine {
                 | S::Exited { .. }
                 | S::Failed { .. }
                 | S::Blocked { .. }
-                | S::Stopped,
+                | S::Stopped
+                | S::Scheduled,
                 Input::Poll,
             ) => {}
 
@@ -343,13 +388,14 @@ impl Engine {
                 | S::Exited { .. }
                 | S::Failed { .. }
                 | S::Blocked { .. }
-                | S::Stopped,
+                | S::Stopped
+                | S::Scheduled,
                 Input::DependencyRestarting { .. },
             ) => {}
 
             // Shutdown: what has not started never will; what runs stops once
             // nothing running depends on it.
-            (S::Waiting | S::Backoff { .. }, Input::Shutdown { .. }) => {
+            (S::Waiting | S::Backoff { .. } | S::Scheduled, Input::Shutdown { .. }) => {
                 self.units[svc].state = S::Stopped;
             }
             (
@@ -414,7 +460,8 @@ impl Engine {
                 | S::Exited { .. }
                 | S::Failed { .. }
                 | S::Blocked { .. }
-                | S::Stopped,
+                | S::Stopped
+                | S::Scheduled,
                 Input::Kill { .. },
             ) => {}
         }
@@ -426,7 +473,11 @@ impl Engine {
         unit.health = HealthStatus::default();
         unit.last_ready_error = None;
         let wanted = unit.want == Want::Up;
-        fx.push(report(svc, Report::Started { pid }));
+        if self.specs[svc].job.is_some() {
+            fx.push(report(svc, Report::RunStarted { pid }));
+        } else {
+            fx.push(report(svc, Report::Started { pid }));
+        }
         let ready = self.specs[svc].ready;
         self.units[svc].state = match ready {
             Some(_) => State::Starting { pid, since: now },
@@ -516,6 +567,9 @@ impl Engine {
         fx: &mut Vec<Effect>,
     ) {
         let go_on = self.phase == Phase::Running && self.units[svc].want == Want::Up;
+        if self.specs[svc].job.is_some() {
+            self.units[svc].last_exit = Some(exit);
+        }
         match cause {
             Some(_) => self.finish_run(svc, Outcome::Stopped, now, fx),
             None if exit.success() && go_on => self.launch(svc, Step::Main, None, fx),
@@ -558,7 +612,9 @@ impl Engine {
                 if ran_for >= self.specs[svc].backoff.reset_after {
                     self.units[svc].failures = 0;
                 }
-                if !(self.specs[svc].oneshot && exit.success()) {
+                // A job's run result is reported once the run is over.
+                let spec = &self.specs[svc];
+                if !(spec.oneshot && exit.success()) && spec.job.is_none() {
                     fx.push(report(svc, Report::Exited { exit }));
                 }
                 if wanted {
@@ -609,7 +665,7 @@ impl Engine {
     /// What a main-process exit leads to under the restart policy.
     fn run_outcome(&mut self, svc: usize, exit: Exit) -> Outcome {
         let spec = &self.specs[svc];
-        if spec.oneshot && exit.success() {
+        if (spec.oneshot || spec.job.is_some()) && exit.success() {
             return Outcome::Completed;
         }
         let restart = match spec.restart {
@@ -656,8 +712,17 @@ impl Engine {
     /// it was wanted down but wanted up again by now starts again.
     fn finish_run(&mut self, svc: usize, outcome: Outcome, now: Instant, fx: &mut Vec<Effect>) {
         let running = self.phase == Phase::Running;
+        let wanted = running && self.units[svc].want == Want::Up;
+        // A job's run ending is a result, not the service's end.
+        let outcome = match (self.specs[svc].job, wanted) {
+            (Some(_), true) => return self.end_run(svc, outcome, now, fx),
+            (Some(_), false) => {
+                self.record_run(svc, outcome, now, fx);
+                Outcome::Stopped
+            }
+            (None, _) => outcome,
+        };
         let unit = &mut self.units[svc];
-        let wanted = running && unit.want == Want::Up;
         let outcome = match outcome {
             _ if wanted && unit.restart_pending => {
                 unit.restart_pending = false;
@@ -768,8 +833,91 @@ impl Engine {
             return;
         }
         unit.require_armed = false;
+        if self.specs[svc].job.is_none() {
+            let step = self.first_step(svc);
+            self.launch(svc, step, None, fx);
+        } else if unit.due {
+            self.begin_run(svc, now, fx);
+        } else {
+            // Between runs a job counts as set up: its dependents may go.
+            unit.state = State::Scheduled;
+            self.poll_all(now, fx);
+        }
+    }
+
+    /// A job's run begins (with its pre step, if it has one).
+    fn begin_run(&mut self, svc: usize, now: Instant, fx: &mut Vec<Effect>) {
+        let unit = &mut self.units[svc];
+        unit.due = false;
+        unit.run_started = Some(now);
+        unit.last_exit = None;
         let step = self.first_step(svc);
         self.launch(svc, step, None, fx);
+    }
+
+    /// A tick (or an operator's start) while a job's run is still going.
+    fn overlap(&mut self, svc: usize, manual: bool, now: Instant, fx: &mut Vec<Effect>) {
+        let Some(job) = self.specs[svc].job else {
+            return;
+        };
+        let unit = &mut self.units[svc];
+        match job.overlap {
+            Overlap::Queue if !unit.due => {
+                unit.due = true;
+                fx.push(report(svc, Report::RunQueued { manual }));
+            }
+            // One queued run stands for every tick until it starts.
+            Overlap::Skip | Overlap::Queue => {
+                let queued = unit.due;
+                fx.push(report(svc, Report::RunSkipped { manual, queued }));
+            }
+            Overlap::Replace => {
+                unit.due = true;
+                fx.push(report(svc, Report::RunReplaced { manual }));
+                match unit.state {
+                    State::Pre { pid } => self.stop(svc, pid, Step::Pre, StopCause::Asked, now, fx),
+                    State::Starting { pid, .. } | State::Running { pid, .. } => {
+                        self.stop(svc, pid, Step::Main, StopCause::Asked, now, fx)
+                    }
+                    // Ending already, or about to run: the new run follows.
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// A job's run is over: record it, then run again if one is due, or
+    /// wait for the next tick.
+    fn end_run(&mut self, svc: usize, outcome: Outcome, now: Instant, fx: &mut Vec<Effect>) {
+        self.record_run(svc, outcome, now, fx);
+        let unit = &mut self.units[svc];
+        if std::mem::take(&mut unit.restart_pending) || unit.due {
+            self.begin_run(svc, now, fx);
+        } else {
+            unit.state = State::Scheduled;
+            self.poll_all(now, fx);
+        }
+    }
+
+    /// Keeps how a job's run went, and reports it.
+    fn record_run(&mut self, svc: usize, outcome: Outcome, now: Instant, fx: &mut Vec<Effect>) {
+        let unit = &mut self.units[svc];
+        if let Some(started) = unit.run_started.take() {
+            let exit = match outcome {
+                Outcome::Completed => Exit::Code(0),
+                Outcome::Exited(exit) | Outcome::Failed(exit) => exit,
+                Outcome::Restart { .. } | Outcome::Wait | Outcome::Stopped => {
+                    unit.last_exit.unwrap_or(Exit::Signal(libc::SIGKILL))
+                }
+            };
+            let took = now.saturating_duration_since(started);
+            unit.last_run = Some(LastRun {
+                started,
+                took,
+                exit,
+            });
+            fx.push(report(svc, Report::RunEnded { exit, took }));
+        }
     }
 
     /// A dependency is restarting: dependents that asked for it restart with it.

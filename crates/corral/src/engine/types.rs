@@ -98,6 +98,8 @@ pub enum State {
     Blocked { dependency: usize },
     /// Stopped on request or at shutdown.
     Stopped,
+    /// A job between runs: its next tick starts the next run.
+    Scheduled,
 }
 
 impl State {
@@ -155,6 +157,7 @@ impl State {
             State::Failed { .. } => P::Failed,
             State::Blocked { .. } => P::Blocked,
             State::Stopped => P::Stopped,
+            State::Scheduled => P::Scheduled,
         }
     }
 
@@ -260,6 +263,8 @@ pub enum Event {
     /// A dependent's change action is a restart (or its command failed):
     /// restart it, one instance of its service at a time.
     ChangeRestart { svc: usize },
+    /// A job's schedule ticked.
+    Tick { svc: usize },
 }
 
 /// What one service's transition is given: an event of the outside world,
@@ -290,6 +295,8 @@ pub enum Input {
     Shutdown { dependents_done: bool },
     /// Kill now (a second signal during shutdown, or shutdown-timeout).
     Kill { reason: &'static str },
+    /// A job's schedule ticked, or (`manual`) an operator asked for a run now.
+    Tick { manual: bool },
 }
 
 /// A timer the runtime keeps for the engine; stale ones are ignored by epoch.
@@ -446,6 +453,24 @@ pub enum Report {
         reason: &'static str,
     },
     Stopped,
+    RunStarted {
+        pid: Pid,
+    },
+    RunEnded {
+        exit: Exit,
+        took: Duration,
+    },
+    /// A tick (or a manual start) found a run still going.
+    RunSkipped {
+        manual: bool,
+        queued: bool,
+    },
+    RunQueued {
+        manual: bool,
+    },
+    RunReplaced {
+        manual: bool,
+    },
     ShuttingDown {
         reason: String,
     },

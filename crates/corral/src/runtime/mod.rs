@@ -8,6 +8,7 @@ mod probe;
 mod reload;
 mod report;
 mod requests;
+mod schedule;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -157,6 +158,8 @@ pub(crate) struct Supervisor<'c> {
     applied: HashMap<usize, discover::EndpointSets>,
     probe_seq: u64,
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
+    /// When each job's next tick is due.
+    schedule: schedule::Schedule,
     /// The pipe readers; drained before exit so no output line is lost.
     pipes: PipeReader,
     timer_seq: u64,
@@ -272,6 +275,7 @@ pub async fn run(
         applied: HashMap::new(),
         probe_seq: 0,
         timers: BinaryHeap::new(),
+        schedule: schedule::Schedule::default(),
         pipes,
         timer_seq: 0,
         queue: VecDeque::new(),
@@ -291,6 +295,7 @@ pub async fn run(
         None => {
             sup.refresh_requirements();
             sup.queue.push_back(Event::Boot);
+            sup.schedule.sync(&sup.config.services, |_| false);
         }
     }
     let code = sup.run_loop(&mut signals).await;
@@ -382,7 +387,11 @@ impl Supervisor<'_> {
     }
 
     async fn next_wakeup(&mut self, signals: &mut Signals) -> Wakeup {
-        let deadline = self.timers.peek().map(|Reverse((at, _, _))| *at);
+        let deadline = match (self.timers.peek(), self.schedule.deadline()) {
+            (Some(Reverse((at, _, _))), Some(tick)) => Some((*at).min(tick)),
+            (Some(Reverse((at, _, _))), None) => Some(*at),
+            (None, tick) => tick,
+        };
         tokio::select! {
             _ = signals.child.recv() => Wakeup::Signal(Received::Child),
             _ = signals.term.recv() => Wakeup::Signal(Received::Stop(Signal::SIGTERM)),
@@ -708,6 +717,9 @@ impl Supervisor<'_> {
             }
             self.timers.pop();
             self.queue.push_back(Event::TimerFired(timer));
+        }
+        for svc in self.schedule.due(&self.config.services) {
+            self.queue.push_back(Event::Tick { svc });
         }
     }
 

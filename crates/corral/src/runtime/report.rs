@@ -55,6 +55,29 @@ pub fn describe(report: &Report) -> String {
         Report::StepFailed { step, exit } => format!("{} failed with {exit}", step_name(*step)),
         Report::Exited { exit } => format!("exited with {exit}"),
         Report::Completed => "completed".into(),
+        Report::RunStarted { pid } => format!("run started (pid {pid})"),
+        Report::RunEnded { exit, took } => format!("run ended with {exit} after {}", short(*took)),
+        Report::RunSkipped { manual, queued } => format!(
+            "{} skipped: {}",
+            if *manual { "start" } else { "tick" },
+            if *queued {
+                "a run is still going and another is queued (overlap = queue)"
+            } else {
+                "a run is still going (overlap = skip)"
+            }
+        ),
+        Report::RunQueued { manual } => format!(
+            "{}: the next run starts when the current one ends (overlap = queue)",
+            if *manual {
+                "start queued"
+            } else {
+                "tick queued"
+            }
+        ),
+        Report::RunReplaced { manual } => format!(
+            "{}: stopping the current run for a new one (overlap = replace)",
+            if *manual { "start" } else { "tick" }
+        ),
         Report::Restarting { delay, attempt } => {
             format!("restarting in {} (restart {attempt})", short(*delay))
         }

@@ -10,7 +10,7 @@ use super::Supervisor;
 use crate::config::{self, HostEnv};
 use crate::control::{ApiError, Request};
 use crate::discovery::Registry;
-use crate::engine::{Event, State};
+use crate::engine::{Event, State, Want};
 use crate::process;
 
 impl Supervisor<'_> {
@@ -242,6 +242,11 @@ impl Supervisor<'_> {
         self.queue
             .push_back(Event::Reload(Box::new(realigned.plan)));
         self.drain_queue();
+        if self.engine.is_booted() {
+            let units = self.engine.units();
+            self.schedule
+                .sync(&self.config.services, |svc| units[svc].is_removed());
+        }
         self.refresh_requirements();
         self.drain_queue();
         Ok(result)
@@ -316,6 +321,25 @@ impl Supervisor<'_> {
                 last_failure: unit.health.last_failure.clone(),
             }),
             oneshot: service.oneshot,
+            job: service.job.as_ref().map(|job| {
+                let ticking = unit.want == Want::Up && !self.engine.is_shutting_down();
+                corral_proto::JobStatus {
+                    schedule: job.schedule.clone(),
+                    timezone: job.timezone_name.clone(),
+                    overlap: job.overlap.as_str().into(),
+                    last_run: unit.last_run.map(|run| corral_proto::JobRun {
+                        started: super::unix_now()
+                            - Instant::now()
+                                .saturating_duration_since(run.started)
+                                .as_secs_f64(),
+                        duration_secs: run.took.as_secs_f64(),
+                        result: run.exit.to_string(),
+                        exit_code: run.exit.code(),
+                    }),
+                    next_run: self.schedule.next(svc).filter(|_| ticking),
+                    queued: unit.due,
+                }
+            }),
         }
     }
 }

@@ -1,0 +1,224 @@
+//! A service with a `schedule` is a job: each tick of its cron pattern
+//! starts a run. `timezone`, `overlap` and `run-on-start` go with it.
+//!
+//! Patterns are croner's (5 fields, an optional leading seconds field, the
+//! `@hourly`-style nicknames); time zones are read by jiff from the
+//! system's tzdata. `@reboot` is corral's own: one run at `up`, no ticks.
+
+use std::ops::Range;
+
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+
+use super::diag::{suggestion, Diagnostics};
+use super::values::{boolean, string, Value};
+
+/// What a tick does when the previous run is still going.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overlap {
+    /// Let the run finish; this tick is dropped.
+    #[default]
+    Skip,
+    /// Run again as soon as the current run ends (ticks meanwhile coalesce into one).
+    Queue,
+    /// Stop the current run (stop-signal, stop-timeout), then start a new one.
+    Replace,
+}
+
+impl Overlap {
+    pub const NAMES: &'static [&'static str] = &["skip", "queue", "replace"];
+
+    pub fn as_str(self) -> &'static str {
+        Overlap::NAMES[self as usize]
+    }
+}
+
+/// A job's schedule, checked at load time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// The pattern as written (what `ps` shows).
+    pub schedule: String,
+    /// None for `@reboot`: no ticks, only the run at start.
+    pub cron: Option<croner::Cron>,
+    /// The zone the pattern is read in, and its name as `ps` shows it.
+    pub timezone: TimeZone,
+    pub timezone_name: String,
+    pub overlap: Overlap,
+    pub run_on_start: bool,
+}
+
+impl Job {
+    /// The first tick strictly after `after`; None when there is none
+    /// (`@reboot`, or a pattern that never matches again).
+    pub fn next_tick(&self, after: Timestamp) -> Option<Timestamp> {
+        let cron = self.cron.as_ref()?;
+        let start = after.to_zoned(self.timezone.clone());
+        cron.find_next_occurrence(&start, false)
+            .ok()
+            .map(|z| z.timestamp())
+    }
+}
+
+/// The job fields of a service table, as read.
+#[derive(Default)]
+pub struct JobDraft {
+    schedule: Option<(String, Range<usize>)>,
+    timezone: Option<(String, Range<usize>)>,
+    overlap: Option<Overlap>,
+    run_on_start: Option<bool>,
+}
+
+/// Fields that make no sense on a job, with why.
+const NOT_FOR_JOBS: [(&str, &str); 9] = [
+    (
+        "restart",
+        "each tick starts a run; a failed run is reported, not restarted",
+    ),
+    ("backoff", "a job is not restarted"),
+    ("max-restarts", "a job is not restarted"),
+    ("oneshot", "a job's runs are oneshots already"),
+    (
+        "essential",
+        "a job's run ending is a run result, not the end of corral",
+    ),
+    (
+        "ready",
+        "a job has no readiness: depend on it with condition \"completed\"",
+    ),
+    ("health", "a job has no health probe"),
+    ("replicas", "a job runs one process per tick"),
+    (
+        "provides",
+        "a job's runs come and go: provide endpoints from a service",
+    ),
+];
+
+impl JobDraft {
+    pub fn is_set(&self) -> bool {
+        self.schedule.is_some()
+    }
+
+    pub fn schedule(&mut self, d: &mut Diagnostics<'_>, v: &Value<'_>) {
+        self.schedule = string(d, v).map(|s| (s.to_string(), v.span()));
+    }
+
+    pub fn timezone(&mut self, d: &mut Diagnostics<'_>, v: &Value<'_>) {
+        self.timezone = string(d, v).map(|s| (s.to_string(), v.span()));
+    }
+
+    pub fn overlap(&mut self, d: &mut Diagnostics<'_>, v: &Value<'_>) {
+        self.overlap = overlap(d, v);
+    }
+
+    pub fn run_on_start(&mut self, d: &mut Diagnostics<'_>, v: &Value<'_>) {
+        self.run_on_start = boolean(d, v);
+    }
+
+    /// The job, if the table has a schedule; errors for fields that do not
+    /// go with it (or job fields without a schedule).
+    pub fn finish(
+        &self,
+        d: &mut Diagnostics<'_>,
+        table: &toml::de::DeTable<'_>,
+        service: &str,
+    ) -> Option<Job> {
+        let Some((schedule, span)) = &self.schedule else {
+            for key in ["timezone", "overlap", "run-on-start"] {
+                if let Some((k, _)) = table.get_key_value(key) {
+                    d.error(
+                        k.span(),
+                        format!(
+                            "{key} applies only to a job: service {service:?} has no `schedule`"
+                        ),
+                    );
+                }
+            }
+            return None;
+        };
+        for (key, why) in NOT_FOR_JOBS {
+            if let Some((k, _)) = table.get_key_value(key) {
+                d.error(
+                    k.span(),
+                    format!("service {service:?} is a job (it has a schedule): {key} does not apply; {why}"),
+                );
+            }
+        }
+        let cron = parse_schedule(d, schedule, span.clone())?;
+        let (timezone, timezone_name) = match &self.timezone {
+            Some((name, span)) => match TimeZone::get(name) {
+                Ok(tz) => (tz, name.clone()),
+                Err(e) => {
+                    d.error(span.clone(), format!("unknown time zone {name:?}: {e}"));
+                    return None;
+                }
+            },
+            None => host_timezone(),
+        };
+        Some(Job {
+            schedule: schedule.clone(),
+            // `@reboot` is a run at start and nothing else.
+            run_on_start: self.run_on_start.unwrap_or(false) || cron.is_none(),
+            cron,
+            timezone,
+            timezone_name,
+            overlap: self.overlap.unwrap_or_default(),
+        })
+    }
+}
+
+/// Some(None) for `@reboot`; Some(Some(cron)) for a pattern; None (and an
+/// error) for a pattern croner refuses.
+fn parse_schedule(
+    d: &mut Diagnostics<'_>,
+    schedule: &str,
+    span: Range<usize>,
+) -> Option<Option<croner::Cron>> {
+    let text = schedule.trim();
+    if text.eq_ignore_ascii_case("@reboot") {
+        return Some(None);
+    }
+    let parsed = croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .build()
+        .parse(text);
+    match parsed {
+        Ok(cron) => Some(Some(cron)),
+        Err(e) => {
+            d.error(
+                span,
+                format!(
+                    "invalid schedule {schedule:?}: {e} (expected 5 cron fields, an optional \
+                     seconds field first, or @hourly, @daily, @weekly, @monthly, @yearly, @reboot)"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The host's zone (TZ, else /etc/localtime), UTC when it has none.
+fn host_timezone() -> (TimeZone, String) {
+    let tz = TimeZone::try_system().unwrap_or(TimeZone::UTC);
+    let name = tz.iana_name().unwrap_or("local").to_string();
+    (tz, name)
+}
+
+fn overlap(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Option<Overlap> {
+    let s = string(d, v)?;
+    match Overlap::NAMES.iter().position(|n| *n == s) {
+        Some(0) => Some(Overlap::Skip),
+        Some(1) => Some(Overlap::Queue),
+        Some(_) => Some(Overlap::Replace),
+        None => {
+            d.error(
+                v.span(),
+                format!(
+                    "unknown overlap {s:?}: expected one of {}{}",
+                    Overlap::NAMES.join(", "),
+                    suggestion(s, Overlap::NAMES.iter().copied())
+                ),
+            );
+            None
+        }
+    }
+}
