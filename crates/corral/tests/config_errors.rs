@@ -347,3 +347,37 @@ fn the_daemon_binary_refuses_arguments_it_does_not_know() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn bad_schedules_time_zones_and_fields_that_do_not_fit_a_job() {
+    assert_error(
+        r#"[services.backup]
+command = ["true"]
+schedule = "61 * * * *"
+
+[services.report]
+command = ["true"]
+schedule = "0 3 * * *"
+timezone = "Mars/Olympus_Mons"
+overlap = "sometimes"
+
+[services.web]
+command = ["true"]
+overlap = "skip"
+
+[services.nightly]
+command = ["true"]
+schedule = "@daily"
+restart = "always"
+ready = { tcp = "127.0.0.1:1" }
+"#,
+        &[
+            "corral.toml:3:12: error: invalid schedule \"61 * * * *\"",
+            "corral.toml:8:12: error: unknown time zone \"Mars/Olympus_Mons\"",
+            "corral.toml:9:11: error: unknown overlap \"sometimes\": expected one of skip, queue, replace",
+            "corral.toml:13:1: error: overlap applies only to a job: service \"web\" has no `schedule`",
+            "corral.toml:18:1: error: service \"nightly\" is a job (it has a schedule): restart does not apply",
+            "corral.toml:19:1: error: service \"nightly\" is a job (it has a schedule): ready does not apply",
+        ],
+    );
+}

@@ -143,17 +143,23 @@ impl JobDraft {
                 );
             }
         }
-        let cron = parse_schedule(d, schedule, span.clone())?;
-        let (timezone, timezone_name) = match &self.timezone {
+        let cron = parse_schedule(d, schedule, span.clone());
+        let zone = match &self.timezone {
+            // (jiff's error text is not shown: printing it links every
+            // message of jiff into corral, ~90 KB.)
             Some((name, span)) => match TimeZone::get(name) {
-                Ok(tz) => (tz, name.clone()),
-                Err(e) => {
-                    d.error(span.clone(), format!("unknown time zone {name:?}: {e}"));
-                    return None;
+                Ok(tz) => Some((tz, name.clone())),
+                Err(_) => {
+                    d.error(
+                        span.clone(),
+                        format!("unknown time zone {name:?}: not in the system's tzdata (/usr/share/zoneinfo)"),
+                    );
+                    None
                 }
             },
-            None => host_timezone(),
+            None => Some(host_timezone()),
         };
+        let (cron, (timezone, timezone_name)) = (cron?, zone?);
         Some(Job {
             schedule: schedule.clone(),
             // `@reboot` is a run at start and nothing else.
@@ -220,5 +226,77 @@ fn overlap(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Option<Overlap> {
             );
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn job(schedule: &str, zone: &str) -> Job {
+        Job {
+            schedule: schedule.into(),
+            cron: Some(
+                croner::parser::CronParser::builder()
+                    .seconds(croner::parser::Seconds::Optional)
+                    .build()
+                    .parse(schedule)
+                    .unwrap(),
+            ),
+            timezone: TimeZone::get(zone).expect("tzdata has the zone"),
+            timezone_name: zone.into(),
+            overlap: Overlap::Skip,
+            run_on_start: false,
+        }
+    }
+
+    fn at(utc: &str) -> Timestamp {
+        utc.parse().unwrap()
+    }
+
+    /// croner's documented DST rules, pinned (Europe/Paris, 2026: clocks go
+    /// 02:00 -> 03:00 on 29 March and 03:00 -> 02:00 on 25 October).
+    #[test]
+    fn dst_gap_and_repeat_follow_croner() {
+        // A fixed time inside the gap runs at the first valid time after it,
+        // the same day: 03:00 CEST is 01:00 UTC.
+        let daily = job("30 2 * * *", "Europe/Paris");
+        let tick = daily.next_tick(at("2026-03-28T23:00:00Z")).unwrap();
+        assert_eq!(tick, at("2026-03-29T01:00:00Z"));
+        // A fixed time in the repeated hour runs once, at its first pass
+        // (02:30 CEST = 00:30 UTC), not again at 02:30 CET.
+        let first = daily.next_tick(at("2026-10-24T23:00:00Z")).unwrap();
+        assert_eq!(first, at("2026-10-25T00:30:00Z"));
+        let after = daily.next_tick(first).unwrap();
+        assert_eq!(after, at("2026-10-26T01:30:00Z"));
+        // A wildcard hour runs in both passes of the repeated hour.
+        let half_hourly = job("30 * * * *", "Europe/Paris");
+        let a = half_hourly.next_tick(at("2026-10-25T00:00:00Z")).unwrap();
+        let b = half_hourly.next_tick(a).unwrap();
+        assert_eq!(
+            (a, b),
+            (at("2026-10-25T00:30:00Z"), at("2026-10-25T01:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn seconds_field_and_nicknames() {
+        let every2 = job("*/2 * * * * *", "UTC");
+        assert_eq!(
+            every2.next_tick(at("2026-01-01T00:00:00.5Z")),
+            Some(at("2026-01-01T00:00:02Z"))
+        );
+        let hourly = job("@hourly", "UTC");
+        assert_eq!(
+            hourly.next_tick(at("2026-01-01T00:00:00Z")),
+            Some(at("2026-01-01T01:00:00Z"))
+        );
+        let reboot = Job {
+            cron: None,
+            ..job("@hourly", "UTC")
+        };
+        assert_eq!(reboot.next_tick(at("2026-01-01T00:00:00Z")), None);
     }
 }

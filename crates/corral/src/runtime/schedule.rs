@@ -56,7 +56,7 @@ impl Schedule {
                 next: None,
             });
             if let Some(job) = job {
-                self.arm(svc, job, Timestamp::now());
+                self.arm(svc, job, wall_now());
             }
         }
     }
@@ -69,7 +69,7 @@ impl Schedule {
     /// The jobs whose tick is due now; each is armed for its following tick.
     pub fn due(&mut self, services: &[Service]) -> Vec<usize> {
         let now = Instant::now();
-        let wall = Timestamp::now();
+        let wall = wall_now();
         let mut due = Vec::new();
         while let Some(&Reverse((at, svc, generation))) = self.heap.peek() {
             if at > now {
@@ -117,7 +117,7 @@ impl Schedule {
             armed.next = next;
         }
         if let Some(tick) = next {
-            self.push(svc, until(Timestamp::now(), tick));
+            self.push(svc, until(wall_now(), tick));
         }
     }
 
@@ -131,4 +131,17 @@ impl Schedule {
 /// How long from `now` until `tick` (zero if it has passed).
 fn until(now: Timestamp, tick: Timestamp) -> Duration {
     Duration::try_from(tick.duration_since(now)).unwrap_or(Duration::ZERO)
+}
+
+/// The wall clock as a jiff Timestamp. (Not `Timestamp::now()`: its
+/// `expect` links the text of every jiff error into corral, ~90 KB.)
+fn wall_now() -> Timestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp::new(
+        since_epoch.as_secs() as i64,
+        since_epoch.subsec_nanos() as i32,
+    )
+    .unwrap_or(Timestamp::UNIX_EPOCH)
 }
