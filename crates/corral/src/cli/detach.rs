@@ -9,21 +9,25 @@ use std::time::Duration;
 use corral_proto::{Event, ServiceList};
 use hyper::Method;
 
-use super::{client_for, commands, load, socket_path, CliError, Target};
+use super::{client_for, commands, load_with, socket_path, CliError, ProcfileArgs, Target};
 
 /// How long the daemon may take to open its socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
 /// How long services may take to start (or get ready).
 const START_WAIT: Duration = Duration::from_secs(300);
 
-pub fn up_detached(target: &Target, services: &[String]) -> Result<ExitCode, CliError> {
+pub fn up_detached(
+    target: &Target,
+    procfile: &ProcfileArgs,
+    services: &[String],
+) -> Result<ExitCode, CliError> {
     // Bad config is reported here, before anything runs in the background.
-    let config = load(&target.file)?;
+    let config = load_with(&target.file(), procfile.options(&target.file())?.as_ref())?;
     if !services.is_empty() {
         config.select(services).map_err(|unknown| {
             CliError::Usage(format!(
                 "unknown service {unknown:?} in {}",
-                target.file.display()
+                target.file().display()
             ))
         })?;
     }
@@ -32,7 +36,7 @@ pub fn up_detached(target: &Target, services: &[String]) -> Result<ExitCode, Cli
         return Err(CliError::Socket(crate::control::SocketError::InUse(socket)));
     }
     let state_dir =
-        crate::config::create_state_dir(&target.file).map_err(|source| CliError::Io {
+        crate::config::create_state_dir(&target.file()).map_err(|source| CliError::Io {
             context: "cannot create the .corral directory",
             source,
         })?;
@@ -54,7 +58,7 @@ pub fn up_detached(target: &Target, services: &[String]) -> Result<ExitCode, Cli
         context: "cannot find the corral executable",
         source,
     })?;
-    let file = std::fs::canonicalize(&target.file).unwrap_or_else(|_| target.file.clone());
+    let file = std::fs::canonicalize(target.file()).unwrap_or_else(|_| target.file());
     let mut cmd = std::process::Command::new(exe);
     cmd.arg("up")
         .arg("-f")
@@ -63,6 +67,7 @@ pub fn up_detached(target: &Target, services: &[String]) -> Result<ExitCode, Cli
         .arg(&socket)
         .arg("--console-log")
         .arg(&log_path)
+        .args(procfile.args())
         .args(services)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))

@@ -29,21 +29,91 @@ pub struct Cli {
 /// Which config, and so which daemon.
 #[derive(Debug, Args)]
 struct Target {
-    /// The config file; the daemon's socket is found beside it.
-    #[arg(short = 'f', long = "file", default_value = "corral.toml")]
-    file: PathBuf,
+    /// The config file (default: corral.toml, else a Procfile, in this
+    /// directory); the daemon's socket is found beside it.
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
     /// The control socket (default: .corral/corral.sock beside the config,
     /// or /run/corral.sock when corral is PID 1).
     #[arg(long, env = "CORRAL_SOCKET")]
     socket: Option<PathBuf>,
 }
 
+impl Target {
+    /// The config file: as given, else corral.toml here, else a Procfile
+    /// here (as foreman finds it), else corral.toml (to say it is missing).
+    fn file(&self) -> PathBuf {
+        if let Some(file) = &self.file {
+            return file.clone();
+        }
+        let toml = PathBuf::from("corral.toml");
+        let procfile = PathBuf::from("Procfile");
+        if !toml.exists() && procfile.exists() {
+            procfile
+        } else {
+            toml
+        }
+    }
+}
+
+/// How to read a Procfile, as foreman's options say it.
+#[derive(Debug, Args, Clone, Default)]
+struct ProcfileArgs {
+    /// With a Procfile: PORT of the first process type; each next type
+    /// gets 100 more (foreman's -p).
+    #[arg(short = 'p', long)]
+    port: Option<u16>,
+    /// With a Procfile: the env file to load (default: .env beside it).
+    #[arg(short = 'e', long = "env")]
+    env_file: Option<PathBuf>,
+    /// With a Procfile: how many of each type, e.g. web=2,worker=1
+    /// (all=N for every type).
+    #[arg(short = 'm', long)]
+    formation: Option<String>,
+}
+
+impl ProcfileArgs {
+    /// How to read `file`: None for a corral.toml (where these options
+    /// have no meaning, so giving one is a usage error).
+    fn options(&self, file: &Path) -> Result<Option<config::ProcfileOptions>, CliError> {
+        if !config::is_procfile(file) {
+            if self.port.is_some() || self.env_file.is_some() || self.formation.is_some() {
+                return Err(CliError::Usage(format!(
+                    "--port, --env and --formation apply to a Procfile; {} is not one",
+                    file.display()
+                )));
+            }
+            return Ok(None);
+        }
+        Ok(Some(config::ProcfileOptions {
+            port: self.port.unwrap_or(5000),
+            env_file: self.env_file.clone(),
+            formation: self.formation.clone(),
+        }))
+    }
+
+    /// The same options as arguments, for the daemon or a background `up`.
+    fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut args = Vec::new();
+        if let Some(port) = self.port {
+            args.extend(["--port".into(), port.to_string().into()]);
+        }
+        if let Some(env) = &self.env_file {
+            args.extend(["--env".into(), env.clone().into_os_string()]);
+        }
+        if let Some(formation) = &self.formation {
+            args.extend(["--formation".into(), formation.into()]);
+        }
+        args
+    }
+}
+
 /// Target for `logs`, where -f means follow (as in docker compose).
 #[derive(Debug, Args)]
 struct LogsTarget {
     /// The config file; the daemon's socket is found beside it.
-    #[arg(long = "file", default_value = "corral.toml")]
-    file: PathBuf,
+    #[arg(long = "file")]
+    file: Option<PathBuf>,
     /// The control socket.
     #[arg(long, env = "CORRAL_SOCKET")]
     socket: Option<PathBuf>,
@@ -58,6 +128,8 @@ enum Command {
         /// Run in the background; return once every service is started (or ready).
         #[arg(short = 'd', long)]
         detach: bool,
+        #[command(flatten)]
+        procfile: ProcfileArgs,
         /// Start only these services (and what they depend on).
         services: Vec<String>,
         /// (Set by `up -d` for the daemon it starts.) Keep the console in
@@ -139,10 +211,13 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Validate the config and print the resolved plan.
+    /// Validate the config and print the resolved plan (for a Procfile:
+    /// the equivalent corral.toml).
     Check {
         #[command(flatten)]
         target: Target,
+        #[command(flatten)]
+        procfile: ProcfileArgs,
     },
 }
 
@@ -220,6 +295,7 @@ pub fn main_daemon() -> ExitCode {
     let mut file = None;
     let mut socket = None;
     let mut console_log = None;
+    let (mut port, mut env_file, mut formation) = (None, None, None);
     let mut services = Vec::new();
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
@@ -227,6 +303,9 @@ pub fn main_daemon() -> ExitCode {
             Some("-f") => &mut file,
             Some("--socket") => &mut socket,
             Some("--console-log") => &mut console_log,
+            Some("--port") => &mut port,
+            Some("--env") => &mut env_file,
+            Some("--formation") => &mut formation,
             Some(name) if !name.starts_with('-') => {
                 services.push(name.to_string());
                 continue;
@@ -246,11 +325,21 @@ pub fn main_daemon() -> ExitCode {
             }
         }
     }
-    let target = Target {
-        file: file.unwrap_or_else(|| PathBuf::from("corral.toml")),
-        socket,
+    let target = Target { file, socket };
+    let port = match port.map(|p: PathBuf| p.to_string_lossy().parse::<u16>()) {
+        Some(Ok(port)) => Some(port),
+        Some(Err(_)) => {
+            eprintln!("corrald: --port needs a port number");
+            return ExitCode::from(2);
+        }
+        None => None,
     };
-    finish("corrald", up(&target, &services, console_log))
+    let procfile = ProcfileArgs {
+        port,
+        env_file,
+        formation: formation.map(|f: PathBuf| f.to_string_lossy().into_owned()),
+    };
+    finish("corrald", up(&target, &procfile, &services, console_log))
 }
 
 /// The exit code of a command, after printing its error.
@@ -272,9 +361,12 @@ fn finish(me: &str, result: Result<ExitCode, CliError>) -> ExitCode {
 /// PID 1 included, and the terminal stay the same).
 fn exec_daemon(
     target: &Target,
+    procfile: &ProcfileArgs,
     services: &[String],
     console_log: Option<PathBuf>,
 ) -> Result<ExitCode, CliError> {
+    // Bad options are refused before the daemon starts.
+    procfile.options(&target.file())?;
     use std::os::unix::process::CommandExt;
     // Beside this executable (where cargo and installs put it), else PATH.
     let daemon = std::env::current_exe()
@@ -283,10 +375,11 @@ fn exec_daemon(
         .filter(|path| path.exists())
         .unwrap_or_else(|| PathBuf::from("corrald"));
     let mut cmd = std::process::Command::new(&daemon);
-    cmd.arg("-f").arg(&target.file);
+    cmd.arg("-f").arg(target.file());
     if let Some(socket) = &target.socket {
         cmd.arg("--socket").arg(socket);
     }
+    cmd.args(procfile.args());
     if let Some(log) = console_log {
         cmd.arg("--console-log").arg(log);
     }
@@ -315,18 +408,28 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Up {
             target,
             detach: true,
+            procfile,
             services,
             ..
-        } => detach::up_detached(&target, &services),
+        } => detach::up_detached(&target, &procfile, &services),
         Command::Up {
             target,
+            procfile,
             services,
             console_log,
             ..
-        } => exec_daemon(&target, &services, console_log),
-        Command::Check { target } => {
-            let config = load(&target.file)?;
-            print!("{}", check::plan(&config));
+        } => exec_daemon(&target, &procfile, &services, console_log),
+        Command::Check { target, procfile } => {
+            let file = target.file();
+            match procfile.options(&file)? {
+                // What a Procfile stands for, checked: a corral.toml to start from.
+                Some(options) => {
+                    let text = config::procfile_toml(&file, &options).map_err(failure)?;
+                    load_with(&file, Some(&options))?;
+                    print!("{text}");
+                }
+                None => print!("{}", check::plan(&load(&file)?)),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Down { target } => down(&target),
@@ -409,7 +512,7 @@ fn down(target: &Target) -> Result<ExitCode, CliError> {
 
 /// Sweeps the record of a run that did not end by itself, under the lock.
 fn sweep_leftovers(target: &Target) -> Option<String> {
-    let state = config::state_dir(&target.file);
+    let state = config::state_dir(&target.file());
     let record = if state.is_dir() {
         state.join("corral.run")
     } else {
@@ -461,7 +564,7 @@ fn client_call(
 /// is for (a shared `--socket`). Without a config file here (`docker exec
 /// CONTAINER corral ps`), any daemon reached is the one meant.
 async fn serves_this_config(client: &Client, target: &Target) -> Result<(), CliError> {
-    let Ok(ours) = std::fs::canonicalize(&target.file) else {
+    let Ok(ours) = std::fs::canonicalize(target.file()) else {
         return Ok(());
     };
     let version: corral_proto::Version = client.json(hyper::Method::GET, "/version", None).await?;
@@ -490,7 +593,7 @@ fn socket_path(target: &Target, daemon: bool) -> PathBuf {
     if let Some(s) = &target.socket {
         return s.clone();
     }
-    let beside = config::state_dir(&target.file).join("corral.sock");
+    let beside = config::state_dir(&target.file()).join("corral.sock");
     let pid1 = PathBuf::from("/run/corral.sock");
     if daemon {
         if std::process::id() == 1 {
@@ -498,7 +601,7 @@ fn socket_path(target: &Target, daemon: bool) -> PathBuf {
         } else {
             beside
         }
-    } else if !target.file.exists() && pid1.exists() {
+    } else if !target.file().exists() && pid1.exists() {
         // No config here: `docker exec CONTAINER corral ps` means the PID 1
         // daemon. With a config file, only that project's daemon is meant.
         pid1
@@ -510,7 +613,7 @@ fn socket_path(target: &Target, daemon: bool) -> PathBuf {
 /// The daemon's lock: in the runtime dir beside the config, or beside the
 /// socket when that dir cannot be created (a read-only config directory).
 fn lock_path(target: &Target) -> PathBuf {
-    if let Ok(state) = config::create_state_dir(&target.file) {
+    if let Ok(state) = config::create_state_dir(&target.file()) {
         state.join("corral.lock")
     } else {
         socket_path(target, true).with_extension("lock")
@@ -519,41 +622,53 @@ fn lock_path(target: &Target) -> PathBuf {
 
 fn client_for(target: &Target) -> Client {
     let socket = socket_path(target, false);
-    if target.socket.is_none() && !target.file.exists() && socket.exists() {
+    if target.socket.is_none() && !target.file().exists() && socket.exists() {
         eprintln!(
             "corral: no {} here; using the daemon at {}",
-            target.file.display(),
+            target.file().display(),
             socket.display()
         );
     }
-    Client::new(socket, &config::dir_of(&target.file))
+    Client::new(socket, &config::dir_of(&target.file()))
 }
 
 /// Loads and validates a config, printing warnings; errors come back all at once.
 fn load(file: &Path) -> Result<Config, CliError> {
+    let procfile = config::is_procfile(file).then(config::ProcfileOptions::default);
+    load_with(file, procfile.as_ref())
+}
+
+/// As `load`, a Procfile read with these options.
+fn load_with(file: &Path, procfile: Option<&config::ProcfileOptions>) -> Result<Config, CliError> {
     let host = HostEnv::from_process();
-    match config::load(file, &host) {
+    let scale = std::collections::BTreeMap::new();
+    match config::load_source(file, &host, &scale, procfile) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("{w}");
             }
             Ok(loaded.config)
         }
-        Err(LoadFailure { errors, warnings }) => {
-            for w in &warnings {
-                eprintln!("{w}");
-            }
-            Err(CliError::Config(errors))
-        }
+        Err(e) => Err(failure(e)),
     }
+}
+
+/// A failed load: its warnings printed, its errors as the command's error.
+fn failure(LoadFailure { errors, warnings }: LoadFailure) -> CliError {
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+    CliError::Config(errors)
 }
 
 fn up(
     target: &Target,
+    procfile: &ProcfileArgs,
     only: &[String],
     console_log: Option<PathBuf>,
 ) -> Result<ExitCode, CliError> {
-    let mut config = load(&target.file)?;
+    let file = target.file();
+    let mut config = load_with(&file, procfile.options(&file)?.as_ref())?;
     let console_file = match console_log {
         Some(path) => Some(
             crate::logs::ConsoleFile::start(crate::logs::FileSpec {
@@ -572,7 +687,7 @@ fn up(
         config = config.select(only).map_err(|unknown| {
             CliError::Usage(format!(
                 "unknown service {unknown:?} in {}",
-                target.file.display()
+                target.file().display()
             ))
         })?;
     }

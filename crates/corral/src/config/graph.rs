@@ -113,6 +113,7 @@ pub fn resolve(raw: RawConfig, path: &Path, d: &mut Diagnostics<'_>) -> Option<C
         global: raw.global,
         services,
         start_order,
+        procfile: None,
     })
 }
 

@@ -9,6 +9,7 @@ pub mod interp;
 mod job;
 mod links;
 mod probe;
+mod procfile;
 mod service;
 mod user;
 mod values;
@@ -22,6 +23,7 @@ use nix::sys::signal::Signal;
 pub use diag::{ConfigErrors, Diagnostic, Severity};
 pub use env::{masked, HostEnv};
 pub use job::{Job, Overlap};
+pub use procfile::{is_procfile, ProcfileOptions};
 pub use user::Identity;
 pub use values::parse_signal;
 
@@ -69,6 +71,8 @@ pub struct Config {
     pub services: Vec<Service>,
     /// A start order consistent with the dependency graph (indices into `services`).
     pub start_order: Vec<usize>,
+    /// Read from a Procfile with these options (a reload reads it the same way).
+    pub procfile: Option<ProcfileOptions>,
 }
 
 /// The `[corral]` table.
@@ -587,17 +591,36 @@ pub struct Loaded {
     pub warnings: Vec<Diagnostic>,
 }
 
-/// Reads, parses, interpolates and validates a config file.
-pub fn load(path: &Path, host: &HostEnv) -> Result<Loaded, LoadFailure> {
-    load_scaled(path, host, &BTreeMap::new())
+/// The corral.toml text a Procfile stands for.
+pub fn procfile_toml(path: &Path, options: &ProcfileOptions) -> Result<String, LoadFailure> {
+    let source = read_text(path)?;
+    procfile::to_toml(path, &source, options).map_err(|errors| LoadFailure {
+        errors,
+        warnings: Vec::new(),
+    })
 }
 
-/// Loads a config with some services' `replicas` replaced (`corral scale`).
-pub fn load_scaled(
+/// Reads, parses, interpolates and validates a config file: a corral.toml,
+/// or (`procfile` given) a Procfile read with those options. `overrides`
+/// replace some services' `replicas` (`corral scale`).
+pub fn load_source(
     path: &Path,
     host: &HostEnv,
     overrides: &BTreeMap<String, u32>,
+    procfile: Option<&ProcfileOptions>,
 ) -> Result<Loaded, LoadFailure> {
+    let Some(options) = procfile else {
+        let source = read_text(path)?;
+        return load_str(path, &source, host, overrides);
+    };
+    let text = procfile_toml(path, options)?;
+    let mut loaded = load_str(path, &text, host, overrides)?;
+    loaded.config.procfile = Some(options.clone());
+    Ok(loaded)
+}
+
+/// A config file's text; an error with the position where it stops being UTF-8.
+fn read_text(path: &Path) -> Result<String, LoadFailure> {
     let fail = |line: usize, column: usize, message: String| LoadFailure {
         errors: ConfigErrors(vec![Diagnostic {
             severity: Severity::Error,
@@ -619,7 +642,7 @@ pub fn load_scaled(
             return Err(fail(line, column, "the file is not UTF-8 text".into()));
         }
     };
-    load_str(path, &source, host, overrides)
+    Ok(source)
 }
 
 /// Parses and validates config text that came from `path`.

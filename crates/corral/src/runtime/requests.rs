@@ -202,21 +202,21 @@ impl Supervisor<'_> {
     /// Re-reads the config file; on any error changes nothing.
     pub(super) async fn reload(&mut self) -> Result<ReloadResult, ApiError> {
         let host = HostEnv::from_process();
-        let loaded =
-            config::load_scaled(&self.config.path, &host, &self.scale).map_err(|failure| {
-                ApiError {
-                    status: 422,
-                    body: ErrorBody {
-                        error: format!(
-                            "{} has {} error(s); nothing was changed",
-                            self.config.path.display(),
-                            failure.errors.0.len()
-                        ),
-                        known: Vec::new(),
-                        details: failure.errors.0.iter().map(ToString::to_string).collect(),
-                    },
-                }
-            })?;
+        let procfile = self.config.procfile.as_ref();
+        let loaded = config::load_source(&self.config.path, &host, &self.scale, procfile).map_err(
+            |failure| ApiError {
+                status: 422,
+                body: ErrorBody {
+                    error: format!(
+                        "{} has {} error(s); nothing was changed",
+                        self.config.path.display(),
+                        failure.errors.0.len()
+                    ),
+                    known: Vec::new(),
+                    details: failure.errors.0.iter().map(ToString::to_string).collect(),
+                },
+            },
+        )?;
         let loaded = self.keep_selection(loaded.config)?;
         let retired: Vec<bool> = self.engine.units().iter().map(|u| u.is_removed()).collect();
         let realigned = realign(&self.config.services, &retired, loaded.clone());
