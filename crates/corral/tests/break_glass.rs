@@ -63,3 +63,36 @@ fn break_glass_is_the_default_variable_and_can_be_turned_off() {
     assert!(eventually(SECS5, || off.file("started").exists()));
     assert_eq!(corral.stop(), 0);
 }
+
+#[test]
+fn in_break_glass_no_pre_step_nor_job_runs_and_the_api_starts_a_service_by_hand() {
+    let project = Project::new(
+        r#"
+[services.app]
+pre = ["sh", "-c", "touch pre-ran"]
+command = ["sh", "-c", "touch started; exec sleep 60"]
+
+[services.every-second]
+command = ["sh", "-c", "touch job-ran"]
+schedule = "* * * * * *"
+run-on-start = true
+"#,
+    );
+    let mut corral = project.up_with(&[("BREAK_GLASS", "1")], &[]);
+    corral.wait_for("BREAK GLASS: BREAK_GLASS is set", SECS10);
+    wait_for_socket(&project);
+    // Two ticks' worth of time: no job run, no pre step, no service.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(!project.file("job-ran").exists(), "a job ran in break glass");
+    assert!(!project.file("pre-ran").exists(), "a pre step ran in break glass");
+    assert!(!project.file("started").exists());
+    let job = &get_json(&project, "/v1/services/every-second")["job"];
+    assert!(job["next_run"].is_null(), "no tick is due in break glass: {job}");
+    // The operator starts the service by hand, through the API.
+    let (code, out, err) = project.run(&["start", "app"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(eventually(SECS5, || project.file("started").exists()));
+    assert_eq!(state_of(&project, "app"), "running");
+    assert!(!project.file("job-ran").exists());
+    assert_eq!(corral.stop(), 0);
+}
