@@ -83,11 +83,20 @@ run-on-start = true
     wait_for_socket(&project);
     // Two ticks' worth of time: no job run, no pre step, no service.
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    assert!(!project.file("job-ran").exists(), "a job ran in break glass");
-    assert!(!project.file("pre-ran").exists(), "a pre step ran in break glass");
+    assert!(
+        !project.file("job-ran").exists(),
+        "a job ran in break glass"
+    );
+    assert!(
+        !project.file("pre-ran").exists(),
+        "a pre step ran in break glass"
+    );
     assert!(!project.file("started").exists());
     let job = &get_json(&project, "/v1/services/every-second")["job"];
-    assert!(job["next_run"].is_null(), "no tick is due in break glass: {job}");
+    assert!(
+        job["next_run"].is_null(),
+        "no tick is due in break glass: {job}"
+    );
     // The operator starts the service by hand, through the API.
     let (code, out, err) = project.run(&["start", "app"]);
     assert_eq!(code, 0, "{out}{err}");

@@ -61,14 +61,32 @@ pub fn plan(config: &Config) -> String {
         let limit = s
             .max_restarts
             .map_or_else(|| "no limit".to_string(), |m| format!("max {m}"));
-        let _ = writeln!(
-            out,
-            "  restart: {} (backoff {} to {}, {limit}){}",
-            s.restart.as_str(),
-            format_duration(s.backoff.initial),
-            format_duration(s.backoff.max),
-            if s.essential { ", essential" } else { "" }
-        );
+        match &s.job {
+            Some(job) => {
+                let _ = writeln!(
+                    out,
+                    "  schedule: {} ({}), overlap {}{}",
+                    job.schedule,
+                    job.timezone_name,
+                    job.overlap.as_str(),
+                    if job.run_on_start {
+                        ", runs once at start"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  restart: {} (backoff {} to {}, {limit}){}",
+                    s.restart.as_str(),
+                    format_duration(s.backoff.initial),
+                    format_duration(s.backoff.max),
+                    if s.essential { ", essential" } else { "" }
+                );
+            }
+        }
         if let Some(r) = &s.ready {
             let _ = writeln!(
                 out,

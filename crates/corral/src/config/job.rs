@@ -11,7 +11,8 @@ use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
 use super::diag::{suggestion, Diagnostics};
-use super::values::{boolean, string, Value};
+use super::interp::Vars;
+use super::values::{boolean, string, text, Text, Value};
 
 /// What a tick does when the previous run is still going.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -62,8 +63,8 @@ impl Job {
 /// The job fields of a service table, as read.
 #[derive(Default)]
 pub struct JobDraft {
-    schedule: Option<(String, Range<usize>)>,
-    timezone: Option<(String, Range<usize>)>,
+    schedule: Option<Text>,
+    timezone: Option<Text>,
     overlap: Option<Overlap>,
     run_on_start: Option<bool>,
 }
@@ -99,11 +100,11 @@ impl JobDraft {
     }
 
     pub fn schedule(&mut self, d: &mut Diagnostics<'_>, v: &Value<'_>) {
-        self.schedule = string(d, v).map(|s| (s.to_string(), v.span()));
+        self.schedule = text(d, v);
     }
 
     pub fn timezone(&mut self, d: &mut Diagnostics<'_>, v: &Value<'_>) {
-        self.timezone = string(d, v).map(|s| (s.to_string(), v.span()));
+        self.timezone = text(d, v);
     }
 
     pub fn overlap(&mut self, d: &mut Diagnostics<'_>, v: &Value<'_>) {
@@ -116,13 +117,15 @@ impl JobDraft {
 
     /// The job, if the table has a schedule; errors for fields that do not
     /// go with it (or job fields without a schedule).
+    /// `${VAR}`s in the schedule and the zone come from corral's environment.
     pub fn finish(
         &self,
         d: &mut Diagnostics<'_>,
         table: &toml::de::DeTable<'_>,
         service: &str,
+        vars: &dyn Vars,
     ) -> Option<Job> {
-        let Some((schedule, span)) = &self.schedule else {
+        let Some(schedule_text) = &self.schedule else {
             for key in ["timezone", "overlap", "run-on-start"] {
                 if let Some((k, _)) = table.get_key_value(key) {
                     d.error(
@@ -143,25 +146,29 @@ impl JobDraft {
                 );
             }
         }
-        let cron = parse_schedule(d, schedule, span.clone());
+        let schedule = schedule_text.expand(d, vars)?;
+        let cron = parse_schedule(d, &schedule, schedule_text.span.clone());
         let zone = match &self.timezone {
             // (jiff's error text is not shown: printing it links every
             // message of jiff into corral, ~90 KB.)
-            Some((name, span)) => match TimeZone::get(name) {
-                Ok(tz) => Some((tz, name.clone())),
-                Err(_) => {
-                    d.error(
-                        span.clone(),
-                        format!("unknown time zone {name:?}: not in the system's tzdata (/usr/share/zoneinfo)"),
-                    );
-                    None
-                }
+            Some(zone) => match zone.expand(d, vars) {
+                None => None,
+                Some(name) => match TimeZone::get(&name) {
+                    Ok(tz) => Some((tz, name)),
+                    Err(_) => {
+                        d.error(
+                            zone.span.clone(),
+                            format!("unknown time zone {name:?}: not in the system's tzdata (/usr/share/zoneinfo)"),
+                        );
+                        None
+                    }
+                },
             },
             None => Some(host_timezone()),
         };
         let (cron, (timezone, timezone_name)) = (cron?, zone?);
         Some(Job {
-            schedule: schedule.clone(),
+            schedule,
             // `@reboot` is a run at start and nothing else.
             run_on_start: self.run_on_start.unwrap_or(false) || cron.is_none(),
             cron,

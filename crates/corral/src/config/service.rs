@@ -273,7 +273,9 @@ pub fn read(
             format!("service {name:?} is a oneshot: it has no readiness, depend on it with condition \"completed\""),
         );
     }
-    let job = draft.job.finish(d, t, name).map(Box::new);
+    let host = cx.host;
+    let host_vars = |n: &str| host.get(n).map(str::to_string);
+    let job = draft.job.finish(d, t, name, &host_vars).map(Box::new);
     if draft.command.is_none() && !t.contains_key("command") {
         d.error(
             name_span.clone(),
