@@ -184,8 +184,13 @@ fn read_all(
                 }
             }
             if eof {
-                // Closing the descriptor takes it out of the epoll set.
-                pipes.remove(&token);
+                // Out of the epoll set first: closing our descriptor is not
+                // enough while another one holds the pipe (a child between
+                // fork and exec has a copy of each), and a pipe at EOF stays
+                // ready, so epoll_wait would return it again and again.
+                if let Some(pipe) = pipes.remove(&token) {
+                    let _ = epoll.delete(pipe.fd.as_fd());
+                }
                 open.send_modify(|n| *n -= 1);
             }
         }
@@ -305,7 +310,81 @@ fn cut_long_lines(chunk: Vec<u8>, max: usize) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
     use super::*;
+
+    /// The "pipes" threads of this test process.
+    fn pipe_threads() -> Vec<String> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .map(|t| t.file_name().to_string_lossy().into_owned())
+            .filter(|tid| {
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/comm"))
+                    .is_ok_and(|c| c.trim() == "pipes")
+            })
+            .collect()
+    }
+
+    /// CPU time of one thread so far, in clock ticks.
+    fn cpu_ticks(tid: &str) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    /// A child between fork and exec holds a copy of every pipe of corral:
+    /// when the reader closes its descriptor at EOF, the pipe lives on, and
+    /// so would its epoll registration, reporting it ready again and again.
+    #[test]
+    fn a_pipe_at_eof_is_not_polled_again_while_another_descriptor_holds_it() {
+        let hub = crate::logs::LogHub::start(
+            vec![crate::logs::ServiceLog {
+                name: "svc".into(),
+                ring_lines: 10,
+                ring_bytes: 1024,
+                file: None,
+            }],
+            crate::logs::ConsoleOptions {
+                format: crate::logs::Format::Json,
+                timestamps: false,
+            },
+        )
+        .unwrap();
+        let before = pipe_threads();
+        let reader = PipeReader::start(hub.handle()).unwrap();
+        // The thread names itself once it runs.
+        let mut tid = None;
+        for _ in 0..500 {
+            tid = pipe_threads().into_iter().find(|t| !before.contains(t));
+            if tid.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let tid = tid.expect("the reader's thread");
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let held = read.try_clone().unwrap();
+        reader.add(read, 0, LogStream::Stdout, None, 1024);
+        drop(write);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while *reader.open.borrow() != 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(*reader.open.borrow(), 0, "the reader saw EOF");
+        let start = cpu_ticks(&tid);
+        std::thread::sleep(Duration::from_millis(400));
+        let spent = cpu_ticks(&tid) - start;
+        drop(held);
+        // Idle, it spends nothing; spinning, it would spend ~40 ticks.
+        assert!(spent <= 5, "the pipe thread spent {spent} ticks in 400 ms");
+    }
 
     /// What the pump does: the unfinished line, then the new bytes.
     fn feed(partial: &mut Vec<u8>, data: &[u8], max: usize) -> Option<Vec<u8>> {
