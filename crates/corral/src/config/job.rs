@@ -53,11 +53,122 @@ impl Job {
     /// (`@reboot`, or a pattern that never matches again).
     pub fn next_tick(&self, after: Timestamp) -> Option<Timestamp> {
         let cron = self.cron.as_ref()?;
-        let start = after.to_zoned(self.timezone.clone());
-        cron.find_next_occurrence(&start, false)
-            .ok()
-            .map(|z| z.timestamp())
+        let start = At {
+            secs: after.as_second(),
+            tz: self.timezone.clone(),
+        };
+        let next = cron.find_next_occurrence(&start, false).ok()?;
+        Timestamp::from_second(next.secs).ok()
     }
+}
+
+/// A whole second in a time zone: what croner searches over.
+///
+/// croner's own jiff backend works on `Zoned` and its span arithmetic,
+/// which links ~150 KB of jiff into corral (its span code and the text of
+/// all its errors); this needs only the zone's offsets. croner's trait is
+/// made for such backends; the DST rules stay croner's (tests below).
+#[derive(Clone)]
+struct At {
+    /// Seconds since the Unix epoch.
+    secs: i64,
+    tz: TimeZone,
+}
+
+impl At {
+    fn offset(&self) -> i64 {
+        let ts = Timestamp::from_second(self.secs).unwrap_or(Timestamp::UNIX_EPOCH);
+        i64::from(self.tz.to_offset(ts).seconds())
+    }
+}
+
+impl croner::CronDateTime for At {
+    fn to_civil(&self) -> croner::CivilDateTime {
+        let local = self.secs + self.offset();
+        let (days, secs) = (local.div_euclid(86_400), local.rem_euclid(86_400));
+        let (y, m, d) = civil_from_days(days);
+        let hms = (secs / 3600, secs % 3600 / 60, secs % 60);
+        croner::CivilDateTime::new(
+            croner::CivilDate::from_parts_unchecked(y, m, d),
+            croner::CivilTime::from_parts_unchecked(hms.0 as u32, hms.1 as u32, hms.2 as u32),
+        )
+    }
+
+    fn civil_weekday(&self) -> croner::Weekday {
+        let days = (self.secs + self.offset()).div_euclid(86_400);
+        // 1970-01-01 was a Thursday (4 days after a Sunday).
+        croner::Weekday::from_days_from_sunday((days + 4).rem_euclid(7) as u32)
+    }
+
+    fn resolve_civil(
+        &self,
+        civil: croner::CivilDateTime,
+    ) -> Result<croner::Resolution<Self>, croner::errors::CronError> {
+        use croner::errors::CronError;
+        use jiff::tz::AmbiguousOffset;
+        let year = i16::try_from(civil.year()).map_err(|_| CronError::InvalidDate)?;
+        let datetime = jiff::civil::DateTime::new(
+            year,
+            civil.month() as i8,
+            civil.day() as i8,
+            civil.hour() as i8,
+            civil.minute() as i8,
+            civil.second() as i8,
+            0,
+        )
+        .map_err(|_| CronError::InvalidDate)?;
+        let local = days_from_civil(civil.year(), civil.month(), civil.day()) * 86_400
+            + i64::from(civil.hour() * 3600 + civil.minute() * 60 + civil.second());
+        let at = |offset: jiff::tz::Offset| At {
+            secs: local - i64::from(offset.seconds()),
+            tz: self.tz.clone(),
+        };
+        Ok(match self.tz.to_ambiguous_timestamp(datetime).offset() {
+            AmbiguousOffset::Unambiguous { offset } => croner::Resolution::Single(at(offset)),
+            // The clock went back: the earlier instant has the offset before.
+            AmbiguousOffset::Fold { before, after } => {
+                croner::Resolution::Ambiguous(at(before), at(after))
+            }
+            AmbiguousOffset::Gap { .. } => croner::Resolution::Gap,
+        })
+    }
+
+    fn checked_add_seconds(&self, seconds: i64) -> Option<Self> {
+        Some(At {
+            secs: self.secs.checked_add(seconds)?,
+            tz: self.tz.clone(),
+        })
+    }
+
+    fn cmp_instant(&self, other: &Self) -> std::cmp::Ordering {
+        self.secs.cmp(&other.secs)
+    }
+}
+
+/// The proleptic Gregorian date of a day count from 1970-01-01 (Howard
+/// Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i32, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m, d)
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date.
+fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
+    let y = i64::from(y) - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// The job fields of a service table, as read.
@@ -286,6 +397,38 @@ mod tests {
             (a, b),
             (at("2026-10-25T00:30:00Z"), at("2026-10-25T01:30:00Z"))
         );
+    }
+
+    #[test]
+    fn weekdays_are_read_in_the_zone() {
+        // Thursday 26 November 2026 -> Monday 30th.
+        let monday = job("0 0 * * MON", "UTC");
+        assert_eq!(
+            monday.next_tick(at("2026-11-26T12:00:00Z")),
+            Some(at("2026-11-30T00:00:00Z"))
+        );
+        // 22:00 UTC on Saturday is 23:00 in Paris: Sunday 00:30 there comes
+        // 90 minutes later, while it is still Saturday in UTC.
+        let sunday = job("30 0 * * SUN", "Europe/Paris");
+        assert_eq!(
+            sunday.next_tick(at("2026-11-28T22:00:00Z")),
+            Some(at("2026-11-28T23:30:00Z"))
+        );
+        let last_day = job("0 12 L * *", "UTC");
+        assert_eq!(
+            last_day.next_tick(at("2028-02-01T00:00:00Z")),
+            Some(at("2028-02-29T12:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn civil_days_round_trip() {
+        for days in [-719_468, -1, 0, 1, 59, 365, 11_016, 20_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
     }
 
     #[test]
