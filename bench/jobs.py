@@ -61,6 +61,17 @@ def quiet_wakeups(samples, quiet=0.15):
     return count
 
 
+def busy_span(samples):
+    """Median time from each whole second to the last context switch seen
+    before the next one: how long a tick keeps corral busy."""
+    last = {}
+    for (t0, c0), (t1, c1) in zip(samples, samples[1:]):
+        if c1 > c0 and int(t0) == int(t1):
+            last[int(t1)] = t1 - int(t1)
+    spans = sorted(last.values())
+    return spans[len(spans) // 2] if spans else 0.0
+
+
 def run_corral(corral, n, schedule, seconds, work):
     os.makedirs(work, exist_ok=True)
     with open(os.path.join(work, "corral.toml"), "w") as f:
@@ -110,7 +121,8 @@ def main():
     print(f"  cpu        corral {cpu:.2f} s ({100 * cpu / s:.1f}%), baseline {base_cpu:.2f} s "
           f"({100 * base_cpu / s:.1f}%), ratio {cpu / max(base_cpu, 1e-9):.2f}x; "
           f"{1e6 * cpu / (n * s):.0f} us per run")
-    print(f"  wake-ups   {switches / span:.0f}/s while ticking; in the last 150 ms before "
+    print(f"  wake-ups   {switches / span:.0f}/s while ticking; a tick keeps corral busy "
+          f"{1000 * busy_span(samples):.0f} ms (median); in the last 150 ms before "
           f"each tick: {quiet_wakeups(samples)} in {s} s")
     print(f"  idle       {idle[-1][1] - idle[0][1]} wake-ups in 10 s with {n} jobs not due")
 

@@ -246,3 +246,24 @@ run-on-start = true
     assert_eq!(project.read("trail"), "pre\nrun hello\npost\n");
     assert_eq!(corral.stop(), 0);
 }
+
+#[test]
+fn a_job_runs_as_its_user() {
+    if nix::unistd::geteuid().as_raw() != 0 {
+        eprintln!("skipped: running a job as another user needs root");
+        return;
+    }
+    let project = Project::new(
+        r#"
+[services.as-nobody]
+command = ["sh", "-c", "echo uid=$(id -u) home=$HOME"]
+user = "nobody"
+schedule = "@yearly"
+run-on-start = true
+"#,
+    );
+    let mut corral = project.up();
+    corral.wait_for_output("as-nobody", "uid=65534", SECS10);
+    corral.wait_for_service_event("as-nobody", "run ended with exit code 0", SECS5);
+    assert_eq!(corral.stop(), 0);
+}
