@@ -18,3 +18,10 @@ mod runtime;
 mod tcp;
 
 pub use cli::{main_cli, main_daemon};
+
+/// The wall clock in seconds since the Unix epoch, as the API carries times.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}

@@ -15,6 +15,13 @@ fn stamping(name: &str, sleep: &str, code: i32) -> String {
     )
 }
 
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
 #[test]
 fn a_seconds_schedule_runs_at_its_ticks_and_a_failing_run_disturbs_nothing() {
     let project = Project::new(&format!(
@@ -78,10 +85,7 @@ schedule = "* * * * * *"
     assert_eq!(job["overlap"], "skip");
     assert_eq!(job["last_run"]["exit_code"], 3);
     assert_eq!(job["last_run"]["result"], "exit code 3");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let now = unix_now();
     let next = job["next_run"].as_f64().expect("a next run");
     assert!(
         next > now - 0.5 && next < now + 1.5,
@@ -199,10 +203,7 @@ schedule = "@yearly"
         == 2));
     let job = &get_json(&project, "/v1/services/report")["job"];
     assert_eq!(job["timezone"], "Europe/Paris");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64();
+    let now = unix_now();
     assert!(job["next_run"].as_f64().unwrap() > now + 3600.0);
 
     // `stop` ends a run in progress, and the job stays stopped.

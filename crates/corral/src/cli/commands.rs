@@ -20,7 +20,7 @@ pub async fn ps(client: &Client, json: bool) -> Result<(), CliError> {
         );
     } else {
         print!("{}", table(&list.services));
-        if let Some(jobs) = jobs_table(&list.services, unix_now()) {
+        if let Some(jobs) = jobs_table(&list.services, crate::unix_now()) {
             print!("\n{jobs}");
         }
         if let Some(d) = &list.discovery {
@@ -35,10 +35,7 @@ fn discovery_line(d: &corral_proto::DiscoveryStatus) -> String {
     match d.degraded_since {
         None => format!("discovery: {} (connected)", d.backend),
         Some(since) => {
-            let ago = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |now| now.as_secs_f64() - since)
-                .max(0.0);
+            let ago = (crate::unix_now() - since).max(0.0);
             format!(
                 "discovery: {} DEGRADED for {}s ({}): endpoints are the last known",
                 d.backend,
@@ -47,12 +44,6 @@ fn discovery_line(d: &corral_proto::DiscoveryStatus) -> String {
             )
         }
     }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Under the `ps` table, for the jobs: schedule, last run, next run.
@@ -319,17 +310,7 @@ pub async fn endpoints(client: &Client, name: Option<&str>) -> Result<(), CliErr
             e.tags.join(","),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
+    print!("{}", aligned(rows));
     Ok(())
 }
 

@@ -195,7 +195,7 @@ impl Supervisor<'_> {
                     return;
                 };
                 if remote.degraded.is_none() {
-                    remote.degraded = Some((super::unix_now(), reason.clone()));
+                    remote.degraded = Some((crate::unix_now(), reason.clone()));
                     self.announce(format!(
                         "discovery degraded: etcd cannot be reached ({reason}); \
                          keeping the last known endpoints"
@@ -219,7 +219,7 @@ impl Supervisor<'_> {
     /// A message about corral itself, on the console and the event stream.
     fn announce(&self, message: String) {
         let _ = self.events.send(corral_proto::Event {
-            time: super::unix_now(),
+            time: crate::unix_now(),
             service: None,
             state: None,
             message: message.clone(),
@@ -269,7 +269,7 @@ impl Supervisor<'_> {
             return;
         }
         let _ = self.events.send(corral_proto::Event {
-            time: super::unix_now(),
+            time: crate::unix_now(),
             service: None,
             state: None,
             message: format!("endpoints changed: {}", names.join(", ")),

@@ -233,7 +233,7 @@ pub async fn run(
                 .ok()
                 .map(|p| p.display().to_string()),
             pid: Some(std::process::id()),
-            started: Some(unix_now()),
+            started: Some(crate::unix_now()),
         };
         let api = Api {
             requests: requests_tx,
@@ -445,7 +445,7 @@ impl Supervisor<'_> {
                 let message = report::describe(&report);
                 if self.events.receiver_count() > 0 {
                     let event = corral_proto::Event {
-                        time: unix_now(),
+                        time: crate::unix_now(),
                         service: svc.map(|i| self.config.services[i].name.clone()),
                         state: svc.map(|i| self.engine.units()[i].state.public()),
                         message: message.clone(),
@@ -813,14 +813,6 @@ async fn watch_notify_fd(
             Ok(_) => {}
         }
     }
-}
-
-/// A process of `service` (itself, a step, a probe or an action): its user,
-/// directory and the given argv and environment, output captured.
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

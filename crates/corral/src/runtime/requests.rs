@@ -328,7 +328,7 @@ impl Supervisor<'_> {
                     timezone: job.timezone_name.clone(),
                     overlap: job.overlap.as_str().into(),
                     last_run: unit.last_run.map(|run| corral_proto::JobRun {
-                        started: super::unix_now()
+                        started: crate::unix_now()
                             - Instant::now()
                                 .saturating_duration_since(run.started)
                                 .as_secs_f64(),
