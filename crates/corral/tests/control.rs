@@ -338,13 +338,7 @@ fn two_hundred_concurrent_ps_requests_are_all_answered() {
 #[test]
 fn without_a_daemon_commands_fail_fast_and_clearly() {
     let project = Project::new("[services.a]\ncommand = [\"true\"]\n");
-    for args in [
-        &["ps"][..],
-        &["stop", "a"],
-        &["logs"],
-        &["reload"],
-        &["down"],
-    ] {
+    for args in [&["ps"][..], &["stop", "a"], &["logs"], &["reload"]] {
         let started = Instant::now();
         let (code, _, err) = corral(&project, args);
         assert!(
@@ -365,6 +359,11 @@ fn without_a_daemon_commands_fail_fast_and_clearly() {
         );
         assert_eq!(err.trim(), expected);
     }
+    // `down` with nothing running has nothing to do: it says so and succeeds.
+    let (code, out, err) = corral(&project, &["down"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("corral is not running for"), "{out}");
+    assert!(out.contains("nothing to stop"), "{out}");
 }
 
 #[test]

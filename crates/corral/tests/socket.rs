@@ -56,7 +56,8 @@ cd '{empty}' && "$CORRAL" ps; echo "no config: $?"
     };
     assert_eq!(code, 0, "{out}");
     // In the other project, nothing runs: it says so and stops nothing.
-    assert!(out.contains("down: 1"), "{out}");
+    assert!(out.contains("down: 0"), "{out}");
+    assert!(out.contains("nothing to stop"), "{out}");
     assert!(out.contains("ps: 1"), "{out}");
     assert!(out.contains("no corral running for"), "{out}");
     // It can run a daemon of its own beside the PID-1 one.

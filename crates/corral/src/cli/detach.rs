@@ -33,7 +33,7 @@ pub fn up_detached(
     }
     let socket = socket_path(target, false);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-        return Err(CliError::Socket(crate::control::SocketError::InUse(socket)));
+        return reconcile(target, services);
     }
     let state_dir =
         crate::config::create_state_dir(&target.file()).map_err(|source| CliError::Io {
@@ -118,6 +118,53 @@ pub fn up_detached(
         "corral is running in the background (log: {})",
         log_path.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `up -d` with corral already running, as compose does: the config file's
+/// changes are applied (a reload), services that are not running (stopped,
+/// failed, exited) are started, then it waits for them as a first `up -d`.
+fn reconcile(target: &Target, services: &[String]) -> Result<ExitCode, CliError> {
+    let client = client_for(target);
+    let rt = super::event_loop()?;
+    rt.block_on(async {
+        super::serves_this_config(&client, target).await?;
+        let changes: corral_proto::ReloadResult =
+            client.json(Method::POST, "/reload", None).await?;
+        let list: ServiceList = client.json(Method::GET, "/services", None).await?;
+        let named = |s: &corral_proto::ServiceStatus| {
+            services.is_empty() || services.iter().any(|n| *n == s.name || *n == s.group)
+        };
+        let mut started = Vec::new();
+        for s in list.services.iter().filter(|s| named(s)) {
+            use corral_proto::ServiceState as S;
+            if matches!(s.state, S::Stopped | S::Failed | S::Exited | S::Blocked) {
+                let path = format!("/services/{}/start?wait=false", s.name);
+                let _: corral_proto::ActionResult = client.json(Method::POST, &path, None).await?;
+                started.push(s.name.clone());
+            }
+        }
+        wait_for_services(&client).await?;
+        let mut what = Vec::new();
+        for (label, names) in [
+            ("added", &changes.added),
+            ("changed", &changes.changed),
+            ("removed", &changes.removed),
+            ("started", &started),
+        ] {
+            if !names.is_empty() {
+                what.push(format!("{label} {}", names.join(", ")));
+            }
+        }
+        let list: ServiceList = client.json(Method::GET, "/services", None).await?;
+        print!("{}", commands::table(&list.services));
+        if what.is_empty() {
+            println!("corral is already running; nothing to change");
+        } else {
+            println!("corral is already running; {}", what.join("; "));
+        }
+        Ok::<(), CliError>(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -22,6 +22,10 @@ use client::Client;
 #[derive(Debug, Parser)]
 #[command(name = "corral", version, about)]
 pub struct Cli {
+    /// The config file, for any command (`corral -f x.toml logs -f web`);
+    /// default: corral.toml here or in a parent directory, else a Procfile here.
+    #[arg(short = 'f', long = "file", env = "CORRAL_FILE", value_name = "FILE")]
+    file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,18 +44,33 @@ struct Target {
 }
 
 impl Target {
-    /// The config file: as given, else corral.toml here, else a Procfile
-    /// here (as foreman finds it), else corral.toml (to say it is missing).
+    /// The config file: as given (after the command, else before it, else
+    /// CORRAL_FILE), else corral.toml here or in the nearest parent that has
+    /// one (as compose and git look), else a Procfile here (as foreman
+    /// does), else corral.toml (to say it is missing).
     fn file(&self) -> PathBuf {
         if let Some(file) = &self.file {
             return file.clone();
         }
-        let toml = PathBuf::from("corral.toml");
+        let here = PathBuf::from("corral.toml");
+        if here.exists() {
+            return here;
+        }
+        if let Ok(cwd) = std::env::current_dir() {
+            if let Some(found) = cwd
+                .ancestors()
+                .skip(1)
+                .map(|dir| dir.join("corral.toml"))
+                .find(|file| file.is_file())
+            {
+                return found;
+            }
+        }
         let procfile = PathBuf::from("Procfile");
-        if !toml.exists() && procfile.exists() {
+        if procfile.exists() {
             procfile
         } else {
-            toml
+            here
         }
     }
 }
@@ -391,8 +410,33 @@ fn exec_daemon(
     )))
 }
 
+impl Command {
+    /// The config file given after the command (every command takes one).
+    fn file_mut(&mut self) -> &mut Option<PathBuf> {
+        match self {
+            Command::Up { target, .. }
+            | Command::Down { target }
+            | Command::Ps { target, .. }
+            | Command::Start { target, .. }
+            | Command::Stop { target, .. }
+            | Command::Restart { target, .. }
+            | Command::Kill { target, .. }
+            | Command::Scale { target, .. }
+            | Command::Endpoints { target, .. }
+            | Command::Reload { target }
+            | Command::Check { target, .. } => &mut target.file,
+            Command::Logs { target, .. } => &mut target.file,
+        }
+    }
+}
+
 /// Runs the parsed command; Ok is corral's exit code on success.
-pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
+    // -f after the command wins over -f before it (and CORRAL_FILE).
+    let file = cli.command.file_mut();
+    if file.is_none() {
+        *file = cli.file.take();
+    }
     if !matches!(cli.command, Command::Up { detach: false, .. }) {
         // A client whose reader went away (`corral ps | head`) ends quietly,
         // as Unix tools do; the daemon keeps ignoring SIGPIPE.
@@ -496,15 +540,19 @@ fn down(target: &Target) -> Result<ExitCode, CliError> {
     let asked = client_call(target, |c| {
         Box::pin(async move { commands::down(&c).await })
     });
+    // Nothing running is what `down` asks for: say so, and succeed.
     match asked {
-        Err(CliError::NoDaemon { .. }) if target.socket.is_none() => {
-            match sweep_leftovers(target) {
-                Some(message) => {
-                    println!("corral is not running; {message}");
-                    Ok(ExitCode::SUCCESS)
-                }
-                None => asked,
+        Err(CliError::NoDaemon { dir, socket }) => {
+            let swept = target.socket.is_none().then(|| sweep_leftovers(target));
+            match swept.flatten() {
+                Some(message) => println!("corral is not running; {message}"),
+                None => println!(
+                    "corral is not running for {} (socket {}): nothing to stop",
+                    dir.display(),
+                    socket.display()
+                ),
             }
+            Ok(ExitCode::SUCCESS)
         }
         other => other,
     }

@@ -1,0 +1,149 @@
+//! The everyday commands as compose users type them (Step 10): which config
+//! a command is for, and a lifecycle that does what is asked, idempotently.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod common;
+
+use common::*;
+
+const TWO: &str = r#"
+[services.web]
+command = ["sh", "-c", "echo web up; exec sleep 1000"]
+
+[services.worker]
+command = ["sh", "-c", "echo worker up; exec sleep 1000"]
+"#;
+
+/// Runs corral in `dir` with a clean environment plus `env`.
+fn corral_in(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run corral");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Stops a project's background daemon when the test ends, passed or not.
+struct DownOnDrop<'a>(&'a Project);
+
+impl Drop for DownOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["down"]);
+    }
+}
+
+/// Kills a child process (by its pid) when the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn the_config_is_found_from_a_subdirectory_by_global_f_and_by_corral_file() {
+    let project = Project::new(TWO);
+    let sub = project.path().join("src/deep");
+    std::fs::create_dir_all(&sub).unwrap();
+    // From a subdirectory, as compose and git look: the nearest parent's file.
+    let (code, out, err) = corral_in(&sub, &[], &["up", "-d"]);
+    let _down = DownOnDrop(&project);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, ps, err) = corral_in(&sub, &[], &["ps"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(has_row(&ps, "web", "running"), "{ps}");
+
+    // -f before the command, with `logs -f` meaning follow after it.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let file = project.file("corral.toml");
+    let file = file.to_str().unwrap();
+    let mut follow = KillOnDrop(
+        std::process::Command::new(BIN)
+            .args(["-f", file, "logs", "-f", "-n", "10", "web"])
+            .current_dir(elsewhere.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut seen = Vec::new();
+    {
+        use std::io::BufRead;
+        let stdout = follow.0.stdout.as_mut().unwrap();
+        for line in std::io::BufReader::new(stdout).lines().take(5) {
+            let line = line.unwrap();
+            let done = line.contains("web up");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+    }
+    assert!(seen.iter().any(|l| l.contains("web up")), "{seen:?}");
+    assert!(follow.0.try_wait().unwrap().is_none(), "logs -f follows");
+    drop(follow);
+
+    // CORRAL_FILE, as compose's COMPOSE_FILE.
+    let (code, ps, err) = corral_in(elsewhere.path(), &[("CORRAL_FILE", file)], &["ps"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(has_row(&ps, "worker", "running"), "{ps}");
+
+    let (code, _, err) = corral_in(elsewhere.path(), &[], &["-f", file, "down"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn up_d_again_applies_changes_and_starts_what_is_missing_and_down_twice_is_fine() {
+    let project = Project::new(TWO);
+    let (code, out, err) = project.run(&["up", "-d"]);
+    let _down = DownOnDrop(&project);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, _) = project.run(&["stop", "worker"]);
+    assert_eq!(code, 0);
+    // Nothing changed but a stopped service: it is started again.
+    let (code, out, err) = project.run(&["up", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("corral is already running; started worker"),
+        "{out}"
+    );
+    assert!(has_row(&out, "worker", "running"), "{out}");
+    // A new service in the file: added and started, the others untouched.
+    let web = get_json(&project, "/v1/services/web")["pid"]
+        .as_i64()
+        .unwrap();
+    project.write(
+        "corral.toml",
+        &format!("{TWO}\n[services.cache]\ncommand = [\"sleep\", \"1000\"]\n"),
+    );
+    let (code, out, err) = project.run(&["up", "-d"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("added cache"), "{out}");
+    assert!(has_row(&out, "cache", "running"), "{out}");
+    assert_eq!(
+        get_json(&project, "/v1/services/web")["pid"]
+            .as_i64()
+            .unwrap(),
+        web
+    );
+    // Once more with nothing to do.
+    let (code, out, _) = project.run(&["up", "-d"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to change"), "{out}");
+
+    let (code, _, err) = project.run(&["down"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = project.run(&["down"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("nothing to stop"), "{out}");
+}
