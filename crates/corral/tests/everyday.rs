@@ -147,3 +147,84 @@ fn up_d_again_applies_changes_and_starts_what_is_missing_and_down_twice_is_fine(
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("nothing to stop"), "{out}");
 }
+
+const THREE: &str = r#"
+[services.web-a]
+command = ["sleep", "1000"]
+
+[services.web-b]
+command = ["sleep", "1000"]
+
+[services.stubborn]
+command = ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"]
+stop-timeout = "60s"
+"#;
+
+fn pid_of(project: &Project, name: &str) -> Option<i64> {
+    get_json(project, &format!("/v1/services/{name}"))["pid"].as_i64()
+}
+
+#[test]
+fn globs_all_and_no_names_target_services_and_stop_t_cuts_the_grace() {
+    let project = Project::new(THREE);
+    let (code, out, err) = project.run(&["up", "-d"]);
+    let _down = DownOnDrop(&project);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // stop and kill need a name or --all.
+    let (code, _, err) = project.run(&["stop"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("stop what?"), "{err}");
+    let (code, _, err) = project.run(&["kill"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("kill what?"), "{err}");
+    let (code, _, err) = project.run(&["stop", "nothing*"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no service matches \"nothing*\""), "{err}");
+
+    // A glob takes the services it matches, and only those.
+    let (code, out, err) = project.run(&["stop", "web*"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(state_of(&project, "web-a"), "stopped");
+    assert_eq!(state_of(&project, "web-b"), "stopped");
+    assert_eq!(state_of(&project, "stubborn"), "running");
+    // start with no name starts every service.
+    let (code, out, err) = project.run(&["start"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(state_of(&project, "web-a"), "running");
+    // restart with no name restarts each.
+    let before = pid_of(&project, "web-b");
+    let (code, out, err) = project.run(&["restart", "web-a", "web-b"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_ne!(pid_of(&project, "web-b"), before);
+    // kill -s with a glob signals each match.
+    let (code, out, err) = project.run(&["kill", "-s", "SIGSTOP", "web-?"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("sent SIGSTOP to web-a") && out.contains("sent SIGSTOP to web-b"),
+        "{out}"
+    );
+    let (code, _, _) = project.run(&["kill", "-s", "CONT", "--all"]);
+    assert_eq!(code, 0);
+
+    // stop -t: SIGKILL after 1 s instead of the service's 60 s.
+    let started = std::time::Instant::now();
+    let (code, out, err) = project.run(&["stop", "-t", "1", "stubborn"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "stop -t 1 took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(state_of(&project, "stubborn"), "stopped");
+    let (code, _, err) = project.run(&["stop", "-t", "soon", "stubborn"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid --timeout \"soon\""), "{err}");
+
+    // --all stops everything, in reverse order.
+    let (code, out, err) = project.run(&["stop", "--all"]);
+    assert_eq!(code, 0, "{out}{err}");
+    for name in ["web-a", "web-b", "stubborn"] {
+        assert_eq!(state_of(&project, name), "stopped");
+    }
+}

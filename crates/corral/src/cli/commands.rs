@@ -10,6 +10,7 @@ use hyper::Method;
 
 use super::client::Client;
 use super::CliError;
+use crate::config::glob_match;
 
 pub async fn ps(client: &Client, json: bool) -> Result<(), CliError> {
     let list: ServiceList = client.json(Method::GET, "/services", None).await?;
@@ -162,38 +163,77 @@ fn uptime(secs: f64) -> String {
 }
 
 /// Names as the user gave them, with a replicated service (`api`) standing
-/// for each of its instances (`api.0`, `api.1`...).
+/// for each of its instances (`api.0`, `api.1`...) and a glob (`'web*'`)
+/// for every service it matches; no name at all stands for every service.
 async fn expand(client: &Client, names: &[String]) -> Result<Vec<String>, CliError> {
     let list: ServiceList = client.json(Method::GET, "/services", None).await?;
-    let mut out = Vec::new();
-    for name in names {
-        if list.services.iter().any(|s| &s.name == name) {
+    if names.is_empty() {
+        return Ok(list.services.iter().map(|s| s.name.clone()).collect());
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |name: &String| {
+        if !out.contains(name) {
             out.push(name.clone());
+        }
+    };
+    for name in names {
+        if name.contains(['*', '?']) {
+            let matched: Vec<&ServiceStatus> = list
+                .services
+                .iter()
+                .filter(|s| glob_match(name, &s.group) || glob_match(name, &s.name))
+                .collect();
+            if matched.is_empty() {
+                let known: Vec<&str> = list.services.iter().map(|s| s.name.as_str()).collect();
+                return Err(CliError::Usage(format!(
+                    "no service matches {name:?} (services: {})",
+                    known.join(", ")
+                )));
+            }
+            matched.iter().for_each(|s| add(&s.name));
             continue;
         }
-        let instances: Vec<String> = list
-            .services
-            .iter()
-            .filter(|s| &s.group == name)
-            .map(|s| s.name.clone())
-            .collect();
+        if list.services.iter().any(|s| &s.name == name) {
+            add(name);
+            continue;
+        }
+        let instances: Vec<&ServiceStatus> =
+            list.services.iter().filter(|s| &s.group == name).collect();
         if instances.is_empty() {
             // The daemon answers with the names it knows.
-            out.push(name.clone());
+            add(name);
         } else {
-            out.extend(instances);
+            instances.iter().for_each(|s| add(&s.name));
         }
     }
     Ok(out)
 }
 
-/// start, stop or restart each service, in order (one instance at a time for
-/// a replicated service); fails if any did not get there.
-pub async fn act(client: &Client, action: &str, services: &[String]) -> Result<(), CliError> {
-    let services = expand(client, services).await?;
+/// start, stop or restart each service, in order (stop: in reverse order;
+/// one instance at a time for a replicated service); fails if any did not
+/// get there. `grace` replaces stop-timeout for the stops this causes.
+pub async fn act(
+    client: &Client,
+    action: &str,
+    services: &[String],
+    grace: Option<std::time::Duration>,
+) -> Result<(), CliError> {
+    let mut services = expand(client, services).await?;
+    if action == "stop" {
+        services.reverse();
+    }
+    let query = match grace {
+        // The request waits for the stop: give it the grace and some more.
+        Some(g) => format!(
+            "?stop_timeout={}ms&timeout={}ms",
+            g.as_millis(),
+            (g + std::time::Duration::from_secs(30)).as_millis()
+        ),
+        None => String::new(),
+    };
     let mut failed = Vec::new();
     for name in &services {
-        let path = format!("/services/{name}/{action}");
+        let path = format!("/services/{name}/{action}{query}");
         let result: ActionResult = client.json(Method::POST, &path, None).await?;
         println!("{}", result.message);
         if !result.ok {
@@ -211,13 +251,24 @@ pub async fn act(client: &Client, action: &str, services: &[String]) -> Result<(
 }
 
 pub async fn kill(client: &Client, signal: &str, services: &[String]) -> Result<(), CliError> {
+    let wide = services.is_empty() || services.iter().any(|n| n.contains(['*', '?']));
     for name in &expand(client, services).await? {
         let body = serde_json::to_vec(&SignalRequest {
             signal: signal.to_string(),
         })
         .unwrap_or_default();
         let path = format!("/services/{name}/signal");
-        let status: ServiceStatus = client.json(Method::POST, &path, Some(body)).await?;
+        let sent: Result<ServiceStatus, CliError> =
+            client.json(Method::POST, &path, Some(body)).await;
+        let status = match sent {
+            Ok(status) => status,
+            // --all (or a glob): only what runs is signalled.
+            Err(CliError::Api { status: 409, .. }) if wide => {
+                println!("{name} has no running process: skipped");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         println!(
             "sent {signal} to {name} (pid {})",
             status.pid.map_or("-".into(), |p| p.to_string())

@@ -169,35 +169,48 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Start services (also failed or stopped ones) and wait until they run.
+    /// Start services (also failed or stopped ones; all without a name)
+    /// and wait until they run. Names may be globs: 'web*'.
     Start {
         #[command(flatten)]
         target: Target,
-        #[arg(required = true)]
         services: Vec<String>,
     },
-    /// Stop services and wait until they are stopped; others are not touched.
+    /// Stop services (a name, a glob, or --all) and wait until they are
+    /// stopped; others are not touched.
     Stop {
         #[command(flatten)]
         target: Target,
-        #[arg(required = true)]
+        /// Every service (in reverse order).
+        #[arg(long, conflicts_with = "services")]
+        all: bool,
+        /// Seconds (or "500ms", "2m") between the stop signal and SIGKILL,
+        /// instead of each service's stop-timeout.
+        #[arg(short = 't', long = "timeout", value_name = "SECS")]
+        timeout: Option<String>,
         services: Vec<String>,
     },
-    /// Restart services and wait until they run again.
+    /// Restart services (all without a name) and wait until they run again.
     Restart {
         #[command(flatten)]
         target: Target,
-        #[arg(required = true)]
+        /// Seconds (or "500ms", "2m") between the stop signal and SIGKILL,
+        /// instead of each service's stop-timeout.
+        #[arg(short = 't', long = "timeout", value_name = "SECS")]
+        timeout: Option<String>,
         services: Vec<String>,
     },
-    /// Send a signal to services (to their whole process group).
+    /// Send a signal to services (to their whole process group): a name, a
+    /// glob, or --all.
     Kill {
         #[command(flatten)]
         target: Target,
         /// The signal, e.g. HUP or SIGUSR1.
         #[arg(short = 's', long = "signal", default_value = "SIGTERM")]
         signal: String,
-        #[arg(required = true)]
+        /// Every running service.
+        #[arg(long, conflicts_with = "services")]
+        all: bool,
         services: Vec<String>,
     },
     /// Print recent output of services (all by default), merged in time order.
@@ -481,21 +494,47 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
             Box::pin(async move { commands::ps(&c, json).await })
         }),
         Command::Start { target, services } => client_call(&target, |c| {
-            Box::pin(async move { commands::act(&c, "start", &services).await })
+            Box::pin(async move { commands::act(&c, "start", &services, None).await })
         }),
-        Command::Stop { target, services } => client_call(&target, |c| {
-            Box::pin(async move { commands::act(&c, "stop", &services).await })
-        }),
-        Command::Restart { target, services } => client_call(&target, |c| {
-            Box::pin(async move { commands::act(&c, "restart", &services).await })
-        }),
+        Command::Stop {
+            target,
+            all,
+            timeout,
+            services,
+        } => {
+            if services.is_empty() && !all {
+                return Err(CliError::Usage(
+                    "stop what? name services (globs work: 'web*'), or --all for every one".into(),
+                ));
+            }
+            let timeout = grace(timeout)?;
+            client_call(&target, |c| {
+                Box::pin(async move { commands::act(&c, "stop", &services, timeout).await })
+            })
+        }
+        Command::Restart {
+            target,
+            timeout,
+            services,
+        } => {
+            let timeout = grace(timeout)?;
+            client_call(&target, |c| {
+                Box::pin(async move { commands::act(&c, "restart", &services, timeout).await })
+            })
+        }
         Command::Kill {
             target,
             signal,
+            all,
             services,
         } => {
             if config::parse_signal(&signal).is_none() {
                 return Err(CliError::Usage(format!("unknown signal {signal:?}")));
+            }
+            if services.is_empty() && !all {
+                return Err(CliError::Usage(
+                    "kill what? name services (globs work: 'web*'), or --all for every one".into(),
+                ));
             }
             client_call(&target, |c| {
                 Box::pin(async move { commands::kill(&c, &signal, &services).await })
@@ -529,6 +568,16 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
             Box::pin(async move { commands::reload(&c).await })
         }),
     }
+}
+
+/// `-t/--timeout`: checked here, passed on as milliseconds.
+fn grace(timeout: Option<String>) -> Result<Option<std::time::Duration>, CliError> {
+    timeout
+        .map(|t| {
+            config::parse_duration(&t)
+                .map_err(|e| CliError::Usage(format!("invalid --timeout {t:?}: {e}")))
+        })
+        .transpose()
 }
 
 /// How long what a killed run left gets between SIGTERM and SIGKILL.

@@ -21,11 +21,11 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 pub use diag::{ConfigErrors, Diagnostic, Severity};
-pub use env::{masked, HostEnv};
+pub use env::{glob_match, masked, HostEnv};
 pub use job::{Job, Overlap};
 pub use procfile::{is_procfile, ProcfileOptions};
 pub use user::Identity;
-pub use values::parse_signal;
+pub use values::{parse_duration, parse_signal};
 
 /// The directory of a config file, absolute when it can be: relative paths
 /// in the file are relative to it, and the daemon's state lives beside it.

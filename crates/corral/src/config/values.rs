@@ -310,7 +310,29 @@ pub fn signal(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Option<Signal> {
     sig
 }
 
+/// A duration as the command line and the API take it: "250ms", "10s",
+/// "5m", or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (write e.g. \"10\", \"250ms\", \"5m\")"))
+}
+
+/// A duration in the config: a string like "10s", or a bare number of
+/// seconds (accepted, with a hint to write the unit).
 pub fn duration(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Option<Duration> {
+    if let DeValue::Integer(i) = v.get_ref() {
+        if let Ok(secs) = i.as_str().parse::<u64>() {
+            d.warning(
+                v.span(),
+                format!("a bare number is taken as seconds: write \"{secs}s\" to say so"),
+            );
+            return Some(Duration::from_secs(secs));
+        }
+    }
     let s = string(d, v)?;
     match humantime::parse_duration(s) {
         Ok(dur) => Some(dur),

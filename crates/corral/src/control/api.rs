@@ -22,9 +22,11 @@ pub enum Request {
         reply: Reply<ServiceStatus>,
     },
     /// Start, stop or restart one instance; answers with its state right after.
+    /// `stop_timeout` replaces the service's stop-timeout for this stop.
     Act {
         name: String,
         action: Action,
+        stop_timeout: Option<std::time::Duration>,
         reply: Reply<ServiceStatus>,
     },
     Signal {

@@ -138,10 +138,17 @@ async fn act(
             .map_err(|e| ApiError::new(400, format!("invalid timeout {t:?}: {e}")))?,
         None => DEFAULT_WAIT,
     };
+    let stop_timeout = match query.get("stop_timeout") {
+        Some(t) => Some(
+            crate::config::parse_duration(t)
+                .map_err(|e| ApiError::new(400, format!("invalid stop_timeout {t:?}: {e}")))?,
+        ),
+        None => None,
+    };
     let names = expand(api, name).await?;
     let mut results = Vec::with_capacity(names.len());
     for instance in &names {
-        results.push(act_one(api, instance, action, wait, limit).await?);
+        results.push(act_one(api, instance, action, stop_timeout, wait, limit).await?);
     }
     let Some(mut last) = results.pop() else {
         return Err(ApiError::new(404, format!("no instance of {name}")));
@@ -165,6 +172,7 @@ async fn act_one(
     api: &Api,
     name: &str,
     action: Action,
+    stop_timeout: Option<Duration>,
     wait: bool,
     limit: Duration,
 ) -> Result<ActionResult, ApiError> {
@@ -175,6 +183,7 @@ async fn act_one(
         .call(|reply| Ask::Act {
             name: instance,
             action,
+            stop_timeout,
             reply,
         })
         .await?;

@@ -195,6 +195,9 @@ pub struct Unit {
     run_started: Option<Instant>,
     /// A job's last finished run.
     pub last_run: Option<LastRun>,
+    /// An operator's stop or restart asked for this grace instead of
+    /// stop-timeout; it applies to the stop that request causes.
+    stop_within: Option<Duration>,
 }
 
 /// How a job's run went.
@@ -224,6 +227,7 @@ impl Unit {
             due: spec.job.is_some_and(|j| j.run_on_start),
             run_started: None,
             last_run: None,
+            stop_within: None,
         }
     }
 
@@ -367,6 +371,7 @@ impl Engine {
                 }
             }
             Event::ChangeRestart { svc } => self.rolling_restart(svc, now, &mut fx),
+            Event::StopWithin { svc, timeout } => self.units[svc].stop_within = Some(timeout),
             Event::Tick { svc } => {
                 // Break glass (no boot) runs no job by itself, nor does a
                 // job an operator stopped.
@@ -429,6 +434,11 @@ impl Engine {
             }
         }
         self.transition(svc, Input::Asked(ask), now, fx);
+        // The request's grace was for the stop it causes (now, or once the
+        // process being spawned is there), not for a later one.
+        if !matches!(self.units[svc].state, State::Launching { .. }) {
+            self.units[svc].stop_within = None;
+        }
     }
 
     fn reload(&mut self, plan: ReloadPlan, now: Instant, fx: &mut Vec<Effect>) {

@@ -43,7 +43,7 @@ pub(super) struct Harness {
     pub(super) effects: Vec<Effect>,
     /// (svc, step, pid) of every spawn, in order.
     pub(super) spawns: Vec<(usize, Step, Pid)>,
-    timers: Vec<(Instant, Timer)>,
+    pub(super) timers: Vec<(Instant, Timer)>,
     pub(super) exit: Option<i32>,
 }
 
@@ -334,6 +334,36 @@ fn stop_timeout_escalates_to_sigkill() {
     );
     h.exit(0, Exit::Signal(9));
     assert_eq!(h.exit, Some(0));
+}
+
+#[test]
+fn an_operators_grace_applies_to_the_stop_it_causes_only() {
+    let mut h = Harness::new(vec![spec("svc")]);
+    h.send(Event::Boot);
+    let stop_timer = |h: &Harness| {
+        h.timers
+            .iter()
+            .rev()
+            .find(|(_, t)| t.kind == TimerKind::StopTimeout)
+            .map(|(at, _)| *at)
+    };
+    h.send(Event::StopWithin {
+        svc: 0,
+        timeout: Duration::from_secs(1),
+    });
+    h.send(Event::StopRequested { svc: 0 });
+    assert_eq!(stop_timer(&h), Some(h.now + Duration::from_secs(1)));
+    h.exit(0, Exit::Signal(15));
+    // A grace asked for a service that is not running is dropped.
+    h.send(Event::StopWithin {
+        svc: 0,
+        timeout: Duration::from_secs(2),
+    });
+    h.send(Event::StopRequested { svc: 0 });
+    h.send(Event::StartRequested { svc: 0 });
+    h.send(Event::StopRequested { svc: 0 });
+    // The next stop has the service's own stop-timeout (5 s) again.
+    assert_eq!(stop_timer(&h), Some(h.now + Duration::from_secs(5)));
 }
 
 #[test]

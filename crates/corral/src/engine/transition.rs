@@ -981,8 +981,11 @@ impl Engine {
     ) {
         self.withdraw(svc, fx);
         let spec = &self.specs[svc];
-        let (signal, timeout) = (spec.stop_signal, spec.stop_timeout);
         let unit = &mut self.units[svc];
+        let (signal, timeout) = (
+            spec.stop_signal,
+            unit.stop_within.take().unwrap_or(spec.stop_timeout),
+        );
         unit.epoch += 1;
         unit.change = None;
         unit.state = State::Stopping { pid, step, cause };

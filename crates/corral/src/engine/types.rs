@@ -265,6 +265,9 @@ pub enum Event {
     ChangeRestart { svc: usize },
     /// A job's schedule ticked.
     Tick { svc: usize },
+    /// The operator's stop or restart that follows gives the service this
+    /// long after its stop signal, instead of its stop-timeout.
+    StopWithin { svc: usize, timeout: Duration },
 }
 
 /// What one service's transition is given: an event of the outside world,

@@ -33,9 +33,10 @@ impl Supervisor<'_> {
             Request::Act {
                 name,
                 action,
+                stop_timeout,
                 reply,
             } => {
-                let _ = reply.send(self.act(&name, action));
+                let _ = reply.send(self.act(&name, action, stop_timeout));
             }
             Request::Signal {
                 name,
@@ -173,10 +174,18 @@ impl Supervisor<'_> {
     }
 
     /// Feeds an operator's request to the engine now, and answers with the new state.
-    fn act(&mut self, name: &str, action: Action) -> Result<ServiceStatus, ApiError> {
+    fn act(
+        &mut self,
+        name: &str,
+        action: Action,
+        stop_timeout: Option<std::time::Duration>,
+    ) -> Result<ServiceStatus, ApiError> {
         let svc = self.find(name)?;
         if self.engine.is_shutting_down() {
             return Err(ApiError::new(409, "corral is shutting down"));
+        }
+        if let Some(timeout) = stop_timeout.filter(|_| action != Action::Start) {
+            self.queue.push_back(Event::StopWithin { svc, timeout });
         }
         self.queue.push_back(match action {
             Action::Start => Event::StartRequested { svc },
