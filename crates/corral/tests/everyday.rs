@@ -228,3 +228,117 @@ fn globs_all_and_no_names_target_services_and_stop_t_cuts_the_grace() {
         assert_eq!(state_of(&project, name), "stopped");
     }
 }
+
+/// `corral logs ARGS...` for a project: its stdout lines.
+fn logs(project: &Project, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["logs"];
+    all.extend_from_slice(args);
+    let (code, out, err) = project.run(&all);
+    assert_eq!(code, 0, "{err}");
+    out.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn logs_flags_as_compose_has_them_and_the_event_stream() {
+    let project = Project::new(
+        r#"
+[services.talk]
+command = ["sh", "-c", "echo early; sleep 1; echo late; exec sleep 1000"]
+"#,
+    );
+    let mut corral = project.up();
+    corral.wait_for_output("talk", "early", SECS10);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let between = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+    corral.wait_for_output("talk", "late", SECS10);
+
+    let plain = logs(&project, &["--no-prefix", "talk"]);
+    assert!(
+        plain.contains(&"early".to_string()) && plain.contains(&"late".to_string()),
+        "{plain:?}"
+    );
+    assert_eq!(
+        logs(&project, &["-n", "1", "--no-prefix", "talk"]),
+        ["late"]
+    );
+    assert_eq!(
+        logs(&project, &["--tail", "1", "--no-prefix", "talk"]),
+        ["late"]
+    );
+    assert_eq!(
+        logs(&project, &["--since", &between, "--no-prefix", "talk"]),
+        ["late"]
+    );
+    let until = logs(&project, &["--until", &between, "--no-prefix", "talk"]);
+    assert_eq!(until.last().map(String::as_str), Some("early"), "{until:?}");
+    assert!(!until.contains(&"late".to_string()));
+    // A duration ago: everything of the last hour.
+    assert!(logs(&project, &["--since", "1h", "talk"]).len() >= 2);
+
+    let stamped = logs(&project, &["-t", "-n", "1", "talk"]);
+    let line = &stamped[0];
+    assert!(
+        line.len() > 24 && line.as_bytes()[4] == b'-' && line.as_bytes()[10] == b'T',
+        "{line}"
+    );
+    assert!(line.ends_with("talk   | late"), "{line}");
+
+    let json = logs(&project, &["--json", "-n", "1", "talk"]);
+    let v: serde_json::Value = serde_json::from_str(&json[0]).expect("a JSON line");
+    assert_eq!(v["service"], "talk");
+    assert_eq!(v["stream"], "stdout");
+    assert_eq!(v["line"], "late");
+    assert!(v["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+
+    // On a terminal the prefix is coloured, as `up` colours it; --no-color
+    // turns it off.
+    let file = project.file("corral.toml");
+    let on_tty = |extra: &str| {
+        let cmd = format!("{BIN} -f {} logs -n 1 {extra} talk", file.display());
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env_remove("NO_COLOR")
+            .output()
+            .expect("run script");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(on_tty("").contains("\u{1b}["), "no colour on a terminal");
+    let plain = on_tty("--no-color");
+    assert!(
+        plain.contains("late") && !plain.contains("\u{1b}["),
+        "{plain:?}"
+    );
+
+    let (code, _, err) = project.run(&["logs", "--since", "yesterday-ish"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("invalid --since \"yesterday-ish\""), "{err}");
+
+    // corral events follows the lifecycle: a restart shows up in it.
+    let mut events = KillOnDrop(
+        project
+            .command(&["events", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (code, _, _) = project.run(&["restart", "talk"]);
+    assert_eq!(code, 0);
+    let mut seen = Vec::new();
+    {
+        use std::io::BufRead;
+        let stdout = events.0.stdout.as_mut().unwrap();
+        for line in std::io::BufReader::new(stdout).lines().take(20) {
+            let line = line.unwrap();
+            let started = line.contains("started (pid");
+            seen.push(line);
+            if started {
+                break;
+            }
+        }
+    }
+    let last: serde_json::Value = serde_json::from_str(seen.last().unwrap()).unwrap();
+    assert_eq!(last["service"], "talk", "{seen:?}");
+    drop(events);
+    assert_eq!(corral.stop(), 0);
+}

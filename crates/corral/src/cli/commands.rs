@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use corral_proto::{
-    ActionResult, EndpointList, Event, LogLine, LogStream, ReloadResult, ScaleRequest, ServiceList,
+    ActionResult, EndpointList, Event, LogLine, ReloadResult, ScaleRequest, ServiceList,
     ServiceStatus, SignalRequest,
 };
 use hyper::Method;
@@ -11,6 +11,7 @@ use hyper::Method;
 use super::client::Client;
 use super::CliError;
 use crate::config::glob_match;
+use crate::logs::{render, Format, Style};
 
 pub async fn ps(client: &Client, json: bool) -> Result<(), CliError> {
     let list: ServiceList = client.json(Method::GET, "/services", None).await?;
@@ -277,35 +278,145 @@ pub async fn kill(client: &Client, signal: &str, services: &[String]) -> Result<
     Ok(())
 }
 
+/// How `corral logs` shows lines (docker compose's flags).
+#[derive(Debug, clap::Args)]
+pub struct LogsOptions {
+    /// Keep printing new lines.
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// How many recent lines (default 100; with --since, every line kept).
+    #[arg(short = 'n', long = "tail", visible_alias = "lines", value_name = "N")]
+    tail: Option<usize>,
+    /// Show each line's time (RFC 3339).
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    /// Lines from this time on: a duration ago ("10m", "90s", "30") or an
+    /// RFC 3339 time ("2026-11-26T18:00:00Z").
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// Lines up to this time (same forms as --since).
+    #[arg(long, value_name = "WHEN")]
+    until: Option<String>,
+    /// Leave out the `name |` prefix.
+    #[arg(long)]
+    no_prefix: bool,
+    /// No colours, even on a terminal.
+    #[arg(long)]
+    no_color: bool,
+    /// One JSON object per line: time, service, stream, line.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Seconds since the epoch between which lines are shown.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    since: f64,
+    until: f64,
+}
+
+impl LogsOptions {
+    /// --since and --until as times, checked before anything is asked.
+    pub fn window(&self) -> Result<Window, CliError> {
+        let now = crate::unix_now();
+        let at = |flag: &str, text: &Option<String>, default: f64| -> Result<f64, CliError> {
+            let Some(text) = text else {
+                return Ok(default);
+            };
+            if let Ok(ago) = crate::config::parse_duration(text) {
+                return Ok(now - ago.as_secs_f64());
+            }
+            humantime::parse_rfc3339_weak(text)
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64())
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "invalid {flag} {text:?}: write a duration (\"10m\") or an RFC 3339 time (\"2026-11-26T18:00:00Z\")"
+                    ))
+                })
+        };
+        Ok(Window {
+            since: at("--since", &self.since, f64::MIN)?,
+            until: at("--until", &self.until, f64::MAX)?,
+        })
+    }
+}
+
 pub async fn logs(
     client: &Client,
-    follow: bool,
-    last: usize,
+    options: &LogsOptions,
+    window: Window,
     services: &[String],
 ) -> Result<(), CliError> {
-    let mut path = format!("/logs?n={last}&follow={follow}");
+    // With --since, every line the ring keeps; the window picks.
+    let last = options.tail.unwrap_or(if options.since.is_some() {
+        usize::MAX >> 1
+    } else {
+        100
+    });
+    let mut path = format!("/logs?n={last}&follow={}", options.follow);
     for s in services {
         path.push_str("&service=");
         path.push_str(s);
     }
     let list: ServiceList = client.json(Method::GET, "/services", None).await?;
-    let width = list
-        .services
-        .iter()
-        .map(|s| s.name.len())
-        .chain([6])
-        .max()
-        .unwrap_or(6);
+    // The names in config order, so each service has the colour `up` gives it.
+    let names: Vec<String> = list.services.iter().map(|s| s.name.clone()).collect();
+    let format = if options.json {
+        Format::Json
+    } else {
+        Format::Text
+    };
+    let mut style = Style::for_stdout(names, format, options.timestamps);
+    if options.no_color {
+        style = Style::new(style.names, format, options.timestamps, false);
+    }
+    style.prefixed = !options.no_prefix;
     let stdout = std::io::stdout();
     client
         .lines(Method::GET, &path, |line: LogLine| {
-            let sep = if line.stream == LogStream::Event {
-                '*'
-            } else {
-                '|'
-            };
+            if line.time < window.since || line.time > window.until {
+                return;
+            }
+            let svc = style.names.iter().position(|n| *n == line.service);
+            let time =
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(line.time.max(0.0));
             let mut out = stdout.lock();
-            let _ = writeln!(out, "{:<width$} {sep} {}", line.service, line.line);
+            let _ = render(
+                &mut out,
+                &style,
+                svc,
+                line.stream,
+                time,
+                line.line.as_bytes(),
+            );
+            let _ = out.flush();
+        })
+        .await
+}
+
+/// `corral events`: the API's event stream, one line per event.
+pub async fn events(client: &Client, json: bool) -> Result<(), CliError> {
+    let stdout = std::io::stdout();
+    client
+        .lines(Method::GET, "/events", |event: Event| {
+            let mut out = stdout.lock();
+            if json {
+                let _ = serde_json::to_writer(&mut out, &event);
+                let _ = out.write_all(b"\n");
+            } else {
+                let time =
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(event.time.max(0.0));
+                let _ = writeln!(
+                    out,
+                    "{} {} {}{}",
+                    humantime::format_rfc3339_millis(time),
+                    event.service.as_deref().unwrap_or("corral"),
+                    event.state.map_or(String::new(), |s| format!("({s}) ")),
+                    event.message
+                );
+            }
             let _ = out.flush();
         })
         .await

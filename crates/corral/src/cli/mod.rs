@@ -217,13 +217,17 @@ enum Command {
     Logs {
         #[command(flatten)]
         target: LogsTarget,
-        /// Keep printing new lines.
-        #[arg(short = 'f', long)]
-        follow: bool,
-        /// How many recent lines.
-        #[arg(short = 'n', long = "lines", default_value_t = 100)]
-        lines: usize,
+        #[command(flatten)]
+        options: commands::LogsOptions,
         services: Vec<String>,
+    },
+    /// Print lifecycle events as they happen (starts, exits, readiness...).
+    Events {
+        #[command(flatten)]
+        target: Target,
+        /// One JSON object per line, as the API sends them.
+        #[arg(long)]
+        json: bool,
     },
     /// Run N instances of a service that has `replicas` (api.0 .. api.N-1).
     Scale {
@@ -437,6 +441,7 @@ impl Command {
             | Command::Scale { target, .. }
             | Command::Endpoints { target, .. }
             | Command::Reload { target }
+            | Command::Events { target, .. }
             | Command::Check { target, .. } => &mut target.file,
             Command::Logs { target, .. } => &mut target.file,
         }
@@ -542,18 +547,21 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Logs {
             target,
-            follow,
-            lines,
+            options,
             services,
         } => {
             let target = Target {
                 file: target.file,
                 socket: target.socket,
             };
+            let window = options.window()?;
             client_call(&target, |c| {
-                Box::pin(async move { commands::logs(&c, follow, lines, &services).await })
+                Box::pin(async move { commands::logs(&c, &options, window, &services).await })
             })
         }
+        Command::Events { target, json } => client_call(&target, |c| {
+            Box::pin(async move { commands::events(&c, json).await })
+        }),
         Command::Endpoints { target, name } => client_call(&target, |c| {
             Box::pin(async move { commands::endpoints(&c, name.as_deref()).await })
         }),

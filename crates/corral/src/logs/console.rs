@@ -33,6 +33,8 @@ pub struct Style {
     pub format: Format,
     /// Prefix text lines with an RFC 3339 timestamp.
     pub timestamps: bool,
+    /// Text lines start with `name | ` (`corral logs --no-prefix` drops it).
+    pub prefixed: bool,
     /// Per service: the ready-made "name | " and "name * " prefixes; the last
     /// entry is corral's own.
     prefixes: Vec<[Vec<u8>; 2]>,
@@ -56,6 +58,7 @@ impl Style {
             colour,
             format,
             timestamps,
+            prefixed: true,
             prefixes: Vec::new(),
         };
         style.rename(names);
@@ -132,7 +135,9 @@ pub fn render(
         write!(out, "{} ", humantime::format_rfc3339_millis(time))?;
     }
     let is_event = stream == LogStream::Event;
-    out.write_all(style.prefix(svc, is_event))?;
+    if style.prefixed {
+        out.write_all(style.prefix(svc, is_event))?;
+    }
     if is_event && style.colour {
         out.write_all(b"\x1b[1m")?;
     }

@@ -8,7 +8,7 @@ mod hub;
 mod pipe;
 mod ring;
 
-pub use console::Format;
+pub use console::{render, Format, Style};
 pub use console_file::ConsoleFile;
 pub use file::FileSpec;
 pub use hub::{follower_channel, ConsoleOptions, HubHandle, Line, LogHub, LogQuery, ServiceLog};
