@@ -210,8 +210,8 @@ async fn expand(client: &Client, names: &[String]) -> Result<Vec<String>, CliErr
     Ok(out)
 }
 
-/// start, stop or restart each service, in order (stop: in reverse order;
-/// one instance at a time for a replicated service); fails if any did not
+/// start, stop or restart each service, in order (`stop --all`: in reverse
+/// order; one instance at a time for a replicated service); fails if any did not
 /// get there. `grace` replaces stop-timeout for the stops this causes.
 pub async fn act(
     client: &Client,
@@ -219,8 +219,10 @@ pub async fn act(
     services: &[String],
     grace: Option<std::time::Duration>,
 ) -> Result<(), CliError> {
+    let every = services.is_empty();
     let mut services = expand(client, services).await?;
-    if action == "stop" {
+    // Everything stops in reverse order; named services in the order given.
+    if action == "stop" && every {
         services.reverse();
     }
     let query = match grace {
