@@ -152,6 +152,10 @@ pub struct ServiceStatus {
     /// The last run's exit code (128 + signal when killed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_exit_code: Option<i32>,
+    /// Why its program could not be run at all (not found, not
+    /// executable): it failed at once instead of restarting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     /// Passed readiness (or has no readiness probe) and runs.
     pub ready: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -122,13 +122,15 @@ restart = "never"
 }
 
 #[test]
-fn missing_program_is_reported_and_retried() {
+fn a_program_that_cannot_run_fails_at_once_with_its_reason() {
     let project = Project::new(
         r#"
 [services.ghost]
 command = ["/nonexistent/program"]
-max-restarts = 1
 backoff = { initial = "10ms" }
+
+[services.web]
+command = ["sleep", "1000"]
 "#,
     );
     let mut corral = project.up();
@@ -137,6 +139,19 @@ backoff = { initial = "10ms" }
         "did not start: cannot run \"/nonexistent/program\"",
         SECS5,
     );
-    assert_eq!(corral.wait_exit(SECS5), 1);
-    corral.wait_for_service_event("ghost", "gave up after 1 restarts", SECS5);
+    // No restart loop: it would fail the same way every time.
+    corral.wait_for_service_event("ghost", "failed", SECS5);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = get_json(&project, "/v1/services/ghost");
+    assert_eq!(status["state"], "failed");
+    assert_eq!(status["restarts"], 0);
+    let error = status["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot run \"/nonexistent/program\": No such file or directory"),
+        "{status}"
+    );
+    let (_, ps, _) = project.run(&["ps"]);
+    assert!(has_row(&ps, "ghost", "No such file or directory"), "{ps}");
+    assert_eq!(state_of(&project, "web"), "running");
+    assert_eq!(corral.stop(), 0);
 }

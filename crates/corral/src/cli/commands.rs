@@ -147,7 +147,10 @@ pub fn table(services: &[ServiceStatus]) -> String {
             s.uptime_secs.map_or("-".into(), uptime),
             s.restarts.to_string(),
             health,
-            s.last_exit.clone().unwrap_or_else(|| "-".into()),
+            s.error
+                .clone()
+                .or_else(|| s.last_exit.clone())
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     aligned(rows)

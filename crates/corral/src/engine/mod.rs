@@ -195,6 +195,8 @@ pub struct Unit {
     run_started: Option<Instant>,
     /// A job's last finished run.
     pub last_run: Option<LastRun>,
+    /// Why its program could not be run at all (until it starts again).
+    pub error: Option<String>,
     /// An operator's stop or restart asked for this grace instead of
     /// stop-timeout; it applies to the stop that request causes.
     stop_within: Option<Duration>,
@@ -227,6 +229,7 @@ impl Unit {
             due: spec.job.is_some_and(|j| j.run_on_start),
             run_started: None,
             last_run: None,
+            error: None,
             stop_within: None,
         }
     }
@@ -308,8 +311,13 @@ impl Engine {
             Event::Spawned { svc, pid } => {
                 self.transition(svc, Input::Launched { pid }, now, &mut fx)
             }
-            Event::SpawnFailed { svc, error } => {
-                self.transition(svc, Input::LaunchFailed { error }, now, &mut fx)
+            Event::SpawnFailed {
+                svc,
+                error,
+                permanent,
+            } => {
+                let input = Input::LaunchFailed { error, permanent };
+                self.transition(svc, input, now, &mut fx)
             }
             Event::Exited { svc, pid, exit } => {
                 if self.units[svc].state.pid() == Some(pid) {

@@ -219,7 +219,12 @@ impl World {
                         );
                         if std::mem::take(&mut self.fail_next_spawn) {
                             let error = "no such file".into();
-                            queue.push_back(Event::SpawnFailed { svc, error });
+                            let permanent = self.next_pid % 2 == 0;
+                            queue.push_back(Event::SpawnFailed {
+                                svc,
+                                error,
+                                permanent,
+                            });
                         } else {
                             self.next_pid += 1;
                             let pid = self.next_pid;

@@ -430,6 +430,39 @@ fn stale_timers_are_ignored() {
 }
 
 #[test]
+fn a_program_that_cannot_run_fails_at_once_whatever_the_policy() {
+    // (web keeps corral up: with nothing left running, corral would end.)
+    let mut h = Harness::new(vec![spec("ghost"), spec("web")]);
+    // The spawns are answered by hand, ghost's with a failure.
+    h.engine.handle(Event::Boot, h.now);
+    h.engine.handle(
+        Event::SpawnFailed {
+            svc: 0,
+            error: "cannot run \"ghost\": No such file or directory".into(),
+            permanent: true,
+        },
+        h.now,
+    );
+    h.engine.handle(Event::Spawned { svc: 1, pid: 42 }, h.now);
+    assert_eq!(
+        h.state(0),
+        &State::Failed {
+            exit: Exit::Code(127)
+        }
+    );
+    assert_eq!(h.engine.units()[0].restarts, 0);
+    assert!(h.engine.units()[0].error.is_some());
+    // Started again (say, after the program was installed): the error goes.
+    h.send(Event::StartRequested { svc: 0 });
+    assert!(
+        matches!(h.state(0), State::Running { .. }),
+        "{:?}",
+        h.state(0)
+    );
+    assert_eq!(h.engine.units()[0].error, None);
+}
+
+#[test]
 fn spawn_failure_is_a_failed_start() {
     let mut s = spec("missing");
     s.restart = RestartPolicy::Never;
@@ -439,6 +472,7 @@ fn spawn_failure_is_a_failed_start() {
         Event::SpawnFailed {
             svc: 0,
             error: "not found".into(),
+            permanent: false,
         },
         h.now,
     );

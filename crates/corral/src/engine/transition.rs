@@ -57,10 +57,25 @@ impl Engine {
                 self.units[svc].state = S::Post { pid, then };
                 fx.push(report(svc, Report::PostStarted { pid }));
             }
-            (S::Launching { step, then }, Input::LaunchFailed { error }) => {
-                fx.push(report(svc, Report::SpawnFailed { step, error }));
+            (S::Launching { step, then }, Input::LaunchFailed { error, permanent }) => {
+                fx.push(report(
+                    svc,
+                    Report::SpawnFailed {
+                        step,
+                        error: error.clone(),
+                    },
+                ));
                 // 127 is what a shell reports for a command it cannot run.
                 let exit = Exit::Code(127);
+                // A service whose program cannot be run fails at once: a
+                // restart would fail the same way. (A job's run is a result.)
+                if permanent && step != Step::Post && self.specs[svc].job.is_none() {
+                    let unit = &mut self.units[svc];
+                    unit.last_exit = Some(exit);
+                    unit.error = Some(error);
+                    self.finish_run(svc, Outcome::Failed(exit), now, fx);
+                    return;
+                }
                 match step {
                     Step::Pre => self.pre_ended(svc, exit, None, now, fx),
                     Step::Main => self.main_ended(svc, exit, None, Duration::ZERO, None, now, fx),
@@ -469,6 +484,7 @@ impl Engine {
 
     fn main_launched(&mut self, svc: usize, pid: Pid, now: Instant, fx: &mut Vec<Effect>) {
         let unit = &mut self.units[svc];
+        unit.error = None;
         unit.epoch += 1;
         unit.health = HealthStatus::default();
         unit.last_ready_error = None;

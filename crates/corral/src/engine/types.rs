@@ -231,7 +231,13 @@ pub enum Event {
     /// unit's `Launching` state says).
     Spawned { svc: usize, pid: Pid },
     /// The runtime could not spawn it (bad path, permission...).
-    SpawnFailed { svc: usize, error: String },
+    /// `permanent`: the program cannot be run at all (not found, not
+    /// executable): trying again would fail the same way.
+    SpawnFailed {
+        svc: usize,
+        error: String,
+        permanent: bool,
+    },
     /// A process of a service was reaped.
     Exited { svc: usize, pid: Pid, exit: Exit },
     /// A timer armed by an earlier effect is due.
@@ -277,7 +283,7 @@ pub enum Input {
     /// The requested process was spawned.
     Launched { pid: Pid },
     /// The requested process could not be spawned.
-    LaunchFailed { error: String },
+    LaunchFailed { error: String, permanent: bool },
     /// The service's current process ended.
     Ended { exit: Exit },
     /// A timer of the current epoch is due.

@@ -53,6 +53,31 @@ pub enum SpawnError {
     Empty,
 }
 
+impl SpawnError {
+    /// The program cannot be run at all (missing, not executable, not a
+    /// program, a bad command): trying again would fail the same way.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SpawnError::Empty => true,
+            SpawnError::Exec { source, .. } => {
+                source.kind() == std::io::ErrorKind::InvalidInput
+                    || matches!(
+                        source.raw_os_error(),
+                        Some(
+                            libc::ENOENT
+                                | libc::EACCES
+                                | libc::ENOEXEC
+                                | libc::ENOTDIR
+                                | libc::EISDIR
+                                | libc::ELOOP
+                                | libc::ENAMETOOLONG
+                        )
+                    )
+            }
+        }
+    }
+}
+
 /// Where a command is looked up when its environment has no PATH.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 

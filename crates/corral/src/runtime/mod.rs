@@ -510,6 +510,7 @@ impl Supervisor<'_> {
                         self.queue.push_back(Event::SpawnFailed {
                             svc,
                             error: format!("cannot create the notify-fd pipe: {e}"),
+                            permanent: false,
                         });
                         return;
                     }
@@ -527,6 +528,7 @@ impl Supervisor<'_> {
                 self.queue.push_back(Event::SpawnFailed {
                     svc,
                     error: e.to_string(),
+                    permanent: e.is_permanent(),
                 });
                 return;
             }

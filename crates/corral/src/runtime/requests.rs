@@ -323,6 +323,7 @@ impl Supervisor<'_> {
             restarts: unit.restarts,
             last_exit: unit.last_exit.map(|e| e.to_string()),
             last_exit_code: unit.last_exit.map(|e| e.code()),
+            error: unit.error.clone(),
             ready: matches!(unit.state, State::Running { .. }),
             health: service.health.as_ref().map(|_| corral_proto::Health {
                 healthy: unit.health.healthy,
