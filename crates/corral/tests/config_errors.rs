@@ -381,3 +381,11 @@ ready = { tcp = "127.0.0.1:1" }
         ],
     );
 }
+
+#[test]
+fn a_required_variable_names_itself_and_where_it_is_needed() {
+    assert_error(
+        "[services.api]\ncommand = [\"serve\", \"--key\", \"${API_KEY:?set API_KEY to the key of the payment API}\"]\n",
+        &["corral.toml:2:11: error: API_KEY is required: set API_KEY to the key of the payment API"],
+    );
+}

@@ -342,3 +342,24 @@ command = ["sh", "-c", "echo early; sleep 1; echo late; exec sleep 1000"]
     drop(events);
     assert_eq!(corral.stop(), 0);
 }
+
+#[test]
+fn variables_with_dash_defaults_and_an_essential_oneshot_that_ends_the_run_with_0() {
+    let project = Project::new(
+        r#"
+[services.db]
+command = ["sleep", "1000"]
+
+[services.tests]
+command = ["sh", "-c", "echo mode=${MODE-fast} empty=[${EMPTY-unused}] given=${GIVEN:?}"]
+oneshot = true
+essential = true
+depends-on = ["db"]
+"#,
+    );
+    let mut corral = project.up_with(&[("EMPTY", ""), ("GIVEN", "yes")], &[]);
+    corral.wait_for_output("tests", "mode=fast empty=[] given=yes", SECS10);
+    // The essential oneshot completed: everything stops, exit 0.
+    assert_eq!(corral.wait_exit(SECS10), 0);
+    corral.wait_for("essential service tests completed", SECS5);
+}

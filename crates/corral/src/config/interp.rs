@@ -1,4 +1,6 @@
-//! `${VAR}` / `${VAR:-default}` / `$$` interpolation of config strings.
+//! `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?message}`,
+//! `${VAR?message}` and `$$` interpolation of config strings, as compose
+//! and the shell have them.
 
 use std::collections::BTreeSet;
 
@@ -27,6 +29,39 @@ pub enum InterpError {
     Unterminated(String),
     #[error("invalid variable name {name:?} in `${{...}}` (use `$$` for a literal `$`)")]
     BadName { name: String },
+    /// `${VAR:?message}` with VAR unset or empty, `${VAR?message}` with it unset.
+    #[error("{name} is required: {message}")]
+    Required { name: String, message: String },
+}
+
+/// What follows a name in `${...}`: `:-`/`-` (a default when unset or
+/// empty / unset), `:?`/`?` (an error when unset or empty / unset).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Modifier {
+    None,
+    Default { or_empty: bool },
+    Required { or_empty: bool },
+}
+
+/// Splits `NAME`, `NAME:-x`, `NAME-x`, `NAME:?x` or `NAME?x`.
+fn split_body(body: &str) -> (&str, Modifier, &str) {
+    let end = body
+        .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
+        .unwrap_or(body.len());
+    let (name, rest) = body.split_at(end);
+    let modifiers = [
+        (":-", Modifier::Default { or_empty: true }),
+        ("-", Modifier::Default { or_empty: false }),
+        (":?", Modifier::Required { or_empty: true }),
+        ("?", Modifier::Required { or_empty: false }),
+    ];
+    for (token, modifier) in modifiers {
+        if let Some(arg) = rest.strip_prefix(token) {
+            return (name, modifier, arg);
+        }
+    }
+    // Anything else after the name makes it an invalid name.
+    (body, Modifier::None, "")
 }
 
 /// Expands `${VAR}`, `${VAR:-default}` and `$$`; any other `$` is kept as is,
@@ -45,25 +80,38 @@ pub fn expand(input: &str, vars: &dyn Vars) -> Result<Expanded, InterpError> {
             let end = closing_brace(body_start)
                 .ok_or_else(|| InterpError::Unterminated(input.to_string()))?;
             let body = &body_start[..end];
-            let (name, default) = match body.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (body, None),
-            };
+            let (name, modifier, arg) = split_body(body);
             if !is_var_name(name) {
                 return Err(InterpError::BadName {
                     name: name.to_string(),
                 });
             }
-            match (
-                vars.get(name)
-                    .filter(|v| !v.is_empty() || default.is_none()),
-                default,
-            ) {
-                (Some(v), _) => value.push_str(&v),
-                (None, Some(d)) => value.push_str(&expand(d, vars)?.value),
-                (None, None) => {
-                    unset.insert(name.to_string());
+            let value_of = vars.get(name);
+            let missing = |or_empty: bool| match &value_of {
+                None => true,
+                Some(v) => or_empty && v.is_empty(),
+            };
+            match modifier {
+                Modifier::Default { or_empty } if missing(or_empty) => {
+                    value.push_str(&expand(arg, vars)?.value)
                 }
+                Modifier::Required { or_empty } if missing(or_empty) => {
+                    let message = expand(arg, vars)?.value;
+                    return Err(InterpError::Required {
+                        name: name.to_string(),
+                        message: if message.is_empty() {
+                            "it is not set".into()
+                        } else {
+                            message
+                        },
+                    });
+                }
+                _ => match value_of {
+                    Some(v) => value.push_str(&v),
+                    None => {
+                        unset.insert(name.to_string());
+                    }
+                },
             }
             rest = &body_start[end + 1..];
         } else {
@@ -140,5 +188,24 @@ mod tests {
         assert!(e.unset.contains("NOPE"));
         assert!(ex("${HOME").starts_with("ERR unterminated"));
         assert!(ex("${1X}").starts_with("ERR invalid variable name"));
+        assert!(ex("${A B}").starts_with("ERR invalid variable name"));
+    }
+
+    #[test]
+    fn dash_defaults_only_when_unset_and_question_marks_require() {
+        assert_eq!(ex("${NOPE-fallback}"), "fallback");
+        assert_eq!(ex("${EMPTY-fallback}"), "");
+        assert_eq!(ex("${PORT-1}"), "8000");
+        assert_eq!(ex("${PORT:?needed}"), "8000");
+        assert_eq!(ex("${EMPTY?needed}"), "");
+        assert_eq!(
+            ex("${NOPE:?set NOPE to the api key}"),
+            "ERR NOPE is required: set NOPE to the api key"
+        );
+        assert_eq!(
+            ex("${EMPTY:?must not be empty}"),
+            "ERR EMPTY is required: must not be empty"
+        );
+        assert_eq!(ex("${NOPE?}"), "ERR NOPE is required: it is not set");
     }
 }

@@ -463,6 +463,21 @@ fn a_program_that_cannot_run_fails_at_once_whatever_the_policy() {
 }
 
 #[test]
+fn an_essential_oneshot_that_completes_ends_the_run_with_0() {
+    let mut tests = spec("tests");
+    tests.oneshot = true;
+    tests.essential = true;
+    tests.restart = RestartPolicy::Never;
+    let mut h = Harness::new(vec![spec("db"), depends(tests, &[(0, Condition::Started)])]);
+    h.send(Event::Boot);
+    h.exit(1, Exit::Code(0));
+    // db is stopped, then corral exits 0.
+    assert_eq!(h.signals(), vec![(0, Signal::SIGTERM)]);
+    h.exit(0, Exit::Signal(15));
+    assert_eq!(h.exit, Some(0));
+}
+
+#[test]
 fn spawn_failure_is_a_failed_start() {
     let mut s = spec("missing");
     s.restart = RestartPolicy::Never;

@@ -754,7 +754,15 @@ impl Engine {
             Outcome::Completed => {
                 self.units[svc].state = State::Completed;
                 fx.push(report(svc, Report::Completed));
-                self.poll_all(now, fx);
+                // An essential oneshot (a test run, a batch) that succeeds
+                // is the end of the run: everything stops, exit 0.
+                if self.specs[svc].essential && running {
+                    let name = &self.specs[svc].name;
+                    let reason = format!("essential service {name} completed");
+                    self.begin_shutdown(0, reason, now, fx);
+                } else {
+                    self.poll_all(now, fx);
+                }
             }
             Outcome::Exited(exit) => {
                 self.units[svc].state = State::Exited { exit };
