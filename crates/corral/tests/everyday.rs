@@ -363,3 +363,52 @@ depends-on = ["db"]
     assert_eq!(corral.wait_exit(SECS10), 0);
     corral.wait_for("essential service tests completed", SECS5);
 }
+
+#[test]
+fn wait_returns_once_services_are_up_and_names_those_that_are_not() {
+    let project = Project::new(
+        r#"
+[services.slow]
+command = ["sh", "-c", "sleep 1; echo ready now; exec sleep 1000"]
+ready = { log = "ready now" }
+
+[services.never]
+command = ["sleep", "1000"]
+ready = { log = "this is never printed", start-timeout = "10m" }
+
+[services.broken]
+command = ["sh", "-c", "exit 3"]
+restart = "never"
+"#,
+    );
+    let mut corral = project.up();
+    wait_for_socket(&project);
+    let (code, out, err) = project.run(&["wait", "slow"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(state_of(&project, "slow"), "running");
+    let (code, _, err) = project.run(&["wait", "broken"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("broken did not start: it is failed"), "{err}");
+    let (code, _, err) = project.run(&["wait", "-t", "1", "never", "slow"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not up within 1s: never (starting)"), "{err}");
+    let (code, _, err) = project.run(&["wait", "nothere"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown service \"nothere\""), "{err}");
+    assert_eq!(corral.stop(), 0);
+}
+
+#[test]
+fn up_wait_returns_once_everything_is_up() {
+    let project = Project::new(
+        r#"
+[services.slow]
+command = ["sh", "-c", "sleep 1; echo ready now; exec sleep 1000"]
+ready = { log = "ready now" }
+"#,
+    );
+    let (code, out, err) = project.run(&["up", "--wait"]);
+    let _down = DownOnDrop(&project);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(has_row(&out, "slow", "running"), "{out}");
+}

@@ -171,9 +171,37 @@ fn reconcile(target: &Target, services: &[String]) -> Result<ExitCode, CliError>
 /// Returns once every service is up (running and ready, or completed), or
 /// fails as soon as one cannot start.
 async fn wait_for_services(client: &super::Client) -> Result<(), CliError> {
+    wait_until_up(client, &[], START_WAIT).await
+}
+
+/// `corral wait [SERVICE...]`: returns once these services (every one
+/// without names) are up, fails naming the first that cannot get there or
+/// those still not up after `limit`.
+pub async fn wait_until_up(
+    client: &super::Client,
+    names: &[String],
+    limit: Duration,
+) -> Result<(), CliError> {
+    let wanted = |s: &corral_proto::ServiceStatus| {
+        names.is_empty() || names.iter().any(|n| *n == s.name || *n == s.group)
+    };
+    let first: ServiceList = client.json(Method::GET, "/services", None).await?;
+    if let Some(unknown) = names.iter().find(|n| {
+        !first
+            .services
+            .iter()
+            .any(|s| s.name == **n || s.group == **n)
+    }) {
+        let known: Vec<&str> = first.services.iter().map(|s| s.name.as_str()).collect();
+        return Err(CliError::Usage(format!(
+            "unknown service {unknown:?} (services: {})",
+            known.join(", ")
+        )));
+    }
     let verdict = || async {
         let list: ServiceList = client.json(Method::GET, "/services", None).await?;
-        if let Some(s) = list.services.iter().find(|s| {
+        let list: Vec<_> = list.services.into_iter().filter(|s| wanted(s)).collect();
+        if let Some(s) = list.iter().find(|s| {
             use corral_proto::ServiceState as S;
             matches!(s.state, S::Failed | S::Blocked | S::Backoff)
                 || (s.state == S::Exited && s.last_exit_code != Some(0))
@@ -187,7 +215,12 @@ async fn wait_for_services(client: &super::Client) -> Result<(), CliError> {
                     .map_or(String::new(), |e| format!(" (last: {e})"))
             )));
         }
-        Ok::<bool, CliError>(list.services.iter().all(|s| s.is_up()))
+        let waiting: Vec<String> = list
+            .iter()
+            .filter(|s| !s.is_up())
+            .map(|s| format!("{} ({})", s.name, s.state))
+            .collect();
+        Ok::<Vec<String>, CliError>(waiting)
     };
     // Subscribe before the first look, so a change in between is not missed;
     // then check again on each change as it happens.
@@ -197,9 +230,10 @@ async fn wait_for_services(client: &super::Client) -> Result<(), CliError> {
         let _ = tx.send(());
     });
     tokio::pin!(watcher);
-    let deadline = tokio::time::Instant::now() + START_WAIT;
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if verdict().await? {
+        let waiting = verdict().await?;
+        if waiting.is_empty() {
             return Ok(());
         }
         tokio::select! {
@@ -210,7 +244,11 @@ async fn wait_for_services(client: &super::Client) -> Result<(), CliError> {
                 return Err(CliError::Failed("the daemon went away while starting".into()));
             },
             _ = tokio::time::sleep_until(deadline) => {
-                return Err(CliError::Failed(format!("services not up within {START_WAIT:?}")));
+                return Err(CliError::Failed(format!(
+                    "not up within {}: {}",
+                    humantime::format_duration(limit),
+                    waiting.join(", ")
+                )));
             }
         }
     }

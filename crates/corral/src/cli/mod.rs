@@ -147,6 +147,10 @@ enum Command {
         /// Run in the background; return once every service is started (or ready).
         #[arg(short = 'd', long)]
         detach: bool,
+        /// Return once every service runs (or is ready, or completed), as
+        /// compose's up --wait: implies -d.
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         procfile: ProcfileArgs,
         /// Start only these services (and what they depend on).
@@ -219,6 +223,21 @@ enum Command {
         target: LogsTarget,
         #[command(flatten)]
         options: commands::LogsOptions,
+        services: Vec<String>,
+    },
+    /// Wait until services (all without a name) run, are ready, or
+    /// completed; fail naming those that cannot get there.
+    Wait {
+        #[command(flatten)]
+        target: Target,
+        /// Give up after this long (seconds, or "2m").
+        #[arg(
+            short = 't',
+            long = "timeout",
+            value_name = "SECS",
+            default_value = "300"
+        )]
+        timeout: String,
         services: Vec<String>,
     },
     /// Print lifecycle events as they happen (starts, exits, readiness...).
@@ -442,6 +461,7 @@ impl Command {
             | Command::Endpoints { target, .. }
             | Command::Reload { target }
             | Command::Events { target, .. }
+            | Command::Wait { target, .. }
             | Command::Check { target, .. } => &mut target.file,
             Command::Logs { target, .. } => &mut target.file,
         }
@@ -455,7 +475,14 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
     if file.is_none() {
         *file = cli.file.take();
     }
-    if !matches!(cli.command, Command::Up { detach: false, .. }) {
+    if !matches!(
+        cli.command,
+        Command::Up {
+            detach: false,
+            wait: false,
+            ..
+        }
+    ) {
         // A client whose reader went away (`corral ps | head`) ends quietly,
         // as Unix tools do; the daemon keeps ignoring SIGPIPE.
         // SAFETY: no other thread runs yet, and SIG_DFL is a valid disposition.
@@ -469,11 +496,12 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Up {
             target,
-            detach: true,
+            detach,
+            wait,
             procfile,
             services,
             ..
-        } => detach::up_detached(&target, &procfile, &services),
+        } if detach || wait => detach::up_detached(&target, &procfile, &services),
         Command::Up {
             target,
             procfile,
@@ -557,6 +585,27 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
             let window = options.window()?;
             client_call(&target, |c| {
                 Box::pin(async move { commands::logs(&c, &options, window, &services).await })
+            })
+        }
+        Command::Wait {
+            target,
+            timeout,
+            services,
+        } => {
+            let limit = grace(Some(timeout))?.unwrap_or_default();
+            client_call(&target, |c| {
+                Box::pin(async move {
+                    detach::wait_until_up(&c, &services, limit).await?;
+                    println!(
+                        "up: {}",
+                        if services.is_empty() {
+                            "every service".to_string()
+                        } else {
+                            services.join(", ")
+                        }
+                    );
+                    Ok(())
+                })
             })
         }
         Command::Events { target, json } => client_call(&target, |c| {
