@@ -412,3 +412,53 @@ ready = { log = "ready now" }
     assert_eq!(code, 0, "{out}{err}");
     assert!(has_row(&out, "slow", "running"), "{out}");
 }
+
+#[test]
+fn abort_on_exit_and_exit_code_from_for_ci_runs() {
+    let project = Project::new(
+        r#"
+[services.migrate]
+command = ["true"]
+oneshot = true
+
+[services.db]
+command = ["sleep", "1000"]
+depends-on = { migrate = "completed" }
+
+[services.tests]
+command = ["sh", "-c", "sleep 0.5; echo testing; exit 3"]
+depends-on = ["db"]
+"#,
+    );
+    // The first service to end (tests, 3) ends the run with its code; the
+    // migrate oneshot's success did not.
+    let mut corral = project.up_with(&[], &["--abort-on-exit"]);
+    assert_eq!(corral.wait_exit(SECS10), 3);
+    corral.wait_for("tests ended (--abort-on-exit)", SECS5);
+    corral.wait_for_service_event("db", "stopped", SECS5);
+
+    // --exit-code-from: the named service's code, even when it did not end
+    // first (db is killed by the shutdown: 128 + SIGTERM).
+    project.write(
+        "corral.toml",
+        r#"
+[services.db]
+command = ["sleep", "1000"]
+
+[services.quick]
+command = ["sh", "-c", "exit 0"]
+"#,
+    );
+    let mut corral = project.up_with(&[], &["--exit-code-from", "db"]);
+    assert_eq!(corral.wait_exit(SECS10), 143);
+
+    let (code, _, err) = project.run(&["up", "--exit-code-from", "nope"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--exit-code-from: unknown service \"nope\""),
+        "{err}"
+    );
+    let (code, _, err) = project.run(&["up", "-d", "--abort-on-exit"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("need a foreground up"), "{err}");
+}

@@ -75,6 +75,61 @@ impl Target {
     }
 }
 
+/// How a foreground `up` ends (for CI runs, as compose has them).
+#[derive(Debug, Args, Clone, Default)]
+struct RunArgs {
+    /// Stop everything as soon as any service ends by itself (a oneshot's
+    /// success excepted); exit with its code.
+    #[arg(long)]
+    abort_on_exit: bool,
+    /// Exit with this service's exit code (implies --abort-on-exit).
+    #[arg(long, value_name = "SERVICE")]
+    exit_code_from: Option<String>,
+}
+
+impl RunArgs {
+    fn args(&self) -> Vec<std::ffi::OsString> {
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        if self.abort_on_exit {
+            args.push("--abort-on-exit".into());
+        }
+        if let Some(name) = &self.exit_code_from {
+            args.extend(["--exit-code-from".into(), name.into()]);
+        }
+        args
+    }
+
+    /// The engine's rule, with the service's index in `config`.
+    fn rule(&self, config: &Config) -> Result<Option<crate::engine::AbortOnExit>, CliError> {
+        let exit_code_from = match &self.exit_code_from {
+            None if !self.abort_on_exit => return Ok(None),
+            None => None,
+            Some(name) => {
+                let found: Vec<usize> = (0..config.services.len())
+                    .filter(|&i| {
+                        config.services[i].name == *name || config.services[i].group == *name
+                    })
+                    .collect();
+                match found[..] {
+                    [i] => Some(i),
+                    [] => {
+                        return Err(CliError::Usage(format!(
+                            "--exit-code-from: unknown service {name:?} in {}",
+                            config.path.display()
+                        )))
+                    }
+                    _ => {
+                        return Err(CliError::Usage(format!(
+                            "--exit-code-from: {name:?} has several instances; name one (e.g. {name}.0)"
+                        )))
+                    }
+                }
+            }
+        };
+        Ok(Some(crate::engine::AbortOnExit { exit_code_from }))
+    }
+}
+
 /// How to read a Procfile, as foreman's options say it.
 #[derive(Debug, Args, Clone, Default)]
 struct ProcfileArgs {
@@ -151,6 +206,8 @@ enum Command {
         /// compose's up --wait: implies -d.
         #[arg(long)]
         wait: bool,
+        #[command(flatten)]
+        run: RunArgs,
         #[command(flatten)]
         procfile: ProcfileArgs,
         /// Start only these services (and what they depend on).
@@ -351,6 +408,8 @@ pub fn main_daemon() -> ExitCode {
     let mut socket = None;
     let mut console_log = None;
     let (mut port, mut env_file, mut formation) = (None, None, None);
+    let mut run = RunArgs::default();
+    let mut exit_code_from = None;
     let mut services = Vec::new();
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
@@ -361,6 +420,11 @@ pub fn main_daemon() -> ExitCode {
             Some("--port") => &mut port,
             Some("--env") => &mut env_file,
             Some("--formation") => &mut formation,
+            Some("--exit-code-from") => &mut exit_code_from,
+            Some("--abort-on-exit") => {
+                run.abort_on_exit = true;
+                continue;
+            }
             Some(name) if !name.starts_with('-') => {
                 services.push(name.to_string());
                 continue;
@@ -394,7 +458,11 @@ pub fn main_daemon() -> ExitCode {
         env_file,
         formation: formation.map(|f: PathBuf| f.to_string_lossy().into_owned()),
     };
-    finish("corrald", up(&target, &procfile, &services, console_log))
+    run.exit_code_from = exit_code_from.map(|n: PathBuf| n.to_string_lossy().into_owned());
+    finish(
+        "corrald",
+        up(&target, &procfile, &run, &services, console_log),
+    )
 }
 
 /// The exit code of a command, after printing its error.
@@ -417,6 +485,7 @@ fn finish(me: &str, result: Result<ExitCode, CliError>) -> ExitCode {
 fn exec_daemon(
     target: &Target,
     procfile: &ProcfileArgs,
+    run: &RunArgs,
     services: &[String],
     console_log: Option<PathBuf>,
 ) -> Result<ExitCode, CliError> {
@@ -435,6 +504,7 @@ fn exec_daemon(
         cmd.arg("--socket").arg(socket);
     }
     cmd.args(procfile.args());
+    cmd.args(run.args());
     if let Some(log) = console_log {
         cmd.arg("--console-log").arg(log);
     }
@@ -495,6 +565,14 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
     }
     match cli.command {
         Command::Up {
+            detach, wait, run, ..
+        } if (detach || wait) && (run.abort_on_exit || run.exit_code_from.is_some()) => {
+            Err(CliError::Usage(
+                "--abort-on-exit and --exit-code-from need a foreground up (no -d, no --wait)"
+                    .into(),
+            ))
+        }
+        Command::Up {
             target,
             detach,
             wait,
@@ -505,10 +583,11 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
         Command::Up {
             target,
             procfile,
+            run,
             services,
             console_log,
             ..
-        } => exec_daemon(&target, &procfile, &services, console_log),
+        } => exec_daemon(&target, &procfile, &run, &services, console_log),
         Command::Check { target, procfile } => {
             let file = target.file();
             match procfile.options(&file)? {
@@ -818,6 +897,7 @@ fn failure(LoadFailure { errors, warnings }: LoadFailure) -> CliError {
 fn up(
     target: &Target,
     procfile: &ProcfileArgs,
+    run: &RunArgs,
     only: &[String],
     console_log: Option<PathBuf>,
 ) -> Result<ExitCode, CliError> {
@@ -845,6 +925,7 @@ fn up(
             ))
         })?;
     }
+    let abort_on_exit = run.rule(&config)?;
     let break_glass = config
         .global
         .break_glass
@@ -881,6 +962,7 @@ fn up(
             break_glass,
             selection: only.to_vec(),
             tracking,
+            abort_on_exit,
         },
         &hub,
         Some(socket),

@@ -266,6 +266,16 @@ pub struct Engine {
     /// During shutdown, the services that transitions touched since the last
     /// look (None until the first, full, look).
     touched: Option<Vec<usize>>,
+    /// `up --abort-on-exit`: the first service that ends shuts corral down;
+    /// with `--exit-code-from`, corral exits with that service's code.
+    abort_on_exit: Option<AbortOnExit>,
+}
+
+/// How `up --abort-on-exit` / `--exit-code-from` ends a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortOnExit {
+    /// The service whose exit code corral exits with (else the first to end).
+    pub exit_code_from: Option<usize>,
 }
 
 impl Engine {
@@ -284,7 +294,13 @@ impl Engine {
             booted: false,
             rolling: BTreeMap::new(),
             touched: None,
+            abort_on_exit: None,
         }
+    }
+
+    /// `up --abort-on-exit` (or `--exit-code-from`): set before boot.
+    pub fn abort_on_exit(&mut self, rule: AbortOnExit) {
+        self.abort_on_exit = Some(rule);
     }
 
     pub fn units(&self) -> &[Unit] {
@@ -555,6 +571,11 @@ impl Engine {
         match self.phase {
             Phase::ShuttingDown { code } if self.units.iter().all(|u| !u.state.is_active()) => {
                 self.phase = Phase::Done;
+                // --exit-code-from: that service's code, however the run ended.
+                let code = match self.abort_on_exit.and_then(|a| a.exit_code_from) {
+                    Some(svc) => self.units[svc].last_exit.map_or(0, Exit::code),
+                    None => code,
+                };
                 fx.push(Effect::Exit { code });
             }
             Phase::Running if self.booted && self.all_ended() => {

@@ -478,6 +478,37 @@ fn an_essential_oneshot_that_completes_ends_the_run_with_0() {
 }
 
 #[test]
+fn abort_on_exit_ends_the_run_at_the_first_end_with_its_code_or_the_named_ones() {
+    let mut migrate = spec("migrate");
+    migrate.oneshot = true;
+    let specs = vec![migrate, spec("db"), spec("worker")];
+    let mut h = Harness::new(specs.clone());
+    h.engine.abort_on_exit(AbortOnExit {
+        exit_code_from: None,
+    });
+    h.send(Event::Boot);
+    // A oneshot's success is not an end.
+    h.exit(0, Exit::Code(0));
+    assert!(!h.engine.is_shutting_down());
+    h.exit(2, Exit::Code(4));
+    assert!(h.engine.is_shutting_down());
+    // Not restarted: db is stopped, and corral exits with worker's code.
+    assert_eq!(h.signals(), vec![(1, Signal::SIGTERM)]);
+    h.exit(1, Exit::Signal(15));
+    assert_eq!(h.exit, Some(4));
+
+    let mut h = Harness::new(specs);
+    h.engine.abort_on_exit(AbortOnExit {
+        exit_code_from: Some(1),
+    });
+    h.send(Event::Boot);
+    h.exit(2, Exit::Code(0));
+    h.exit(1, Exit::Signal(15));
+    h.exit(0, Exit::Signal(15));
+    assert_eq!(h.exit, Some(143), "db's code, though worker ended first");
+}
+
+#[test]
 fn spawn_failure_is_a_failed_start() {
     let mut s = spec("missing");
     s.restart = RestartPolicy::Never;

@@ -621,6 +621,7 @@ impl Engine {
         unit.last_exit = Some(exit);
         unit.change = None;
         let wanted = self.phase == Phase::Running && unit.want == Want::Up;
+        let mut abort = false;
         // A crashed provider is withdrawn at once.
         self.withdraw(svc, fx);
         let outcome = match cause {
@@ -630,10 +631,22 @@ impl Engine {
                 }
                 // A job's run result is reported once the run is over.
                 let spec = &self.specs[svc];
-                if !(spec.oneshot && exit.success()) && spec.job.is_none() {
+                let ended = !(spec.oneshot && exit.success()) && spec.job.is_none();
+                if ended {
                     fx.push(report(svc, Report::Exited { exit }));
                 }
-                if wanted {
+                let from = self.abort_on_exit.and_then(|a| a.exit_code_from);
+                let aborts = self.abort_on_exit.is_some() && (ended || from == Some(svc));
+                if wanted && aborts {
+                    // `up --abort-on-exit`: the first service to end ends the
+                    // run (once this run is over, below).
+                    abort = true;
+                    if exit.success() {
+                        Outcome::Exited(exit)
+                    } else {
+                        Outcome::Failed(exit)
+                    }
+                } else if wanted {
                     self.run_outcome(svc, exit)
                 } else {
                     Outcome::Stopped
@@ -655,6 +668,11 @@ impl Engine {
             self.launch(svc, Step::Post, Some(outcome), fx);
         } else {
             self.finish_run(svc, outcome, now, fx);
+        }
+        if abort {
+            let name = &self.specs[svc].name;
+            let reason = format!("{name} ended (--abort-on-exit)");
+            self.begin_shutdown(exit.code(), reason, now, fx);
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Options {
     pub selection: Vec<String>,
     /// This run's marker and cgroups (what a SIGKILL of corral must not leave).
     pub tracking: process::tracking::Run,
+    /// `up --abort-on-exit` / `--exit-code-from SERVICE` (an index).
+    pub abort_on_exit: Option<crate::engine::AbortOnExit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,11 +217,14 @@ pub async fn run(
     if let Err(e) = process::become_subreaper() {
         eprintln!("corral: warning: cannot become a child subreaper: {e}");
     }
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         Spec::from_config(&config),
         config.start_order.clone(),
         config.global.shutdown_timeout,
     );
+    if let Some(rule) = options.abort_on_exit {
+        engine.abort_on_exit(rule);
+    }
     let (notices_tx, notices) = mpsc::unbounded_channel();
     let (requests_tx, requests) = mpsc::channel(256);
     let (events, _) = broadcast::channel(128);
