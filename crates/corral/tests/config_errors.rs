@@ -389,3 +389,18 @@ fn a_required_variable_names_itself_and_where_it_is_needed() {
         &["corral.toml:2:11: error: API_KEY is required: set API_KEY to the key of the payment API"],
     );
 }
+
+#[test]
+fn a_required_name_nothing_provides_is_an_error_with_local_discovery() {
+    assert_error(
+        "[services.api]\ncommand = [\"true\"]\nrequires = [\"postgres\"]\n\n[services.db]\ncommand = [\"true\"]\nprovides = [{ name = \"postgress\", port = 5432 }]\n",
+        &["corral.toml:1:11: error: service \"api\" requires \"postgres\", which no service in this file provides: it would wait for it forever (discovery is local)"],
+    );
+    // With etcd another host may provide it: a warning, and the file is valid.
+    let project = Project::new(
+        "[discovery]\nbackend = \"etcd\"\netcd = { endpoints = [\"http://127.0.0.1:2379\"] }\n\n[services.api]\ncommand = [\"true\"]\nrequires = [\"postgres\"]\n",
+    );
+    let (code, _, err) = project.run(&["check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning: service \"api\" requires \"postgres\", which no service in this file provides: another host must"), "{err}");
+}

@@ -135,6 +135,12 @@ require-timeout = "500ms"
 [services.db]
 command = ["sleep", "60"]
 provides = [{ name = "db", port = 33000, tags = ["replica"] }]
+
+# Provides ghost once ready, which it never is.
+[services.ghost]
+command = ["sleep", "60"]
+provides = [{ name = "ghost", port = 33001 }]
+ready = { log = "never printed", start-timeout = "10m" }
 "#,
     );
     let mut daemon = project.up();

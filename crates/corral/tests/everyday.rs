@@ -462,3 +462,32 @@ command = ["sh", "-c", "exit 0"]
     assert_eq!(code, 2);
     assert!(err.contains("need a foreground up"), "{err}");
 }
+
+#[test]
+fn up_service_also_starts_the_local_providers_of_what_it_requires() {
+    let project = Project::new(&format!(
+        r#"
+[services.db]
+command = ["sleep", "1000"]
+provides = [{{ name = "db", port = {port} }}]
+
+[services.api]
+command = ["sh", "-c", "echo db at $DB_ADDR; exec sleep 1000"]
+requires = ["db"]
+
+[services.extra]
+command = ["sleep", "1000"]
+"#,
+        port = free_port()
+    ));
+    let mut corral = project.up_with(&[], &["api"]);
+    corral.wait_for_output("api", "db at 127.0.0.1:", SECS10);
+    let names: Vec<String> = get_json(&project, "/v1/services")["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(names, ["db", "api"], "extra is not started");
+    assert_eq!(corral.stop(), 0);
+}

@@ -185,7 +185,16 @@ pub async fn wait_until_up(
     let wanted = |s: &corral_proto::ServiceStatus| {
         names.is_empty() || names.iter().any(|n| *n == s.name || *n == s.group)
     };
-    let first: ServiceList = client.json(Method::GET, "/services", None).await?;
+    // Names are checked first; the states only once the event stream is
+    // open, below, so no change in between is missed.
+    let first: ServiceList = if names.is_empty() {
+        ServiceList {
+            services: Vec::new(),
+            discovery: None,
+        }
+    } else {
+        client.json(Method::GET, "/services", None).await?
+    };
     if let Some(unknown) = names.iter().find(|n| {
         !first
             .services

@@ -21,6 +21,36 @@ pub fn resolve(raw: RawConfig, path: &Path, d: &mut Diagnostics<'_>) -> Option<C
     for (j, g) in groups.iter().enumerate() {
         instances.entry(g.as_str()).or_default().push(j);
     }
+    let provided: std::collections::HashSet<&str> = raw
+        .services
+        .iter()
+        .flat_map(|s| s.service.provides.iter().map(|p| p.name.as_str()))
+        .collect();
+    // With the one-host registry only this file can provide a name; with
+    // etcd another host may.
+    let local = raw.global.discovery.etcd.is_none();
+    for rs in &raw.services {
+        for require in &rs.service.requires {
+            if provided.contains(require.name.as_str()) {
+                continue;
+            }
+            let message = format!(
+                "service {:?} requires {:?}, which no service in this file provides",
+                rs.service.group, require.name
+            );
+            if local {
+                d.error(
+                    rs.name_span.clone(),
+                    format!("{message}: it would wait for it forever (discovery is local)"),
+                );
+            } else {
+                d.warning(
+                    rs.name_span.clone(),
+                    format!("{message}: another host must (discovery is etcd)"),
+                );
+            }
+        }
+    }
     let mut services = Vec::with_capacity(raw.services.len());
     let mut edge_spans: Vec<Vec<std::ops::Range<usize>>> = Vec::with_capacity(raw.services.len());
     for rs in raw.services {

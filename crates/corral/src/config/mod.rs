@@ -188,6 +188,16 @@ impl Config {
             if !keep[i] {
                 keep[i] = true;
                 todo.extend(self.services[i].depends_on.iter().map(|d| d.service));
+                // What it requires, from the services of this file that
+                // provide it (as compose starts a service's dependencies).
+                for require in &self.services[i].requires {
+                    todo.extend((0..self.services.len()).filter(|&p| {
+                        self.services[p]
+                            .provides
+                            .iter()
+                            .any(|provide| provide.name == require.name)
+                    }));
+                }
             }
         }
         let mut new_index = vec![usize::MAX; keep.len()];
