@@ -491,3 +491,67 @@ command = ["sleep", "1000"]
     assert_eq!(names, ["db", "api"], "extra is not started");
     assert_eq!(corral.stop(), 0);
 }
+
+fn names_running(project: &Project) -> Vec<String> {
+    get_json(project, "/v1/services")["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn profiles_keep_services_out_of_up_unless_named() {
+    let config = r#"
+[services.web]
+command = ["sleep", "1000"]
+
+[services.debugger]
+command = ["sleep", "1000"]
+profiles = ["debug"]
+
+[services.seed]
+command = ["sleep", "1000"]
+profiles = ["dev", "debug"]
+"#;
+    let project = Project::new(config);
+    let mut corral = project.up();
+    wait_for_socket(&project);
+    assert_eq!(names_running(&project), ["web"]);
+    // A reload keeps to the profiles corral was started with.
+    let (code, _, err) = project.run(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(names_running(&project), ["web"]);
+    assert_eq!(corral.stop(), 0);
+
+    let mut corral = project.up_with(&[], &["--profile", "debug"]);
+    wait_for_socket(&project);
+    assert_eq!(names_running(&project), ["web", "debugger", "seed"]);
+    assert_eq!(corral.stop(), 0);
+
+    let mut corral = project.up_with(&[("CORRAL_PROFILES", "dev")], &[]);
+    wait_for_socket(&project);
+    assert_eq!(names_running(&project), ["web", "seed"]);
+    assert_eq!(corral.stop(), 0);
+
+    // Named on the command line, a service runs whatever its profiles.
+    let mut corral = project.up_with(&[], &["debugger"]);
+    wait_for_socket(&project);
+    assert_eq!(names_running(&project), ["debugger"]);
+    assert_eq!(corral.stop(), 0);
+
+    // Nothing left to run is a clear error.
+    project.write(
+        "corral.toml",
+        "[services.tool]\ncommand = [\"true\"]\nprofiles = [\"tools\"]\n",
+    );
+    let (code, _, err) = project.run(&["up"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains(
+            "no service to run: each one has a profile and none is active (profiles: tools"
+        ),
+        "{err}"
+    );
+}

@@ -19,11 +19,17 @@ const START_WAIT: Duration = Duration::from_secs(300);
 pub fn up_detached(
     target: &Target,
     procfile: &ProcfileArgs,
+    profiles: &[String],
     services: &[String],
 ) -> Result<ExitCode, CliError> {
     // Bad config is reported here, before anything runs in the background.
     let config = load_with(&target.file(), procfile.options(&target.file())?.as_ref())?;
-    if !services.is_empty() {
+    if services.is_empty() {
+        config
+            .clone()
+            .with_profiles(profiles)
+            .map_err(CliError::Usage)?;
+    } else {
         config.select(services).map_err(|unknown| {
             CliError::Usage(format!(
                 "unknown service {unknown:?} in {}",
@@ -68,6 +74,7 @@ pub fn up_detached(
         .arg("--console-log")
         .arg(&log_path)
         .args(procfile.args())
+        .args(profiles.iter().flat_map(|p| ["--profile", p.as_str()]))
         .args(services)
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))

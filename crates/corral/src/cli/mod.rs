@@ -208,6 +208,15 @@ enum Command {
         wait: bool,
         #[command(flatten)]
         run: RunArgs,
+        /// Also run the services that have this profile (repeat it, or
+        /// a,b; CORRAL_PROFILES too); services without a profile always run.
+        #[arg(
+            long = "profile",
+            env = "CORRAL_PROFILES",
+            value_delimiter = ',',
+            value_name = "PROFILE"
+        )]
+        profiles: Vec<String>,
         #[command(flatten)]
         procfile: ProcfileArgs,
         /// Start only these services (and what they depend on).
@@ -410,6 +419,7 @@ pub fn main_daemon() -> ExitCode {
     let (mut port, mut env_file, mut formation) = (None, None, None);
     let mut run = RunArgs::default();
     let mut exit_code_from = None;
+    let mut profiles = Vec::new();
     let mut services = Vec::new();
     let mut args = std::env::args_os().skip(1);
     while let Some(arg) = args.next() {
@@ -423,6 +433,16 @@ pub fn main_daemon() -> ExitCode {
             Some("--exit-code-from") => &mut exit_code_from,
             Some("--abort-on-exit") => {
                 run.abort_on_exit = true;
+                continue;
+            }
+            Some("--profile") => {
+                match args.next() {
+                    Some(p) => profiles.push(p.to_string_lossy().into_owned()),
+                    None => {
+                        eprintln!("corrald: \"--profile\" needs a value");
+                        return ExitCode::from(2);
+                    }
+                }
                 continue;
             }
             Some(name) if !name.starts_with('-') => {
@@ -461,7 +481,7 @@ pub fn main_daemon() -> ExitCode {
     run.exit_code_from = exit_code_from.map(|n: PathBuf| n.to_string_lossy().into_owned());
     finish(
         "corrald",
-        up(&target, &procfile, &run, &services, console_log),
+        up(&target, &procfile, &run, &profiles, &services, console_log),
     )
 }
 
@@ -486,6 +506,7 @@ fn exec_daemon(
     target: &Target,
     procfile: &ProcfileArgs,
     run: &RunArgs,
+    profiles: &[String],
     services: &[String],
     console_log: Option<PathBuf>,
 ) -> Result<ExitCode, CliError> {
@@ -505,6 +526,9 @@ fn exec_daemon(
     }
     cmd.args(procfile.args());
     cmd.args(run.args());
+    for profile in profiles {
+        cmd.arg("--profile").arg(profile);
+    }
     if let Some(log) = console_log {
         cmd.arg("--console-log").arg(log);
     }
@@ -577,17 +601,19 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
             detach,
             wait,
             procfile,
+            profiles,
             services,
             ..
-        } if detach || wait => detach::up_detached(&target, &procfile, &services),
+        } if detach || wait => detach::up_detached(&target, &procfile, &profiles, &services),
         Command::Up {
             target,
             procfile,
             run,
+            profiles,
             services,
             console_log,
             ..
-        } => exec_daemon(&target, &procfile, &run, &services, console_log),
+        } => exec_daemon(&target, &procfile, &run, &profiles, &services, console_log),
         Command::Check { target, procfile } => {
             let file = target.file();
             match procfile.options(&file)? {
@@ -898,6 +924,7 @@ fn up(
     target: &Target,
     procfile: &ProcfileArgs,
     run: &RunArgs,
+    profiles: &[String],
     only: &[String],
     console_log: Option<PathBuf>,
 ) -> Result<ExitCode, CliError> {
@@ -924,6 +951,9 @@ fn up(
                 target.file().display()
             ))
         })?;
+    } else {
+        // Services named on the command line run whatever their profiles.
+        config = config.with_profiles(profiles).map_err(CliError::Usage)?;
     }
     let abort_on_exit = run.rule(&config)?;
     let break_glass = config
@@ -961,6 +991,7 @@ fn up(
         runtime::Options {
             break_glass,
             selection: only.to_vec(),
+            profiles: profiles.to_vec(),
             tracking,
             abort_on_exit,
         },

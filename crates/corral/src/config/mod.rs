@@ -171,6 +171,36 @@ impl Default for Global {
 impl Config {
     /// Keeps only the named services and everything they depend on; Err names
     /// the first unknown service.
+    /// Leaves out the services whose profiles are not among `active`
+    /// (unless an enabled service depends on or requires them). Err when
+    /// that leaves nothing to run.
+    pub fn with_profiles(self, active: &[String]) -> Result<Config, String> {
+        let enabled: Vec<String> = self
+            .services
+            .iter()
+            .filter(|s| s.profiles.is_empty() || s.profiles.iter().any(|p| active.contains(p)))
+            .map(|s| s.name.clone())
+            .collect();
+        if enabled.len() == self.services.len() {
+            return Ok(self);
+        }
+        if enabled.is_empty() {
+            let mut profiles: Vec<&str> = self
+                .services
+                .iter()
+                .flat_map(|s| s.profiles.iter().map(String::as_str))
+                .collect();
+            profiles.sort_unstable();
+            profiles.dedup();
+            return Err(format!(
+                "no service to run: each one has a profile and none is active (profiles: {}; use --profile or CORRAL_PROFILES)",
+                profiles.join(", ")
+            ));
+        }
+        self.select(&enabled)
+            .map_err(|name| format!("unknown service {name:?}"))
+    }
+
     pub fn select(mut self, names: &[String]) -> Result<Config, String> {
         let mut keep = vec![false; self.services.len()];
         let mut todo = Vec::new();
@@ -187,7 +217,15 @@ impl Config {
         while let Some(i) = todo.pop() {
             if !keep[i] {
                 keep[i] = true;
-                todo.extend(self.services[i].depends_on.iter().map(|d| d.service));
+                // Declared dependencies only: the implicit file-order chain
+                // orders a start, it does not make one service need another.
+                todo.extend(
+                    self.services[i]
+                        .depends_on
+                        .iter()
+                        .filter(|d| d.explicit)
+                        .map(|d| d.service),
+                );
                 // What it requires, from the services of this file that
                 // provide it (as compose starts a service's dependencies).
                 for require in &self.services[i].requires {
@@ -213,6 +251,8 @@ impl Config {
             .zip(&keep)
             .filter(|(_, k)| **k)
             .map(|(mut s, _)| {
+                // An implicit edge to a service left out goes with it.
+                s.depends_on.retain(|d| keep[d.service]);
                 for d in &mut s.depends_on {
                     d.service = new_index[d.service];
                 }
@@ -317,6 +357,9 @@ pub struct Service {
     pub templates: Vec<Template>,
     /// With `schedule`: it is a job, run at each tick.
     pub job: Option<Box<Job>>,
+    /// It runs only when `up` names one of these (`--profile`,
+    /// CORRAL_PROFILES) or names the service itself; empty: always.
+    pub profiles: Vec<String>,
 }
 
 /// One `provides` entry, resolved for an instance.

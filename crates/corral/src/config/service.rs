@@ -62,9 +62,10 @@ struct Draft {
     change_wait: Option<(Duration, Duration)>,
     templates: Vec<TemplateDraft>,
     job: JobDraft,
+    profiles: Vec<String>,
 }
 
-const SERVICE_FIELDS: [Field<Draft>; 31] = [
+const SERVICE_FIELDS: [Field<Draft>; 32] = [
     ("command", |s, d, v| s.command = argv(d, v, "command")),
     ("oneshot", |s, d, v| set(&mut s.oneshot, boolean(d, v))),
     ("working-dir", |s, d, v| s.working_dir = text(d, v)),
@@ -99,7 +100,26 @@ const SERVICE_FIELDS: [Field<Draft>; 31] = [
     ("timezone", |s, d, v| s.job.timezone(d, v)),
     ("overlap", |s, d, v| s.job.overlap(d, v)),
     ("run-on-start", |s, d, v| s.job.run_on_start(d, v)),
+    ("profiles", read_profiles),
 ];
+
+/// `profiles = ["debug"]`: names as service names are written.
+fn read_profiles(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
+    let names = super::values::string_list(d, v);
+    for name in &names {
+        let valid = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c == '-' || c == '_' || c.is_ascii_alphanumeric());
+        if !valid {
+            d.error(
+                v.span(),
+                format!("invalid profile name {name:?}: use letters, digits, '-' and '_'"),
+            );
+        }
+    }
+    s.profiles = names;
+}
 
 fn read_env(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
     let Some(t) = table(d, v, "env") else {
@@ -525,6 +545,7 @@ impl Draft {
                 change_wait: self.change_wait.unwrap_or(DEFAULT_CHANGE_WAIT),
                 templates,
                 job: None,
+                profiles: self.profiles.clone(),
             },
             name_span: name_span.clone(),
             depends_on: self

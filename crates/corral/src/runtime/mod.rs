@@ -36,6 +36,8 @@ pub struct Options {
     pub break_glass: Option<String>,
     /// `up SERVICE...`: only these (and what they depend on) run, across reloads.
     pub selection: Vec<String>,
+    /// `up --profile`: the profiles whose services run, across reloads.
+    pub profiles: Vec<String>,
     /// This run's marker and cgroups (what a SIGKILL of corral must not leave).
     pub tracking: process::tracking::Run,
     /// `up --abort-on-exit` / `--exit-code-from SERVICE` (an index).
@@ -148,6 +150,8 @@ pub(crate) struct Supervisor<'c> {
     scale: std::collections::BTreeMap<String, u32>,
     /// The services `up` was given (empty: all); every reload keeps to them.
     selection: Vec<String>,
+    /// The profiles `up` was given; every reload keeps to them.
+    profiles: Vec<String>,
     /// Who provides what (the built-in, one-host backend).
     registry: LocalRegistry,
     /// Identifies this corral in endpoint instances (`<host-id>:<service>`).
@@ -273,6 +277,7 @@ pub async fn run(
         events,
         scale: std::collections::BTreeMap::new(),
         selection: options.selection.clone(),
+        profiles: options.profiles.clone(),
         registry: LocalRegistry::default(),
         host_id: host_id.clone(),
         remote,

@@ -266,7 +266,9 @@ impl Supervisor<'_> {
     /// message; if none is left, the reload is refused.
     fn keep_selection(&self, config: config::Config) -> Result<config::Config, ApiError> {
         if self.selection.is_empty() {
-            return Ok(config);
+            return config
+                .with_profiles(&self.profiles)
+                .map_err(|e| ApiError::new(422, format!("{e}; nothing was changed")));
         }
         let (known, gone): (Vec<String>, Vec<String>) =
             self.selection.iter().cloned().partition(|name| {
