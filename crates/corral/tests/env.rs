@@ -163,3 +163,98 @@ env = { DATABASE_URL = "postgres://app:hunter2@db:5432/main", REDIS_URL = "redis
         assert!(plan.contains(shown), "{shown} missing in:\n{plan}");
     }
 }
+
+#[test]
+fn locale_and_terminal_pass_through_by_default_and_env_files_may_be_optional() {
+    let project = Project::new(
+        r#"
+[services.app]
+command = ["sh", "-c", "echo LANG=$LANG TERM=$TERM LC_TIME=$LC_TIME SECRET=$SECRET FROM_FILE=$FROM_FILE; sleep 60"]
+env-file = [{ path = "missing.env", required = false }, "present.env"]
+"#,
+    );
+    project.write("present.env", "FROM_FILE=yes\n");
+    let mut corral = project.up_with(
+        &[
+            ("LANG", "C.UTF-8"),
+            ("TERM", "xterm"),
+            ("LC_TIME", "en_GB.UTF-8"),
+            ("SECRET", "hunter2"),
+        ],
+        &[],
+    );
+    corral.wait_for_output(
+        "app",
+        "LANG=C.UTF-8 TERM=xterm LC_TIME=en_GB.UTF-8 SECRET= FROM_FILE=yes",
+        SECS10,
+    );
+    assert_eq!(corral.stop(), 0);
+
+    // [corral] inherit-env replaces the default list; a required env file
+    // that is missing is an error at its position.
+    project.write(
+        "corral.toml",
+        r#"
+[services.app]
+command = ["sh", "-c", "echo LANG=$LANG TERM=$TERM; sleep 60"]
+
+[corral]
+inherit-env = ["TERM"]
+"#,
+    );
+    let mut corral = project.up_with(&[("LANG", "C.UTF-8"), ("TERM", "xterm")], &[]);
+    corral.wait_for_output("app", "LANG= TERM=xterm", SECS10);
+    assert_eq!(corral.stop(), 0);
+    project.write(
+        "corral.toml",
+        "[services.app]\ncommand = [\"true\"]\nenv-file = [{ path = \"missing.env\" }]\n",
+    );
+    let (code, _, err) = project.run(&["check"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("corral.toml:3:22: error: cannot read env file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dot_env_beside_the_config_feeds_interpolation_and_a_service_sees_its_own_env() {
+    let project = Project::new(
+        r#"
+[services.app]
+command = ["sh", "-c", "echo url=${DB_URL} tag=${TAG} mode=${MODE}; sleep 60"]
+env = { DB_HOST = "db.internal", DB_URL = "postgres://${DB_HOST}:${DB_PORT}/app" }
+env-file = "app.env"
+"#,
+    );
+    // .env: for ${...} only; corral's own environment wins over it.
+    project.write(".env", "TAG=from-dotenv\nMODE=from-dotenv\n");
+    project.write("app.env", "DB_PORT=5433\n");
+    let mut corral = project.up_with(&[("MODE", "from-shell")], &[]);
+    corral.wait_for_output(
+        "app",
+        "url=postgres://db.internal:5433/app tag=from-dotenv mode=from-shell",
+        SECS10,
+    );
+    assert_eq!(corral.stop(), 0);
+    // check shows the same values the service gets.
+    let (code, plan, err) = project.run(&["check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        plan.contains("postgres://db.internal:5433/app tag=from-dotenv"),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("TAG=from-dotenv"),
+        "a .env value is not passed on: {plan}"
+    );
+
+    // --env-file (or CORRAL_ENV_FILE) chooses another file, which must exist.
+    project.write("prod.env", "TAG=from-prod\n");
+    let (code, plan, err) = project.run(&["--env-file", "prod.env", "check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(plan.contains("tag=from-prod"), "{plan}");
+    let (code, _, err) = project.run(&["--env-file", "nope.env", "check"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("nope.env"), "{err}");
+}

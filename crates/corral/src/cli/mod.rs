@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use corral_proto::ErrorBody;
 
-use crate::config::{self, Config, HostEnv, LoadFailure};
+use crate::config::{self, Config, LoadFailure};
 use crate::control;
 use crate::logs::LogHub;
 use crate::process::tracking::{self, Swept};
@@ -26,6 +26,10 @@ pub struct Cli {
     /// default: corral.toml here or in a parent directory, else a Procfile here.
     #[arg(short = 'f', long = "file", env = "CORRAL_FILE", value_name = "FILE")]
     file: Option<PathBuf>,
+    /// Variables for `${...}` in the config that corral's environment does
+    /// not set (default: .env beside the config, when there is one).
+    #[arg(long = "env-file", env = "CORRAL_ENV_FILE", value_name = "FILE")]
+    env_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -569,6 +573,12 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
     if file.is_none() {
         *file = cli.file.take();
     }
+    // The daemon and every reload read the same file: it goes in the
+    // environment, absolute (no thread runs yet).
+    if let Some(env_file) = cli.env_file.take() {
+        let env_file = std::path::absolute(&env_file).unwrap_or(env_file);
+        std::env::set_var("CORRAL_ENV_FILE", env_file);
+    }
     if !matches!(
         cli.command,
         Command::Up {
@@ -899,7 +909,7 @@ fn load(file: &Path) -> Result<Config, CliError> {
 
 /// As `load`, a Procfile read with these options.
 fn load_with(file: &Path, procfile: Option<&config::ProcfileOptions>) -> Result<Config, CliError> {
-    let host = HostEnv::from_process();
+    let host = config::host_env(file).map_err(failure)?;
     let scale = std::collections::BTreeMap::new();
     match config::load_source(file, &host, &scale, procfile) {
         Ok(loaded) => {

@@ -47,13 +47,15 @@ pub fn parse(
     let mut services = Vec::new();
     let mut saw_services = false;
     let mut checks = HostChecks::default();
+    // [corral] first, wherever it is in the file: services use its defaults.
+    if let Some(value) = root.get_ref().get("corral") {
+        if let Some(t) = table(d, value, "[corral]") {
+            global = parse_global(d, t, host, base_dir);
+        }
+    }
     for (key, value) in root.get_ref().iter() {
         match key.get_ref().as_ref() {
-            "corral" => {
-                if let Some(t) = table(d, value, "[corral]") {
-                    global = parse_global(d, t, host, base_dir);
-                }
-            }
+            "corral" => {}
             "discovery" => {
                 if let Some(t) = table(d, value, "[discovery]") {
                     discovery = parse_discovery(d, t, host, base_dir);
@@ -66,6 +68,7 @@ pub fn parse(
                         base_dir,
                         host,
                         checks: &mut checks,
+                        inherit_default: &global.inherit_env,
                     };
                     for (name, svc) in t.iter() {
                         let scaled = overrides.get(name.get_ref().as_ref()).copied();
@@ -99,9 +102,10 @@ struct GlobalDraft {
     break_glass: Option<Text>,
     socket_group: Option<Text>,
     log_dir: Option<Text>,
+    inherit_env: Option<Vec<Text>>,
 }
 
-const GLOBAL_FIELDS: [Field<GlobalDraft>; 9] = [
+const GLOBAL_FIELDS: [Field<GlobalDraft>; 10] = [
     ("shutdown-timeout", |g, d, v| {
         set(&mut g.global.shutdown_timeout, duration(d, v))
     }),
@@ -117,6 +121,7 @@ const GLOBAL_FIELDS: [Field<GlobalDraft>; 9] = [
     }),
     ("log", read_console_log),
     ("cgroup", |g, d, v| set(&mut g.global.cgroup, boolean(d, v))),
+    ("inherit-env", |g, d, v| g.inherit_env = Some(texts(d, v))),
 ];
 
 const CONSOLE_LOG_FIELDS: [Field<ConsoleLog>; 2] = [
@@ -189,6 +194,9 @@ fn parse_global(
         .log_dir
         .and_then(|t| t.expand(d, &vars))
         .map(|p| base_dir.join(p));
+    if let Some(list) = &g.inherit_env {
+        g.global.inherit_env = list.iter().filter_map(|t| t.expand(d, &vars)).collect();
+    }
     g.global
 }
 

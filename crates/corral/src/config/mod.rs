@@ -96,7 +96,13 @@ pub struct Global {
     /// Run each service in its own cgroup v2 when the machine allows it.
     pub cgroup: bool,
     pub discovery: Discovery,
+    /// Names or globs of corral's variables every service gets (before its
+    /// own `inherit-env`): the locale and the terminal by default.
+    pub inherit_env: Vec<String>,
 }
+
+/// What every service inherits unless `[corral] inherit-env` says otherwise.
+pub const DEFAULT_INHERIT: [&str; 4] = ["LANG", "LC_*", "TZ", "TERM"];
 
 /// The `[corral] log` table: how a detached daemon's console log rotates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +170,7 @@ impl Default for Global {
             console_log: ConsoleLog::default(),
             cgroup: true,
             discovery: Discovery::default(),
+            inherit_env: DEFAULT_INHERIT.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -642,6 +649,37 @@ pub struct LoadFailure {
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<Diagnostic>,
+}
+
+/// corral's environment for interpolating `path`'s file: the process's own
+/// variables, then those of an env file that the environment does not set
+/// (compose's rule): `CORRAL_ENV_FILE` (`--env-file`), else `.env` beside
+/// the config when there is one. Its values are for `${...}` only; a
+/// service gets a variable only through env, env-file or inherit-env.
+pub fn host_env(path: &Path) -> Result<HostEnv, LoadFailure> {
+    let mut host = HostEnv::from_process();
+    let (file, required) = match host.get("CORRAL_ENV_FILE") {
+        Some(f) if !f.is_empty() => (PathBuf::from(f), true),
+        _ => (dir_of(path).join(".env"), false),
+    };
+    if !required && !file.is_file() {
+        return Ok(host);
+    }
+    let fail = |line: usize, message: String| LoadFailure {
+        errors: ConfigErrors(vec![Diagnostic {
+            severity: Severity::Error,
+            file: file.clone(),
+            line,
+            column: usize::from(line > 0),
+            message,
+        }]),
+        warnings: Vec::new(),
+    };
+    let pairs = env::read_env_file(&file).map_err(|(line, message)| fail(line, message))?;
+    for (name, value) in pairs {
+        host.vars.entry(name).or_insert(value);
+    }
+    Ok(host)
 }
 
 /// The corral.toml text a Procfile stands for.

@@ -40,7 +40,8 @@ struct Draft {
     oneshot: bool,
     working_dir: Option<Text>,
     env: Vec<(String, Text)>,
-    env_files: Vec<Text>,
+    /// Each env file, and whether it must exist.
+    env_files: Vec<(Text, bool)>,
     inherit: Vec<Text>,
     user: Option<Text>,
     pre: Option<Vec<Text>>,
@@ -70,7 +71,7 @@ const SERVICE_FIELDS: [Field<Draft>; 32] = [
     ("oneshot", |s, d, v| set(&mut s.oneshot, boolean(d, v))),
     ("working-dir", |s, d, v| s.working_dir = text(d, v)),
     ("env", read_env),
-    ("env-file", |s, d, v| s.env_files = texts(d, v)),
+    ("env-file", read_env_files),
     ("inherit-env", |s, d, v| s.inherit = texts(d, v)),
     ("user", |s, d, v| s.user = text(d, v)),
     ("pre", |s, d, v| s.pre = argv(d, v, "pre")),
@@ -119,6 +120,37 @@ fn read_profiles(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
         }
     }
     s.profiles = names;
+}
+
+const ENV_FILE_FIELDS: [Field<(Option<Text>, bool)>; 2] = [
+    ("path", |f, d, v| f.0 = text(d, v)),
+    ("required", |f, d, v| set(&mut f.1, boolean(d, v))),
+];
+
+/// `env-file`: a path, a `{ path, required = false }` table, or a list of
+/// either.
+fn read_env_files(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
+    let one = |d: &mut Diagnostics<'_>, item: &Value<'_>| -> Option<(Text, bool)> {
+        match item.get_ref() {
+            DeValue::String(_) => text(d, item).map(|t| (t, true)),
+            DeValue::Table(t) => {
+                let mut file = (None, true);
+                read_fields(d, t, &ENV_FILE_FIELDS, &mut file, "in an env-file entry");
+                if file.0.is_none() {
+                    d.error(item.span(), "an env-file entry needs a `path`");
+                }
+                file.0.map(|path| (path, file.1))
+            }
+            _ => {
+                type_error(d, item, "a path or { path, required }");
+                None
+            }
+        }
+    };
+    s.env_files = match v.get_ref() {
+        DeValue::Array(items) => items.iter().filter_map(|item| one(d, item)).collect(),
+        _ => one(d, v).into_iter().collect(),
+    };
 }
 
 fn read_env(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
@@ -260,6 +292,8 @@ pub struct Context<'a> {
     pub base_dir: &'a Path,
     pub host: &'a HostEnv,
     pub checks: &'a mut HostChecks,
+    /// `[corral] inherit-env`: what every service inherits.
+    pub inherit_default: &'a [String],
 }
 
 /// Reads a service table and expands it into its instances: one, or
@@ -423,14 +457,57 @@ impl Draft {
             own.push(("PORT", p.to_string()));
         }
         let host = cx.host;
-        let vars = |n: &str| {
+        let base_dir = cx.base_dir;
+        // env-file paths see corral's environment and the instance's own.
+        let outer = |n: &str| {
             own.iter()
                 .find(|(k, _)| *k == n)
                 .map(|(_, v)| v.clone())
                 .or_else(|| host.get(n).map(str::to_string))
         };
+        let mut env_files = Vec::new();
+        for (t, required) in &self.env_files {
+            if let Some(path) = t.expand(d, &outer) {
+                let path = base_dir.join(path);
+                // An optional file that is not there is no file.
+                if !required && !path.exists() {
+                    continue;
+                }
+                env_files.extend(cx.checks.env_file(d, &path, t.span.clone()));
+            }
+        }
+        // A `${VAR}` of the service resolves to what the service itself
+        // gets for VAR: its own (PORT...), then its env (an entry sees the
+        // ones above it), then its env files, then corral's environment.
+        let lookup = |explicit: &[(String, String)], n: &str| {
+            own.iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+                .or_else(|| {
+                    explicit
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, v)| v.clone())
+                })
+                .or_else(|| {
+                    env_files
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, v)| v.clone())
+                })
+                .or_else(|| host.get(n).map(str::to_string))
+        };
+        let mut explicit: Vec<(String, String)> = Vec::with_capacity(self.env.len());
+        for (k, t) in &self.env {
+            let above = |n: &str| lookup(&explicit, n);
+            if let Some(v) = t.expand(d, &above) {
+                explicit.push((k.clone(), v));
+            }
+        }
+        let vars = |n: &str| lookup(&explicit, n);
         let vars: &dyn Vars = &vars;
-        let base_dir = cx.base_dir;
         let argv_of = |d: &mut Diagnostics<'_>, words: &Option<Vec<Text>>| match words {
             Some(w) => expand_all(d, w, vars),
             None => None,
@@ -442,21 +519,11 @@ impl Draft {
             Some(t) => t.expand(d, vars).map(|p| base_dir.join(p)),
             None => None,
         };
-        let explicit: Vec<(String, String)> = self
-            .env
+        let inherit: Vec<String> = cx
+            .inherit_default
             .iter()
-            .filter_map(|(k, t)| t.expand(d, vars).map(|v| (k.clone(), v)))
-            .collect();
-        let mut env_files = Vec::new();
-        for t in &self.env_files {
-            if let Some(path) = t.expand(d, vars) {
-                env_files.extend(cx.checks.env_file(d, &base_dir.join(path), t.span.clone()));
-            }
-        }
-        let inherit: Vec<String> = self
-            .inherit
-            .iter()
-            .filter_map(|t| t.expand(d, vars))
+            .cloned()
+            .chain(self.inherit.iter().filter_map(|t| t.expand(d, vars)))
             .collect();
         let identity: Option<Identity> = match &self.user {
             Some(t) => t
@@ -468,8 +535,8 @@ impl Draft {
             host,
             identity: identity.as_ref().unwrap_or(&host.identity),
             inherit: &inherit,
-            files: env_files,
-            explicit,
+            files: env_files.clone(),
+            explicit: explicit.clone(),
             own: own
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))

@@ -7,7 +7,7 @@ use nix::sys::signal::Signal;
 
 use super::reload::realign;
 use super::Supervisor;
-use crate::config::{self, HostEnv};
+use crate::config;
 use crate::control::{ApiError, Request};
 use crate::discovery::Registry;
 use crate::engine::{Event, State, Want};
@@ -210,7 +210,14 @@ impl Supervisor<'_> {
 
     /// Re-reads the config file; on any error changes nothing.
     pub(super) async fn reload(&mut self) -> Result<ReloadResult, ApiError> {
-        let host = HostEnv::from_process();
+        let host = config::host_env(&self.config.path).map_err(|failure| ApiError {
+            status: 422,
+            body: ErrorBody {
+                error: format!("{}; nothing was changed", failure.errors),
+                known: Vec::new(),
+                details: Vec::new(),
+            },
+        })?;
         let procfile = self.config.procfile.as_ref();
         let loaded = config::load_source(&self.config.path, &host, &self.scale, procfile).map_err(
             |failure| ApiError {
