@@ -404,3 +404,35 @@ fn a_required_name_nothing_provides_is_an_error_with_local_discovery() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("warning: service \"api\" requires \"postgres\", which no service in this file provides: another host must"), "{err}");
 }
+
+#[test]
+fn check_warns_about_commands_that_will_not_do_what_they_look_like() {
+    let project = Project::new(
+        r#"
+[services.argv]
+command = ["echo", "$HOME"]
+
+[services.string]
+command = "make build && ./server"
+
+[services.missing]
+command = ["no-such-program-anywhere", "--flag"]
+
+[services.fine]
+command = ["sh", "-c", "echo $HOME; ls | wc -l"]
+"#,
+    );
+    let (code, _, err) = project.run(&["check"]);
+    assert_eq!(code, 0, "warnings only: {err}");
+    for expected in [
+        "corral.toml:3:11: warning: $HOME in command is not expanded (no shell runs it): write ${HOME}",
+        "corral.toml:6:11: warning: command \"make build && ./server\" has shell syntax (\"&&\") but runs without a shell",
+        "corral.toml:9:11: warning: command \"no-such-program-anywhere\" is not found on the service's PATH",
+    ] {
+        assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
+    }
+    assert!(
+        !err.contains("\"fine\"") && err.lines().count() == 3,
+        "{err}"
+    );
+}

@@ -57,8 +57,15 @@ command = ["sh", "-c", "{}"]
     // The daemon left the service's session: it is now corral's child (subreaper).
     // (The loop itself: a fork of it on its way to exec `sleep` carries the
     // tag for a moment too.)
-    let daemon = loop_of(&format!("{m}-daemon")).expect("the daemon loop");
-    assert_eq!(parent_of(daemon), Some(corral.pid()));
+    // (Looked for until found: `setsid` may fork on its way, and for a
+    // moment the loop's parent is that fork, under load long enough to see.)
+    let daemon_tag = format!("{m}-daemon");
+    assert!(
+        eventually(SECS5, || loop_of(&daemon_tag)
+            .is_some_and(|daemon| parent_of(daemon) == Some(corral.pid()))),
+        "the daemon loop is not corral's child: {:?}",
+        loop_of(&daemon_tag).map(|d| (d, parent_of(d)))
+    );
     assert_eq!(corral.stop(), 0);
     let left = pids_with_marker(&m);
     assert!(left.is_empty(), "left behind: {left:?}");

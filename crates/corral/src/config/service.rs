@@ -278,6 +278,47 @@ fn read_log(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
     }
 }
 
+/// Warns when a program is not found where the service will look for it
+/// (its PATH, or its working dir for a relative path): it would fail at once.
+fn lint_program(
+    d: &mut Diagnostics<'_>,
+    program: &str,
+    env: &[(String, String)],
+    dir: &Path,
+    span: Range<usize>,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = dir.join(program);
+        if !runnable(&path) {
+            d.warning(
+                span,
+                format!(
+                    "{program:?} is not an executable file (from {})",
+                    dir.display()
+                ),
+            );
+        }
+        return;
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map_or(super::env::DEFAULT_PATH, |(_, v)| v.as_str());
+    if !path
+        .split(':')
+        .any(|p| runnable(&Path::new(p).join(program)))
+    {
+        d.warning(
+            span,
+            format!("command {program:?} is not found on the service's PATH ({path})"),
+        );
+    }
+}
+
 /// Which replica of a service is being expanded.
 #[derive(Clone, Copy)]
 struct Instance {
@@ -542,6 +583,22 @@ impl Draft {
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
         });
+        let dir = working_dir.as_deref().unwrap_or(base_dir);
+        // Once per service, not per replica.
+        let lint = instance.replica.unwrap_or(0) == 0;
+        for (words, texts) in [
+            (&command, &self.command),
+            (&pre, &self.pre),
+            (&post, &self.post),
+        ] {
+            if let (true, Some(program), Some(text)) = (
+                lint,
+                words.as_ref().and_then(|w| w.first()),
+                texts.as_ref().and_then(|t| t.first()),
+            ) {
+                lint_program(d, program, &env, dir, text.span.clone());
+            }
+        }
         let mut log = self.log.config.clone();
         log.file = match &self.log.file {
             Some(t) => t.expand(d, vars).map(|p| base_dir.join(p)),

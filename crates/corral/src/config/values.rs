@@ -93,6 +93,78 @@ pub fn texts(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Vec<Text> {
     }
 }
 
+/// Whether a program is a shell that runs its `-c` argument.
+fn is_shell(program: &str) -> bool {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    matches!(
+        name,
+        "sh" | "bash" | "dash" | "zsh" | "ash" | "ksh" | "busybox"
+    )
+}
+
+/// `$NAME` not written `${NAME}` (nor `$$`): the shell's syntax, which
+/// nothing expands in a command run without a shell.
+fn bare_variable(word: &str) -> Option<&str> {
+    let mut rest = word;
+    while let Some(pos) = rest.find('$') {
+        let after = &rest[pos + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            rest = tail;
+            continue;
+        }
+        let len = after
+            .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
+            .unwrap_or(after.len());
+        if len > 0 && after.starts_with(|c: char| c == '_' || c.is_ascii_alphabetic()) {
+            return Some(&after[..len]);
+        }
+        rest = after;
+    }
+    None
+}
+
+/// Warnings for a command that will not do what it looks like: shell
+/// syntax in a string command (no shell runs it), or `$VAR` in a command
+/// that no shell expands.
+fn lint_command(d: &mut Diagnostics<'_>, v: &Value<'_>, words: &[String], what: &str) {
+    if words.first().is_some_and(|p| is_shell(p)) {
+        return;
+    }
+    if let DeValue::String(s) = v.get_ref() {
+        let operators = [";", "|", "&&", "||", ">", "<", "$(", "`", "&"];
+        let keywords = ["while", "for", "if", "export", "cd"];
+        let syntax = operators
+            .iter()
+            .find(|op| s.contains(**op))
+            .copied()
+            .or_else(|| {
+                words
+                    .first()
+                    .map(String::as_str)
+                    .filter(|w| keywords.contains(w))
+            });
+        if let Some(token) = syntax {
+            d.warning(
+                v.span(),
+                format!(
+                    "{what} {s:?} has shell syntax ({token:?}) but runs without a shell: \
+                     write [\"sh\", \"-c\", {s:?}] for a shell to run it"
+                ),
+            );
+            return;
+        }
+    }
+    if let Some(name) = words.iter().find_map(|w| bare_variable(w)) {
+        d.warning(
+            v.span(),
+            format!(
+                "${name} in {what} is not expanded (no shell runs it): write ${{{name}}} for \
+                 corral to expand it, or run it under [\"sh\", \"-c\", ...]"
+            ),
+        );
+    }
+}
+
 /// A command: an array is argv as is; a string is split like a shell would,
 /// without a shell. Each word is interpolated later.
 pub fn argv(d: &mut Diagnostics<'_>, v: &Value<'_>, what: &str) -> Option<Vec<Text>> {
@@ -123,6 +195,7 @@ pub fn argv(d: &mut Diagnostics<'_>, v: &Value<'_>, what: &str) -> Option<Vec<Te
         d.error(v.span(), format!("{what} is empty"));
         return None;
     }
+    lint_command(d, v, &words, what);
     Some(
         words
             .into_iter()
