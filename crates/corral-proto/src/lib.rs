@@ -161,6 +161,9 @@ pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<Health>,
     pub oneshot: bool,
+    /// "always", "on-failure" or "never".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
     /// Set for a job (a service with a schedule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobStatus>,

@@ -197,6 +197,14 @@ fn globs_all_and_no_names_target_services_and_stop_t_cuts_the_grace() {
     let (code, out, err) = project.run(&["restart", "web-a", "web-b"]);
     assert_eq!(code, 0, "{out}{err}");
     assert_ne!(pid_of(&project, "web-b"), before);
+    // A kill that ends a service its policy restarts says so.
+    let (code, out, _) = project.run(&["kill", "web-a"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("web-a has restart = \"on-failure\": corral will restart it"),
+        "{out}"
+    );
+    assert!(eventually(SECS5, || state_of(&project, "web-a") == "running"));
     // kill -s with a glob signals each match.
     let (code, out, err) = project.run(&["kill", "-s", "SIGSTOP", "web-?"]);
     assert_eq!(code, 0, "{out}{err}");
@@ -554,4 +562,77 @@ profiles = ["dev", "debug"]
         ),
         "{err}"
     );
+}
+
+#[test]
+fn a_project_too_deep_for_a_unix_socket_path_gets_a_short_one_and_says_where() {
+    let project = Project::new("");
+    let deep = project
+        .path()
+        .join("a-directory-name-that-is-rather-long/and-another-one-that-is-long-too/and-a-third");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(
+        deep.join("corral.toml"),
+        "[services.web]\ncommand = [\"sleep\", \"1000\"]\n",
+    )
+    .unwrap();
+    assert!(deep.join(".corral/corral.sock").as_os_str().len() > 107);
+    let mut up = std::process::Command::new(BIN);
+    up.arg("up")
+        .current_dir(&deep)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("NO_COLOR", "1");
+    let mut corral = Running::start(up);
+    let line = corral.wait_for("control socket at ", SECS10);
+    assert!(
+        line.contains("is longer than a Unix socket path may be"),
+        "{line}"
+    );
+    // Every command finds it the same way.
+    let (code, ps, err) = corral_in(&deep, &[], &["ps"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(has_row(&ps, "web", "running"), "{ps}");
+    assert_eq!(corral.stop(), 0);
+}
+
+#[test]
+fn ps_says_stopped_by_corral_and_shows_no_health_for_a_stopped_service() {
+    let project = Project::new(
+        r#"
+[services.web]
+command = ["sleep", "1000"]
+health = { exec = ["true"], interval = "100ms" }
+
+[services.crashy]
+command = ["sh", "-c", "sleep 0.2; kill -TERM $$$$"]
+restart = "never"
+"#,
+    );
+    let mut corral = project.up();
+    wait_for_socket(&project);
+    assert!(eventually(SECS5, || {
+        let (_, ps, _) = project.run(&["ps"]);
+        has_row(&ps, "web", "healthy")
+    }));
+    let (code, _, _) = project.run(&["restart", "web"]);
+    assert_eq!(code, 0);
+    let status = get_json(&project, "/v1/services/web");
+    assert_eq!(status["last_exit"], "stopped by corral (signal SIGTERM)");
+    // A crash by a signal is not corral's doing.
+    assert!(eventually(SECS5, || state_of(&project, "crashy") == "failed"));
+    assert_eq!(
+        get_json(&project, "/v1/services/crashy")["last_exit"],
+        "signal SIGTERM"
+    );
+    let (code, _, _) = project.run(&["stop", "web"]);
+    assert_eq!(code, 0);
+    let (_, ps, _) = project.run(&["ps"]);
+    let row = ps.lines().find(|l| l.starts_with("web ")).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    // NAME STATE PID UPTIME RESTARTS HEALTH LAST EXIT...
+    assert_eq!(cells[1], "stopped", "{ps}");
+    assert_eq!(cells[5], "-", "no health for a stopped service: {ps}");
+    assert!(row.contains("stopped by corral (signal SIGTERM)"), "{ps}");
+    assert_eq!(corral.stop(), 0);
 }

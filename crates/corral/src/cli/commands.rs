@@ -126,7 +126,13 @@ pub fn table(services: &[ServiceStatus]) -> String {
         "LAST EXIT".into(),
     ]];
     for s in services {
+        let runs = matches!(
+            s.state,
+            corral_proto::ServiceState::Running | corral_proto::ServiceState::Starting
+        );
         let health = match &s.health {
+            // Health is checked only while it runs.
+            _ if !runs => "-".to_string(),
             None => "-".to_string(),
             Some(h) => match h.healthy {
                 None => "pending".into(),
@@ -279,6 +285,17 @@ pub async fn kill(client: &Client, signal: &str, services: &[String]) -> Result<
             "sent {signal} to {name} (pid {})",
             status.pid.map_or("-".into(), |p| p.to_string())
         );
+        // A signal that ends it, on a service its policy restarts.
+        let ends = crate::config::parse_signal(signal).is_some_and(|s| {
+            use nix::sys::signal::Signal as S;
+            matches!(s, S::SIGTERM | S::SIGKILL | S::SIGINT | S::SIGQUIT)
+        });
+        if let (true, Some(policy @ ("always" | "on-failure"))) = (ends, status.restart.as_deref())
+        {
+            println!(
+                "{name} has restart = \"{policy}\": corral will restart it (`corral stop {name}` keeps it down)"
+            );
+        }
     }
     Ok(())
 }

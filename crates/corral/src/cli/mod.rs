@@ -862,7 +862,7 @@ fn socket_path(target: &Target, daemon: bool) -> PathBuf {
     if let Some(s) = &target.socket {
         return s.clone();
     }
-    let beside = config::state_dir(&target.file()).join("corral.sock");
+    let beside = short_enough(config::state_dir(&target.file()).join("corral.sock"));
     let pid1 = PathBuf::from("/run/corral.sock");
     if daemon {
         if std::process::id() == 1 {
@@ -877,6 +877,34 @@ fn socket_path(target: &Target, daemon: bool) -> PathBuf {
     } else {
         beside
     }
+}
+
+/// A Unix socket path holds at most 107 bytes. A longer one (a deep
+/// project directory) is replaced by a short path named after it, under
+/// $XDG_RUNTIME_DIR (else /tmp/corral-UID): the daemon and every command
+/// compute the same one, and the daemon says where it is.
+fn short_enough(path: PathBuf) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    if path.as_os_str().as_bytes().len() <= 107 {
+        return path;
+    }
+    // FNV-1a: the same on every build (std's hasher is not promised to be).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in path.as_os_str().as_bytes() {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/corral-{}", nix::unistd::getuid())));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir);
+    }
+    dir.join(format!("corral-{hash:016x}.sock"))
 }
 
 /// The daemon's lock: in the runtime dir beside the config, or beside the
@@ -995,6 +1023,18 @@ fn up(
     })?;
     if let Some(message) = swept.as_ref().and_then(describe_sweep) {
         hub.event(None, message);
+    }
+    let beside = config::state_dir(&target.file()).join("corral.sock");
+    let socket_at = socket_path(target, true);
+    if target.socket.is_none() && std::process::id() != 1 && socket_at != beside {
+        hub.event(
+            None,
+            format!(
+                "control socket at {}: {} is longer than a Unix socket path may be",
+                socket_at.display(),
+                beside.display()
+            ),
+        );
     }
     let result = rt.block_on(runtime::run(
         config,

@@ -197,6 +197,9 @@ pub struct Unit {
     pub last_run: Option<LastRun>,
     /// Why its program could not be run at all (until it starts again).
     pub error: Option<String>,
+    /// The last exit followed corral's own stop signal (a stop, a restart,
+    /// a reload, shutdown), not a crash.
+    pub last_exit_asked: bool,
     /// An operator's stop or restart asked for this grace instead of
     /// stop-timeout; it applies to the stop that request causes.
     stop_within: Option<Duration>,
@@ -230,6 +233,7 @@ impl Unit {
             run_started: None,
             last_run: None,
             error: None,
+            last_exit_asked: false,
             stop_within: None,
         }
     }

@@ -619,6 +619,7 @@ impl Engine {
     ) {
         let unit = &mut self.units[svc];
         unit.last_exit = Some(exit);
+        unit.last_exit_asked = cause == Some(StopCause::Asked);
         unit.change = None;
         let wanted = self.phase == Phase::Running && unit.want == Want::Up;
         let mut abort = false;

@@ -330,7 +330,13 @@ impl Supervisor<'_> {
             pid: unit.state.pid(),
             uptime_secs,
             restarts: unit.restarts,
-            last_exit: unit.last_exit.map(|e| e.to_string()),
+            last_exit: unit.last_exit.map(|e| {
+                if unit.last_exit_asked {
+                    format!("stopped by corral ({e})")
+                } else {
+                    e.to_string()
+                }
+            }),
             last_exit_code: unit.last_exit.map(|e| e.code()),
             error: unit.error.clone(),
             ready: matches!(unit.state, State::Running { .. }),
@@ -340,6 +346,7 @@ impl Supervisor<'_> {
                 last_failure: unit.health.last_failure.clone(),
             }),
             oneshot: service.oneshot,
+            restart: Some(service.restart.as_str().to_string()).filter(|_| service.job.is_none()),
             job: service.job.as_ref().map(|job| {
                 let ticking = unit.want == Want::Up && !self.engine.is_shutting_down();
                 corral_proto::JobStatus {
