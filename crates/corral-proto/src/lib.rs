@@ -254,6 +254,9 @@ pub struct ServiceList {
     /// How discovery across hosts is doing; absent with the one-host backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discovery: Option<DiscoveryStatus>,
+    /// Services `corral scale` took to 0 instances: still there, none listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scaled_to_zero: Vec<String>,
 }
 
 /// The state of a discovery backend that spans hosts (etcd).

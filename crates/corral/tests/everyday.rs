@@ -636,3 +636,41 @@ restart = "never"
     assert!(row.contains("stopped by corral (signal SIGTERM)"), "{ps}");
     assert_eq!(corral.stop(), 0);
 }
+
+#[test]
+fn a_service_scaled_to_0_stays_addressable() {
+    let project = Project::new(
+        r#"
+[services.api]
+command = ["sleep", "1000"]
+replicas = 2
+
+[services.web]
+command = ["sleep", "1000"]
+"#,
+    );
+    let (code, out, err) = project.run(&["up", "-d"]);
+    let _down = DownOnDrop(&project);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = project.run(&["scale", "api", "0"]);
+    assert_eq!(code, 0, "{err}");
+    for args in [
+        &["start", "api"][..],
+        &["stop", "api"],
+        &["restart", "api"],
+        &["logs", "api"],
+    ] {
+        let (code, out, err) = project.run(args);
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+    }
+    let (_, out, _) = project.run(&["start", "api"]);
+    assert!(
+        out.contains("api is scaled to 0: it has no instance"),
+        "{out}"
+    );
+    let list = get_json(&project, "/v1/services");
+    assert_eq!(list["scaled_to_zero"], serde_json::json!(["api"]));
+    let (code, _, err) = project.run(&["scale", "api", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(eventually(SECS5, || state_of(&project, "api.1") == "running"));
+}

@@ -187,6 +187,10 @@ async fn expand(client: &Client, names: &[String]) -> Result<Vec<String>, CliErr
         }
     };
     for name in names {
+        if list.scaled_to_zero.contains(name) {
+            println!("{name} is scaled to 0: it has no instance (corral scale {name} N runs N)");
+            continue;
+        }
         if name.contains(['*', '?']) {
             let matched: Vec<&ServiceStatus> = list
                 .services

@@ -198,6 +198,7 @@ pub async fn wait_until_up(
         ServiceList {
             services: Vec::new(),
             discovery: None,
+            scaled_to_zero: Vec::new(),
         }
     } else {
         client.json(Method::GET, "/services", None).await?

@@ -146,6 +146,14 @@ async fn act(
         None => None,
     };
     let names = expand(api, name).await?;
+    if names.is_empty() {
+        return Err(ApiError::new(
+            409,
+            format!(
+                "{name} is scaled to 0: it has no instance to act on (scale it up to run some)"
+            ),
+        ));
+    }
     let mut results = Vec::with_capacity(names.len());
     for instance in &names {
         results.push(act_one(api, instance, action, stop_timeout, wait, limit).await?);
@@ -282,6 +290,7 @@ async fn signal(api: &Api, name: &str, req: &SignalRequest) -> Result<Response<A
     ok(ApiBody::json(&corral_proto::ServiceList {
         services: statuses,
         discovery: None,
+        scaled_to_zero: Vec::new(),
     }))
 }
 

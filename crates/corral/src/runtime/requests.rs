@@ -25,6 +25,7 @@ impl Supervisor<'_> {
                 let _ = reply.send(Ok(corral_proto::ServiceList {
                     services: live,
                     discovery: self.discovery_status(),
+                    scaled_to_zero: self.scaled_to_zero().map(str::to_string).collect(),
                 }));
             }
             Request::Get { name, reply } => {
@@ -122,9 +123,21 @@ impl Supervisor<'_> {
             })
             .collect();
         if all.is_empty() {
+            // `corral scale NAME 0`: still a service, with no instance now.
+            if self.scaled_to_zero().any(|g| g == name) {
+                return Ok(Vec::new());
+            }
             return self.find(name).map(|i| vec![i]);
         }
         Ok(all)
+    }
+
+    /// The services `corral scale` took to 0 instances.
+    fn scaled_to_zero(&self) -> impl Iterator<Item = &str> {
+        self.scale
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(group, _)| group.as_str())
     }
 
     /// `corral scale`: the service runs `replicas` instances from now on; the
