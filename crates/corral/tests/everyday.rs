@@ -674,3 +674,47 @@ command = ["sleep", "1000"]
     assert_eq!(code, 0, "{err}");
     assert!(eventually(SECS5, || state_of(&project, "api.1") == "running"));
 }
+
+#[test]
+fn completions_and_the_manual_page() {
+    let project = Project::new("[services.a]\ncommand = [\"true\"]\n");
+    let (code, bash, err) = project.run(&["completions", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    let script = project.file("corral.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let checked = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    // The script completes the commands (sourced, it defines its function).
+    let listed = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(corral lo); COMP_CWORD=1; _corral corral lo corral; echo \"${{COMPREPLY[@]}}\"",
+            script.display()
+        ))
+        .output()
+        .unwrap();
+    let words = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(words.contains("logs"), "{words:?}");
+    let (code, zsh, _) = project.run(&["completions", "zsh"]);
+    assert_eq!(code, 0);
+    assert!(zsh.starts_with("#compdef corral"), "{zsh}");
+    let (code, fish, _) = project.run(&["completions", "fish"]);
+    assert_eq!(code, 0);
+    assert!(fish.contains("complete -c corral"), "{fish}");
+    let (code, _, err) = project.run(&["completions", "tcsh"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, man, _) = project.run(&["man"]);
+    assert_eq!(code, 0);
+    assert!(man.contains(".TH corral 1"), "{man}");
+    for command in ["up", "down", "logs", "wait", "events", "completions"] {
+        assert!(man.contains(command), "{command} missing from the manual");
+    }
+}

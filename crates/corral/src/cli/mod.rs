@@ -310,6 +310,10 @@ enum Command {
         timeout: String,
         services: Vec<String>,
     },
+    /// Print a completion script: `corral completions bash > /etc/bash_completion.d/corral`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff): `corral man | man -l -`.
+    Man,
     /// Print lifecycle events as they happen (starts, exits, readiness...).
     Events {
         #[command(flatten)]
@@ -545,9 +549,9 @@ fn exec_daemon(
 }
 
 impl Command {
-    /// The config file given after the command (every command takes one).
-    fn file_mut(&mut self) -> &mut Option<PathBuf> {
-        match self {
+    /// The config file given after the command (None: a command without one).
+    fn file_mut(&mut self) -> Option<&mut Option<PathBuf>> {
+        Some(match self {
             Command::Up { target, .. }
             | Command::Down { target }
             | Command::Ps { target, .. }
@@ -562,16 +566,18 @@ impl Command {
             | Command::Wait { target, .. }
             | Command::Check { target, .. } => &mut target.file,
             Command::Logs { target, .. } => &mut target.file,
-        }
+            Command::Completions { .. } | Command::Man => return None,
+        })
     }
 }
 
 /// Runs the parsed command; Ok is corral's exit code on success.
 pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
     // -f after the command wins over -f before it (and CORRAL_FILE).
-    let file = cli.command.file_mut();
-    if file.is_none() {
-        *file = cli.file.take();
+    if let Some(file) = cli.command.file_mut() {
+        if file.is_none() {
+            *file = cli.file.take();
+        }
     }
     // The daemon and every reload read the same file: it goes in the
     // environment, absolute (no thread runs yet).
@@ -722,6 +728,22 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
                     Ok(())
                 })
             })
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "corral", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .map_err(|source| CliError::Io {
+                    context: "cannot write the manual page",
+                    source,
+                })?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Events { target, json } => client_call(&target, |c| {
             Box::pin(async move { commands::events(&c, json).await })
