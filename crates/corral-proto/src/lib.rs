@@ -236,6 +236,33 @@ impl ServiceStatus {
     }
 }
 
+/// `GET /v1/services/{name}/exec`: how the service's process is run, for
+/// `corral exec` and `corral run` (which run a command the same way).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    /// The service's command, as it is run.
+    pub command: Vec<String>,
+    /// Its whole environment, discovery variables included.
+    pub env: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// The user it runs as, when not corral's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<ExecUser>,
+    /// The instances it declares in depends-on (`corral run` starts them).
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default)]
+    pub groups: Vec<u32>,
+}
+
 /// What the health probe found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {

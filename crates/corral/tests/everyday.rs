@@ -718,3 +718,100 @@ fn completions_and_the_manual_page() {
         assert!(man.contains(command), "{command} missing from the manual");
     }
 }
+
+#[test]
+fn exec_and_run_in_a_services_environment() {
+    let port = free_port();
+    let project = Project::new(&format!(
+        r#"
+[services.db]
+command = ["sleep", "1000"]
+provides = [{{ name = "db", port = {port} }}]
+
+[services.api]
+command = ["sleep", "1000"]
+env = {{ GREETING = "hello" }}
+working-dir = "app"
+requires = ["db"]
+
+[services.migrate]
+command = ["sh", "-c", "echo migrate with: \"$@\" to $DB_ADDR; [ -z \"$1\" ] || exit 3", "migrate"]
+depends-on = ["db"]
+requires = ["db"]
+oneshot = true
+"#
+    ));
+    std::fs::create_dir_all(project.file("app")).unwrap();
+    let (code, out, err) = project.run(&["up", "-d"]);
+    let _down = DownOnDrop(&project);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // exec: the service's env (discovery included), working dir; the exit
+    // code passes through.
+    let (code, out, err) = project.run(&[
+        "exec",
+        "api",
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING $DB_ADDR; pwd; exit 7",
+    ]);
+    assert_eq!(code, 7, "{err}");
+    assert!(out.contains(&format!("hello 127.0.0.1:{port}")), "{out}");
+    assert!(out.trim_end().ends_with("/app"), "{out}");
+    // Without `--` too, as compose takes it.
+    let (code, out, _) = project.run(&["exec", "api", "printenv", "GREETING"]);
+    assert_eq!((code, out.trim()), (0, "hello"));
+
+    // In a terminal, stdin is the terminal; -T detaches it.
+    let file = project.file("corral.toml");
+    let in_tty = |flag: &str| {
+        let cmd = format!(
+            "{BIN} -f {} exec {flag} api -- sh -c 'test -t 0 && echo tty || echo notty'",
+            file.display()
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(in_tty("").contains("tty") && !in_tty("").contains("notty"));
+    assert!(in_tty("-T").contains("notty"));
+
+    // run: its dependencies first (db is stopped here), then a fresh,
+    // attached instance with the args appended; its exit code is corral's.
+    let (code, _, _) = project.run(&["stop", "db"]);
+    assert_eq!(code, 0);
+    let (code, out, err) = project.run(&["run", "migrate", "--", "--dry-run"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains(&format!("migrate with: --dry-run to 127.0.0.1:{port}")),
+        "{out}"
+    );
+    assert_eq!(state_of(&project, "db"), "running");
+
+    let (code, _, err) = project.run(&["exec", "nope", "--", "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no service named \"nope\""), "{err}");
+}
+
+#[test]
+fn exec_without_a_daemon_uses_the_config() {
+    let project = Project::new(
+        "[services.api]\ncommand = [\"sleep\", \"1000\"]\nenv = { GREETING = \"from the file\" }\n",
+    );
+    let (code, out, err) = project.run(&["exec", "api", "--", "printenv", "GREETING"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "from the file");
+    assert!(
+        err.contains("not running; using api's environment"),
+        "{err}"
+    );
+    let (code, _, err) = project.run(&["exec", "api", "--", "no-such-program-anywhere"]);
+    assert_eq!(code, 127);
+    assert!(
+        err.contains("cannot run \"no-such-program-anywhere\""),
+        "{err}"
+    );
+}

@@ -4,6 +4,7 @@ mod check;
 mod client;
 mod commands;
 mod detach;
+mod exec;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -310,6 +311,30 @@ enum Command {
         timeout: String,
         services: Vec<String>,
     },
+    /// Run a command in a service's environment (its env, discovery
+    /// variables, working dir, user), attached: `corral exec web -- ls -l`.
+    Exec {
+        #[command(flatten)]
+        target: Target,
+        /// Do not attach stdin (as compose's -T).
+        #[arg(short = 'T')]
+        no_tty: bool,
+        service: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run a fresh, attached instance of a service's command (ARGS
+    /// appended), after starting what it depends on: `corral run migrate -- --dry-run`.
+    Run {
+        #[command(flatten)]
+        target: Target,
+        /// Do not attach stdin (as compose's -T).
+        #[arg(short = 'T')]
+        no_tty: bool,
+        service: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Print a completion script: `corral completions bash > /etc/bash_completion.d/corral`.
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff): `corral man | man -l -`.
@@ -564,6 +589,8 @@ impl Command {
             | Command::Reload { target }
             | Command::Events { target, .. }
             | Command::Wait { target, .. }
+            | Command::Exec { target, .. }
+            | Command::Run { target, .. }
             | Command::Check { target, .. } => &mut target.file,
             Command::Logs { target, .. } => &mut target.file,
             Command::Completions { .. } | Command::Man => return None,
@@ -729,6 +756,18 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
                 })
             })
         }
+        Command::Exec {
+            target,
+            no_tty,
+            service,
+            command,
+        } => exec::exec(&target, &service, &command, no_tty),
+        Command::Run {
+            target,
+            no_tty,
+            service,
+            args,
+        } => exec::run(&target, &service, &args, no_tty),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();

@@ -21,6 +21,11 @@ pub enum Request {
         name: String,
         reply: Reply<ServiceStatus>,
     },
+    /// How one instance's process is run (`corral exec`, `corral run`).
+    Exec {
+        name: String,
+        reply: Reply<corral_proto::ExecSpec>,
+    },
     /// Start, stop or restart one instance; answers with its state right after.
     /// `stop_timeout` replaces the service's stop-timeout for this stop.
     Act {

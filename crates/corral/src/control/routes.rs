@@ -51,6 +51,11 @@ async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>,
         (Method::GET, ["version"]) => ok(ApiBody::json::<Version>(&api.identity)),
         (Method::GET, ["services"]) => list(&api).await,
         (Method::GET, ["services", name]) => get(&api, name).await,
+        (Method::GET, ["services", name, "exec"]) => {
+            let name = name.to_string();
+            let spec = api.call(|reply| Ask::Exec { name, reply }).await?;
+            ok(ApiBody::json(&spec))
+        }
         (Method::POST, ["services", name, "scale"]) => {
             let name = name.to_string();
             let body: corral_proto::ScaleRequest = read_json(req).await?;

@@ -31,6 +31,9 @@ impl Supervisor<'_> {
             Request::Get { name, reply } => {
                 let _ = reply.send(self.find(&name).map(|i| self.status(i)));
             }
+            Request::Exec { name, reply } => {
+                let _ = reply.send(self.find(&name).map(|i| self.exec_spec(i)));
+            }
             Request::Act {
                 name,
                 action,
@@ -321,6 +324,37 @@ impl Supervisor<'_> {
         config
             .select(&known)
             .map_err(|name| ApiError::new(422, format!("unknown service {name:?}")))
+    }
+
+    /// How the service's process is run now: its command, and the
+    /// environment a new process of it would get (discovery included).
+    fn exec_spec(&self, svc: usize) -> corral_proto::ExecSpec {
+        let service = &self.config.services[svc];
+        let mut env = service.env.clone();
+        // What discovery tells it now (without writing or rendering anything).
+        if !service.requires.is_empty() {
+            env.extend(crate::discovery::endpoint_env(&self.endpoint_sets(svc)));
+        }
+        corral_proto::ExecSpec {
+            command: service.command.clone(),
+            env,
+            working_dir: service
+                .working_dir
+                .as_ref()
+                .map(|d| d.display().to_string()),
+            user: service.user.as_ref().map(|u| corral_proto::ExecUser {
+                name: u.name.clone(),
+                uid: u.uid,
+                gid: u.gid,
+                groups: u.groups.clone(),
+            }),
+            depends_on: service
+                .depends_on
+                .iter()
+                .filter(|d| d.explicit)
+                .map(|d| self.config.services[d.service].name.clone())
+                .collect(),
+        }
     }
 
     /// What `corral ps` shows for one service.
