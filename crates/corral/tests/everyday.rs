@@ -815,3 +815,69 @@ fn exec_without_a_daemon_uses_the_config() {
         "{err}"
     );
 }
+
+#[test]
+fn several_files_merge_in_order_with_includes_and_corral_config_prints_the_result() {
+    let project = Project::new(
+        r#"
+include = ["common.toml"]
+
+[services.web]
+command = ["sh", "-c", "echo web mode=$MODE keep=$KEEP; exec sleep 1000"]
+env = { MODE = "dev", KEEP = "kept", API_TOKEN = "s3cr3t-0123456789-ABCDEFabcdef" }
+"#,
+    );
+    project.write(
+        "common.toml",
+        "[services.db]\ncommand = [\"sleep\", \"1000\"]\n",
+    );
+    project.write(
+        "prod.toml",
+        "[services.web]\nenv = { MODE = \"prod\" }\n\n[services.cache]\ncommand = [\"sleep\", \"1000\"]\n",
+    );
+    // Later files win key by key; tables merge; includes come first.
+    let mut corral = project.up_with(&[], &["-f", "corral.toml", "-f", "prod.toml"]);
+    corral.wait_for_output("web", "web mode=prod keep=kept", SECS10);
+    assert_eq!(names_running(&project), ["db", "web", "cache"]);
+    // A reload reads every file again.
+    project.write(
+        "prod.toml",
+        "[services.web]\nenv = { MODE = \"staging\" }\n",
+    );
+    let (code, out, err) = project.run(&["-f", "corral.toml", "-f", "prod.toml", "reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    corral.wait_for_output("web", "web mode=staging keep=kept", SECS10);
+    assert_eq!(corral.stop(), 0);
+
+    // corral config: the merged file, secrets masked unless --unmask; it
+    // reads back as a config with the same plan.
+    let (code, merged, err) = project.run(&["-f", "corral.toml", "-f", "prod.toml", "config"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(merged.contains("MODE = \"staging\""), "{merged}");
+    assert!(merged.contains("API_TOKEN = \"********\""), "{merged}");
+    assert!(!merged.contains("include"), "{merged}");
+    let (_, unmasked, _) =
+        project.run(&["-f", "corral.toml", "-f", "prod.toml", "config", "--unmask"]);
+    assert!(
+        unmasked.contains("s3cr3t-0123456789-ABCDEFabcdef"),
+        "{unmasked}"
+    );
+    project.write("flat.toml", &unmasked);
+    let (code, flat, err) = project.run(&["-f", "flat.toml", "check"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, both, _) = project.run(&["-f", "corral.toml", "-f", "prod.toml", "check"]);
+    let plan = |text: &str| text.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(plan(&flat), plan(&both));
+
+    // An error in an included file points into that file.
+    project.write(
+        "common.toml",
+        "[services.db]\ncommand = [\"sleep\", \"1000\"]\ncomand = 1\n",
+    );
+    let (code, _, err) = project.run(&["check"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("common.toml:3:1: error: unknown key `comand`"),
+        "{err}"
+    );
+}

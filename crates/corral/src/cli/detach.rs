@@ -23,7 +23,7 @@ pub fn up_detached(
     services: &[String],
 ) -> Result<ExitCode, CliError> {
     // Bad config is reported here, before anything runs in the background.
-    let config = load_with(&target.file(), procfile.options(&target.file())?.as_ref())?;
+    let config = load_with(&target.files(), procfile.options(&target.file())?.as_ref())?;
     if services.is_empty() {
         config
             .clone()
@@ -64,12 +64,13 @@ pub fn up_detached(
         context: "cannot find the corral executable",
         source,
     })?;
-    let file = std::fs::canonicalize(target.file()).unwrap_or_else(|_| target.file());
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("up")
-        .arg("-f")
-        .arg(&file)
-        .arg("--socket")
+    cmd.arg("up");
+    for file in target.files() {
+        cmd.arg("-f")
+            .arg(std::fs::canonicalize(&file).unwrap_or(file));
+    }
+    cmd.arg("--socket")
         .arg(&socket)
         .arg("--console-log")
         .arg(&log_path)

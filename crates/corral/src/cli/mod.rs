@@ -25,8 +25,14 @@ use client::Client;
 pub struct Cli {
     /// The config file, for any command (`corral -f x.toml logs -f web`);
     /// default: corral.toml here or in a parent directory, else a Procfile here.
-    #[arg(short = 'f', long = "file", env = "CORRAL_FILE", value_name = "FILE")]
-    file: Option<PathBuf>,
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "CORRAL_FILE",
+        value_name = "FILE",
+        value_delimiter = ':'
+    )]
+    file: Vec<PathBuf>,
     /// Variables for `${...}` in the config that corral's environment does
     /// not set (default: .env beside the config, when there is one).
     #[arg(long = "env-file", env = "CORRAL_ENV_FILE", value_name = "FILE")]
@@ -39,9 +45,10 @@ pub struct Cli {
 #[derive(Debug, Args)]
 struct Target {
     /// The config file (default: corral.toml, else a Procfile, in this
-    /// directory); the daemon's socket is found beside it.
+    /// directory); the daemon's socket is found beside it. Repeated, the
+    /// files are merged in order (later wins).
     #[arg(short = 'f', long = "file")]
-    file: Option<PathBuf>,
+    file: Vec<PathBuf>,
     /// The control socket (default: .corral/corral.sock beside the config,
     /// or /run/corral.sock when corral is PID 1).
     #[arg(long, env = "CORRAL_SOCKET")]
@@ -49,12 +56,21 @@ struct Target {
 }
 
 impl Target {
+    /// Every config file, merged in order: the ones given, or the one found.
+    fn files(&self) -> Vec<PathBuf> {
+        if self.file.is_empty() {
+            vec![self.file()]
+        } else {
+            self.file.clone()
+        }
+    }
+
     /// The config file: as given (after the command, else before it, else
     /// CORRAL_FILE), else corral.toml here or in the nearest parent that has
     /// one (as compose and git look), else a Procfile here (as foreman
     /// does), else corral.toml (to say it is missing).
     fn file(&self) -> PathBuf {
-        if let Some(file) = &self.file {
+        if let Some(file) = self.file.first() {
             return file.clone();
         }
         let here = PathBuf::from("corral.toml");
@@ -192,7 +208,7 @@ impl ProcfileArgs {
 struct LogsTarget {
     /// The config file; the daemon's socket is found beside it.
     #[arg(long = "file")]
-    file: Option<PathBuf>,
+    file: Vec<PathBuf>,
     /// The control socket.
     #[arg(long, env = "CORRAL_SOCKET")]
     socket: Option<PathBuf>,
@@ -335,6 +351,15 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Print the config as corral reads it: the files merged, ${...}
+    /// interpolated, secrets masked.
+    Config {
+        #[command(flatten)]
+        target: Target,
+        /// Show the values that look secret as they are.
+        #[arg(long)]
+        unmask: bool,
+    },
     /// Print a completion script: `corral completions bash > /etc/bash_completion.d/corral`.
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff): `corral man | man -l -`.
@@ -446,6 +471,7 @@ pub fn main_cli() -> ExitCode {
 /// hand: this is an interface between corral's two binaries, and clap
 /// would bring the whole command line into the daemon.
 pub fn main_daemon() -> ExitCode {
+    let mut files: Vec<PathBuf> = Vec::new();
     let mut file = None;
     let mut socket = None;
     let mut console_log = None;
@@ -490,14 +516,23 @@ pub fn main_daemon() -> ExitCode {
             }
         };
         match args.next() {
-            Some(value) => *slot = Some(PathBuf::from(value)),
+            Some(value) => {
+                *slot = Some(PathBuf::from(value));
+                // -f may come several times: the files merged in order.
+                if let Some(f) = file.take() {
+                    files.push(f);
+                }
+            }
             None => {
                 eprintln!("corrald: {arg:?} needs a value");
                 return ExitCode::from(2);
             }
         }
     }
-    let target = Target { file, socket };
+    let target = Target {
+        file: files,
+        socket,
+    };
     let port = match port.map(|p: PathBuf| p.to_string_lossy().parse::<u16>()) {
         Some(Ok(port)) => Some(port),
         Some(Err(_)) => {
@@ -553,7 +588,9 @@ fn exec_daemon(
         .filter(|path| path.exists())
         .unwrap_or_else(|| PathBuf::from("corrald"));
     let mut cmd = std::process::Command::new(&daemon);
-    cmd.arg("-f").arg(target.file());
+    for file in target.files() {
+        cmd.arg("-f").arg(file);
+    }
     if let Some(socket) = &target.socket {
         cmd.arg("--socket").arg(socket);
     }
@@ -574,8 +611,8 @@ fn exec_daemon(
 }
 
 impl Command {
-    /// The config file given after the command (None: a command without one).
-    fn file_mut(&mut self) -> Option<&mut Option<PathBuf>> {
+    /// The config files given after the command (None: a command without any).
+    fn file_mut(&mut self) -> Option<&mut Vec<PathBuf>> {
         Some(match self {
             Command::Up { target, .. }
             | Command::Down { target }
@@ -590,6 +627,7 @@ impl Command {
             | Command::Events { target, .. }
             | Command::Wait { target, .. }
             | Command::Exec { target, .. }
+            | Command::Config { target, .. }
             | Command::Run { target, .. }
             | Command::Check { target, .. } => &mut target.file,
             Command::Logs { target, .. } => &mut target.file,
@@ -602,8 +640,8 @@ impl Command {
 pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
     // -f after the command wins over -f before it (and CORRAL_FILE).
     if let Some(file) = cli.command.file_mut() {
-        if file.is_none() {
-            *file = cli.file.take();
+        if file.is_empty() {
+            *file = std::mem::take(&mut cli.file);
         }
     }
     // The daemon and every reload read the same file: it goes in the
@@ -663,10 +701,10 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
                 // What a Procfile stands for, checked: a corral.toml to start from.
                 Some(options) => {
                     let text = config::procfile_toml(&file, &options).map_err(failure)?;
-                    load_with(&file, Some(&options))?;
+                    load_with(std::slice::from_ref(&file), Some(&options))?;
                     print!("{text}");
                 }
-                None => print!("{}", check::plan(&load(&file)?)),
+                None => print!("{}", check::plan(&load_with(&target.files(), None)?)),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -768,6 +806,27 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
             service,
             args,
         } => exec::run(&target, &service, &args, no_tty),
+        Command::Config { target, unmask } => {
+            let files = target.files();
+            let file = target.file();
+            // Checked first: a config with errors is reported, not printed.
+            if config::is_procfile(&file) {
+                let options = config::ProcfileOptions::default();
+                load_with(&files, Some(&options))?;
+                print!(
+                    "{}",
+                    config::procfile_toml(&file, &options).map_err(failure)?
+                );
+            } else {
+                load_with(&files, None)?;
+                let host = config::host_env(&file).map_err(failure)?;
+                print!(
+                    "{}",
+                    config::merged_toml(&files, &host, unmask).map_err(failure)?
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut command = Cli::command();
@@ -993,14 +1052,21 @@ fn client_for(target: &Target) -> Client {
 /// Loads and validates a config, printing warnings; errors come back all at once.
 fn load(file: &Path) -> Result<Config, CliError> {
     let procfile = config::is_procfile(file).then(config::ProcfileOptions::default);
-    load_with(file, procfile.as_ref())
+    load_with(&[file.to_path_buf()], procfile.as_ref())
 }
 
-/// As `load`, a Procfile read with these options.
-fn load_with(file: &Path, procfile: Option<&config::ProcfileOptions>) -> Result<Config, CliError> {
+/// As `load`, for several files merged in order, or a Procfile read with
+/// these options.
+fn load_with(
+    files: &[PathBuf],
+    procfile: Option<&config::ProcfileOptions>,
+) -> Result<Config, CliError> {
+    let Some(file) = files.first() else {
+        return Err(CliError::Usage("no config file".into()));
+    };
     let host = config::host_env(file).map_err(failure)?;
     let scale = std::collections::BTreeMap::new();
-    match config::load_source(file, &host, &scale, procfile) {
+    match config::load_files(files, &host, &scale, procfile) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("{w}");
@@ -1028,7 +1094,7 @@ fn up(
     console_log: Option<PathBuf>,
 ) -> Result<ExitCode, CliError> {
     let file = target.file();
-    let mut config = load_with(&file, procfile.options(&file)?.as_ref())?;
+    let mut config = load_with(&target.files(), procfile.options(&file)?.as_ref())?;
     let console_file = match console_log {
         Some(path) => Some(
             crate::logs::ConsoleFile::start(crate::logs::FileSpec {

@@ -61,10 +61,13 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// Collects diagnostics for one source file.
+/// Collects diagnostics for one source file, or for several files read as
+/// one text (each file's bytes at its own offset: `segments`).
 pub struct Diagnostics<'s> {
     file: &'s Path,
     source: &'s str,
+    /// (offset where a file starts in `source`, that file), in order.
+    segments: Vec<(usize, PathBuf)>,
     items: Vec<Diagnostic>,
     /// What `items` holds, so a problem seen again (each replica reads the
     /// same table) is dropped in O(1).
@@ -76,9 +79,16 @@ impl<'s> Diagnostics<'s> {
         Diagnostics {
             file,
             source,
+            segments: Vec::new(),
             items: Vec::new(),
             seen: std::collections::HashSet::new(),
         }
+    }
+
+    /// For a text made of several files one after the other.
+    pub fn with_segments(mut self, segments: Vec<(usize, PathBuf)>) -> Self {
+        self.segments = segments;
+        self
     }
 
     pub fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
@@ -101,13 +111,19 @@ impl<'s> Diagnostics<'s> {
     }
 
     fn push(&mut self, severity: Severity, span: Option<Range<usize>>, message: String) {
+        // The file the offset falls in, and the offset within it.
+        let start = span.as_ref().map_or(0, |s| s.start);
+        let (file, base) = match self.segments.iter().rev().find(|(at, _)| *at <= start) {
+            Some((at, path)) => (path.as_path(), *at),
+            None => (self.file, 0),
+        };
         let (line, column) = match span {
-            Some(span) => line_col(self.source, span.start),
+            Some(span) => line_col(self.source.get(base..).unwrap_or(""), span.start - base),
             None => (0, 0),
         };
         let diagnostic = Diagnostic {
             severity,
-            file: self.file.to_path_buf(),
+            file: file.to_path_buf(),
             line,
             column,
             message,

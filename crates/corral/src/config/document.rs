@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use toml::de::DeTable;
+use toml::de::{DeTable, DeValue};
 
 use super::diag::Diagnostics;
 use super::env::HostEnv;
@@ -23,25 +23,58 @@ pub struct RawConfig {
     pub services: Vec<RawService>,
 }
 
-const TOP_KEYS: [&str; 3] = ["corral", "services", "discovery"];
+const TOP_KEYS: [&str; 4] = ["corral", "services", "discovery", "include"];
 
-/// Parses the document; None when it is not even valid TOML or lacks services.
+/// Merges `from` (a later file) into `into`: a table merges key by key,
+/// anything else is replaced, as docker compose merges its files.
+fn merge<'i>(into: &mut DeTable<'i>, from: DeTable<'i>) {
+    for (key, value) in from {
+        let (span, value) = (value.span(), value.into_inner());
+        match (into.get_mut(key.get_ref().as_ref()), value) {
+            (Some(existing), DeValue::Table(table))
+                if matches!(existing.get_ref(), DeValue::Table(_)) =>
+            {
+                if let DeValue::Table(inner) = existing.get_mut() {
+                    merge(inner, table);
+                }
+            }
+            (_, value) => {
+                into.insert(key, toml::Spanned::new(span, value));
+            }
+        }
+    }
+}
+
+/// Parses the document: one text per file, each the whole text of all the
+/// files with only its own bytes kept (the others blanked, newlines kept),
+/// so every span points into the whole. Later files win, key by key;
+/// tables merge. None when one is not valid TOML or there are no services.
 pub fn parse(
-    source: &str,
+    sources: &[String],
     base_dir: &Path,
     host: &HostEnv,
     overrides: &BTreeMap<String, u32>,
     d: &mut Diagnostics<'_>,
 ) -> Option<RawConfig> {
-    let (root, syntax_errors) = DeTable::parse_recoverable(source);
-    let syntax_failed = !syntax_errors.is_empty();
-    for e in syntax_errors {
-        let msg = e.message().trim().to_string();
-        d.error(e.span().unwrap_or(0..0), format!("invalid TOML: {msg}"));
+    let mut merged: Option<DeTable<'_>> = None;
+    let mut syntax_failed = false;
+    for source in sources {
+        let (root, syntax_errors) = DeTable::parse_recoverable(source);
+        for e in syntax_errors {
+            syntax_failed = true;
+            let msg = e.message().trim().to_string();
+            d.error(e.span().unwrap_or(0..0), format!("invalid TOML: {msg}"));
+        }
+        let root = root.into_inner();
+        match &mut merged {
+            None => merged = Some(root),
+            Some(into) => merge(into, root),
+        }
     }
     if syntax_failed {
         return None;
     }
+    let root = toml::Spanned::new(0..0, merged.unwrap_or_default());
     let mut global = Global::default();
     let mut discovery = Discovery::default();
     let mut services = Vec::new();
@@ -55,7 +88,8 @@ pub fn parse(
     }
     for (key, value) in root.get_ref().iter() {
         match key.get_ref().as_ref() {
-            "corral" => {}
+            // Read before parsing: the files it names are merged in.
+            "corral" | "include" => {}
             "discovery" => {
                 if let Some(t) = table(d, value, "[discovery]") {
                     discovery = parse_discovery(d, t, host, base_dir);
@@ -436,4 +470,163 @@ fn etcd_settings(
         credentials: username.zip(password),
         tls,
     })
+}
+
+/// The merged document as TOML text (`corral config`): strings interpolated
+/// from corral's environment, a service's own variables kept as written,
+/// `$` escaped so that the text reads back the same; `env` values that look
+/// secret masked unless `unmask`.
+pub fn render_merged(sources: &[String], host: &HostEnv, unmask: bool) -> String {
+    let mut merged: Option<DeTable<'_>> = None;
+    for source in sources {
+        let (root, _) = DeTable::parse_recoverable(source);
+        match &mut merged {
+            None => merged = Some(root.into_inner()),
+            Some(into) => merge(into, root.into_inner()),
+        }
+    }
+    let mut root = merged.unwrap_or_default();
+    root.remove("include");
+    let r = Render { host, unmask };
+    let mut out = String::new();
+    r.table(&mut out, &[], &root);
+    out.trim_start().to_string()
+}
+
+struct Render<'a> {
+    host: &'a HostEnv,
+    unmask: bool,
+}
+
+/// Stands for `${NAME}` of a service's own variables while `$` is escaped.
+const OWN_MARK: char = '\u{1}';
+
+impl Render<'_> {
+    /// `[a.b]` headers for the top level, each service, and `[corral]` /
+    /// `[discovery]`; inline tables below that.
+    fn table(&self, out: &mut String, path: &[&str], t: &DeTable<'_>) {
+        let header_below = |key: &str| path.is_empty() || (path == ["services"] && !key.is_empty());
+        for (key, value) in t.iter() {
+            let key = key.get_ref().as_ref();
+            if matches!(value.get_ref(), DeValue::Table(_)) && header_below(key) {
+                continue;
+            }
+            out.push_str(&format!("{} = ", bare_key(key)));
+            self.value(out, path, key, value.get_ref());
+            out.push('\n');
+        }
+        for (key, value) in t.iter() {
+            let key = key.get_ref().as_ref();
+            let DeValue::Table(inner) = value.get_ref() else {
+                continue;
+            };
+            if !header_below(key) {
+                continue;
+            }
+            let mut sub: Vec<&str> = path.to_vec();
+            sub.push(key);
+            let has_scalars = inner
+                .iter()
+                .any(|(_, v)| !matches!(v.get_ref(), DeValue::Table(_)))
+                || sub.len() >= 2;
+            if has_scalars {
+                let header: Vec<String> = sub.iter().map(|k| bare_key(k)).collect();
+                out.push_str(&format!("\n[{}]\n", header.join(".")));
+            }
+            self.table(out, &sub, inner);
+        }
+    }
+
+    fn value(&self, out: &mut String, path: &[&str], key: &str, v: &DeValue<'_>) {
+        match v {
+            DeValue::String(s) => {
+                let secret = path.last() == Some(&"env");
+                let text = self.interpolate(s);
+                let text = match (secret && !self.unmask, super::env::masked(key, &text)) {
+                    (true, Some(masked)) => masked,
+                    _ => text,
+                };
+                out.push_str(&quote(&text));
+            }
+            DeValue::Integer(i) => out.push_str(i.as_str()),
+            DeValue::Float(f) => out.push_str(f.as_str()),
+            DeValue::Boolean(b) => out.push_str(if *b { "true" } else { "false" }),
+            DeValue::Datetime(d) => out.push_str(&d.to_string()),
+            DeValue::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    self.value(out, path, key, item.get_ref());
+                }
+                out.push(']');
+            }
+            DeValue::Table(t) => {
+                let mut sub: Vec<&str> = path.to_vec();
+                sub.push(key);
+                out.push_str("{ ");
+                for (i, (k, v)) in t.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    let k = k.get_ref().as_ref();
+                    out.push_str(&format!("{} = ", bare_key(k)));
+                    self.value(out, &sub, k, v.get_ref());
+                }
+                out.push_str(" }");
+            }
+        }
+    }
+
+    /// `${VAR}` from corral's environment; a service's own variables stay.
+    fn interpolate(&self, raw: &str) -> String {
+        let own = ["PORT", "CORRAL_SERVICE", "CORRAL_REPLICA"];
+        let vars = |n: &str| {
+            if own.contains(&n) {
+                Some(format!("{OWN_MARK}{n}{OWN_MARK}"))
+            } else {
+                self.host.get(n).map(str::to_string)
+            }
+        };
+        let expanded =
+            super::interp::expand(raw, &vars).map_or_else(|_| raw.to_string(), |e| e.value);
+        // What is left is literal: `$` escaped, the own variables restored.
+        let mut out = expanded.replace('$', "$$");
+        for n in own {
+            out = out.replace(&format!("{OWN_MARK}{n}{OWN_MARK}"), &format!("${{{n}}}"));
+        }
+        out
+    }
+}
+
+/// A key as TOML writes it: bare when it can be, quoted otherwise.
+fn bare_key(key: &str) -> String {
+    if !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c == '-' || c == '_' || c.is_ascii_alphanumeric())
+    {
+        key.to_string()
+    } else {
+        quote(key)
+    }
+}
+
+/// A TOML basic string.
+fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

@@ -144,6 +144,7 @@ pub fn resolve(raw: RawConfig, path: &Path, d: &mut Diagnostics<'_>) -> Option<C
         services,
         start_order,
         procfile: None,
+        files: vec![path.to_path_buf()],
     })
 }
 

@@ -73,6 +73,8 @@ pub struct Config {
     pub start_order: Vec<usize>,
     /// Read from a Procfile with these options (a reload reads it the same way).
     pub procfile: Option<ProcfileOptions>,
+    /// Every file given (`-f` repeated), merged in order; `path` is the first.
+    pub files: Vec<PathBuf>,
 }
 
 /// The `[corral]` table.
@@ -691,23 +693,152 @@ pub fn procfile_toml(path: &Path, options: &ProcfileOptions) -> Result<String, L
     })
 }
 
-/// Reads, parses, interpolates and validates a config file: a corral.toml,
-/// or (`procfile` given) a Procfile read with those options. `overrides`
-/// replace some services' `replicas` (`corral scale`).
-pub fn load_source(
-    path: &Path,
+/// Reads, parses, interpolates and validates the config: corral.toml files
+/// merged in order (later wins, key by key; each file's `include`s come
+/// before it), or (`procfile` given) a Procfile read with those options.
+/// The first file is the project's: relative paths, the socket and
+/// `.corral/` are beside it. `overrides` replace some services' `replicas`
+/// (`corral scale`).
+pub fn load_files(
+    files: &[PathBuf],
     host: &HostEnv,
     overrides: &BTreeMap<String, u32>,
     procfile: Option<&ProcfileOptions>,
 ) -> Result<Loaded, LoadFailure> {
-    let Some(options) = procfile else {
-        let source = read_text(path)?;
-        return load_str(path, &source, host, overrides);
+    let Some(path) = files.first() else {
+        return Err(LoadFailure {
+            errors: ConfigErrors(Vec::new()),
+            warnings: Vec::new(),
+        });
     };
-    let text = procfile_toml(path, options)?;
-    let mut loaded = load_str(path, &text, host, overrides)?;
-    loaded.config.procfile = Some(options.clone());
-    Ok(loaded)
+    if let Some(options) = procfile {
+        let text = procfile_toml(path, options)?;
+        let mut loaded = load_str(path, &text, host, overrides)?;
+        loaded.config.procfile = Some(options.clone());
+        return Ok(loaded);
+    }
+    let (whole, segments, sources) = read_sources(files)?;
+    let mut diags = diag::Diagnostics::new(path, &whole).with_segments(segments);
+    let base_dir = dir_of(path);
+    let parsed = document::parse(&sources, &base_dir, host, overrides, &mut diags);
+    let config = parsed.and_then(|raw| graph::resolve(raw, path, &mut diags));
+    let (errors, warnings) = diags.finish();
+    match config {
+        Some(mut config) if errors.is_empty() => {
+            config.files = files.to_vec();
+            Ok(Loaded { config, warnings })
+        }
+        _ => Err(LoadFailure {
+            errors: ConfigErrors(errors),
+            warnings,
+        }),
+    }
+}
+
+/// The files to read, includes first, each once: the whole text, where each
+/// file starts in it, and one text per file (the whole with the other files
+/// blanked: spaces, newlines kept), so each file's spans are offsets in the
+/// whole.
+type Sources = (String, Vec<(usize, PathBuf)>, Vec<String>);
+
+fn read_sources(files: &[PathBuf]) -> Result<Sources, LoadFailure> {
+    let mut order: Vec<(PathBuf, String)> = Vec::new();
+    for file in files {
+        gather(file, &mut order, &mut Vec::new())?;
+    }
+    let mut whole = String::new();
+    let mut segments = Vec::with_capacity(order.len());
+    for (file, text) in &order {
+        segments.push((whole.len(), file.clone()));
+        whole.push_str(text);
+        whole.push('\n');
+    }
+    let blank = |text: &str| -> String {
+        text.chars()
+            .map(|c| {
+                if c == '\n' {
+                    "\n".to_string()
+                } else {
+                    " ".repeat(c.len_utf8())
+                }
+            })
+            .collect()
+    };
+    let sources: Vec<String> = (0..segments.len())
+        .map(|k| {
+            let start = segments[k].0;
+            let end = segments.get(k + 1).map_or(whole.len(), |(next, _)| *next);
+            let mut text = blank(&whole[..start]);
+            text.push_str(&whole[start..end]);
+            text.push_str(&blank(&whole[end..]));
+            text
+        })
+        .collect();
+    Ok((whole, segments, sources))
+}
+
+/// `corral config`: the files merged, `${...}` interpolated from corral's
+/// environment (a service's own PORT, CORRAL_SERVICE and CORRAL_REPLICA
+/// kept), as TOML; env values that look secret masked unless `unmask`.
+pub fn merged_toml(files: &[PathBuf], host: &HostEnv, unmask: bool) -> Result<String, LoadFailure> {
+    let (_, _, sources) = read_sources(files)?;
+    Ok(document::render_merged(&sources, host, unmask))
+}
+
+/// Adds `file` to `order` after the files it includes (relative to it);
+/// `stack` catches a file that includes itself.
+fn gather(
+    file: &Path,
+    order: &mut Vec<(PathBuf, String)>,
+    stack: &mut Vec<PathBuf>,
+) -> Result<(), LoadFailure> {
+    let fail = |message: String| LoadFailure {
+        errors: ConfigErrors(vec![Diagnostic {
+            severity: Severity::Error,
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            message,
+        }]),
+        warnings: Vec::new(),
+    };
+    let canonical = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    if stack.contains(&canonical) {
+        return Err(fail("includes itself (through its includes)".into()));
+    }
+    if order
+        .iter()
+        .any(|(f, _)| std::fs::canonicalize(f).ok().as_ref() == Some(&canonical))
+    {
+        return Ok(());
+    }
+    let text = read_text(file)?;
+    let (root, _) = toml::de::DeTable::parse_recoverable(&text);
+    let mut includes = Vec::new();
+    if let Some(value) = root.get_ref().get("include") {
+        let names = match value.get_ref() {
+            toml::de::DeValue::Array(items) => items
+                .iter()
+                .map(|i| match i.get_ref() {
+                    toml::de::DeValue::String(s) => Ok(s.to_string()),
+                    _ => Err(()),
+                })
+                .collect::<Result<Vec<String>, ()>>(),
+            toml::de::DeValue::String(s) => Ok(vec![s.to_string()]),
+            _ => Err(()),
+        };
+        let Ok(names) = names else {
+            return Err(fail("include must be a path or a list of paths".into()));
+        };
+        includes = names.into_iter().map(|n| dir_of(file).join(n)).collect();
+    }
+    stack.push(canonical);
+    for included in &includes {
+        gather(included, order, stack)?;
+    }
+    stack.pop();
+    order.push((file.to_path_buf(), text));
+    Ok(())
 }
 
 /// A config file's text; an error with the position where it stops being UTF-8.
@@ -746,7 +877,8 @@ pub fn load_str(
     let mut diags = diag::Diagnostics::new(path, source);
     // Relative paths in the file are relative to the file, wherever corral runs.
     let base_dir = dir_of(path);
-    let parsed = document::parse(source, &base_dir, host, overrides, &mut diags);
+    let sources = [source.to_string()];
+    let parsed = document::parse(&sources, &base_dir, host, overrides, &mut diags);
     let config = parsed.and_then(|raw| graph::resolve(raw, path, &mut diags));
     let (errors, warnings) = diags.finish();
     match config {

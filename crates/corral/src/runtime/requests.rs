@@ -235,7 +235,7 @@ impl Supervisor<'_> {
             },
         })?;
         let procfile = self.config.procfile.as_ref();
-        let loaded = config::load_source(&self.config.path, &host, &self.scale, procfile).map_err(
+        let loaded = config::load_files(&self.config.files, &host, &self.scale, procfile).map_err(
             |failure| ApiError {
                 status: 422,
                 body: ErrorBody {
