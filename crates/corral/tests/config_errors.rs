@@ -436,3 +436,17 @@ command = ["sh", "-c", "echo $HOME; ls | wc -l"]
         "{err}"
     );
 }
+
+#[test]
+fn a_bare_number_for_a_duration_is_seconds_with_a_hint() {
+    let project = Project::new("[services.a]\ncommand = [\"true\"]\nstop-timeout = 15\n");
+    let (code, plan, err) = project.run(&["check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(
+            "corral.toml:3:16: warning: a bare number is taken as seconds: write \"15s\" to say so"
+        ),
+        "{err}"
+    );
+    assert!(plan.contains("SIGKILL after 15s"), "{plan}");
+}
