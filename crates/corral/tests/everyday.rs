@@ -44,6 +44,27 @@ impl Drop for DownOnDrop<'_> {
 /// Kills a child process (by its pid) when the test ends.
 struct KillOnDrop(std::process::Child);
 
+impl KillOnDrop {
+    /// The child's stdout lines up to the first that contains `text` (at
+    /// most `limit` lines).
+    fn lines_until(&mut self, text: &str, limit: usize) -> Vec<String> {
+        use std::io::BufRead;
+        let mut seen = Vec::new();
+        let Some(stdout) = self.0.stdout.as_mut() else {
+            return seen;
+        };
+        for line in std::io::BufReader::new(stdout).lines().take(limit) {
+            let Ok(line) = line else { break };
+            let done = line.contains(text);
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -76,19 +97,7 @@ fn the_config_is_found_from_a_subdirectory_by_global_f_and_by_corral_file() {
             .spawn()
             .unwrap(),
     );
-    let mut seen = Vec::new();
-    {
-        use std::io::BufRead;
-        let stdout = follow.0.stdout.as_mut().unwrap();
-        for line in std::io::BufReader::new(stdout).lines().take(5) {
-            let line = line.unwrap();
-            let done = line.contains("web up");
-            seen.push(line);
-            if done {
-                break;
-            }
-        }
-    }
+    let seen = follow.lines_until("web up", 5);
     assert!(seen.iter().any(|l| l.contains("web up")), "{seen:?}");
     assert!(follow.0.try_wait().unwrap().is_none(), "logs -f follows");
     drop(follow);
@@ -332,19 +341,7 @@ command = ["sh", "-c", "echo early; sleep 1; echo late; exec sleep 1000"]
     std::thread::sleep(std::time::Duration::from_millis(300));
     let (code, _, _) = project.run(&["restart", "talk"]);
     assert_eq!(code, 0);
-    let mut seen = Vec::new();
-    {
-        use std::io::BufRead;
-        let stdout = events.0.stdout.as_mut().unwrap();
-        for line in std::io::BufReader::new(stdout).lines().take(20) {
-            let line = line.unwrap();
-            let started = line.contains("started (pid");
-            seen.push(line);
-            if started {
-                break;
-            }
-        }
-    }
+    let seen = events.lines_until("started (pid", 20);
     let last: serde_json::Value = serde_json::from_str(seen.last().unwrap()).unwrap();
     assert_eq!(last["service"], "talk", "{seen:?}");
     drop(events);

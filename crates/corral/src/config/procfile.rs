@@ -160,7 +160,7 @@ pub fn to_toml(path: &Path, text: &str, options: &ProcfileOptions) -> Result<Str
         }
         let _ = writeln!(out, "[services.{}]", p.name);
         // `$` is the shell's to expand, from the service's environment.
-        let command = toml_string(&p.command.replace('$', "$$"));
+        let command = super::document::quote(&p.command.replace('$', "$$"));
         let _ = writeln!(out, "command = [\"sh\", \"-c\", {command}]");
         if port <= 65535 {
             let _ = writeln!(out, "port = {port}");
@@ -170,7 +170,7 @@ pub fn to_toml(path: &Path, text: &str, options: &ProcfileOptions) -> Result<Str
         }
         let _ = writeln!(out, "inherit-env = [\"*\"]");
         if let Some(file) = &env_file {
-            let file = toml_string(&file.to_string_lossy().replace('$', "$$"));
+            let file = super::document::quote(&file.to_string_lossy().replace('$', "$$"));
             let _ = writeln!(out, "env-file = {file}");
         }
     }
@@ -216,25 +216,6 @@ fn formation(spec: &str, processes: &[Process]) -> Result<BTreeMap<String, u32>,
             (p.name.clone(), count)
         })
         .collect())
-}
-
-/// A TOML basic string.
-fn toml_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04X}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
