@@ -207,13 +207,19 @@ fn globs_all_and_no_names_target_services_and_stop_t_cuts_the_grace() {
     assert_eq!(code, 0, "{out}{err}");
     assert_ne!(pid_of(&project, "web-b"), before);
     // A kill that ends a service its policy restarts says so.
+    let killed = pid_of(&project, "web-a");
     let (code, out, _) = project.run(&["kill", "web-a"]);
     assert_eq!(code, 0);
     assert!(
         out.contains("web-a has restart = \"on-failure\": corral will restart it"),
         "{out}"
     );
-    assert!(eventually(SECS5, || state_of(&project, "web-a") == "running"));
+    // (Running again as a new process: right after the kill the old one may
+    // still be seen running.)
+    assert!(eventually(SECS5, || {
+        let pid = pid_of(&project, "web-a");
+        pid.is_some() && pid != killed && state_of(&project, "web-a") == "running"
+    }));
     // kill -s with a glob signals each match.
     let (code, out, err) = project.run(&["kill", "-s", "SIGSTOP", "web-?"]);
     assert_eq!(code, 0, "{out}{err}");
