@@ -388,6 +388,11 @@ fn a_required_variable_names_itself_and_where_it_is_needed() {
         "[services.api]\ncommand = [\"serve\", \"--key\", \"${API_KEY:?set API_KEY to the key of the payment API}\"]\n",
         &["corral.toml:2:11: error: API_KEY is required: set API_KEY to the key of the payment API"],
     );
+    // `?` without the colon: unset is an error, set-but-empty is a value.
+    assert_error(
+        "[services.api]\ncommand = [\"serve\", \"${REGION?name the region}\"]\n",
+        &["corral.toml:2:11: error: REGION is required: name the region"],
+    );
 }
 
 #[test]
