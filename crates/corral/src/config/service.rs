@@ -278,6 +278,15 @@ fn read_log(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
     }
 }
 
+/// The value a list of variables gives `name` (a later entry wins).
+fn value_of<K: AsRef<str>>(pairs: &[(K, String)], name: &str) -> Option<String> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k.as_ref() == name)
+        .map(|(_, v)| v.clone())
+}
+
 /// Warns when a program is not found where the service will look for it
 /// (its PATH, or its working dir for a relative path): it would fail at once.
 fn lint_program(
@@ -500,12 +509,7 @@ impl Draft {
         let host = cx.host;
         let base_dir = cx.base_dir;
         // env-file paths see corral's environment and the instance's own.
-        let outer = |n: &str| {
-            own.iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.clone())
-                .or_else(|| host.get(n).map(str::to_string))
-        };
+        let outer = |n: &str| value_of(&own, n).or_else(|| host.get(n).map(str::to_string));
         let mut env_files = Vec::new();
         for (t, required) in &self.env_files {
             if let Some(path) = t.expand(d, &outer) {
@@ -521,23 +525,9 @@ impl Draft {
         // gets for VAR: its own (PORT...), then its env (an entry sees the
         // ones above it), then its env files, then corral's environment.
         let lookup = |explicit: &[(String, String)], n: &str| {
-            own.iter()
-                .find(|(k, _)| *k == n)
-                .map(|(_, v)| v.clone())
-                .or_else(|| {
-                    explicit
-                        .iter()
-                        .rev()
-                        .find(|(k, _)| k == n)
-                        .map(|(_, v)| v.clone())
-                })
-                .or_else(|| {
-                    env_files
-                        .iter()
-                        .rev()
-                        .find(|(k, _)| k == n)
-                        .map(|(_, v)| v.clone())
-                })
+            value_of(&own, n)
+                .or_else(|| value_of(explicit, n))
+                .or_else(|| value_of(&env_files, n))
                 .or_else(|| host.get(n).map(str::to_string))
         };
         let mut explicit: Vec<(String, String)> = Vec::with_capacity(self.env.len());
