@@ -602,11 +602,7 @@ impl Render<'_> {
 
 /// A key as TOML writes it: bare when it can be, quoted otherwise.
 fn bare_key(key: &str) -> String {
-    if !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c == '-' || c == '_' || c.is_ascii_alphanumeric())
-    {
+    if super::values::is_name(key) {
         key.to_string()
     } else {
         quote(key)

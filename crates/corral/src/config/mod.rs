@@ -813,9 +813,13 @@ fn gather(
         return Ok(());
     }
     let text = read_text(file)?;
-    let (root, _) = toml::de::DeTable::parse_recoverable(&text);
     let mut includes = Vec::new();
-    if let Some(value) = root.get_ref().get("include") {
+    // Parsed here only for its includes (most files have none); the file
+    // is parsed for good with the others.
+    let root = text
+        .contains("include")
+        .then(|| toml::de::DeTable::parse_recoverable(&text).0);
+    if let Some(value) = root.as_ref().and_then(|r| r.get_ref().get("include")) {
         let names = match value.get_ref() {
             toml::de::DeValue::Array(items) => items
                 .iter()

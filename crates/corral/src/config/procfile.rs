@@ -70,10 +70,7 @@ pub fn to_toml(path: &Path, text: &str, options: &ProcfileOptions) -> Result<Str
             continue;
         };
         let name = name.trim();
-        let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c == '-' || c == '_' || c.is_ascii_alphanumeric());
+        let valid = super::values::is_name(name);
         if !valid {
             errors.push(error(
                 i + 1,

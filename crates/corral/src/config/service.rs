@@ -108,11 +108,7 @@ const SERVICE_FIELDS: [Field<Draft>; 32] = [
 fn read_profiles(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
     let names = super::values::string_list(d, v);
     for name in &names {
-        let valid = !name.is_empty()
-            && name
-                .chars()
-                .all(|c| c == '-' || c == '_' || c.is_ascii_alphanumeric());
-        if !valid {
+        if !super::values::is_name(name) {
             d.error(
                 v.span(),
                 format!("invalid profile name {name:?}: use letters, digits, '-' and '_'"),
@@ -317,10 +313,16 @@ fn lint_program(
         .iter()
         .find(|(k, _)| k == "PATH")
         .map_or(super::env::DEFAULT_PATH, |(_, v)| v.as_str());
-    if !path
-        .split(':')
-        .any(|p| runnable(&Path::new(p).join(program)))
-    {
+    // One buffer for every PATH entry: this runs for each service at load,
+    // and short-lived allocations there fragment the daemon's heap.
+    let mut candidate = std::path::PathBuf::new();
+    let found = path.split(':').any(|dir| {
+        candidate.clear();
+        candidate.push(dir);
+        candidate.push(program);
+        runnable(&candidate)
+    });
+    if !found {
         d.warning(
             span,
             format!("command {program:?} is not found on the service's PATH ({path})"),
@@ -417,11 +419,7 @@ pub fn read(
 }
 
 fn check_name(d: &mut Diagnostics<'_>, name: &str, span: Range<usize>) {
-    let valid = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c == '-' || c == '_' || c.is_ascii_alphanumeric());
-    if !valid {
+    if !super::values::is_name(name) {
         d.error(
             span,
             format!("invalid service name {name:?}: use letters, digits, '-' and '_'"),
@@ -562,33 +560,6 @@ impl Draft {
                 .and_then(|spec| cx.checks.user(d, &spec, t.span.clone(), name)),
             None => None,
         };
-        let env = env::assemble(EnvParts {
-            host,
-            identity: identity.as_ref().unwrap_or(&host.identity),
-            inherit: &inherit,
-            files: env_files.clone(),
-            explicit: explicit.clone(),
-            own: own
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        });
-        let dir = working_dir.as_deref().unwrap_or(base_dir);
-        // Once per service, not per replica.
-        let lint = instance.replica.unwrap_or(0) == 0;
-        for (words, texts) in [
-            (&command, &self.command),
-            (&pre, &self.pre),
-            (&post, &self.post),
-        ] {
-            if let (true, Some(program), Some(text)) = (
-                lint,
-                words.as_ref().and_then(|w| w.first()),
-                texts.as_ref().and_then(|t| t.first()),
-            ) {
-                lint_program(d, program, &env, dir, text.span.clone());
-            }
-        }
         let mut log = self.log.config.clone();
         log.file = match &self.log.file {
             Some(t) => t.expand(d, vars).map(|p| base_dir.join(p)),
@@ -618,6 +589,35 @@ impl Draft {
             .as_ref()
             .and_then(|p| p.health(d, vars))
             .map(Box::new);
+        // Last: what follows no longer looks variables up, so the env
+        // parts move into the environment instead of being copied.
+        let env = env::assemble(EnvParts {
+            host,
+            identity: identity.as_ref().unwrap_or(&host.identity),
+            inherit: &inherit,
+            files: env_files,
+            explicit,
+            own: own
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        });
+        let dir = working_dir.as_deref().unwrap_or(base_dir);
+        // Once per service, not per replica.
+        let lint = instance.replica.unwrap_or(0) == 0;
+        for (words, texts) in [
+            (&command, &self.command),
+            (&pre, &self.pre),
+            (&post, &self.post),
+        ] {
+            if let (true, Some(program), Some(text)) = (
+                lint,
+                words.as_ref().and_then(|w| w.first()),
+                texts.as_ref().and_then(|t| t.first()),
+            ) {
+                lint_program(d, program, &env, dir, text.span.clone());
+            }
+        }
         let instance_name = match instance.replica {
             Some(i) => format!("{name}.{i}"),
             None => name.to_string(),

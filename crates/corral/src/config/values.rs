@@ -93,6 +93,14 @@ pub fn texts(d: &mut Diagnostics<'_>, v: &Value<'_>) -> Vec<Text> {
     }
 }
 
+/// A service, process type or profile name: letters, digits, `-` and `_`.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c == '-' || c == '_' || c.is_ascii_alphanumeric())
+}
+
 /// Whether a program is a shell that runs its `-c` argument.
 fn is_shell(program: &str) -> bool {
     let name = program.rsplit('/').next().unwrap_or(program);
