@@ -167,6 +167,29 @@ pub struct ServiceStatus {
     /// Set for a job (a service with a schedule).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobStatus>,
+    /// What its processes use, read from /proc when asked for
+    /// (`?resources=true`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+/// What an instance's processes use: its main process and every process
+/// in its session (what it forked, however deep), summed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPU time of every run of the instance since corral started it, its
+    /// ended processes included: it only grows.
+    pub cpu_seconds: f64,
+    /// Share of one CPU over the last interval measured (100 = one core
+    /// busy); absent while nothing runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    /// Resident memory, summed over the processes (shared pages count once
+    /// per process, as in `ps`).
+    pub rss_bytes: u64,
+    pub processes: u32,
+    /// Open file descriptors, summed over the processes.
+    pub fds: u32,
 }
 
 /// A job's schedule and runs.

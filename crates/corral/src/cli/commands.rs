@@ -1,6 +1,7 @@
 //! The client commands: ps, start, stop, restart, kill, logs, reload, down.
 
 use std::io::Write;
+use std::time::Duration;
 
 use corral_proto::{
     ActionResult, EndpointList, Event, LogLine, ReloadResult, ScaleRequest, ServiceList,
@@ -13,23 +14,52 @@ use super::CliError;
 use crate::config::glob_match;
 use crate::logs::{render, Format, Style};
 
-pub async fn ps(client: &Client, json: bool) -> Result<(), CliError> {
-    let list: ServiceList = client.json(Method::GET, "/services", None).await?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
-        );
-    } else {
-        print!("{}", table(&list.services));
-        if let Some(jobs) = jobs_table(&list.services, crate::unix_now()) {
-            print!("\n{jobs}");
+/// `corral ps`: one table, or (`watch`) the table redrawn every `interval`
+/// until interrupted, reading fresh resource figures each time.
+pub async fn ps(client: &Client, json: bool, watch: Option<Duration>) -> Result<(), CliError> {
+    let Some(interval) = watch else {
+        print!("{}", ps_text(client, json).await?);
+        return Ok(());
+    };
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        let text = ps_text(client, json).await?;
+        let mut out = std::io::stdout().lock();
+        let written = if terminal {
+            // Home, the table, then clear whatever the last one left below.
+            write!(out, "\x1b[H{}\x1b[J", text.replace('\n', "\x1b[K\n"))
+        } else {
+            writeln!(out, "{text}")
+        };
+        if written.and_then(|()| out.flush()).is_err() {
+            return Ok(()); // The reader went away (`| head`).
         }
-        if let Some(d) = &list.discovery {
-            println!("{}", discovery_line(d));
+        drop(out);
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
-    Ok(())
+}
+
+/// What `ps` prints once: the tables, or the JSON.
+async fn ps_text(client: &Client, json: bool) -> Result<String, CliError> {
+    let list: ServiceList = client
+        .json(Method::GET, "/services?resources=true", None)
+        .await?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&list).unwrap_or_default() + "\n");
+    }
+    let mut text = table(&list.services);
+    if let Some(jobs) = jobs_table(&list.services, crate::unix_now()) {
+        text.push('\n');
+        text.push_str(&jobs);
+    }
+    if let Some(d) = &list.discovery {
+        text.push_str(&discovery_line(d));
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// How discovery across hosts is doing, under the `ps` table.
@@ -122,6 +152,11 @@ pub fn table(services: &[ServiceStatus]) -> String {
         "PID".into(),
         "UPTIME".into(),
         "RESTARTS".into(),
+        "CPU%".into(),
+        "CPU TIME".into(),
+        "MEM".into(),
+        "PROCS".into(),
+        "FDS".into(),
         "HEALTH".into(),
         "LAST EXIT".into(),
     ]];
@@ -146,12 +181,20 @@ pub fn table(services: &[ServiceStatus]) -> String {
             corral_proto::ServiceState::Starting => "starting (not ready)".to_string(),
             other => other.to_string(),
         };
+        let r = s.resources.as_ref();
+        let live = r.filter(|r| r.processes > 0);
         rows.push([
             s.name.clone(),
             state,
             s.pid.map_or("-".into(), |p| p.to_string()),
             s.uptime_secs.map_or("-".into(), uptime),
             s.restarts.to_string(),
+            live.and_then(|r| r.cpu_percent)
+                .map_or("-".into(), |p| format!("{p:.1}")),
+            r.map_or("-".into(), |r| cpu_time(r.cpu_seconds)),
+            live.map_or("-".into(), |r| bytes(r.rss_bytes)),
+            live.map_or("-".into(), |r| r.processes.to_string()),
+            live.map_or("-".into(), |r| r.fds.to_string()),
             health,
             s.error
                 .clone()
@@ -160,6 +203,33 @@ pub fn table(services: &[ServiceStatus]) -> String {
         ]);
     }
     aligned(rows)
+}
+
+/// CPU time as `ps` shows it: minutes and seconds, hours past 99 minutes.
+pub fn cpu_time(secs: f64) -> String {
+    let centis = (secs * 100.0).round() as u64;
+    let (s, cs) = (centis / 100, centis % 100);
+    match s {
+        0..6000 => format!("{}:{:02}.{cs:02}", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A size in binary units, three significant figures: 512K, 12.3M, 1.50G.
+pub fn bytes(n: u64) -> String {
+    let units = ["B", "K", "M", "G", "T"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    match value {
+        _ if unit == 0 => format!("{n}B"),
+        v if v < 10.0 => format!("{v:.2}{}", units[unit]),
+        v if v < 100.0 => format!("{v:.1}{}", units[unit]),
+        v => format!("{v:.0}{}", units[unit]),
+    }
 }
 
 fn uptime(secs: f64) -> String {

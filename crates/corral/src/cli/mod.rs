@@ -252,13 +252,23 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Show each service: state, pid, uptime, restarts, health, last exit.
+    /// Show each service: state, pid, uptime, restarts, CPU, memory,
+    /// processes, open files, health, last exit.
     Ps {
         #[command(flatten)]
         target: Target,
-        /// Print JSON instead of a table.
+        /// Print JSON instead of a table (the same as --format json).
         #[arg(long)]
         json: bool,
+        /// table or json.
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        format: String,
+        /// Redraw the table every --interval until Ctrl-C.
+        #[arg(short, long)]
+        watch: bool,
+        /// How often --watch redraws (e.g. 1s, 500ms).
+        #[arg(long, default_value = "2s", requires = "watch")]
+        interval: String,
     },
     /// Start services (also failed or stopped ones; all without a name)
     /// and wait until they run. Names may be globs: 'web*'.
@@ -709,9 +719,26 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Down { target } => down(&target),
-        Command::Ps { target, json } => client_call(&target, |c| {
-            Box::pin(async move { commands::ps(&c, json).await })
-        }),
+        Command::Ps {
+            target,
+            json,
+            format,
+            watch,
+            interval,
+        } => {
+            let every = config::parse_duration(&interval)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "invalid --interval {interval:?}: a duration above zero such as 2s or 500ms"
+                    ))
+                })?;
+            let json = json || format == "json";
+            client_call(&target, |c| {
+                Box::pin(async move { commands::ps(&c, json, watch.then_some(every)).await })
+            })
+        }
         Command::Start { target, services } => client_call(&target, |c| {
             Box::pin(async move { commands::act(&c, "start", &services, None).await })
         }),

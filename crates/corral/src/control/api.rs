@@ -14,11 +14,15 @@ pub type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 /// What a handler asks the supervisor, with where the answer goes.
 #[derive(Debug)]
 pub enum Request {
+    /// Every live instance; with `resources`, each carries the CPU time of
+    /// its ended processes, for the sampler to add what runs now.
     List {
+        resources: bool,
         reply: Reply<corral_proto::ServiceList>,
     },
     Get {
         name: String,
+        resources: bool,
         reply: Reply<ServiceStatus>,
     },
     /// How one instance's process is run (`corral exec`, `corral run`).
@@ -101,6 +105,8 @@ pub struct Api {
     pub events: broadcast::WeakSender<corral_proto::Event>,
     /// Who this daemon is (`GET /v1/version`).
     pub identity: std::sync::Arc<corral_proto::Version>,
+    /// What the last reading of /proc found, for CPU shares and counters.
+    pub usage: std::sync::Arc<super::usage::Sampler>,
 }
 
 impl Api {

@@ -4,6 +4,7 @@ pub mod api;
 mod body;
 mod routes;
 mod stall;
+pub mod usage;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

@@ -49,8 +49,8 @@ async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>,
     let method = req.method().clone();
     match (method.clone(), segments.as_slice()) {
         (Method::GET, ["version"]) => ok(ApiBody::json::<Version>(&api.identity)),
-        (Method::GET, ["services"]) => list(&api).await,
-        (Method::GET, ["services", name]) => get(&api, name).await,
+        (Method::GET, ["services"]) => list(&api, wants_resources(&query)?).await,
+        (Method::GET, ["services", name]) => get(&api, name, wants_resources(&query)?).await,
         (Method::GET, ["services", name, "exec"]) => {
             let name = name.to_string();
             let spec = api.call(|reply| Ask::Exec { name, reply }).await?;
@@ -109,18 +109,68 @@ async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>,
     }
 }
 
-async fn list(api: &Api) -> Result<Response<ApiBody>, ApiError> {
-    let list = api.call(|reply| Ask::List { reply }).await?;
+/// `?resources=true`: read what the processes use from /proc.
+fn wants_resources(query: &Query) -> Result<bool, ApiError> {
+    match query.get("resources") {
+        None | Some("false") => Ok(false),
+        Some("true" | "") => Ok(true),
+        Some(other) => Err(ApiError::new(
+            400,
+            format!("invalid resources={other:?}: true or false"),
+        )),
+    }
+}
+
+async fn list(api: &Api, resources: bool) -> Result<Response<ApiBody>, ApiError> {
+    let mut list = api.call(|reply| Ask::List { resources, reply }).await?;
+    if resources {
+        list.services = sample(api, list.services, true).await?;
+    }
     ok(ApiBody::json(&list))
 }
 
-async fn get(api: &Api, name: &str) -> Result<Response<ApiBody>, ApiError> {
-    status(api, name).await.and_then(|s| ok(ApiBody::json(&s)))
+async fn get(api: &Api, name: &str, resources: bool) -> Result<Response<ApiBody>, ApiError> {
+    let name = name.to_string();
+    let status = api
+        .call(|reply| Ask::Get {
+            name,
+            resources,
+            reply,
+        })
+        .await?;
+    let status = match resources {
+        true => sample(api, vec![status], false).await?.pop(),
+        false => Some(status),
+    };
+    status.map_or_else(
+        || Err(ApiError::new(500, "lost a status")),
+        |s| ok(ApiBody::json(&s)),
+    )
+}
+
+/// Reads /proc for these instances off the event loop's thread.
+pub(super) async fn sample(
+    api: &Api,
+    mut services: Vec<ServiceStatus>,
+    complete: bool,
+) -> Result<Vec<ServiceStatus>, ApiError> {
+    let usage = api.usage.clone();
+    tokio::task::spawn_blocking(move || {
+        usage.fill(&mut services, complete);
+        services
+    })
+    .await
+    .map_err(|e| ApiError::new(500, format!("reading /proc failed: {e}")))
 }
 
 async fn status(api: &Api, name: &str) -> Result<ServiceStatus, ApiError> {
     let name = name.to_string();
-    api.call(|reply| Ask::Get { name, reply }).await
+    api.call(|reply| Ask::Get {
+        name,
+        resources: false,
+        reply,
+    })
+    .await
 }
 
 /// An instance, or every instance of a replicated service, by name.

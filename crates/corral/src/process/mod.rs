@@ -4,7 +4,7 @@ mod reap;
 mod spawn;
 pub mod tracking;
 
-pub use reap::{children_of, reap_exited};
+pub use reap::{children_of, reap_exited, Reaped};
 pub use spawn::{spawn, Launch, Spawned};
 
 use nix::sys::signal::{kill, killpg, Signal};

@@ -1,26 +1,51 @@
 //! The one place child exit statuses are collected.
 
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
-
 use crate::engine::Exit;
 
-/// Reaps every child that has exited, without blocking: (pid, how it ended).
-/// Statuses of children corral did not spawn (orphans it inherited) are returned
-/// too; the caller ignores pids it does not know.
-pub fn reap_exited() -> Vec<(i32, Exit)> {
+/// One reaped child: its pid, how it ended, and the CPU time it and the
+/// descendants it waited for used (from wait4's rusage).
+pub struct Reaped {
+    pub pid: i32,
+    pub exit: Exit,
+    pub cpu: std::time::Duration,
+}
+
+/// Reaps every child that has exited, without blocking. Statuses of
+/// children corral did not spawn (orphans it inherited) are returned too;
+/// the caller ignores pids it does not know.
+pub fn reap_exited() -> Vec<Reaped> {
     let mut out = Vec::new();
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => out.push((pid.as_raw(), Exit::Code(code))),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                out.push((pid.as_raw(), Exit::Signal(sig as i32)))
-            }
-            Ok(WaitStatus::StillAlive) | Err(_) => break,
-            Ok(_) => continue,
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes the status and the rusage we own; WNOHANG
+        // never blocks.
+        let pid = unsafe { libc::wait4(-1, &mut status, libc::WNOHANG, &mut usage) };
+        if pid <= 0 {
+            break;
         }
+        let exit = if libc::WIFEXITED(status) {
+            Exit::Code(libc::WEXITSTATUS(status))
+        } else if libc::WIFSIGNALED(status) {
+            Exit::Signal(libc::WTERMSIG(status))
+        } else {
+            continue;
+        };
+        out.push(Reaped {
+            pid,
+            exit,
+            cpu: cpu_time(&usage.ru_utime) + cpu_time(&usage.ru_stime),
+        });
     }
     out
+}
+
+fn cpu_time(t: &libc::timeval) -> std::time::Duration {
+    std::time::Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_usec).unwrap_or(0) * 1000,
+    )
 }
 
 /// Pids whose parent is `parent`, read from /proc.

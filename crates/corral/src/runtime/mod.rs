@@ -177,6 +177,9 @@ pub(crate) struct Supervisor<'c> {
     burst: usize,
     exit: Option<i32>,
     tracking: process::tracking::Run,
+    /// Per service, the CPU time of its processes that ended (pre and post
+    /// steps included), for the CPU counters that only grow.
+    cpu_ended: Vec<Duration>,
 }
 
 /// How the log hub keeps each service's output.
@@ -249,6 +252,7 @@ pub async fn run(
             hub: hub.handle(),
             events: events.downgrade(),
             identity: Arc::new(identity),
+            usage: Arc::default(),
         };
         tokio::spawn(control::serve(socket, api, server_stop))
     });
@@ -293,6 +297,7 @@ pub async fn run(
         burst: 0,
         exit: None,
         tracking: options.tracking,
+        cpu_ended: Vec::new(),
     };
     match &options.break_glass {
         Some(var) => sup.hub.event(
@@ -688,9 +693,15 @@ impl Supervisor<'_> {
     }
 
     fn reap(&mut self) {
-        for (pid, exit) in process::reap_exited() {
+        for process::Reaped { pid, exit, cpu } in process::reap_exited() {
             match self.children.remove(&pid) {
-                Some(Child::Service(svc)) => self.queue.push_back(Event::Exited { svc, pid, exit }),
+                Some(Child::Service(svc)) => {
+                    if self.cpu_ended.len() <= svc {
+                        self.cpu_ended.resize(svc + 1, Duration::ZERO);
+                    }
+                    self.cpu_ended[svc] += cpu;
+                    self.queue.push_back(Event::Exited { svc, pid, exit });
+                }
                 Some(Child::Probe {
                     svc, role, epoch, ..
                 }) => {

@@ -17,10 +17,10 @@ impl Supervisor<'_> {
     /// Answers one API request on its own reply channel.
     pub(super) async fn on_request(&mut self, request: Request) {
         match request {
-            Request::List { reply } => {
+            Request::List { resources, reply } => {
                 let live = (0..self.config.services.len())
                     .filter(|&i| !self.engine.units()[i].is_removed())
-                    .map(|i| self.status(i))
+                    .map(|i| self.status_with(i, resources))
                     .collect();
                 let _ = reply.send(Ok(corral_proto::ServiceList {
                     services: live,
@@ -28,8 +28,12 @@ impl Supervisor<'_> {
                     scaled_to_zero: self.scaled_to_zero().map(str::to_string).collect(),
                 }));
             }
-            Request::Get { name, reply } => {
-                let _ = reply.send(self.find(&name).map(|i| self.status(i)));
+            Request::Get {
+                name,
+                resources,
+                reply,
+            } => {
+                let _ = reply.send(self.find(&name).map(|i| self.status_with(i, resources)));
             }
             Request::Exec { name, reply } => {
                 let _ = reply.send(self.find(&name).map(|i| self.exec_spec(i)));
@@ -358,6 +362,20 @@ impl Supervisor<'_> {
     }
 
     /// What `corral ps` shows for one service.
+    /// The status, with the CPU time of the ended processes when `resources`
+    /// (the API handler adds what /proc says of the live ones).
+    fn status_with(&self, svc: usize, resources: bool) -> ServiceStatus {
+        let mut status = self.status(svc);
+        if resources {
+            let ended = self.cpu_ended.get(svc).copied().unwrap_or_default();
+            status.resources = Some(corral_proto::Resources {
+                cpu_seconds: ended.as_secs_f64(),
+                ..Default::default()
+            });
+        }
+        status
+    }
+
     pub(super) fn status(&self, svc: usize) -> ServiceStatus {
         let unit = &self.engine.units()[svc];
         let service = &self.config.services[svc];
@@ -413,6 +431,7 @@ impl Supervisor<'_> {
                     queued: unit.due,
                 }
             }),
+            resources: None,
         }
     }
 }
