@@ -1166,10 +1166,18 @@ fn up(
     // The socket is bound inside the event loop (tokio's listener needs it).
     let socket = {
         let _guard = rt.enter();
-        control::bind(
+        // Metrics first: a busy port must not leave a socket file behind.
+        let metrics = config
+            .global
+            .metrics
+            .map(control::bind_metrics)
+            .transpose()?;
+        let mut socket = control::bind(
             &socket_path(target, true),
             config.global.socket_group.as_deref(),
-        )?
+        )?;
+        socket.metrics = metrics;
+        socket
     };
     let hub = LogHub::start(sinks, console).map_err(|source| CliError::Io {
         context: "cannot start the log hub",

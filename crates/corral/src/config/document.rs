@@ -137,9 +137,10 @@ struct GlobalDraft {
     socket_group: Option<Text>,
     log_dir: Option<Text>,
     inherit_env: Option<Vec<Text>>,
+    metrics: Option<Text>,
 }
 
-const GLOBAL_FIELDS: [Field<GlobalDraft>; 10] = [
+const GLOBAL_FIELDS: [Field<GlobalDraft>; 11] = [
     ("shutdown-timeout", |g, d, v| {
         set(&mut g.global.shutdown_timeout, duration(d, v))
     }),
@@ -156,6 +157,7 @@ const GLOBAL_FIELDS: [Field<GlobalDraft>; 10] = [
     ("log", read_console_log),
     ("cgroup", |g, d, v| set(&mut g.global.cgroup, boolean(d, v))),
     ("inherit-env", |g, d, v| g.inherit_env = Some(texts(d, v))),
+    ("metrics", |g, d, v| g.metrics = text(d, v)),
 ];
 
 const CONSOLE_LOG_FIELDS: [Field<ConsoleLog>; 2] = [
@@ -228,6 +230,22 @@ fn parse_global(
         .log_dir
         .and_then(|t| t.expand(d, &vars))
         .map(|p| base_dir.join(p));
+    if let Some(t) = &g.metrics {
+        match t
+            .expand(d, &vars)
+            .map(|a| (a.parse::<std::net::SocketAddr>(), a))
+        {
+            Some((Ok(addr), _)) => g.global.metrics = Some(addr),
+            Some((Err(_), a)) => d.error(
+                t.span.clone(),
+                format!(
+                    "metrics must be an address and port to listen on, such as \
+                     \"127.0.0.1:9100\", found {a:?}"
+                ),
+            ),
+            None => {}
+        }
+    }
     if let Some(list) = &g.inherit_env {
         g.global.inherit_env = list.iter().filter_map(|t| t.expand(d, &vars)).collect();
     }

@@ -101,6 +101,8 @@ pub struct Global {
     /// Names or globs of corral's variables every service gets (before its
     /// own `inherit-env`): the locale and the terminal by default.
     pub inherit_env: Vec<String>,
+    /// Where to serve `/metrics` over TCP (Prometheus), when set.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// What every service inherits unless `[corral] inherit-env` says otherwise.
@@ -173,6 +175,7 @@ impl Default for Global {
             cgroup: true,
             discovery: Discovery::default(),
             inherit_env: DEFAULT_INHERIT.iter().map(|s| s.to_string()).collect(),
+            metrics: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod api;
 mod body;
+pub mod metrics;
 mod routes;
 mod stall;
 pub mod usage;
@@ -28,6 +29,8 @@ pub struct Socket {
     pub listener: UnixListener,
     /// Members of this group may use the API too (`socket-group`).
     pub group: Option<u32>,
+    /// The `[corral] metrics` listener: TCP, `/metrics` only.
+    pub metrics: Option<tokio::net::TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,12 @@ pub enum SocketError {
     NoGroup(String),
     #[error("corral is already running for this config (it holds {0})")]
     Locked(PathBuf),
+    #[error("cannot listen for metrics on {addr} ([corral] metrics): {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Takes the lock that makes a daemon the only one for its config; held for
@@ -100,6 +109,7 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<Socket, SocketError> {
         path: path.to_path_buf(),
         listener,
         group: None,
+        metrics: None,
     };
     if let Some(name) = group {
         let gid = nix::unistd::Group::from_name(name)
@@ -113,6 +123,56 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<Socket, SocketError> {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io)?;
     }
     Ok(socket)
+}
+
+/// Binds the `[corral] metrics` TCP listener (inside the event loop).
+pub fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, SocketError> {
+    let error = |source| SocketError::Metrics { addr, source };
+    let listener = std::net::TcpListener::bind(addr).map_err(error)?;
+    listener.set_nonblocking(true).map_err(error)?;
+    tokio::net::TcpListener::from_std(listener).map_err(error)
+}
+
+/// At most this many scrapers at once on the metrics listener.
+const MAX_SCRAPERS: usize = 16;
+
+/// Serves `GET /metrics` on the TCP listener, and nothing else: the control
+/// routes stay on the socket, where only allowed users reach them.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    api: Api,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok((stream, _)) = accepted else {
+            // Out of descriptors, most likely: never spin on it.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        if connections.len() >= MAX_SCRAPERS {
+            continue; // Dropped: closed at once.
+        }
+        let api = api.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |req| {
+                let api = api.clone();
+                async move { Ok::<_, std::convert::Infallible>(routes::metrics_only(req, api).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+    drop(api);
+    connections.shutdown().await;
 }
 
 /// How long open connections get to finish once corral stops.
@@ -141,7 +201,10 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Accepts connections until `stop` turns true, then lets open ones finish
 /// (answers in flight, event streams reaching their end) and removes the socket.
-pub async fn serve(socket: Socket, api: Api, mut stop: watch::Receiver<bool>) {
+pub async fn serve(mut socket: Socket, api: Api, mut stop: watch::Receiver<bool>) {
+    if let Some(listener) = socket.metrics.take() {
+        tokio::spawn(serve_metrics(listener, api.clone(), stop.clone()));
+    }
     let mut connections = JoinSet::new();
     let limit = connection_limit();
     // Connections in the order they came, with whether they have sent a

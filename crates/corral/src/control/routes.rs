@@ -89,6 +89,7 @@ async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>,
             ok(ApiBody::json(&corral_proto::EndpointList { endpoints }))
         }
         (Method::GET, ["events"]) => events(&api),
+        (Method::GET, ["metrics"]) => metrics_response(&api).await,
         (Method::POST, ["reload"]) => {
             drain(req).await?;
             let result = api.call(|reply| Ask::Reload { reply }).await?;
@@ -100,13 +101,62 @@ async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>,
         }
         (
             _,
-            ["version" | "services" | "logs" | "events" | "reload" | "shutdown" | "endpoints", ..],
+            ["version" | "services" | "logs" | "events" | "reload" | "shutdown" | "endpoints"
+            | "metrics", ..],
         ) => Err(ApiError::new(
             405,
             format!("{method} is not allowed on {path}"),
         )),
         _ => Err(ApiError::new(404, format!("unknown path {path}"))),
     }
+}
+
+/// The metrics listener's one route: `GET /metrics` (and HEAD).
+pub(super) async fn metrics_only(req: Request<Incoming>, api: Api) -> Response<ApiBody> {
+    let answer = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => metrics_response(&api).await,
+        (_, "/metrics") => Err(ApiError::new(
+            405,
+            format!("{} is not allowed on /metrics", req.method()),
+        )),
+        (_, path) => Err(ApiError::new(
+            404,
+            format!("unknown path {path}: this listener serves only /metrics"),
+        )),
+    };
+    answer.unwrap_or_else(error_response)
+}
+
+/// What corral knows, for Prometheus (the socket's `/v1/metrics` and the
+/// TCP listener's `/metrics`).
+pub(super) async fn metrics_response(api: &Api) -> Result<Response<ApiBody>, ApiError> {
+    let mut list = api
+        .call(|reply| Ask::List {
+            resources: true,
+            reply,
+        })
+        .await?;
+    list.services = sample(api, list.services, true, false).await?;
+    let endpoints = api
+        .call(|reply| Ask::Endpoints { name: None, reply })
+        .await?;
+    let (reply, counts) = tokio::sync::oneshot::channel();
+    let lines = match api.hub.send(Line::Counts(reply)).await {
+        Ok(()) => counts.await.unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let text = super::metrics::render(&super::metrics::Scrape {
+        list: &list,
+        lines: &lines,
+        endpoints: &endpoints,
+        started: api.identity.started.unwrap_or_default(),
+    });
+    let mut response = Response::new(ApiBody::Full(Some(Bytes::from(text))));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(super::metrics::CONTENT_TYPE),
+    );
+    Ok(response)
 }
 
 /// `?resources=true`: read what the processes use from /proc.
@@ -124,7 +174,7 @@ fn wants_resources(query: &Query) -> Result<bool, ApiError> {
 async fn list(api: &Api, resources: bool) -> Result<Response<ApiBody>, ApiError> {
     let mut list = api.call(|reply| Ask::List { resources, reply }).await?;
     if resources {
-        list.services = sample(api, list.services, true).await?;
+        list.services = sample(api, list.services, true, true).await?;
     }
     ok(ApiBody::json(&list))
 }
@@ -139,7 +189,7 @@ async fn get(api: &Api, name: &str, resources: bool) -> Result<Response<ApiBody>
         })
         .await?;
     let status = match resources {
-        true => sample(api, vec![status], false).await?.pop(),
+        true => sample(api, vec![status], false, true).await?.pop(),
         false => Some(status),
     };
     status.map_or_else(
@@ -153,10 +203,11 @@ pub(super) async fn sample(
     api: &Api,
     mut services: Vec<ServiceStatus>,
     complete: bool,
+    share: bool,
 ) -> Result<Vec<ServiceStatus>, ApiError> {
     let usage = api.usage.clone();
     tokio::task::spawn_blocking(move || {
-        usage.fill(&mut services, complete);
+        usage.fill(&mut services, complete, share);
         services
     })
     .await

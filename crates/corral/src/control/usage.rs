@@ -53,7 +53,8 @@ impl Sampler {
     /// supervisor set their CPU time of ended processes). Blocking: it reads
     /// /proc, and waits a moment when no earlier reading gives a CPU share.
     /// `complete`: the list holds every instance (forget the others).
-    pub fn fill(&self, services: &mut [ServiceStatus], complete: bool) {
+    /// `share`: measure CPU shares, waiting for a second reading if need be.
+    pub fn fill(&self, services: &mut [ServiceStatus], complete: bool, share: bool) {
         let sessions: HashSet<i32> = services
             .iter()
             .filter(|s| s.resources.is_some())
@@ -67,7 +68,7 @@ impl Sampler {
             .iter()
             .filter(|s| s.resources.is_some() && s.pid.is_some())
             .any(|s| usable(s, &last, at).is_none());
-        if missing {
+        if missing && share {
             // Measure over a short interval now rather than show no share.
             drop(last);
             first = now.iter().map(|(&sid, &u)| (sid, (at, u))).collect();

@@ -67,6 +67,8 @@ pub enum Line {
         text: String,
     },
     Query(LogQuery),
+    /// Lines each service wrote since corral started: (name, stdout, stderr).
+    Counts(oneshot::Sender<Vec<(String, [u64; 2])>>),
     /// The services changed (reload): same indices for those that stayed.
     Configure(Vec<ServiceLog>),
 }
@@ -97,6 +99,7 @@ impl LogHub {
             services: Vec::new(),
             followers: Vec::new(),
             files: None,
+            counts: Vec::new(),
         };
         hub.configure(services);
         let (done_tx, done) = std::sync::mpsc::channel();
@@ -178,6 +181,9 @@ struct Hub {
     followers: Vec<Follower>,
     /// Started once some service has a log file.
     files: Option<FileWriter>,
+    /// Lines per service (indexed like `services`), stdout and stderr: they
+    /// survive reloads, as the indices do.
+    counts: Vec<[u64; 2]>,
 }
 
 impl Hub {
@@ -264,6 +270,10 @@ impl Hub {
                         });
                     }
                 }
+                if self.counts.len() <= svc {
+                    self.counts.resize(svc + 1, [0; 2]);
+                }
+                self.counts[svc][usize::from(stream == LogStream::Stderr)] += lines as u64;
                 self.remember(svc, stream, time, data, Some(lines));
             }
             Line::Event { svc, time, text } => {
@@ -282,6 +292,13 @@ impl Hub {
                 }
             }
             Line::Query(query) => self.answer(query),
+            Line::Counts(reply) => {
+                let counts = self.services.iter().enumerate().map(|(i, s)| {
+                    let count = self.counts.get(i).copied().unwrap_or_default();
+                    (s.config.name.clone(), count)
+                });
+                let _ = reply.send(counts.collect());
+            }
             Line::Configure(services) => self.configure(services),
         }
     }
