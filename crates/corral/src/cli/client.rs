@@ -17,6 +17,7 @@ use super::CliError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A connection target: the daemon's socket.
+#[derive(Clone)]
 pub struct Client {
     pub socket: PathBuf,
     /// The directory the daemon was looked up for (for messages).

@@ -232,7 +232,7 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-fn uptime(secs: f64) -> String {
+pub fn uptime(secs: f64) -> String {
     let s = secs as u64;
     match s {
         0..60 => format!("{s}s"),

@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod detach;
 mod exec;
+mod top;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -374,6 +375,12 @@ enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff): `corral man | man -l -`.
     Man,
+    /// A live view in the terminal: services, resources, logs; keys to
+    /// start, stop, restart, signal and scale (? lists them).
+    Top {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Print lifecycle events as they happen (starts, exits, readiness...).
     Events {
         #[command(flatten)]
@@ -635,6 +642,7 @@ impl Command {
             | Command::Endpoints { target, .. }
             | Command::Reload { target }
             | Command::Events { target, .. }
+            | Command::Top { target }
             | Command::Wait { target, .. }
             | Command::Exec { target, .. }
             | Command::Config { target, .. }
@@ -870,6 +878,7 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
                 })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Top { target } => client_call(&target, |c| Box::pin(top::top(c))),
         Command::Events { target, json } => client_call(&target, |c| {
             Box::pin(async move { commands::events(&c, json).await })
         }),
