@@ -180,8 +180,9 @@ pub struct Resources {
     /// CPU time of every run of the instance since corral started it, its
     /// ended processes included: it only grows.
     pub cpu_seconds: f64,
-    /// Share of one CPU over the last interval measured (100 = one core
-    /// busy); absent while nothing runs.
+    /// Share of one CPU (100 = one core busy) since the daemon last read
+    /// this process, if it did in the last minute, else over the process's
+    /// life (as ps(1)); absent while nothing runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<f64>,
     /// Resident memory, summed over the processes (shared pages count once

@@ -136,7 +136,7 @@ pub(super) async fn metrics_response(api: &Api) -> Result<Response<ApiBody>, Api
             reply,
         })
         .await?;
-    list.services = sample(api, list.services, true, false).await?;
+    list.services = sample(api, list.services, true).await?;
     let endpoints = api
         .call(|reply| Ask::Endpoints { name: None, reply })
         .await?;
@@ -174,7 +174,7 @@ fn wants_resources(query: &Query) -> Result<bool, ApiError> {
 async fn list(api: &Api, resources: bool) -> Result<Response<ApiBody>, ApiError> {
     let mut list = api.call(|reply| Ask::List { resources, reply }).await?;
     if resources {
-        list.services = sample(api, list.services, true, true).await?;
+        list.services = sample(api, list.services, true).await?;
     }
     ok(ApiBody::json(&list))
 }
@@ -189,7 +189,7 @@ async fn get(api: &Api, name: &str, resources: bool) -> Result<Response<ApiBody>
         })
         .await?;
     let status = match resources {
-        true => sample(api, vec![status], false, true).await?.pop(),
+        true => sample(api, vec![status], false).await?.pop(),
         false => Some(status),
     };
     status.map_or_else(
@@ -203,11 +203,10 @@ pub(super) async fn sample(
     api: &Api,
     mut services: Vec<ServiceStatus>,
     complete: bool,
-    share: bool,
 ) -> Result<Vec<ServiceStatus>, ApiError> {
     let usage = api.usage.clone();
     tokio::task::spawn_blocking(move || {
-        usage.fill(&mut services, complete, share);
+        usage.fill(&mut services, complete);
         services
     })
     .await

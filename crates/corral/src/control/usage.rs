@@ -19,8 +19,6 @@ use corral_proto::ServiceStatus;
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// ...and a reading older than this is too old to measure from.
 const MAX_INTERVAL: Duration = Duration::from_secs(60);
-/// Without a usable earlier reading, the second one comes this much later.
-const SECOND_READING: Duration = Duration::from_millis(250);
 
 /// The last reading per instance, so that the next request can measure a
 /// CPU share over the time between them, and counters never go back.
@@ -50,46 +48,33 @@ struct Usage {
 
 impl Sampler {
     /// Adds what /proc says to every status that asks for resources (the
-    /// supervisor set their CPU time of ended processes). Blocking: it reads
-    /// /proc, and waits a moment when no earlier reading gives a CPU share.
-    /// `complete`: the list holds every instance (forget the others).
-    /// `share`: measure CPU shares, waiting for a second reading if need be.
-    pub fn fill(&self, services: &mut [ServiceStatus], complete: bool, share: bool) {
+    /// supervisor set their CPU time of ended processes). Blocking: it
+    /// reads /proc. `complete`: the list holds every instance (forget the
+    /// others).
+    ///
+    /// The CPU share is measured since the last reading of the same process
+    /// (top and `ps --watch` read every few seconds), or, without one in the
+    /// last minute, over the process's life, as ps(1) does.
+    pub fn fill(&self, services: &mut [ServiceStatus], complete: bool) {
         let sessions: HashSet<i32> = services
             .iter()
             .filter(|s| s.resources.is_some())
             .filter_map(|s| s.pid)
             .collect();
-        let mut at = Instant::now();
-        let mut now = read_sessions(&sessions);
+        let at = Instant::now();
+        let now = read_sessions(&sessions);
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        let mut first: HashMap<i32, (Instant, Usage)> = HashMap::new();
-        let missing = services
-            .iter()
-            .filter(|s| s.resources.is_some() && s.pid.is_some())
-            .any(|s| usable(s, &last, at).is_none());
-        if missing && share {
-            // Measure over a short interval now rather than show no share.
-            drop(last);
-            first = now.iter().map(|(&sid, &u)| (sid, (at, u))).collect();
-            std::thread::sleep(SECOND_READING);
-            at = Instant::now();
-            now = read_sessions(&sessions);
-            last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        }
         for s in services.iter_mut() {
             let usage = s.pid.and_then(|pid| now.get(&pid)).copied();
             let usage = usage.unwrap_or_default();
-            let previous = usable(s, &last, at).map(|l| (l.at, l.live)).or_else(|| {
-                let pid = s.pid?;
-                first.get(&pid).map(|(t, u)| (*t, u.cpu))
-            });
+            let since = usable(s, &last, at)
+                .map(|l| (at.saturating_duration_since(l.at).as_secs_f64(), l.live))
+                .or_else(|| Some((s.uptime_secs?, Duration::ZERO)));
             let running = s.pid.is_some();
             let Some(resources) = s.resources.as_mut() else {
                 continue;
             };
-            resources.cpu_percent = previous.filter(|_| running).map(|(t, cpu)| {
-                let wall = at.saturating_duration_since(t).as_secs_f64();
+            resources.cpu_percent = since.filter(|_| running).map(|(wall, cpu)| {
                 let used = usage.cpu.saturating_sub(cpu).as_secs_f64();
                 if wall > 0.0 {
                     (used / wall * 100.0 * 10.0).round() / 10.0
