@@ -158,18 +158,8 @@ async fn serve_metrics(
         if connections.len() >= MAX_SCRAPERS {
             continue; // Dropped: closed at once.
         }
-        let api = api.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |req| {
-                let api = api.clone();
-                async move { Ok::<_, std::convert::Infallible>(routes::metrics_only(req, api).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        let stream = crate::tcp::Conn::Plain(stream);
+        connections.spawn(connection(stream, api.clone(), Routes::MetricsOnly, None));
     }
     drop(api);
     connections.shutdown().await;
@@ -249,28 +239,18 @@ pub async fn serve(mut socket: Socket, api: Api, mut stop: watch::Receiver<bool>
         if connections.len() >= limit && !shed_oldest_idle(&mut arrivals) {
             continue;
         }
-        let allowed = peer_allowed(&stream, socket.group);
-        let api = api.clone();
+        let routes = match peer_allowed(&stream, socket.group) {
+            true => Routes::Api,
+            false => Routes::Forbidden,
+        };
         let spoke = Arc::new(AtomicBool::new(false));
-        let first_request = spoke.clone();
-        let handle = connections.spawn(async move {
-            let service = service_fn(move |req| {
-                let api = api.clone();
-                first_request.store(true, Ordering::Relaxed);
-                async move {
-                    Ok::<_, std::convert::Infallible>(if allowed {
-                        routes::route(req, api).await
-                    } else {
-                        forbidden()
-                    })
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stall::StallGuard::new(stream)), service)
-                .await;
-        });
+        let stream = crate::tcp::Conn::Unix(stream);
+        let handle = connections.spawn(connection(
+            stream,
+            api.clone(),
+            routes,
+            Some(spoke.clone()),
+        ));
         arrivals.push_back((handle, spoke));
         if arrivals.len() > 2 * limit {
             arrivals.retain(|(h, spoke)| !h.is_finished() && !spoke.load(Ordering::Relaxed));
@@ -281,6 +261,46 @@ pub async fn serve(mut socket: Socket, api: Api, mut stop: watch::Receiver<bool>
         while connections.join_next().await.is_some() {}
     })
     .await;
+}
+
+/// What a connection may ask.
+#[derive(Clone, Copy)]
+enum Routes {
+    /// The whole API (the socket, for an allowed peer).
+    Api,
+    /// Nothing: the peer may not use the socket.
+    Forbidden,
+    /// `/metrics` only (the TCP listener).
+    MetricsOnly,
+}
+
+/// Serves one connection of either listener. One function for both, so
+/// hyper's server code exists once in the binary (a second instance, for
+/// TCP, cost ~25 KB). `spoke` turns true at the first request.
+async fn connection(
+    stream: crate::tcp::Conn,
+    api: Api,
+    routes: Routes,
+    spoke: Option<Arc<AtomicBool>>,
+) {
+    let service = service_fn(move |req| {
+        let api = api.clone();
+        if let Some(spoke) = &spoke {
+            spoke.store(true, Ordering::Relaxed);
+        }
+        async move {
+            Ok::<_, std::convert::Infallible>(match routes {
+                Routes::Api => routes::route(req, api).await,
+                Routes::Forbidden => forbidden(),
+                Routes::MetricsOnly => routes::metrics_only(req, api).await,
+            })
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(stall::StallGuard::new(stream)), service)
+        .await;
 }
 
 /// Closes the oldest connection that has not sent a request; false if none.

@@ -204,13 +204,20 @@ pub(super) async fn sample(
     mut services: Vec<ServiceStatus>,
     complete: bool,
 ) -> Result<Vec<ServiceStatus>, ApiError> {
+    // A thread of its own (not tokio's blocking pool: less code, and
+    // nothing stays behind once the reading is done).
     let usage = api.usage.clone();
-    tokio::task::spawn_blocking(move || {
-        usage.fill(&mut services, complete);
-        services
-    })
-    .await
-    .map_err(|e| ApiError::new(500, format!("reading /proc failed: {e}")))
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("proc-reader".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            usage.fill(&mut services, complete);
+            let _ = tx.send(services);
+        })
+        .map_err(|e| ApiError::new(503, format!("cannot read /proc now: {e}")))?;
+    rx.await
+        .map_err(|_| ApiError::new(500, "reading /proc failed"))
 }
 
 async fn status(api: &Api, name: &str) -> Result<ServiceStatus, ApiError> {
