@@ -488,6 +488,7 @@ pub fn main_cli() -> ExitCode {
 /// hand: this is an interface between corral's two binaries, and clap
 /// would bring the whole command line into the daemon.
 pub fn main_daemon() -> ExitCode {
+    crate::process::one_heap();
     let mut files: Vec<PathBuf> = Vec::new();
     let mut file = None;
     let mut socket = None;

@@ -245,12 +245,8 @@ pub async fn serve(mut socket: Socket, api: Api, mut stop: watch::Receiver<bool>
         };
         let spoke = Arc::new(AtomicBool::new(false));
         let stream = crate::tcp::Conn::Unix(stream);
-        let handle = connections.spawn(connection(
-            stream,
-            api.clone(),
-            routes,
-            Some(spoke.clone()),
-        ));
+        let handle =
+            connections.spawn(connection(stream, api.clone(), routes, Some(spoke.clone())));
         arrivals.push_back((handle, spoke));
         if arrivals.len() > 2 * limit {
             arrivals.retain(|(h, spoke)| !h.is_finished() && !spoke.load(Ordering::Relaxed));
@@ -301,6 +297,9 @@ async fn connection(
         .header_read_timeout(HEADER_TIMEOUT)
         .serve_connection(TokioIo::new(stall::StallGuard::new(stream)), service)
         .await;
+    // What the answers took (JSON of every status, log lines, buffers) is
+    // free now but would stay resident in the heap's high-water mark.
+    crate::process::give_back_free_memory();
 }
 
 /// Closes the oldest connection that has not sent a request; false if none.

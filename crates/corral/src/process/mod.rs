@@ -35,6 +35,19 @@ pub fn become_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
 }
 
+/// Makes every thread allocate from the one main heap. glibc gives each
+/// new thread an arena of its own (the log hub, each /proc reader), and an
+/// arena keeps its high-water mark resident; corral's threads allocate
+/// little and seldom, so they lose nothing by sharing.
+pub fn one_heap() {
+    // SAFETY: mallopt only sets an allocator parameter; called before any
+    // thread is started.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Hands the allocator's free pages back to the system. After a burst
 /// (starting many services, a storm of log followers) the heap keeps its
 /// high-water mark resident otherwise: at 100 services, the parse of the
