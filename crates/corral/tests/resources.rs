@@ -138,3 +138,43 @@ fn the_api_gives_resources_only_when_asked_and_rejects_a_bad_value() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("resources"), "{body}");
 }
+
+#[test]
+fn ps_watch_redraws_until_interrupted_and_rejects_a_bad_interval() {
+    use std::io::Read;
+    let project = Project::new(&config());
+    let _daemon = project.up();
+    wait_for_socket(&project);
+    let mut watch = project
+        .command(&["ps", "--watch", "--interval", "200ms"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on the child this test started.
+    unsafe { libc::kill(watch.id() as i32, libc::SIGINT) };
+    let status = watch.wait().unwrap();
+    let mut out = String::new();
+    watch
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // Piped, each table follows the last: several in 1.5 s at 200 ms.
+    let tables = out.lines().filter(|l| l.starts_with("NAME")).count();
+    assert!((3..=9).contains(&tables), "{tables} tables:\n{out}");
+    assert!(out.contains("family") && out.contains("busy"), "{out}");
+
+    for bad in [
+        &["ps", "--watch", "--interval", "0s"][..],
+        &["ps", "--watch", "--interval", "soon"],
+    ] {
+        let (code, _, err) = project.run(bad);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("invalid --interval"), "{err}");
+    }
+    let (code, _, err) = project.run(&["ps", "--interval", "1s"]);
+    assert_eq!(code, 2, "--interval needs --watch: {err}");
+}

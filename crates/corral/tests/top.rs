@@ -110,11 +110,13 @@ command = ["sh", "-c", "exit 4"]
 restart = "never"
 "#;
 
-/// A row of the table: the service's name first, then its cells.
+/// A row of the table: the service's name first, then its cells (a line
+/// of the log pane has `|` or `*` after the name).
 fn row<'a>(screen: &'a str, name: &str) -> Option<&'a str> {
-    screen
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
+    screen.lines().find(|l| {
+        let mut cells = l.split_whitespace();
+        cells.next() == Some(name) && !matches!(cells.next(), Some("|" | "*"))
+    })
 }
 
 fn pid_of(project: &Project, name: &str) -> i64 {
@@ -161,8 +163,15 @@ fn top_lists_every_service_restarts_one_and_shows_its_output() {
     // A line the service prints now shows in the log pane (of beta alone).
     tmux.keys(&["l"]);
     tmux.wait_screen("the pane following beta", |s| s.contains("logs: beta"));
-    let (code, _, err) = project.run(&["kill", "-s", "USR1", "beta"]);
-    assert_eq!(code, 0, "{err}");
+    // The signal, sent from the UI: z, its name, Enter, then y.
+    tmux.keys(&["z"]);
+    tmux.wait_screen("the signal prompt", |s| {
+        s.contains("signal to send to beta")
+    });
+    tmux.keys(&["-l", "usr1"]);
+    tmux.keys(&["Enter"]);
+    tmux.wait_screen("a confirmation", |s| s.contains("send USR1 to beta?"));
+    tmux.keys(&["y"]);
     tmux.wait_screen("beta's line", |s| {
         s.lines()
             .any(|l| l.starts_with("beta") && l.contains("| beta got the signal"))
@@ -275,4 +284,27 @@ fn top_without_a_terminal_is_a_clear_error() {
     assert!(err.contains("corral top needs a terminal"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(out.is_empty(), "{out}");
+}
+
+#[test]
+fn top_scales_a_replicated_service_up_and_down() {
+    let project = Project::new("[services.api]\ncommand = [\"sleep\", \"600\"]\nreplicas = 2\n");
+    let daemon = project.up();
+    daemon.started_pid("api.1", SECS5);
+    let tmux = Tmux::start(&project, &top_script());
+    tmux.wait_screen("two instances", |s| {
+        row(s, "api.1").is_some_and(|r| r.contains("running")) && row(s, "api.2").is_none()
+    });
+    tmux.keys(&["+"]);
+    tmux.wait_screen("a third instance", |s| {
+        row(s, "api.2").is_some_and(|r| r.contains("running"))
+    });
+    tmux.keys(&["-"]);
+    tmux.wait_screen("a confirmation", |s| s.contains("scale api to 2?"));
+    tmux.keys(&["y"]);
+    tmux.wait_screen("two instances again", |s| {
+        row(s, "api.1").is_some() && row(s, "api.2").is_none()
+    });
+    let (_, ps, _) = project.run(&["ps"]);
+    assert!(!ps.contains("api.2"), "{ps}");
 }
