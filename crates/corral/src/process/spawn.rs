@@ -1,14 +1,20 @@
 //! Spawning a service process: own session, own cgroup, user switch,
 //! parent-death signal.
 //!
-//! corral forks by hand rather than through `std::process::Command`, for one
-//! reason: with a cgroup, the child is created in it (`clone3` with
-//! `CLONE_INTO_CGROUP`). Moving a process into a cgroup after the fork, by a
-//! write to `cgroup.procs`, waits for an RCU grace period on most kernels
-//! (measured: +10 ms on every restart). Everything the child needs (paths,
-//! argv, environment, descriptors) is prepared before the fork; the child
-//! makes only async-signal-safe system calls and reports a failure to exec
-//! through a close-on-exec pipe, as std does.
+//! corral starts processes by hand rather than through
+//! `std::process::Command`, for two reasons. With a cgroup, the child is
+//! created in it (`clone3` with `CLONE_INTO_CGROUP`): moving a process into
+//! a cgroup after the fork, by a write to `cgroup.procs`, waits for an RCU
+//! grace period on most kernels (measured: +10 ms on every restart). And the
+//! child shares corral's memory until it execs, as posix_spawn does (on
+//! x86-64: `CLONE_VM | CLONE_VFORK`), where a fork would copy the page
+//! tables of the whole daemon for every process it starts, so one spawn
+//! costs about what posix_spawn costs whatever corral's size. Everything
+//! the child needs (paths, argv, environment, descriptors) is prepared
+//! before; the child makes only async-signal-safe system calls, writes
+//! nothing the parent relies on (its stack is a buffer the parent set
+//! aside), and reports a failure to exec through a close-on-exec pipe, as
+//! std does.
 
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -258,36 +264,23 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// Forks; the child runs `child` and never returns. Returns the child's pid.
+/// Starts the child, which runs `child` and never returns; returns its pid.
+///
+/// On x86-64 the child shares corral's memory until it execs, as with
+/// vfork (`clone3(CLONE_VM | CLONE_VFORK)`, on a stack of its own): no page
+/// table is copied, which is most of what a fork of a big process costs.
+/// Elsewhere, or where clone3 is refused, it is a plain fork.
 fn fork_into(cgroup: Option<RawFd>, child: &Child<'_>) -> std::io::Result<libc::pid_t> {
-    if let Some(dir) = cgroup.filter(|_| !NO_CLONE3.load(Ordering::Relaxed)) {
-        let args = CloneArgs {
-            flags: CLONE_INTO_CGROUP,
-            exit_signal: libc::SIGCHLD as u64,
-            cgroup: dir as u64,
-            ..CloneArgs::default()
-        };
-        // SAFETY: clone3 without CLONE_VM is a fork: the child gets a copy of
-        // this address space and runs only `run_child`, which execs or exits.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone3,
-                &args as *const CloneArgs,
-                std::mem::size_of::<CloneArgs>(),
-            )
-        };
-        match pid {
-            0 => run_child(child, None),
-            p if p > 0 => return Ok(p as libc::pid_t),
-            _ => {
-                let e = std::io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::E2BIG) => {
-                        NO_CLONE3.store(true, Ordering::Relaxed);
-                    }
-                    _ => return Err(e),
+    if !NO_CLONE3.load(Ordering::Relaxed) {
+        match clone3(cgroup, child) {
+            Some(Ok(pid)) => return Ok(pid),
+            Some(Err(e)) => match e.raw_os_error() {
+                Some(libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::E2BIG) => {
+                    NO_CLONE3.store(true, Ordering::Relaxed);
                 }
-            }
+                _ => return Err(e),
+            },
+            None => {}
         }
     }
     // SAFETY: the child runs only `run_child`, which execs or exits.
@@ -296,6 +289,111 @@ fn fork_into(cgroup: Option<RawFd>, child: &Child<'_>) -> std::io::Result<libc::
         -1 => Err(std::io::Error::last_os_error()),
         pid => Ok(pid),
     }
+}
+
+/// The child's stack while it shares corral's memory: on the parent's own
+/// stack, which the parent does not touch until the child has exec'd or
+/// exited (CLONE_VFORK suspends it).
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(16))]
+struct ChildStack([std::mem::MaybeUninit<u8>; 32 * 1024]);
+
+/// `clone3(CLONE_VM | CLONE_VFORK [| CLONE_INTO_CGROUP])`. The child starts
+/// on its own stack in `child_entry`; the parent resumes once it has
+/// exec'd (or exited). Every signal is blocked meanwhile, so that no
+/// handler of corral's runs in the child before it resets them.
+#[cfg(target_arch = "x86_64")]
+fn clone3(cgroup: Option<RawFd>, child: &Child<'_>) -> Option<std::io::Result<libc::pid_t>> {
+    let mut stack = ChildStack([std::mem::MaybeUninit::uninit(); 32 * 1024]);
+    let mut flags = (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
+    if cgroup.is_some() {
+        flags |= CLONE_INTO_CGROUP;
+    }
+    let args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack.0.as_mut_ptr() as u64,
+        stack_size: stack.0.len() as u64,
+        cgroup: cgroup.map_or(0, |fd| fd as u64),
+        ..CloneArgs::default()
+    };
+    let entry: extern "C" fn(*const Child<'_>) -> ! = child_entry;
+    // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask fill
+    // and apply it.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    let ret: i64;
+    // SAFETY: the raw system call, so that the child never returns through
+    // a frame of the parent: it starts on `stack` (the kernel sets its
+    // stack pointer to the top, 16-byte aligned) and calls `entry(child)`,
+    // which execs or exits. The parent waits meanwhile (CLONE_VFORK), so
+    // `stack`, `child` and everything they point to stay valid and
+    // unchanged; rcx and r11 are clobbered by `syscall`.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") &args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") child as *const Child<'_>,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    // `stack` lives to the end of this function, past the child's exec.
+    Some(if ret < 0 {
+        Err(std::io::Error::from_raw_os_error(-ret as i32))
+    } else {
+        Ok(ret as libc::pid_t)
+    })
+}
+
+/// Where the child of `clone3` starts, on its own stack.
+#[cfg(target_arch = "x86_64")]
+extern "C" fn child_entry(child: *const Child<'_>) -> ! {
+    // SAFETY: the parent passed a live `Child` and waits until we exec or exit.
+    run_child(unsafe { &*child }, None)
+}
+
+/// Elsewhere: clone3 only to be created in a cgroup (a fork, no CLONE_VM).
+#[cfg(not(target_arch = "x86_64"))]
+fn clone3(cgroup: Option<RawFd>, child: &Child<'_>) -> Option<std::io::Result<libc::pid_t>> {
+    let dir = cgroup?;
+    let args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: dir as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM is a fork: the child gets a copy of
+    // this address space and runs only `run_child`, which execs or exits.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    Some(match pid {
+        0 => run_child(child, None),
+        p if p > 0 => Ok(p as libc::pid_t),
+        _ => Err(std::io::Error::last_os_error()),
+    })
 }
 
 /// The child: only system calls on what the parent prepared, no allocation,
