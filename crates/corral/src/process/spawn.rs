@@ -125,13 +125,19 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
     });
     let parent = std::process::id() as libc::pid_t;
     let cgroup = launch.cgroup.as_ref().map(AsRawFd::as_raw_fd);
+    // The child's descriptors at low fixed numbers, so that it can take a
+    // table of its own holding only those (see `Slots`).
+    let slotted = Slots::take(&fds);
     let child = Child {
         plan: &plan,
-        fds: &fds,
+        fds: slotted.as_ref().map_or(&fds, |(_, fds)| fds),
         ids,
         parent,
+        own_table_below: slotted.as_ref().map(|_| SLOT_END),
     };
-    let pid = fork_into(cgroup, &child).map_err(fail)?;
+    let pid = fork_into(cgroup, &child, slotted.is_some());
+    drop(slotted);
+    let pid = pid.map_err(fail)?;
     // The child's ends close here; a failed exec is reported on the status pipe.
     drop((out_w, err_w, status_w, null, launch.notify));
     if let Some(errno) = read_status(&status_r) {
@@ -239,6 +245,111 @@ struct Child<'a> {
     fds: &'a ChildFds,
     ids: Option<(libc::uid_t, libc::gid_t, &'a [u32])>,
     parent: libc::pid_t,
+    /// Its descriptors are all below this number: it starts on corral's
+    /// descriptor table and takes a copy of only this part of it.
+    own_table_below: Option<RawFd>,
+}
+
+/// First of the descriptor numbers the child's descriptors are put at.
+/// corral opens /dev/null there once and keeps them; a spawn puts the
+/// child's descriptors in their place, and /dev/null back after.
+const SLOT_BASE: RawFd = 40;
+/// stdin, stdout, stderr, the status pipe, the notify pipe.
+const SLOT_COUNT: RawFd = 5;
+const SLOT_END: RawFd = SLOT_BASE + SLOT_COUNT;
+
+/// The reserved descriptor numbers, when they could be reserved (they were
+/// free when first asked for), behind a lock: spawns from several threads
+/// (tests) take turns.
+static SLOTS: std::sync::Mutex<Option<Option<OwnedFd>>> = std::sync::Mutex::new(None);
+
+/// Why the slots: a child that got a copy of corral's whole descriptor
+/// table (what a fork does) costs the kernel a copy of every entry and,
+/// at exec, a close of every one: with two pipes per service, that is
+/// O(services) per spawn and O(services^2) to start them all (measured:
+/// `dup_fd` and the closes were a fifth of corral's time starting 1,000).
+/// Instead the child shares corral's table (CLONE_FILES) and takes a
+/// private copy of its first SLOT_END entries (`close_range` with
+/// CLOSE_RANGE_UNSHARE) before it changes anything.
+struct Slots;
+
+impl Slots {
+    /// Puts the child's descriptors at the slot numbers; the lock is held
+    /// until the returned guard is dropped, which puts /dev/null back.
+    /// None: no slots here (taken numbers, a notify target among them).
+    fn take(fds: &ChildFds) -> Option<(SlotGuard, ChildFds)> {
+        if fds
+            .notify
+            .is_some_and(|(_, target)| (SLOT_BASE..SLOT_END).contains(&target))
+        {
+            return None;
+        }
+        let mut slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
+        let placeholder = slots
+            .get_or_insert_with(reserve_slots)
+            .as_ref()?
+            .as_raw_fd();
+        let moved = ChildFds {
+            stdin: SLOT_BASE,
+            stdout: SLOT_BASE + 1,
+            stderr: SLOT_BASE + 2,
+            status: SLOT_BASE + 3,
+            notify: fds.notify.map(|(_, target)| (SLOT_BASE + 4, target)),
+        };
+        let pairs = [
+            (fds.stdin, moved.stdin),
+            (fds.stdout, moved.stdout),
+            (fds.stderr, moved.stderr),
+            (fds.status, moved.status),
+        ];
+        let notify = fds.notify.map(|(fd, _)| (fd, SLOT_BASE + 4));
+        let guard = SlotGuard { slots, placeholder };
+        for (from, to) in pairs.into_iter().chain(notify) {
+            // SAFETY: dup3 onto a slot number this lock reserves: it
+            // replaces the /dev/null kept there, nothing else's.
+            if unsafe { libc::dup3(from, to, libc::O_CLOEXEC) } != to {
+                return None; // The guard puts /dev/null back.
+            }
+        }
+        Some((guard, moved))
+    }
+}
+
+/// Holds the slots; puts /dev/null back in them when dropped, so no pipe
+/// end stays open in corral.
+struct SlotGuard {
+    #[allow(dead_code)] // held for the lock
+    slots: std::sync::MutexGuard<'static, Option<Option<OwnedFd>>>,
+    placeholder: RawFd,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        for slot in SLOT_BASE..SLOT_END {
+            // SAFETY: as in `take`: the slot numbers are ours.
+            unsafe { libc::dup3(self.placeholder, slot, libc::O_CLOEXEC) };
+        }
+    }
+}
+
+/// Opens /dev/null at every slot number, if they are all free; returns the
+/// descriptor to copy there again after each spawn.
+fn reserve_slots() -> Option<OwnedFd> {
+    let null = std::fs::File::open("/dev/null").ok()?;
+    let free = (SLOT_BASE..SLOT_END).all(|fd| {
+        // SAFETY: fcntl only queries the descriptor table.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) == -1 }
+    });
+    if !free || null.as_raw_fd() >= SLOT_BASE {
+        return None;
+    }
+    for slot in SLOT_BASE..SLOT_END {
+        // SAFETY: dup3 onto a free number, kept for the life of corral.
+        if unsafe { libc::dup3(null.as_raw_fd(), slot, libc::O_CLOEXEC) } != slot {
+            return None;
+        }
+    }
+    Some(null.into())
 }
 
 /// `clone3(CLONE_INTO_CGROUP)` turned out not to work here (an old kernel,
@@ -270,9 +381,13 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// vfork (`clone3(CLONE_VM | CLONE_VFORK)`, on a stack of its own): no page
 /// table is copied, which is most of what a fork of a big process costs.
 /// Elsewhere, or where clone3 is refused, it is a plain fork.
-fn fork_into(cgroup: Option<RawFd>, child: &Child<'_>) -> std::io::Result<libc::pid_t> {
+fn fork_into(
+    cgroup: Option<RawFd>,
+    child: &Child<'_>,
+    share_table: bool,
+) -> std::io::Result<libc::pid_t> {
     if !NO_CLONE3.load(Ordering::Relaxed) {
-        match clone3(cgroup, child) {
+        match clone3(cgroup, child, share_table) {
             Some(Ok(pid)) => return Ok(pid),
             Some(Err(e)) => match e.raw_os_error() {
                 Some(libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::E2BIG) => {
@@ -303,11 +418,18 @@ struct ChildStack([std::mem::MaybeUninit<u8>; 32 * 1024]);
 /// exec'd (or exited). Every signal is blocked meanwhile, so that no
 /// handler of corral's runs in the child before it resets them.
 #[cfg(target_arch = "x86_64")]
-fn clone3(cgroup: Option<RawFd>, child: &Child<'_>) -> Option<std::io::Result<libc::pid_t>> {
+fn clone3(
+    cgroup: Option<RawFd>,
+    child: &Child<'_>,
+    share_table: bool,
+) -> Option<std::io::Result<libc::pid_t>> {
     let mut stack = ChildStack([std::mem::MaybeUninit::uninit(); 32 * 1024]);
     let mut flags = (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
     if cgroup.is_some() {
         flags |= CLONE_INTO_CGROUP;
+    }
+    if share_table {
+        flags |= libc::CLONE_FILES as u64;
     }
     let args = CloneArgs {
         flags,
@@ -372,7 +494,11 @@ extern "C" fn child_entry(child: *const Child<'_>) -> ! {
 
 /// Elsewhere: clone3 only to be created in a cgroup (a fork, no CLONE_VM).
 #[cfg(not(target_arch = "x86_64"))]
-fn clone3(cgroup: Option<RawFd>, child: &Child<'_>) -> Option<std::io::Result<libc::pid_t>> {
+fn clone3(
+    cgroup: Option<RawFd>,
+    child: &Child<'_>,
+    _share_table: bool,
+) -> Option<std::io::Result<libc::pid_t>> {
     let dir = cgroup?;
     let args = CloneArgs {
         flags: CLONE_INTO_CGROUP,
@@ -420,6 +546,20 @@ fn run_child(child: &Child<'_>, join: Option<RawFd>) -> ! {
     };
     // SAFETY: plain system calls on descriptors and memory the parent set up.
     unsafe {
+        if let Some(below) = child.own_table_below {
+            // A table of our own before anything else, holding the entries
+            // below `below` only (our descriptors are among them).
+            let own = libc::syscall(
+                libc::SYS_close_range,
+                below as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            );
+            if own == -1 {
+                // Before Linux 5.9: a copy of the whole table.
+                check(libc::unshare(libc::CLONE_FILES).into());
+            }
+        }
         if let Some(dir) = join {
             // Slow (an RCU grace period), only without clone3. Failing leaves
             // the process in corral's cgroup, tracked by its marker.
