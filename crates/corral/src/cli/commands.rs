@@ -536,13 +536,27 @@ pub async fn scale(client: &Client, service: &str, replicas: u32) -> Result<(), 
 fn print_changes(result: &ReloadResult) {
     let show = |what: &str, names: &[String]| {
         if !names.is_empty() {
-            println!("{what}: {}", names.join(", "));
+            println!("{what}: {}", name_list(names));
         }
     };
     show("added", &result.added);
     show("changed (restarted)", &result.changed);
     show("removed (stopped)", &result.removed);
     show("unchanged", &result.unchanged);
+}
+
+/// Names joined with commas; past a dozen, the first ten and how many in
+/// all (a reload of 10,000 services must not print a 70 KB line).
+fn name_list(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    if names.len() <= SHOWN + 2 {
+        return names.join(", ");
+    }
+    format!(
+        "{}, ... ({} in all)",
+        names[..SHOWN].join(", "),
+        names.len()
+    )
 }
 
 /// What discovery knows, as a table.
@@ -582,4 +596,20 @@ pub async fn down(client: &Client) -> Result<(), CliError> {
         .await?;
     println!("corral stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_name_lists_are_cut_with_a_count() {
+        let names = |n: usize| (0..n).map(|i| format!("s{i}")).collect::<Vec<_>>();
+        assert_eq!(name_list(&names(3)), "s0, s1, s2");
+        assert_eq!(name_list(&names(12)).matches(", ").count(), 11);
+        assert_eq!(
+            name_list(&names(9000)),
+            "s0, s1, s2, s3, s4, s5, s6, s7, s8, s9, ... (9000 in all)"
+        );
+    }
 }

@@ -44,8 +44,8 @@ enum Msg {
     Event(Event),
     /// The daemon ended the event stream: it is gone.
     EventsEnded,
-    /// A fresh list; `resources`: it carries resource figures.
-    List(Box<ServiceList>, bool),
+    /// A fresh list (or why none came); `resources`: it carries resource figures.
+    List(Result<Box<ServiceList>, String>, bool),
     Endpoints(Vec<Endpoint>),
     /// A log line of the stream of this generation.
     Log(u64, LogLine),
@@ -139,6 +139,9 @@ struct App {
     /// A status refresh is on its way; `stale`: events came meanwhile.
     refreshing: bool,
     stale: bool,
+    /// A reading of resources is on its way: the next waits for it (with
+    /// thousands of services a reading takes a while).
+    sampling: bool,
     /// The log pane: one service, or all; the stream's generation.
     log_of: Option<String>,
     log_gen: u64,
@@ -189,6 +192,7 @@ pub async fn top(client: Client) -> Result<(), CliError> {
         recent: VecDeque::new(),
         refreshing: false,
         stale: false,
+        sampling: false,
         log_of: None,
         log_gen: 0,
         log_task: None,
@@ -237,6 +241,8 @@ impl App {
         let mut int_sig = signal(SignalKind::interrupt()).map_err(io)?;
         let mut hup_sig = signal(SignalKind::hangup()).map_err(io)?;
         let mut resources = tokio::time::interval(RESOURCES_EVERY);
+        // A slow reading delays the next one rather than bunching them.
+        resources.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.quit {
             if self.dirty {
                 terminal.draw(|f| self.draw(f)).map_err(io)?;
@@ -244,7 +250,7 @@ impl App {
             }
             tokio::select! {
                 Some(msg) = rx.recv() => self.on(msg),
-                _ = resources.tick() => self.fetch_list(true),
+                _ = resources.tick(), if !self.sampling => self.fetch_list(true),
                 _ = term_sig.recv() => break,
                 _ = int_sig.recv() => break,
                 _ = hup_sig.recv() => break,
@@ -295,10 +301,18 @@ impl App {
                 self.message = "corral has stopped: q to leave".into();
             }
             Msg::List(list, with_resources) => {
-                if !with_resources {
+                if with_resources {
+                    self.sampling = false;
+                } else {
                     self.refreshing = false;
                 }
-                let mut list = *list;
+                let mut list = match list {
+                    Ok(list) => *list,
+                    Err(e) => {
+                        self.message = e;
+                        return;
+                    }
+                };
                 if !with_resources {
                     // Keep the last figures until the next reading.
                     for s in &mut list.services {
@@ -535,7 +549,9 @@ impl App {
         if self.gone {
             return;
         }
-        if !resources {
+        if resources {
+            self.sampling = true;
+        } else {
             self.refreshing = true;
         }
         let client = self.client.clone();
@@ -546,14 +562,9 @@ impl App {
             } else {
                 "/services"
             };
-            match client.json::<ServiceList>(Method::GET, path, None).await {
-                Ok(list) => {
-                    let _ = tx.send(Msg::List(Box::new(list), resources));
-                }
-                Err(e) => {
-                    let _ = tx.send(Msg::Said(e.to_string()));
-                }
-            }
+            let list = client.json::<ServiceList>(Method::GET, path, None).await;
+            let list = list.map(Box::new).map_err(|e| e.to_string());
+            let _ = tx.send(Msg::List(list, resources));
         });
     }
 
