@@ -6,6 +6,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
 
 use common::*;
 
@@ -78,4 +79,32 @@ restart = "never"
         "{denied}"
     );
     corral.stop();
+}
+
+/// Out of descriptors (two pipes per running service), a spawn fails with
+/// a message that says so and how to raise the limit; the services that
+/// did start keep running and corral keeps answering.
+#[test]
+fn running_out_of_descriptors_says_so() {
+    let mut config = String::from("[corral]\nparallel = true\n");
+    for i in 0..40 {
+        config.push_str(&format!(
+            "[services.s{i}]\ncommand = [\"sleep\", \"60\"]\nrestart = \"never\"\n"
+        ));
+    }
+    let project = Project::new(&config);
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=64:64", BIN, "up"])
+        .current_dir(project.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    let daemon = Running::start(cmd);
+    let line = daemon.wait_for("out of file descriptors", SECS10);
+    assert!(
+        line.contains("(limit 64)") && line.contains("ulimit -n"),
+        "{line}"
+    );
+    let (code, ps, err) = project.run(&["ps"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(ps.contains(" running "), "{ps}");
 }

@@ -57,6 +57,11 @@ pub enum SpawnError {
     },
     #[error("command is empty")]
     Empty,
+    #[error(
+        "cannot run {program:?}: out of file descriptors (limit {limit}): corral keeps two \
+         pipes per running service; raise the limit (ulimit -n, docker run --ulimit nofile=N)"
+    )]
+    Descriptors { program: String, limit: u64 },
 }
 
 impl SpawnError {
@@ -65,6 +70,7 @@ impl SpawnError {
     pub fn is_permanent(&self) -> bool {
         match self {
             SpawnError::Empty => true,
+            SpawnError::Descriptors { .. } => false,
             SpawnError::Exec { source, .. } => {
                 source.kind() == std::io::ErrorKind::InvalidInput
                     || matches!(
@@ -91,9 +97,15 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// stdin from /dev/null and stdout/stderr on pipes.
 pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
     let (program, _) = launch.argv.split_first().ok_or(SpawnError::Empty)?;
-    let fail = |source| SpawnError::Exec {
-        program: program.clone(),
-        source,
+    let fail = |source: std::io::Error| match source.raw_os_error() {
+        Some(libc::EMFILE) => SpawnError::Descriptors {
+            program: program.clone(),
+            limit: descriptor_limit(),
+        },
+        _ => SpawnError::Exec {
+            program: program.clone(),
+            source,
+        },
     };
     // Keep the notify target's fd number taken while descriptors are made
     // below, so none of them lands on it and is overwritten in the child.
@@ -151,6 +163,17 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
         stdout,
         stderr,
     })
+}
+
+/// corral's limit on open descriptors (RLIMIT_NOFILE, soft).
+fn descriptor_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct we own.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    limit.rlim_cur
 }
 
 /// What the child execs, prepared in the parent (the child may not allocate).
