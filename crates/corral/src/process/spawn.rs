@@ -429,12 +429,26 @@ fn fork_into(
     }
 }
 
-/// The child's stack while it shares corral's memory: on the parent's own
-/// stack, which the parent does not touch until the child has exec'd or
-/// exited (CLONE_VFORK suspends it).
+/// The child's stack while it shares corral's memory: a static area (in
+/// .bss: only the pages a child uses are ever touched, the same ones each
+/// time), one spawn at a time. Not on the parent's stack: 32 KB there
+/// would push every frame below it onto pages of their own.
 #[cfg(target_arch = "x86_64")]
 #[repr(C, align(16))]
-struct ChildStack([std::mem::MaybeUninit<u8>; 32 * 1024]);
+struct ChildStack([u8; 32 * 1024]);
+
+#[cfg(target_arch = "x86_64")]
+struct StackArea(std::cell::UnsafeCell<std::mem::MaybeUninit<ChildStack>>);
+
+// SAFETY: only used under STACK_LOCK, by one child at a time.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Sync for StackArea {}
+
+#[cfg(target_arch = "x86_64")]
+static STACK: StackArea = StackArea(std::cell::UnsafeCell::new(std::mem::MaybeUninit::uninit()));
+
+#[cfg(target_arch = "x86_64")]
+static STACK_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `clone3(CLONE_VM | CLONE_VFORK [| CLONE_INTO_CGROUP])`. The child starts
 /// on its own stack in `child_entry`; the parent resumes once it has
@@ -446,7 +460,8 @@ fn clone3(
     child: &Child<'_>,
     share_table: bool,
 ) -> Option<std::io::Result<libc::pid_t>> {
-    let mut stack = ChildStack([std::mem::MaybeUninit::uninit(); 32 * 1024]);
+    let _one_at_a_time = STACK_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let stack = STACK.0.get();
     let mut flags = (libc::CLONE_VM | libc::CLONE_VFORK) as u64;
     if cgroup.is_some() {
         flags |= CLONE_INTO_CGROUP;
@@ -457,8 +472,8 @@ fn clone3(
     let args = CloneArgs {
         flags,
         exit_signal: libc::SIGCHLD as u64,
-        stack: stack.0.as_mut_ptr() as u64,
-        stack_size: stack.0.len() as u64,
+        stack: stack as u64,
+        stack_size: std::mem::size_of::<ChildStack>() as u64,
         cgroup: cgroup.map_or(0, |fd| fd as u64),
         ..CloneArgs::default()
     };
@@ -476,10 +491,11 @@ fn clone3(
     let ret: i64;
     // SAFETY: the raw system call, so that the child never returns through
     // a frame of the parent: it starts on `stack` (the kernel sets its
-    // stack pointer to the top, 16-byte aligned) and calls `entry(child)`,
-    // which execs or exits. The parent waits meanwhile (CLONE_VFORK), so
-    // `stack`, `child` and everything they point to stay valid and
-    // unchanged; rcx and r11 are clobbered by `syscall`.
+    // stack pointer to the top, 16-byte aligned), which no one else uses
+    // while STACK_LOCK is held, and calls `entry(child)`, which execs or
+    // exits. The parent waits meanwhile (CLONE_VFORK), so `child` and
+    // everything it points to stay valid and unchanged; rcx and r11 are
+    // clobbered by `syscall`.
     unsafe {
         std::arch::asm!(
             "syscall",
@@ -500,7 +516,6 @@ fn clone3(
         );
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
-    // `stack` lives to the end of this function, past the child's exec.
     Some(if ret < 0 {
         Err(std::io::Error::from_raw_os_error(-ret as i32))
     } else {
