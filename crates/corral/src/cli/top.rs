@@ -285,6 +285,15 @@ impl App {
                 if let (Some(name), Some(state)) = (&event.service, event.state) {
                     if let Some(s) = self.services.iter_mut().find(|s| &s.name == name) {
                         s.state = state;
+                        if s.is_stopped() {
+                            // No process: no figures until it runs again.
+                            s.pid = None;
+                            s.uptime_secs = None;
+                            s.ready = false;
+                            if let Some(r) = s.resources.as_mut() {
+                                r.processes = 0;
+                            }
+                        }
                     }
                 }
                 if event.service.is_none() {
@@ -309,7 +318,10 @@ impl App {
                 let mut list = match list {
                     Ok(list) => *list,
                     Err(e) => {
-                        self.message = e;
+                        // Once corral is gone, that is the news, not this.
+                        if !self.gone {
+                            self.message = e;
+                        }
                         return;
                     }
                 };
@@ -649,8 +661,9 @@ impl App {
         let mut spans = vec![
             Span::styled(format!("corral {}", self.version.corral), bold),
             Span::raw(format!(
-                "  up {up}  {} services: {running} running",
-                self.services.len()
+                "  up {up}  {} service{}: {running} running",
+                self.services.len(),
+                if self.services.len() == 1 { "" } else { "s" }
             )),
         ];
         if failed > 0 {
@@ -731,8 +744,9 @@ impl App {
                 ratatui::widgets::Cell::from(provides.join(",")),
             ])
         });
+        let longest = rows.iter().map(|s| s.name.len()).max().unwrap_or(4);
         let widths = [
-            Constraint::Min(10),
+            Constraint::Length(longest.clamp(4, 24) as u16),
             Constraint::Length(10),
             Constraint::Length(11),
             Constraint::Length(5),
@@ -741,9 +755,9 @@ impl App {
             Constraint::Length(6),
             Constraint::Length(7),
             Constraint::Length(9),
-            Constraint::Min(12),
+            Constraint::Fill(2),
             Constraint::Length(9),
-            Constraint::Min(8),
+            Constraint::Fill(1),
         ];
         let table = Table::new(body, widths)
             .header(header)
