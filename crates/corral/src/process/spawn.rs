@@ -114,9 +114,9 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
         .as_ref()
         .and_then(|(_, target)| reserve_fd(*target));
     let plan = Plan::new(&launch).map_err(fail)?;
-    let null = std::fs::File::open("/dev/null").map_err(fail)?;
-    let (stdout, out_w) = output_pipe(launch.capture_output, &null).map_err(fail)?;
-    let (stderr, err_w) = output_pipe(launch.capture_output, &null).map_err(fail)?;
+    let null = dev_null().map_err(fail)?;
+    let (stdout, out_w) = output_pipe(launch.capture_output, null).map_err(fail)?;
+    let (stderr, err_w) = output_pipe(launch.capture_output, null).map_err(fail)?;
     let (status_r, status_w) = pipe().map_err(fail)?;
     let fds = ChildFds {
         stdin: null.as_raw_fd(),
@@ -151,7 +151,7 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
     drop(slotted);
     let pid = pid.map_err(fail)?;
     // The child's ends close here; a failed exec is reported on the status pipe.
-    drop((out_w, err_w, status_w, null, launch.notify));
+    drop((out_w, err_w, status_w, launch.notify));
     if let Some(errno) = read_status(&status_r) {
         let mut status = 0;
         // SAFETY: waitpid on the child we just forked, which has exited or is exiting.
@@ -710,6 +710,16 @@ fn exec_first(
     } else {
         last
     }
+}
+
+/// /dev/null, opened once for every spawn (stdin of every service).
+fn dev_null() -> std::io::Result<&'static std::fs::File> {
+    static NULL: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+    if let Some(null) = NULL.get() {
+        return Ok(null);
+    }
+    let null = std::fs::File::open("/dev/null")?;
+    Ok(NULL.get_or_init(|| null))
 }
 
 /// A pipe for one output stream, or /dev/null for it: (corral's read end,
