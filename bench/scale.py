@@ -22,19 +22,17 @@ import json
 import os
 import resource
 import subprocess
+import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from supervise import pss_kb  # noqa: E402
 
 
-def mapping_pss(pid, name=None):
-    """PSS (kB) of the whole process, or of one mapping ([heap])."""
-    if name is None:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
+def mapping_pss(pid, name):
+    """PSS (kB) of one mapping of the process ([heap])."""
     total, current = 0, None
     with open(f"/proc/{pid}/smaps") as f:
         for line in f:
@@ -68,7 +66,7 @@ def run(corral, n):
         ["curl", "-s", "--unix-socket", os.path.join(work, ".corral", "corral.sock"),
          "http://corral/v1/version"], capture_output=True, text=True).stdout)["pid"]
     time.sleep(1)
-    pss, heap = mapping_pss(pid), mapping_pss(pid, "[heap]")
+    pss, heap = pss_kb(pid), mapping_pss(pid, "[heap]")
     figures["ps"], table = timed([corral, "ps"], work)
     running = sum(1 for line in table.splitlines() if " running " in line)
     figures["ps --json"], _ = timed([corral, "ps", "--json"], work)
