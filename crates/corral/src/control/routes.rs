@@ -130,13 +130,7 @@ pub(super) async fn metrics_only(req: Request<Incoming>, api: Api) -> Response<A
 /// What corral knows, for Prometheus (the socket's `/v1/metrics` and the
 /// TCP listener's `/metrics`).
 pub(super) async fn metrics_response(api: &Api) -> Result<Response<ApiBody>, ApiError> {
-    let mut list = api
-        .call(|reply| Ask::List {
-            resources: true,
-            reply,
-        })
-        .await?;
-    list.services = sample(api, list.services, true).await?;
+    let list = services(api, true).await?;
     let endpoints = api
         .call(|reply| Ask::Endpoints { name: None, reply })
         .await?;
@@ -172,14 +166,24 @@ fn wants_resources(query: &Query) -> Result<bool, ApiError> {
 }
 
 async fn list(api: &Api, resources: bool) -> Result<Response<ApiBody>, ApiError> {
+    ok(ApiBody::json(&services(api, resources).await?))
+}
+
+async fn get(api: &Api, name: &str, resources: bool) -> Result<Response<ApiBody>, ApiError> {
+    ok(ApiBody::json(&status(api, name, resources).await?))
+}
+
+/// Every live instance, with what /proc says of them when `resources`.
+async fn services(api: &Api, resources: bool) -> Result<corral_proto::ServiceList, ApiError> {
     let mut list = api.call(|reply| Ask::List { resources, reply }).await?;
     if resources {
         list.services = sample(api, list.services, true).await?;
     }
-    ok(ApiBody::json(&list))
+    Ok(list)
 }
 
-async fn get(api: &Api, name: &str, resources: bool) -> Result<Response<ApiBody>, ApiError> {
+/// One instance, with what /proc says of it when `resources`.
+async fn status(api: &Api, name: &str, resources: bool) -> Result<ServiceStatus, ApiError> {
     let name = name.to_string();
     let status = api
         .call(|reply| Ask::Get {
@@ -188,14 +192,12 @@ async fn get(api: &Api, name: &str, resources: bool) -> Result<Response<ApiBody>
             reply,
         })
         .await?;
-    let status = match resources {
-        true => sample(api, vec![status], false).await?.pop(),
-        false => Some(status),
-    };
-    status.map_or_else(
-        || Err(ApiError::new(500, "lost a status")),
-        |s| ok(ApiBody::json(&s)),
-    )
+    if !resources {
+        return Ok(status);
+    }
+    let mut one = sample(api, vec![status], false).await?;
+    one.pop()
+        .ok_or_else(|| ApiError::new(500, "reading /proc lost the status"))
 }
 
 /// Reads /proc for these instances off the event loop's thread.
@@ -218,16 +220,6 @@ pub(super) async fn sample(
         .map_err(|e| ApiError::new(503, format!("cannot read /proc now: {e}")))?;
     rx.await
         .map_err(|_| ApiError::new(500, "reading /proc failed"))
-}
-
-async fn status(api: &Api, name: &str) -> Result<ServiceStatus, ApiError> {
-    let name = name.to_string();
-    api.call(|reply| Ask::Get {
-        name,
-        resources: false,
-        reply,
-    })
-    .await
 }
 
 /// An instance, or every instance of a replicated service, by name.
@@ -330,7 +322,7 @@ async fn act_one(
             Ok(Ok(e)) if e.service.as_deref() != Some(name) => continue,
             Ok(_) => {}
         }
-        current = status(api, name).await?;
+        current = status(api, name, false).await?;
         verdict = reached(&current);
     }
     let (ok_, message) = match verdict {

@@ -281,10 +281,10 @@ const SLOT_BASE: RawFd = 40;
 const SLOT_COUNT: RawFd = 5;
 const SLOT_END: RawFd = SLOT_BASE + SLOT_COUNT;
 
-/// The reserved descriptor numbers, when they could be reserved (they were
-/// free when first asked for), behind a lock: spawns from several threads
-/// (tests) take turns.
-static SLOTS: std::sync::Mutex<Option<Option<OwnedFd>>> = std::sync::Mutex::new(None);
+/// Whether the reserved descriptor numbers could be reserved (they were
+/// free when first asked for; None: not asked yet), behind a lock: spawns
+/// from several threads (tests) take turns.
+static SLOTS: std::sync::Mutex<Option<bool>> = std::sync::Mutex::new(None);
 
 /// Why the slots: a child that got a copy of corral's whole descriptor
 /// table (what a fork does) costs the kernel a copy of every entry and,
@@ -308,10 +308,10 @@ impl Slots {
             return None;
         }
         let mut slots = SLOTS.lock().unwrap_or_else(|e| e.into_inner());
-        let placeholder = slots
-            .get_or_insert_with(reserve_slots)
-            .as_ref()?
-            .as_raw_fd();
+        let placeholder = dev_null().ok()?.as_raw_fd();
+        if !*slots.get_or_insert_with(|| reserve_slots(placeholder)) {
+            return None;
+        }
         let moved = ChildFds {
             stdin: SLOT_BASE,
             stdout: SLOT_BASE + 1,
@@ -342,7 +342,7 @@ impl Slots {
 /// end stays open in corral.
 struct SlotGuard {
     #[allow(dead_code)] // held for the lock
-    slots: std::sync::MutexGuard<'static, Option<Option<OwnedFd>>>,
+    slots: std::sync::MutexGuard<'static, Option<bool>>,
     placeholder: RawFd,
 }
 
@@ -355,24 +355,15 @@ impl Drop for SlotGuard {
     }
 }
 
-/// Opens /dev/null at every slot number, if they are all free; returns the
-/// descriptor to copy there again after each spawn.
-fn reserve_slots() -> Option<OwnedFd> {
-    let null = std::fs::File::open("/dev/null").ok()?;
+/// Puts `null` (/dev/null) at every slot number, if they are all free.
+fn reserve_slots(null: RawFd) -> bool {
     let free = (SLOT_BASE..SLOT_END).all(|fd| {
         // SAFETY: fcntl only queries the descriptor table.
         unsafe { libc::fcntl(fd, libc::F_GETFD) == -1 }
     });
-    if !free || null.as_raw_fd() >= SLOT_BASE {
-        return None;
-    }
-    for slot in SLOT_BASE..SLOT_END {
-        // SAFETY: dup3 onto a free number, kept for the life of corral.
-        if unsafe { libc::dup3(null.as_raw_fd(), slot, libc::O_CLOEXEC) } != slot {
-            return None;
-        }
-    }
-    Some(null.into())
+    // SAFETY: dup3 onto free numbers, kept for the life of corral.
+    free && (SLOT_BASE..SLOT_END)
+        .all(|slot| unsafe { libc::dup3(null, slot, libc::O_CLOEXEC) } == slot)
 }
 
 /// `clone3(CLONE_INTO_CGROUP)` turned out not to work here (an old kernel,
@@ -757,7 +748,7 @@ fn reserve_fd(target: libc::c_int) -> Option<OwnedFd> {
     if unsafe { libc::fcntl(target, libc::F_GETFD) } != -1 {
         return None;
     }
-    let null = std::fs::File::open("/dev/null").ok()?;
+    let null = dev_null().ok()?;
     // SAFETY: dup3 onto a free descriptor number; the new fd is owned below.
     let fd = unsafe { libc::dup3(null.as_raw_fd(), target, libc::O_CLOEXEC) };
     // SAFETY: dup3 returned a fresh descriptor that nothing else owns.
