@@ -22,11 +22,17 @@ fn main() {
 /// the few objects taken from the archive are counted with corral's code.
 fn static_unwinder() {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let Ok(out) = std::process::Command::new(cc).arg("-print-file-name=libgcc_eh.a").output() else {
+    let Ok(out) = std::process::Command::new(cc)
+        .arg("-print-file-name=libgcc_eh.a")
+        .output()
+    else {
         return;
     };
     let path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    if let Some(dir) = path.parent().filter(|_| path.is_absolute() && path.exists()) {
+    if let Some(dir) = path
+        .parent()
+        .filter(|_| path.is_absolute() && path.exists())
+    {
         println!("cargo:rustc-link-search=native={}", dir.display());
         println!("cargo:rustc-link-lib=static=gcc_eh");
     }

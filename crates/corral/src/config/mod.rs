@@ -21,7 +21,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 pub use diag::{ConfigErrors, Diagnostic, Severity};
-pub use env::{glob_match, masked, HostEnv};
+pub use env::{glob_match, masked, Env, HostEnv};
 pub use job::{Job, Overlap};
 pub use procfile::{is_procfile, ProcfileOptions};
 pub use user::Identity;
@@ -339,7 +339,7 @@ pub struct Service {
     /// Defaults to the config file's directory.
     pub working_dir: Option<PathBuf>,
     /// The complete environment the service gets, in a stable order.
-    pub env: Vec<(String, String)>,
+    pub env: Env,
     pub user: Option<Box<Identity>>,
     pub pre: Option<Vec<String>>,
     pub post: Option<Vec<String>>,

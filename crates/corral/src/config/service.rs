@@ -288,7 +288,7 @@ fn value_of<K: AsRef<str>>(pairs: &[(K, String)], name: &str) -> Option<String> 
 fn lint_program(
     d: &mut Diagnostics<'_>,
     program: &str,
-    env: &[(String, String)],
+    env: &super::env::Env,
     dir: &Path,
     span: Range<usize>,
 ) {
@@ -309,10 +309,7 @@ fn lint_program(
         }
         return;
     }
-    let path = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map_or(super::env::DEFAULT_PATH, |(_, v)| v.as_str());
+    let path = env.get("PATH").unwrap_or(super::env::DEFAULT_PATH);
     // One buffer for every PATH entry: this runs for each service at load,
     // and short-lived allocations there fragment the daemon's heap.
     let mut candidate = std::path::PathBuf::new();

@@ -66,6 +66,12 @@ impl Ring {
         let lines = lines.unwrap_or_else(|| memchr::memchr_iter(b'\n', &data).count());
         self.lines += lines;
         self.bytes += data.len();
+        // Room for one chunk at first, not the four a deque starts with: a
+        // quiet service keeps one event line ("started") for as long as it
+        // runs, and a chatty one grows the deque as usual.
+        if self.chunks.capacity() == 0 {
+            self.chunks.reserve_exact(1);
+        }
         self.chunks.push_back(Chunk {
             time,
             stream,

@@ -27,7 +27,9 @@ use crate::config::Identity;
 /// Everything needed to start one process of a service.
 pub struct Launch<'a> {
     pub argv: &'a [String],
-    pub env: &'a [(String, String)],
+    pub env: &'a crate::config::Env,
+    /// Added after `env` (what discovery tells the service now).
+    pub extra_env: &'a [(String, String)],
     pub working_dir: Option<&'a Path>,
     pub user: Option<&'a Identity>,
     /// Pipe stdout/stderr to corral, or send them to /dev/null (probes).
@@ -204,8 +206,12 @@ impl Plan {
             .iter()
             .map(|a| c(a.as_bytes()))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut envp = Vec::with_capacity(launch.env.len() + 1);
-        for (k, v) in launch.env {
+        let mut envp = Vec::with_capacity(launch.env.len() + launch.extra_env.len() + 1);
+        let extra = launch
+            .extra_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()));
+        for (k, v) in launch.env.iter().chain(extra) {
             envp.push(c(format!("{k}={v}").as_bytes())?);
         }
         if let Some(id) = launch.run_id {
@@ -219,11 +225,13 @@ impl Plan {
         } else {
             // As execvp does, with the PATH the child will have.
             let path = launch
-                .env
+                .extra_env
                 .iter()
                 .rev()
                 .find(|(k, _)| k == "PATH")
-                .map_or(DEFAULT_PATH, |(_, v)| v.as_str());
+                .map(|(_, v)| v.as_str())
+                .or_else(|| launch.env.get("PATH"))
+                .unwrap_or(DEFAULT_PATH);
             path.split(':')
                 .map(|dir| {
                     let dir = if dir.is_empty() { "." } else { dir };

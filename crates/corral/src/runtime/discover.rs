@@ -320,8 +320,7 @@ impl Supervisor<'_> {
     }
 
     fn run_change_command(&mut self, svc: usize, argv: &[String]) {
-        let mut env = self.config.services[svc].env.clone();
-        env.extend(self.discovery_env(svc));
+        let env = self.discovery_env(svc);
         match process::spawn(self.launch(svc, argv, &env)) {
             Ok(spawned) => {
                 self.children.insert(spawned.pid, Child::Action { svc });

@@ -479,12 +479,13 @@ impl Supervisor<'_> {
         &'a self,
         svc: usize,
         argv: &'a [String],
-        env: &'a [(String, String)],
+        extra_env: &'a [(String, String)],
     ) -> Launch<'a> {
         let service = &self.config.services[svc];
         Launch {
             argv,
-            env,
+            env: &service.env,
+            extra_env,
             working_dir: service.working_dir.as_deref(),
             user: service.user.as_deref(),
             capture_output: true,
@@ -495,12 +496,12 @@ impl Supervisor<'_> {
     }
 
     fn spawn(&mut self, svc: usize, step: Step) {
-        // The service's own environment, plus what discovery tells it now.
-        let mut env = self.config.services[svc].env.clone();
-        // Only the service itself gets discovery, not its pre and post steps.
-        if step == Step::Main {
-            env.extend(self.discovery_env(svc));
-        }
+        // The service's own environment, plus what discovery tells it now:
+        // only the service itself gets discovery, not its pre and post steps.
+        let env = match step {
+            Step::Main => self.discovery_env(svc),
+            Step::Pre | Step::Post => Vec::new(),
+        };
         let service = &self.config.services[svc];
         let argv = match step {
             Step::Pre => service.pre.as_deref(),
@@ -615,7 +616,7 @@ impl Supervisor<'_> {
             Probe::Exec(argv) => {
                 let launch = Launch {
                     capture_output: false,
-                    ..self.launch(svc, &argv, &service.env)
+                    ..self.launch(svc, &argv, &[])
                 };
                 match process::spawn(launch) {
                     Ok(spawned) => {
