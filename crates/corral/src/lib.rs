@@ -15,6 +15,7 @@ mod engine;
 mod logs;
 mod process;
 mod runtime;
+mod strings;
 mod tcp;
 
 pub use cli::{main_cli, main_daemon};

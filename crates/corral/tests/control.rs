@@ -198,19 +198,21 @@ fn up_detached_with_bad_config_fails_before_starting_anything() {
 fn reload_restarts_only_what_changed() {
     let v1 = r#"
 [services.same]
-command = ["sleep", "60"]
+command = ["sh", "-c", "echo same said hi; exec sleep 60"]
 
 [services.edited]
 command = ["sleep", "60"]
 env = { VERSION = "1" }
 
 [services.dropped]
-command = ["sleep", "60"]
+command = ["sh", "-c", "echo dropped said hi; exec sleep 60"]
 "#;
     let project = Project::new(v1);
     let mut daemon = project.up();
     wait_for_socket(&project);
     daemon.wait_for_service_event("dropped", "started", SECS5);
+    daemon.wait_for_output("same", "same said hi", SECS5);
+    daemon.wait_for_output("dropped", "dropped said hi", SECS5);
     let same = daemon.started_pid("same", SECS5);
     let edited = daemon.started_pid("edited", SECS5);
     let dropped = daemon.started_pid("dropped", SECS5);
@@ -230,7 +232,7 @@ command = ["sleep", "60"]
 
     let v2 = r#"
 [services.same]
-command = ["sleep", "60"]
+command = ["sh", "-c", "echo same said hi; exec sleep 60"]
 
 [services.edited]
 command = ["sleep", "60"]
@@ -258,6 +260,13 @@ command = ["sleep", "60"]
     assert!(String::from_utf8_lossy(&environ).contains("VERSION=2"));
     let (_, ps, _) = corral(&project, &["ps"]);
     assert!(!ps.contains("dropped"), "{ps}");
+    // The unchanged service keeps what it said; the service added in the
+    // removed one's place starts with nothing of the removed one's.
+    let (_, logs, _) = corral(&project, &["logs", "same"]);
+    assert!(logs.contains("same said hi"), "{logs}");
+    let (_, logs, _) = corral(&project, &["logs", "added"]);
+    assert!(!logs.contains("dropped said hi"), "{logs}");
+    assert!(logs.contains("started"), "{logs}");
     assert!(ps.contains("added"), "{ps}");
     assert_eq!(daemon.stop(), 0);
 }

@@ -458,7 +458,7 @@ pub async fn logs(
     }
     let list: ServiceList = client.json(Method::GET, "/services", None).await?;
     // The names in config order, so each service has the colour `up` gives it.
-    let names: Vec<String> = list.services.iter().map(|s| s.name.clone()).collect();
+    let names = list.services.iter().map(|s| s.name.as_str()).collect();
     let format = if options.json {
         Format::Json
     } else {
@@ -475,7 +475,7 @@ pub async fn logs(
             if line.time < window.since || line.time > window.until {
                 return;
             }
-            let svc = style.names.iter().position(|n| *n == line.service);
+            let svc = style.names.iter().position(|n| n == line.service);
             let time =
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(line.time.max(0.0));
             let mut out = stdout.lock();

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::user::{self, Identity};
+use crate::strings::{self, Strings};
 
 /// The PATH a service gets when corral itself has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -96,27 +97,18 @@ pub struct EnvParts<'a> {
 }
 
 /// A service's complete environment, sorted by name, kept for as long as
-/// the service is configured. Stored compactly: every `NAME=value` in one
-/// string and where each ends (two allocations where a vector of string
-/// pairs takes one per name and value: 510 bytes per service became ~150
-/// at five variables, bench/RESULTS.md).
+/// the service is configured: its `NAME=value` entries in one allocation
+/// (a vector of string pairs took 510 bytes per service, bench/RESULTS.md).
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Env {
-    text: Box<str>,
-    /// The end of each entry in `text`. u32: an environment is far under
-    /// 4 GiB (the kernel takes at most a quarter of the stack limit).
-    ends: Box<[u32]>,
-}
+pub struct Env(Strings);
 
 impl Env {
     /// The variables in order, as (name, value). Names have no '=' (the
     /// config, env files and the process environment all ensure it).
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(self.ends.iter().copied()).map(|(a, b)| {
-            let entry = self.text.get(a as usize..b as usize).unwrap_or("");
-            entry.split_once('=').unwrap_or((entry, ""))
-        })
+        self.0
+            .iter()
+            .map(|entry| entry.split_once('=').unwrap_or((entry, "")))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -124,10 +116,10 @@ impl Env {
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.0.len()
     }
 
-    /// As owned pairs: a spawn adds what discovery tells the service.
+    /// As owned pairs (`corral exec`, the API's exec spec).
     pub fn to_vec(&self) -> Vec<(String, String)> {
         self.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -138,18 +130,11 @@ impl Env {
 impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Env {
     /// Entries in the order given (callers give them sorted).
     fn from_iter<I: IntoIterator<Item = (K, V)>>(vars: I) -> Env {
-        let mut text = String::new();
-        let mut ends = Vec::new();
+        let mut entries = strings::Builder::default();
         for (k, v) in vars {
-            text.push_str(k.as_ref());
-            text.push('=');
-            text.push_str(v.as_ref());
-            ends.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
+            entries.push(&[k.as_ref(), "=", v.as_ref()]);
         }
-        Env {
-            text: text.into_boxed_str(),
-            ends: ends.into_boxed_slice(),
-        }
+        Env(entries.finish())
     }
 }
 

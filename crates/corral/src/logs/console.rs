@@ -6,6 +6,8 @@ use std::time::SystemTime;
 
 use corral_proto::LogStream;
 
+use crate::strings::Strings;
+
 /// Console line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
@@ -27,7 +29,7 @@ struct JsonLine<'a> {
 
 /// Names, their padding, and how lines look.
 pub struct Style {
-    pub names: Vec<String>,
+    pub names: Strings,
     pub width: usize,
     pub colour: bool,
     pub format: Format,
@@ -35,58 +37,54 @@ pub struct Style {
     pub timestamps: bool,
     /// Text lines start with `name | ` (`corral logs --no-prefix` drops it).
     pub prefixed: bool,
-    /// Per service: the ready-made "name | " and "name * " prefixes; the last
-    /// entry is corral's own.
-    prefixes: Vec<[Vec<u8>; 2]>,
+    /// Per service, the ready-made "name | " and "name * " prefixes one
+    /// after the other; the last two are corral's own.
+    prefixes: Strings,
 }
 
 const PALETTE: [&str; 6] = ["36", "33", "32", "35", "34", "91"];
 
 impl Style {
     /// Colour when stdout is a terminal and NO_COLOR is not set.
-    pub fn for_stdout(names: Vec<String>, format: Format, timestamps: bool) -> Style {
+    pub fn for_stdout(names: Strings, format: Format, timestamps: bool) -> Style {
         let colour = format == Format::Text
             && io::stdout().is_terminal()
             && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
         Style::new(names, format, timestamps, colour)
     }
 
-    pub fn new(names: Vec<String>, format: Format, timestamps: bool, colour: bool) -> Style {
+    pub fn new(names: Strings, format: Format, timestamps: bool, colour: bool) -> Style {
         let mut style = Style {
-            names: Vec::new(),
+            names: Strings::default(),
             width: 0,
             colour,
             format,
             timestamps,
             prefixed: true,
-            prefixes: Vec::new(),
+            prefixes: Strings::default(),
         };
         style.rename(names);
         style
     }
 
-    pub fn rename(&mut self, names: Vec<String>) {
-        self.width = names.iter().map(String::len).chain([6]).max().unwrap_or(6);
-        self.names = names;
+    pub fn rename(&mut self, names: Strings) {
+        self.width = names.iter().map(str::len).chain([6]).max().unwrap_or(6);
         let width = self.width;
-        let prefix = |name: &str, code: &str, sep: char| -> Vec<u8> {
+        let prefix = |name: &str, code: &str, sep: char| -> String {
             if self.colour {
-                format!("\x1b[{code}m{name:<width$} {sep}\x1b[0m ").into_bytes()
+                format!("\x1b[{code}m{name:<width$} {sep}\x1b[0m ")
             } else {
-                format!("{name:<width$} {sep} ").into_bytes()
+                format!("{name:<width$} {sep} ")
             }
         };
-        let mut prefixes: Vec<[Vec<u8>; 2]> = self
-            .names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let code = PALETTE[i % PALETTE.len()];
-                [prefix(name, code, '|'), prefix(name, code, '*')]
-            })
-            .collect();
-        prefixes.push([prefix("corral", "1", '|'), prefix("corral", "1", '*')]);
-        self.prefixes = prefixes;
+        let mut prefixes = crate::strings::Builder::default();
+        let palette = PALETTE.iter().cycle();
+        for (name, code) in names.iter().zip(palette).chain([("corral", &"1")]) {
+            prefixes.push(&[&prefix(name, code, '|')]);
+            prefixes.push(&[&prefix(name, code, '*')]);
+        }
+        self.names = names;
+        self.prefixes = prefixes.finish();
     }
 
     /// Plain lines can go out as they are: text format, no timestamps.
@@ -99,13 +97,12 @@ impl Style {
             .filter(|&i| i < self.names.len())
             .unwrap_or(self.names.len());
         self.prefixes
-            .get(i)
-            .map_or(&[][..], |p| &p[usize::from(is_event)])
+            .get(2 * i + usize::from(is_event))
+            .map_or(&[][..], str::as_bytes)
     }
 
     pub fn name(&self, svc: Option<usize>) -> &str {
-        svc.and_then(|i| self.names.get(i))
-            .map_or("corral", String::as_str)
+        svc.and_then(|i| self.names.get(i)).unwrap_or("corral")
     }
 }
 
@@ -156,9 +153,8 @@ mod tests {
     use super::*;
 
     fn plain(names: &[&str]) -> Style {
-        let mut names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         // Pad to 8 like a config with an 8-letter service would.
-        names.push("12345678".into());
+        let names = names.iter().chain(&["12345678"]).collect();
         Style::new(names, Format::Text, false, false)
     }
 
@@ -189,7 +185,7 @@ mod tests {
     #[test]
     fn colour_marks_the_prefix_and_bolds_events() {
         let style = Style::new(
-            vec!["web".into(), "12345678".into()],
+            ["web", "12345678"].into_iter().collect(),
             Format::Text,
             false,
             true,
@@ -202,7 +198,7 @@ mod tests {
 
     #[test]
     fn json_and_timestamps() {
-        let style = Style::new(vec!["api".into()], Format::Json, false, false);
+        let style = Style::new(["api"].into_iter().collect(), Format::Json, false, false);
         assert_eq!(
             rendered(&style, Some(0), false, b"say \"hi\""),
             r#"{"time":"1970-01-01T00:00:00.000Z","service":"api","stream":"stdout","line":"say \"hi\""}"#
@@ -210,7 +206,7 @@ mod tests {
                 + "\n"
         );
         let style = Style::new(
-            vec!["api".into(), "12345678".into()],
+            ["api", "12345678"].into_iter().collect(),
             Format::Text,
             true,
             false,

@@ -92,7 +92,7 @@ impl LogHub {
     /// Starts the hub thread; `services` is indexed like the config.
     pub fn start(services: Vec<ServiceLog>, console: ConsoleOptions) -> io::Result<LogHub> {
         let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
-        let names = services.iter().map(|s| s.name.clone()).collect();
+        let names = services.iter().map(|s| s.name.as_str()).collect();
         let style = Style::for_stdout(names, console.format, console.timestamps);
         let mut hub = Hub {
             style,
@@ -168,10 +168,11 @@ struct Follower {
     tx: mpsc::Sender<LogLine>,
 }
 
-/// What the hub keeps per service.
+/// What the hub keeps per service (its name is the style's).
 struct Sinks {
-    config: ServiceLog,
     ring: Ring,
+    /// Its output also goes to a log file.
+    has_file: bool,
 }
 
 /// The hub thread's state.
@@ -188,8 +189,22 @@ struct Hub {
 
 impl Hub {
     fn configure(&mut self, services: Vec<ServiceLog>) {
+        // A service keeps its remembered lines across a reload while its
+        // name and its ring's bounds stay.
+        let mut old = std::mem::take(&mut self.services).into_iter().enumerate();
+        for config in &services {
+            let kept = old.next().and_then(|(i, sinks)| {
+                let same = self.style.names.get(i) == Some(config.name.as_str())
+                    && sinks.ring.bounds() == (config.ring_lines, config.ring_bytes);
+                same.then_some(sinks.ring)
+            });
+            self.services.push(Sinks {
+                ring: kept.unwrap_or_else(|| Ring::new(config.ring_lines, config.ring_bytes)),
+                has_file: config.file.is_some(),
+            });
+        }
         self.style
-            .rename(services.iter().map(|s| s.name.clone()).collect());
+            .rename(services.iter().map(|s| s.name.as_str()).collect());
         let specs: Vec<Option<FileSpec>> = services.iter().map(|s| s.file.clone()).collect();
         match &self.files {
             Some(files) => files.send(FileJob::Configure(specs)),
@@ -198,14 +213,6 @@ impl Hub {
                 Err(e) => eprintln!("corral: cannot start the log file writer: {e}"),
             },
             None => {}
-        }
-        let mut old = std::mem::take(&mut self.services).into_iter();
-        for config in services {
-            let kept = old.next().filter(|s| s.config == config);
-            self.services.push(kept.unwrap_or_else(|| Sinks {
-                ring: Ring::new(config.ring_lines, config.ring_bytes),
-                config,
-            }));
         }
     }
 
@@ -259,10 +266,7 @@ impl Hub {
                 };
                 let data = Arc::new(data);
                 if let Some(files) = &self.files {
-                    let has_file = self
-                        .services
-                        .get(svc)
-                        .is_some_and(|s| s.config.file.is_some());
+                    let has_file = self.services.get(svc).is_some_and(|s| s.has_file);
                     if has_file {
                         files.send(FileJob::Write {
                             svc,
@@ -293,9 +297,9 @@ impl Hub {
             }
             Line::Query(query) => self.answer(query),
             Line::Counts(reply) => {
-                let counts = self.services.iter().enumerate().map(|(i, s)| {
+                let counts = (0..self.services.len()).map(|i| {
                     let count = self.counts.get(i).copied().unwrap_or_default();
-                    (s.config.name.clone(), count)
+                    (self.style.name(Some(i)).to_string(), count)
                 });
                 let _ = reply.send(counts.collect());
             }
@@ -341,7 +345,7 @@ impl Hub {
             let Some(sinks) = self.services.get(svc) else {
                 continue;
             };
-            let name = &sinks.config.name;
+            let name = self.style.name(Some(svc));
             picked.extend(
                 sinks
                     .ring

@@ -51,6 +51,11 @@ impl Ring {
         }
     }
 
+    /// The most lines and bytes it answers with.
+    pub fn bounds(&self) -> (usize, usize) {
+        (self.max_lines, self.max_bytes)
+    }
+
     /// Remembers a chunk of complete lines (shared, not copied); `lines` is
     /// how many it holds, when the caller counted them already.
     pub fn push(
