@@ -5,7 +5,7 @@
 //! and a 4-byte end offset.
 
 /// An immutable list of strings, in the order they were given.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Strings {
     text: Box<str>,
     /// Where each string ends in `text`. u32: what corral keeps per service

@@ -25,7 +25,8 @@ env-file = "a.env"
 [services.b]
 command = ["sleep", "60"]
 inherit-env = ["PG*", "T?"]
-env = { COLOR = "blue" }
+# The instance's own variables win over the file's.
+env = { COLOR = "blue", CORRAL_SERVICE = "spoofed" }
 "#,
     );
     project.write("a.env", "# secrets of a\nDB_PASSWORD=hunter2\n");

@@ -113,7 +113,7 @@ pub fn plan(config: &Config) -> String {
             format_duration(s.stop_timeout)
         );
         let _ = writeln!(out, "  env:");
-        for (k, v) in s.env.iter() {
+        for (k, v) in &s.environment() {
             let shown = masked(k, v);
             let _ = writeln!(out, "    {k}={}", shown.as_deref().unwrap_or(v));
         }

@@ -101,7 +101,7 @@ fn from_config(target: &Target, service: &str) -> Result<ExecSpec, CliError> {
         })?;
     Ok(ExecSpec {
         command: found.command.clone(),
-        env: found.env.to_vec(),
+        env: found.environment(),
         working_dir: found.working_dir.as_ref().map(|d| d.display().to_string()),
         user: found.user.as_ref().map(|u| ExecUser {
             name: u.name.clone(),

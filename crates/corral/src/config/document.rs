@@ -103,6 +103,7 @@ pub fn parse(
                         host,
                         checks: &mut checks,
                         inherit_default: &global.inherit_env,
+                        envs: Default::default(),
                     };
                     for (name, svc) in t.iter() {
                         let scaled = overrides.get(name.get_ref().as_ref()).copied();

@@ -92,14 +92,17 @@ pub struct EnvParts<'a> {
     pub inherit: &'a [String],
     pub files: Vec<(String, String)>,
     pub explicit: Vec<(String, String)>,
-    /// CORRAL_SERVICE, and for replicas CORRAL_REPLICA and PORT: always last.
-    pub own: Vec<(String, String)>,
+    /// The instance's own variables (CORRAL_SERVICE, CORRAL_REPLICA,
+    /// PORT): they win over any other source, and are added at each spawn.
+    pub own: &'a [&'a str],
 }
 
-/// A service's complete environment, sorted by name, kept for as long as
-/// the service is configured: its `NAME=value` entries in one allocation
-/// (a vector of string pairs took 510 bytes per service, bench/RESULTS.md).
-#[derive(Clone, Default, PartialEq, Eq)]
+/// A service's environment, sorted by name, kept for as long as the
+/// service is configured: its `NAME=value` entries in one allocation (a
+/// vector of string pairs took 510 bytes per service, bench/RESULTS.md).
+/// Without the instance's own variables (`Service::own_env`), so services
+/// whose environments are otherwise the same share one.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Env(Strings);
 
 impl Env {
@@ -145,8 +148,8 @@ impl std::fmt::Debug for Env {
 }
 
 /// Builds the isolated environment: PATH, HOME/USER/LOGNAME, inherit-env,
-/// env-file, env, then CORRAL_SERVICE (and CORRAL_REPLICA, PORT). Nothing
-/// else of corral's passes through.
+/// env-file, env; CORRAL_SERVICE (and CORRAL_REPLICA, PORT) are left out,
+/// as the instance adds them. Nothing else of corral's passes through.
 pub fn assemble(parts: EnvParts<'_>) -> Env {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     env.insert(
@@ -163,7 +166,9 @@ pub fn assemble(parts: EnvParts<'_>) -> Env {
     }
     env.extend(parts.files);
     env.extend(parts.explicit);
-    env.extend(parts.own);
+    for name in parts.own {
+        env.remove(*name);
+    }
     env.into_iter().collect()
 }
 

@@ -24,13 +24,13 @@ pub fn resolve(raw: RawConfig, path: &Path, d: &mut Diagnostics<'_>) -> Option<C
     let provided: std::collections::HashSet<&str> = raw
         .services
         .iter()
-        .flat_map(|s| s.service.provides.iter().map(|p| p.name.as_str()))
+        .flat_map(|s| s.service.links().provides.iter().map(|p| p.name.as_str()))
         .collect();
     // With the one-host registry only this file can provide a name; with
     // etcd another host may.
     let local = raw.global.discovery.etcd.is_none();
     for rs in &raw.services {
-        for require in &rs.service.requires {
+        for require in &rs.service.links().requires {
             if provided.contains(require.name.as_str()) {
                 continue;
             }

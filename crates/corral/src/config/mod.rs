@@ -240,9 +240,10 @@ impl Config {
                 );
                 // What it requires, from the services of this file that
                 // provide it (as compose starts a service's dependencies).
-                for require in &self.services[i].requires {
+                for require in &self.services[i].links().requires {
                     todo.extend((0..self.services.len()).filter(|&p| {
                         self.services[p]
+                            .links()
                             .provides
                             .iter()
                             .any(|provide| provide.name == require.name)
@@ -286,6 +287,31 @@ impl Config {
 }
 
 impl Service {
+    /// CORRAL_SERVICE, and for replicas CORRAL_REPLICA and PORT: they win
+    /// over every other source.
+    pub fn own_env(&self) -> Vec<(String, String)> {
+        let mut own = vec![("CORRAL_SERVICE".to_string(), self.group.clone())];
+        if let Some(i) = self.replica {
+            own.push(("CORRAL_REPLICA".to_string(), i.to_string()));
+        }
+        if let Some(p) = self.port {
+            own.push(("PORT".to_string(), p.to_string()));
+        }
+        own
+    }
+
+    /// The complete environment the service gets, sorted by name.
+    pub fn environment(&self) -> Vec<(String, String)> {
+        let mut all = self.env.to_vec();
+        all.extend(self.own_env());
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    pub fn links(&self) -> &Links {
+        self.links.as_deref().unwrap_or(&NO_LINKS)
+    }
+
     /// Whether two services, each read with its own config's indices, are
     /// defined the same. Dependencies are compared by service (group) name,
     /// so scaling a dependency does not change its dependents, and only
@@ -338,8 +364,10 @@ pub struct Service {
     pub oneshot: bool,
     /// Defaults to the config file's directory.
     pub working_dir: Option<PathBuf>,
-    /// The complete environment the service gets, in a stable order.
-    pub env: Env,
+    /// The environment the service gets, in a stable order, without its
+    /// own variables (`own_env`); shared with the services that have the
+    /// same. `environment()` is the whole.
+    pub env: std::sync::Arc<Env>,
     pub user: Option<Box<Identity>>,
     pub pre: Option<Vec<String>>,
     pub post: Option<Vec<String>>,
@@ -358,6 +386,20 @@ pub struct Service {
     /// Liveness checks once ready; None = never checked.
     pub health: Option<Box<Health>>,
     pub log: LogConfig,
+    /// What it provides and requires, and how it follows endpoint changes
+    /// (`links()`). None: none of it, all defaults, as for most services;
+    /// boxed, they would take 144 bytes of every instance.
+    links: Option<Box<Links>>,
+    /// With `schedule`: it is a job, run at each tick.
+    pub job: Option<Box<Job>>,
+    /// It runs only when `up` names one of these (`--profile`,
+    /// CORRAL_PROFILES) or names the service itself; empty: always.
+    pub profiles: Vec<String>,
+}
+
+/// A service's part in discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Links {
     /// Names this instance provides once it is ready.
     pub provides: Vec<Provide>,
     /// Names it needs before it starts (and follows afterwards).
@@ -367,11 +409,23 @@ pub struct Service {
     /// Debounce of endpoint changes: a quiet period, and the longest wait.
     pub change_wait: (Duration, Duration),
     pub templates: Vec<Template>,
-    /// With `schedule`: it is a job, run at each tick.
-    pub job: Option<Box<Job>>,
-    /// It runs only when `up` names one of these (`--profile`,
-    /// CORRAL_PROFILES) or names the service itself; empty: always.
-    pub profiles: Vec<String>,
+}
+
+/// The links of a service that declares none.
+static NO_LINKS: Links = Links {
+    provides: Vec::new(),
+    requires: Vec::new(),
+    require_timeout: Duration::from_secs(60),
+    on_change: OnChange::Restart,
+    change_wait: (Duration::from_millis(200), Duration::from_secs(2)),
+    templates: Vec::new(),
+};
+
+impl Links {
+    /// Kept only when it differs from `NO_LINKS`.
+    fn boxed(self) -> Option<Box<Links>> {
+        (self != NO_LINKS).then(|| Box::new(self))
+    }
 }
 
 /// One `provides` entry, resolved for an instance.

@@ -2,8 +2,10 @@
 //! values checked), then expanded into one service per replica, where the
 //! `${PORT}`, `${CORRAL_REPLICA}` and host variables are interpolated.
 
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_proto::MAX_REPLICAS;
@@ -24,6 +26,7 @@ use super::values::{
     argv, boolean, duration, expand_all, read_fields, restart_policy, set, signal, size, table,
     text, texts, type_error, uint, Field, Key, Text, Value,
 };
+use super::NO_LINKS;
 use super::{Backoff, Identity, LogConfig, OnChange, RestartPolicy, Service};
 
 /// A service instance read from the file, its dependencies not yet resolved.
@@ -225,7 +228,7 @@ fn read_change_wait(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
     let Some(t) = table(d, v, "change-wait") else {
         return;
     };
-    let mut wait = DEFAULT_CHANGE_WAIT;
+    let mut wait = NO_LINKS.change_wait;
     read_fields(d, t, &CHANGE_WAIT_FIELDS, &mut wait, "in change-wait");
     if wait.1 < wait.0 {
         let message = format!(
@@ -237,9 +240,6 @@ fn read_change_wait(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
     }
     s.change_wait = Some(wait);
 }
-
-const DEFAULT_CHANGE_WAIT: (Duration, Duration) =
-    (Duration::from_millis(200), Duration::from_secs(2));
 
 /// The `log` table: the file's path is interpolated per instance.
 #[derive(Default)]
@@ -343,6 +343,9 @@ pub struct Context<'a> {
     pub checks: &'a mut HostChecks,
     /// `[corral] inherit-env`: what every service inherits.
     pub inherit_default: &'a [String],
+    /// The environments made so far, shared by the services that have the
+    /// same (most services of a file differ only in their own variables).
+    pub envs: HashSet<Arc<env::Env>>,
 }
 
 /// Reads a service table and expands it into its instances: one, or
@@ -594,11 +597,17 @@ impl Draft {
             inherit: &inherit,
             files: env_files,
             explicit,
-            own: own
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
+            own: &own.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
         });
+        // One copy of each distinct environment for the whole config.
+        let env = match cx.envs.get(&env) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let env = Arc::new(env);
+                cx.envs.insert(Arc::clone(&env));
+                env
+            }
+        };
         let dir = working_dir.as_deref().unwrap_or(base_dir);
         // Once per service, not per replica.
         let lint = instance.replica.unwrap_or(0) == 0;
@@ -649,12 +658,15 @@ impl Draft {
                 ready,
                 health,
                 log,
-                provides,
-                requires: self.requires.clone(),
-                require_timeout: self.require_timeout.unwrap_or(Duration::from_secs(60)),
-                on_change,
-                change_wait: self.change_wait.unwrap_or(DEFAULT_CHANGE_WAIT),
-                templates,
+                links: super::Links {
+                    provides,
+                    requires: self.requires.clone(),
+                    require_timeout: self.require_timeout.unwrap_or(NO_LINKS.require_timeout),
+                    on_change,
+                    change_wait: self.change_wait.unwrap_or(NO_LINKS.change_wait),
+                    templates,
+                }
+                .boxed(),
                 job: None,
                 profiles: self.profiles.clone(),
             },

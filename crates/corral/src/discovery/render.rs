@@ -44,7 +44,7 @@ pub fn render_templates(
     sets: &BTreeMap<String, Vec<Endpoint>>,
     service: &str,
     replica: Option<u32>,
-    service_env: &crate::config::Env,
+    service_env: &[(String, String)],
 ) -> Result<usize, String> {
     let mut changed = 0;
     if templates.is_empty() {
@@ -76,7 +76,10 @@ pub fn render_templates(
             .collect(),
         service,
         replica,
-        env: service_env.iter().collect(),
+        env: service_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
     };
     for t in templates {
         let source = std::fs::read_to_string(&t.source)
@@ -186,17 +189,11 @@ mod tests {
         }];
         let mut sets = BTreeMap::new();
         sets.insert("api".to_string(), vec![ep("api", "h:api.0", 8000)]);
-        assert_eq!(
-            render_templates(&t, &sets, "proxy", None, &Default::default()),
-            Ok(1)
-        );
+        assert_eq!(render_templates(&t, &sets, "proxy", None, &[]), Ok(1));
         assert_eq!(
             std::fs::read_to_string(&target).unwrap_or_default(),
             "server h_api.0 127.0.0.1:8000\n"
         );
-        assert_eq!(
-            render_templates(&t, &sets, "proxy", None, &Default::default()),
-            Ok(0)
-        );
+        assert_eq!(render_templates(&t, &sets, "proxy", None, &[]), Ok(0));
     }
 }

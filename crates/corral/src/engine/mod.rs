@@ -46,8 +46,10 @@ pub struct Spec {
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
     pub depends_on: Vec<Edge>,
-    pub ready: Option<ReadyPlan>,
-    pub health: Option<HealthPlan>,
+    /// Boxed, like `health`: most services have neither, and a Spec is
+    /// kept per instance.
+    pub ready: Option<Box<ReadyPlan>>,
+    pub health: Option<Box<HealthPlan>>,
     /// It publishes endpoints when ready.
     pub provides: bool,
     /// How long it may wait for required endpoints before it fails.
@@ -124,20 +126,24 @@ impl Spec {
                         explicit: d.explicit,
                     })
                     .collect(),
-                ready: s.ready.as_ref().map(|r| ReadyPlan {
-                    active: r.probe.is_active(),
-                    initial_delay: r.initial_delay,
-                    interval: r.interval,
-                    start_timeout: r.start_timeout,
+                ready: s.ready.as_ref().map(|r| {
+                    Box::new(ReadyPlan {
+                        active: r.probe.is_active(),
+                        initial_delay: r.initial_delay,
+                        interval: r.interval,
+                        start_timeout: r.start_timeout,
+                    })
                 }),
-                health: s.health.as_ref().map(|h| HealthPlan {
-                    initial_delay: h.initial_delay,
-                    interval: h.interval,
-                    retries: h.retries,
+                health: s.health.as_ref().map(|h| {
+                    Box::new(HealthPlan {
+                        initial_delay: h.initial_delay,
+                        interval: h.interval,
+                        retries: h.retries,
+                    })
                 }),
-                provides: !s.provides.is_empty(),
-                require_timeout: s.require_timeout,
-                change_wait: s.change_wait,
+                provides: !s.links().provides.is_empty(),
+                require_timeout: s.links().require_timeout,
+                change_wait: s.links().change_wait,
                 job: s.job.as_ref().map(|j| JobPlan {
                     overlap: j.overlap,
                     run_on_start: j.run_on_start,

@@ -51,17 +51,17 @@ fn arb_spec() -> impl Strategy<Value = (Spec, Vec<(usize, u8, bool, bool)>)> {
                 stop_signal: Signal::SIGTERM,
                 stop_timeout: Duration::from_secs(5),
                 depends_on: Vec::new(),
-                ready: (probe > 0).then_some(ReadyPlan {
+                ready: (probe > 0).then_some(Box::new(ReadyPlan {
                     active: probe == 1,
                     initial_delay: Duration::ZERO,
                     interval: Duration::from_millis(100),
                     start_timeout: Duration::from_secs(2),
-                }),
-                health: flags[5].then_some(HealthPlan {
+                })),
+                health: flags[5].then_some(Box::new(HealthPlan {
                     initial_delay: Duration::ZERO,
                     interval: Duration::from_secs(1),
                     retries: 2,
-                }),
+                })),
                 provides: flags[5],
                 require_timeout: Duration::from_secs(3),
                 change_wait: (Duration::from_millis(200), Duration::from_secs(1)),

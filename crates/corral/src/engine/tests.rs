@@ -543,12 +543,12 @@ fn break_glass_engine_never_boots_and_shutdown_exits_clean() {
 }
 
 fn with_ready(mut s: Spec, active: bool) -> Spec {
-    s.ready = Some(ReadyPlan {
+    s.ready = Some(Box::new(ReadyPlan {
         active,
         initial_delay: Duration::ZERO,
         interval: Duration::from_millis(100),
         start_timeout: Duration::from_secs(2),
-    });
+    }));
     s
 }
 
@@ -608,11 +608,11 @@ fn never_ready_is_a_failed_start_and_dependents_never_start() {
 #[test]
 fn health_failures_up_to_retries_restart_the_service() {
     let mut s = spec("api");
-    s.health = Some(HealthPlan {
+    s.health = Some(Box::new(HealthPlan {
         initial_delay: Duration::ZERO,
         interval: Duration::from_secs(1),
         retries: 3,
-    });
+    }));
     let mut h = Harness::new(vec![s]);
     h.send(Event::Boot);
     for n in 1..=3 {

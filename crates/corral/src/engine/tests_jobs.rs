@@ -159,12 +159,12 @@ fn run_on_start_waits_for_dependencies_and_gates_dependents() {
 #[test]
 fn a_tick_before_dependencies_are_met_runs_once_they_are() {
     let mut ready = spec("db");
-    ready.ready = Some(ReadyPlan {
+    ready.ready = Some(Box::new(ReadyPlan {
         active: true,
         initial_delay: Duration::ZERO,
         interval: Duration::from_secs(1),
         start_timeout: Duration::from_secs(60),
-    });
+    }));
     let mut h = Harness::new(vec![
         ready,
         depends(

@@ -169,6 +169,7 @@ impl Engine {
             (S::Starting { pid, .. }, Input::Timer(TimerKind::StartTimeout)) => {
                 let timeout = self.specs[svc]
                     .ready
+                    .as_deref()
                     .map(|p| p.start_timeout)
                     .unwrap_or_default();
                 let last_error = self.units[svc].last_ready_error.take();
@@ -242,7 +243,12 @@ impl Engine {
                 },
             ) => {
                 self.units[svc].last_ready_error = Some(reason);
-                if let Some(plan) = self.specs[svc].ready.filter(|p| p.active) {
+                if let Some(plan) = self.specs[svc]
+                    .ready
+                    .as_deref()
+                    .copied()
+                    .filter(|p| p.active)
+                {
                     self.arm(svc, TimerKind::ReadyProbe, now + plan.interval, fx);
                 }
             }
@@ -494,7 +500,7 @@ impl Engine {
         } else {
             fx.push(report(svc, Report::Started { pid }));
         }
-        let ready = self.specs[svc].ready;
+        let ready = self.specs[svc].ready.as_deref().copied();
         self.units[svc].state = match ready {
             Some(_) => State::Starting { pid, since: now },
             None => State::Running { pid, since: now },
@@ -522,7 +528,7 @@ impl Engine {
             self.units[svc].registered = true;
             fx.push(Effect::Register { svc });
         }
-        if let Some(plan) = self.specs[svc].health {
+        if let Some(plan) = self.specs[svc].health.as_deref().copied() {
             let first = now + plan.initial_delay + plan.interval;
             self.arm(svc, TimerKind::HealthProbe, first, fx);
         }
@@ -537,7 +543,7 @@ impl Engine {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
-        let Some(plan) = self.specs[svc].health else {
+        let Some(plan) = self.specs[svc].health.as_deref().copied() else {
             return;
         };
         let health = &mut self.units[svc].health;

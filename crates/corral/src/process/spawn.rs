@@ -28,8 +28,9 @@ use crate::config::Identity;
 pub struct Launch<'a> {
     pub argv: &'a [String],
     pub env: &'a crate::config::Env,
-    /// Added after `env` (what discovery tells the service now).
-    pub extra_env: &'a [(String, String)],
+    /// Added after `env`: the instance's own variables, what discovery
+    /// tells the service now.
+    pub extra_env: Vec<(String, String)>,
     pub working_dir: Option<&'a Path>,
     pub user: Option<&'a Identity>,
     /// Pipe stdout/stderr to corral, or send them to /dev/null (probes).

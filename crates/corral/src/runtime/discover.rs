@@ -76,7 +76,7 @@ impl Supervisor<'_> {
     /// The endpoints matching each of the service's requirements, now.
     pub(super) fn endpoint_sets(&self, svc: usize) -> EndpointSets {
         let mut sets = EndpointSets::new();
-        for req in &self.config.services[svc].requires {
+        for req in &self.config.services[svc].links().requires {
             let list = self
                 .registry
                 .lookup(&req.name)
@@ -91,7 +91,7 @@ impl Supervisor<'_> {
     /// The environment a spawn of `svc` gets from discovery, and the JSON file
     /// of its endpoints (written now).
     pub(super) fn discovery_env(&mut self, svc: usize) -> Vec<(String, String)> {
-        if self.config.services[svc].requires.is_empty() {
+        if self.config.services[svc].links().requires.is_empty() {
             return Vec::new();
         }
         let sets = self.endpoint_sets(svc);
@@ -115,11 +115,11 @@ impl Supervisor<'_> {
     fn render(&self, svc: usize, sets: &EndpointSets) {
         let service = &self.config.services[svc];
         let rendered = render_templates(
-            &service.templates,
+            &service.links().templates,
             sets,
             &service.group,
             service.replica,
-            &service.env,
+            &service.environment(),
         );
         if let Err(e) = rendered {
             self.hub.event(Some(svc), e);
@@ -131,7 +131,7 @@ impl Supervisor<'_> {
         let service = &self.config.services[svc];
         let instance = format!("{}:{}", self.host_id, service.name);
         let mut changed = Vec::new();
-        for p in &service.provides {
+        for p in &service.links().provides {
             let endpoint = Endpoint {
                 name: p.name.clone(),
                 host: p
@@ -249,7 +249,7 @@ impl Supervisor<'_> {
     /// Tells the engine about requirements, for every service that has some.
     pub(super) fn refresh_requirements(&mut self) {
         for svc in 0..self.config.services.len() {
-            if self.config.services[svc].requires.is_empty()
+            if self.config.services[svc].links().requires.is_empty()
                 || self.engine.units()[svc].is_removed()
             {
                 continue;
@@ -277,7 +277,7 @@ impl Supervisor<'_> {
         self.refresh_requirements();
         let svcs = (0..self.config.services.len())
             .filter(|&svc| {
-                let requires = &self.config.services[svc].requires;
+                let requires = &self.config.services[svc].links().requires;
                 requires.iter().any(|r| names.contains(&r.name))
             })
             .collect();
@@ -301,10 +301,10 @@ impl Supervisor<'_> {
             format!(
                 "endpoints changed ({}): {}",
                 summary.join(", "),
-                describe(&service.on_change)
+                describe(&service.links().on_change)
             ),
         );
-        let on_change = service.on_change.clone();
+        let on_change = service.links().on_change.clone();
         self.applied.insert(svc, sets);
         let pid = self.engine.units()[svc].state.pid();
         match on_change {
@@ -320,8 +320,8 @@ impl Supervisor<'_> {
     }
 
     fn run_change_command(&mut self, svc: usize, argv: &[String]) {
-        let env = self.discovery_env(svc);
-        match process::spawn(self.launch(svc, argv, &env)) {
+        let discovery = self.discovery_env(svc);
+        match process::spawn(self.launch(svc, argv, discovery)) {
             Ok(spawned) => {
                 self.children.insert(spawned.pid, Child::Action { svc });
                 self.pump_output(svc, spawned, None);

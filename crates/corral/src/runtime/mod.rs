@@ -474,14 +474,17 @@ impl Supervisor<'_> {
     }
 
     /// How to start a process for `svc`: its user and working dir, in its
-    /// cgroup, with the run's marker.
+    /// cgroup, with the run's marker; its environment, its own variables,
+    /// then `discovery` (what discovery tells it now, when it gets that).
     pub(crate) fn launch<'a>(
         &'a self,
         svc: usize,
         argv: &'a [String],
-        extra_env: &'a [(String, String)],
+        discovery: Vec<(String, String)>,
     ) -> Launch<'a> {
         let service = &self.config.services[svc];
+        let mut extra_env = service.own_env();
+        extra_env.extend(discovery);
         Launch {
             argv,
             env: &service.env,
@@ -498,7 +501,7 @@ impl Supervisor<'_> {
     fn spawn(&mut self, svc: usize, step: Step) {
         // The service's own environment, plus what discovery tells it now:
         // only the service itself gets discovery, not its pre and post steps.
-        let env = match step {
+        let discovery = match step {
             Step::Main => self.discovery_env(svc),
             Step::Pre | Step::Post => Vec::new(),
         };
@@ -536,7 +539,7 @@ impl Supervisor<'_> {
         };
         let launch = Launch {
             notify,
-            ..self.launch(svc, argv, &env)
+            ..self.launch(svc, argv, discovery)
         };
         let spawned = match process::spawn(launch) {
             Ok(spawned) => spawned,
@@ -616,7 +619,7 @@ impl Supervisor<'_> {
             Probe::Exec(argv) => {
                 let launch = Launch {
                     capture_output: false,
-                    ..self.launch(svc, &argv, &[])
+                    ..self.launch(svc, &argv, Vec::new())
                 };
                 match process::spawn(launch) {
                     Ok(spawned) => {

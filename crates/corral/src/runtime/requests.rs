@@ -334,9 +334,9 @@ impl Supervisor<'_> {
     /// environment a new process of it would get (discovery included).
     fn exec_spec(&self, svc: usize) -> corral_proto::ExecSpec {
         let service = &self.config.services[svc];
-        let mut env = service.env.to_vec();
+        let mut env = service.environment();
         // What discovery tells it now (without writing or rendering anything).
-        if !service.requires.is_empty() {
+        if !service.links().requires.is_empty() {
             env.extend(crate::discovery::endpoint_env(&self.endpoint_sets(svc)));
         }
         corral_proto::ExecSpec {
