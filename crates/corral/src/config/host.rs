@@ -17,6 +17,10 @@ type EnvFile = Result<Vec<(String, String)>, (usize, String)>;
 pub struct HostChecks {
     env_files: HashMap<PathBuf, EnvFile>,
     users: HashMap<String, Result<Identity, String>>,
+    /// By PATH, then by program: found in one of its directories. A
+    /// thousand services running the same program look it up once (each
+    /// lookup tries every directory of PATH until one has it).
+    programs: HashMap<String, HashMap<String, bool>>,
 }
 
 impl HostChecks {
@@ -65,6 +69,26 @@ impl HostChecks {
         }
     }
 
+    /// Whether `program` is an executable file in one of `path`'s
+    /// directories (as execvp would find it).
+    pub fn on_path(&mut self, program: &str, path: &str) -> bool {
+        if let Some(&found) = self.programs.get(path).and_then(|p| p.get(program)) {
+            return found;
+        }
+        let mut candidate = PathBuf::new();
+        let found = path.split(':').any(|dir| {
+            candidate.clear();
+            candidate.push(dir);
+            candidate.push(program);
+            runnable(&candidate)
+        });
+        self.programs
+            .entry(path.to_string())
+            .or_default()
+            .insert(program.to_string(), found);
+        found
+    }
+
     /// Whether a group of this name exists (for `socket-group`).
     pub fn group_exists(name: &str) -> bool {
         matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
@@ -77,6 +101,12 @@ impl HostChecks {
             d.error(span, message);
         }
     }
+}
+
+/// Whether `path` is an executable file.
+pub fn runnable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// The address of the network interface called `name` (its first IPv4

@@ -287,18 +287,15 @@ fn value_of<K: AsRef<str>>(pairs: &[(K, String)], name: &str) -> Option<String> 
 /// (its PATH, or its working dir for a relative path): it would fail at once.
 fn lint_program(
     d: &mut Diagnostics<'_>,
+    checks: &mut HostChecks,
     program: &str,
     env: &super::env::Env,
     dir: &Path,
     span: Range<usize>,
 ) {
-    use std::os::unix::fs::PermissionsExt;
-    let runnable = |path: &Path| {
-        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
     if program.contains('/') {
         let path = dir.join(program);
-        if !runnable(&path) {
+        if !super::host::runnable(&path) {
             d.warning(
                 span,
                 format!(
@@ -310,16 +307,7 @@ fn lint_program(
         return;
     }
     let path = env.get("PATH").unwrap_or(super::env::DEFAULT_PATH);
-    // One buffer for every PATH entry: this runs for each service at load,
-    // and short-lived allocations there fragment the daemon's heap.
-    let mut candidate = std::path::PathBuf::new();
-    let found = path.split(':').any(|dir| {
-        candidate.clear();
-        candidate.push(dir);
-        candidate.push(program);
-        runnable(&candidate)
-    });
-    if !found {
+    if !checks.on_path(program, path) {
         d.warning(
             span,
             format!("command {program:?} is not found on the service's PATH ({path})"),
@@ -621,7 +609,7 @@ impl Draft {
                 words.as_ref().and_then(|w| w.first()),
                 texts.as_ref().and_then(|t| t.first()),
             ) {
-                lint_program(d, program, &env, dir, text.span.clone());
+                lint_program(d, cx.checks, program, &env, dir, text.span.clone());
             }
         }
         let instance_name = match instance.replica {
