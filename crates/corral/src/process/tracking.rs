@@ -125,15 +125,18 @@ impl Run {
     /// SIGKILLs whatever is left in an instance's cgroup (a no-op without
     /// one, or when nothing is left).
     pub fn kill_instance(&mut self, instance: &str) {
-        self.retired
-            .retain(|leaf| fs::remove_dir(leaf).is_err() && leaf.exists());
-        let Some(dir) = self.cgroup.as_ref().map(|cg| cg.join(instance)) else {
+        let Some(run) = &self.cgroup_dir else {
             return;
         };
-        if !populated(&dir) {
+        self.retired.retain(|leaf| {
+            use nix::unistd::{unlinkat, UnlinkatFlags};
+            unlinkat(run, leaf, UnlinkatFlags::RemoveDir) == Err(nix::errno::Errno::EBUSY)
+        });
+        let dir = Path::new(instance);
+        if !populated_at(run, dir) {
             return;
         }
-        let _ = fs::write(dir.join("cgroup.kill"), "1");
+        let _ = write_at(run, &dir.join("cgroup.kill"), "1");
         let n = self.leaves.entry(instance.to_string()).or_insert(0);
         if *n > 0 {
             self.retired.push(dir.join(n.to_string()));
@@ -144,10 +147,13 @@ impl Run {
     /// The run ended by itself: kills whatever is still in its cgroup, removes
     /// the cgroup and the record.
     pub fn end(&self) {
-        if let Some(cg) = &self.cgroup {
-            let _ = fs::write(cg.join("cgroup.kill"), "1");
+        if let (Some(cg), Some(run)) = (&self.cgroup, &self.cgroup_dir) {
+            let _ = write_at(run, Path::new("cgroup.kill"), "1");
             wait_unpopulated(cg, Duration::from_secs(2));
-            remove_cgroup_tree(cg);
+            for leaf in subdirs(cg) {
+                remove_tree_at(run, cg, Path::new(&leaf));
+            }
+            let _ = fs::remove_dir(cg);
         }
         if !self.record.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.record);
@@ -360,6 +366,52 @@ fn carries(pid: i32, marker: &str) -> bool {
 fn populated(cg: &Path) -> bool {
     fs::read_to_string(cg.join("cgroup.events"))
         .is_ok_and(|t| t.lines().any(|l| l == "populated 1"))
+}
+
+/// `populated`, for the cgroup at `rel` under the open directory `dir`:
+/// cgroupfs paths are long, and a shutdown looks at every instance's.
+fn populated_at(dir: &OwnedFd, rel: &Path) -> bool {
+    use std::io::Read;
+    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC;
+    let events = rel.join("cgroup.events");
+    let Ok(fd) = nix::fcntl::openat(dir, &events, flags, nix::sys::stat::Mode::empty()) else {
+        return false;
+    };
+    let mut text = String::new();
+    fs::File::from(fd).read_to_string(&mut text).is_ok() && text.lines().any(|l| l == "populated 1")
+}
+
+/// Writes `text` to the file at `rel` under the open directory `dir`.
+fn write_at(dir: &OwnedFd, rel: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let flags = nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::openat(dir, rel, flags, nix::sys::stat::Mode::empty())?;
+    fs::File::from(fd).write_all(text.as_bytes())
+}
+
+/// The names of the cgroups directly under `cg`.
+fn subdirs(cg: &Path) -> Vec<std::ffi::OsString> {
+    let Ok(entries) = fs::read_dir(cg) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect()
+}
+
+/// `remove_cgroup_tree` for the cgroup at `rel` under `dir`, the open
+/// directory of the cgroup at `root`.
+fn remove_tree_at(dir: &OwnedFd, root: &Path, rel: &Path) {
+    use nix::unistd::{unlinkat, UnlinkatFlags};
+    if unlinkat(dir, rel, UnlinkatFlags::RemoveDir).is_ok() {
+        return;
+    }
+    for child in subdirs(&root.join(rel)) {
+        remove_tree_at(dir, root, &rel.join(child));
+    }
+    let _ = unlinkat(dir, rel, UnlinkatFlags::RemoveDir);
 }
 
 /// Waits until nothing is left in the cgroup tree at `cg`, or `limit` passed.
