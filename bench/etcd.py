@@ -28,7 +28,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from discovery import stamps  # noqa: E402  (the sibling benchmarks' helpers)
-from supervise import pss_kb  # noqa: E402
+from supervise import children, pss_kb  # noqa: E402
 
 
 def free_port():
@@ -96,11 +96,7 @@ def stop(proc):
 
 
 def sleeps_of(pid):
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            kids = f.read().split()
-    except OSError:
-        return 0
+    kids = children(pid)
     n = 0
     for k in kids:
         try:

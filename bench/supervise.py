@@ -28,11 +28,20 @@ POLL = 0.0003
 
 
 def children(pid):
+    """pid's children: /proc lists them under the thread that created each,
+    so every thread's list is read."""
+    out = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(p) for p in f.read().split()]
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return []
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.extend(int(p) for p in f.read().split())
+        except OSError:
+            pass  # A thread that ended meanwhile.
+    return out
 
 
 def is_sleep(pid):

@@ -108,3 +108,25 @@ fn running_out_of_descriptors_says_so() {
     assert_eq!(code, 0, "{err}");
     assert!(ps.contains(" running "), "{ps}");
 }
+
+#[test]
+fn a_burst_of_services_that_end_at_once_is_seen_to_end() {
+    // Sixty services that end as soon as they start, all started at once:
+    // every exit is seen (none lost to a reap racing the bookkeeping of
+    // its spawn), and corral ends by itself.
+    let mut config = String::from("[corral]\nparallel = true\n");
+    for i in 0..60 {
+        config.push_str(&format!(
+            "\n[services.s{i}]\ncommand = [\"true\"]\nrestart = \"never\"\n"
+        ));
+    }
+    let project = Project::new(&config);
+    let mut corral = project.up();
+    assert_eq!(corral.wait_exit(SECS10), 0);
+    let ended = corral
+        .lines()
+        .iter()
+        .filter(|l| l.contains(" * exited with exit code 0"))
+        .count();
+    assert_eq!(ended, 60, "{:?}", corral.lines());
+}
