@@ -48,8 +48,16 @@ fn cpu_time(t: &libc::timeval) -> std::time::Duration {
     )
 }
 
-/// Pids whose parent is `parent`, read from /proc.
+/// Pids whose parent is `parent`: the kernel's lists of each of its
+/// threads' children (/proc/PID/task/TID/children), or, without those
+/// (CONFIG_PROC_CHILDREN), a scan of every process's stat. The lists cost
+/// a read per thread; the scan one per process on the machine (a tenth of
+/// corral's time stopping 1,000 services went to it).
 pub fn children_of(parent: u32) -> Vec<i32> {
+    listed_children(parent).unwrap_or_else(|| scanned_children(parent))
+}
+
+fn scanned_children(parent: u32) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -65,4 +73,53 @@ pub fn children_of(parent: u32) -> Vec<i32> {
         (ppid == parent).then_some(pid)
     })
     .collect()
+}
+
+fn listed_children(parent: u32) -> Option<Vec<i32>> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{parent}/task"))
+        .ok()?
+        .flatten()
+    {
+        match std::fs::read_to_string(task.path().join("children")) {
+            Ok(list) => out.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            ),
+            // A thread that ended meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && task.path().exists() => {
+                return None
+            }
+            Err(_) => {}
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_listed_children_are_the_scanned_ones() {
+        let mut kids: Vec<std::process::Child> = (0..3)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let me = std::process::id();
+        // Other tests start processes meanwhile: ours must be in both.
+        let listed = super::listed_children(me).unwrap_or_default();
+        let scanned = super::scanned_children(me);
+        for k in &kids {
+            let pid = k.id() as i32;
+            assert!(listed.contains(&pid), "{pid} not in {listed:?}");
+            assert!(scanned.contains(&pid), "{pid} not in {scanned:?}");
+        }
+        for k in &mut kids {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+    }
 }

@@ -43,6 +43,18 @@ pub struct Run {
     leaves: std::collections::HashMap<String, u32>,
     /// Leaves that were killed and are removed once empty.
     retired: Vec<PathBuf>,
+    /// During a shutdown, the cgroups of instances that ended are removed
+    /// on a thread of their own while the others end: one rmdir each,
+    /// ~35 us under the kernel's cgroup mutex, were the last 30 ms of a
+    /// shutdown of 1,000 services when `end` did them all.
+    sweeper: Option<Sweeper>,
+}
+
+/// The thread that removes released instances' cgroups.
+#[derive(Debug)]
+struct Sweeper {
+    leaves: std::sync::mpsc::Sender<String>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Run {
@@ -62,6 +74,7 @@ impl Run {
             record,
             leaves: std::collections::HashMap::new(),
             retired: Vec::new(),
+            sweeper: None,
         };
         run.write_record();
         run
@@ -144,9 +157,43 @@ impl Run {
         *n += 1;
     }
 
+    /// An instance ended for good (corral is shutting down): its cgroup is
+    /// removed now, on the sweeper thread, rather than at `end`.
+    pub fn release_instance(&mut self, instance: &str) {
+        let (Some(cg), Some(run)) = (&self.cgroup, &self.cgroup_dir) else {
+            return;
+        };
+        if self.sweeper.is_none() {
+            let Ok(dir) = run.try_clone() else {
+                return;
+            };
+            let root = cg.clone();
+            let (leaves, inbox) = std::sync::mpsc::channel::<String>();
+            let thread = std::thread::Builder::new()
+                .name("cgroup-sweep".into())
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    for leaf in inbox {
+                        remove_tree_at(&dir, &root, Path::new(&leaf));
+                    }
+                });
+            let Ok(thread) = thread else {
+                return;
+            };
+            self.sweeper = Some(Sweeper { leaves, thread });
+        }
+        if let Some(sweeper) = &self.sweeper {
+            let _ = sweeper.leaves.send(instance.to_string());
+        }
+    }
+
     /// The run ended by itself: kills whatever is still in its cgroup, removes
     /// the cgroup and the record.
-    pub fn end(&self) {
+    pub fn end(&mut self) {
+        if let Some(sweeper) = self.sweeper.take() {
+            drop(sweeper.leaves);
+            let _ = sweeper.thread.join();
+        }
         if let (Some(cg), Some(run)) = (&self.cgroup, &self.cgroup_dir) {
             let _ = write_at(run, Path::new("cgroup.kill"), "1");
             wait_unpopulated(cg, Duration::from_secs(2));

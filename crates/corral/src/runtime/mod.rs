@@ -705,6 +705,12 @@ impl Supervisor<'_> {
                     }
                     self.cpu_ended[svc] += cpu;
                     self.queue.push_back(Event::Exited { svc, pid, exit });
+                    // Shutting down, a service without a post step is done:
+                    // its cgroup can go while the others end.
+                    let service = &self.config.services[svc];
+                    if self.engine.is_shutting_down() && service.post.is_none() {
+                        self.tracking.release_instance(&service.name);
+                    }
                 }
                 Some(Child::Probe {
                     svc, role, epoch, ..
