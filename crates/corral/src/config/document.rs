@@ -122,8 +122,9 @@ pub fn parse(
     // Without a file of its own, a service logs to <log-dir>/<name>.log.
     if let Some(dir) = &global.log_dir {
         for s in &mut services {
-            if s.service.log.file.is_none() {
-                s.service.log.file = Some(dir.join(format!("{}.log", s.service.name)));
+            if s.service.log().file.is_none() {
+                let file = dir.join(format!("{}.log", s.service.name));
+                s.service.log_mut().file = Some(file);
             }
         }
     }

@@ -147,16 +147,19 @@ pub struct LogConfig {
     pub max_line: usize,
 }
 
+/// The log settings of a service that sets none.
+static DEFAULT_LOG: LogConfig = LogConfig {
+    file: None,
+    max_size: 10 * 1024 * 1024,
+    keep: 5,
+    ring_lines: 1000,
+    ring_bytes: 1024 * 1024,
+    max_line: 64 * 1024,
+};
+
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            file: None,
-            max_size: 10 * 1024 * 1024,
-            keep: 5,
-            ring_lines: 1000,
-            ring_bytes: 1024 * 1024,
-            max_line: 64 * 1024,
-        }
+        DEFAULT_LOG.clone()
     }
 }
 
@@ -308,6 +311,15 @@ impl Service {
         all
     }
 
+    pub fn log(&self) -> &LogConfig {
+        self.log.as_deref().unwrap_or(&DEFAULT_LOG)
+    }
+
+    pub fn log_mut(&mut self) -> &mut LogConfig {
+        self.log
+            .get_or_insert_with(|| Box::new(DEFAULT_LOG.clone()))
+    }
+
     pub fn links(&self) -> &Links {
         self.links.as_deref().unwrap_or(&NO_LINKS)
     }
@@ -385,7 +397,9 @@ pub struct Service {
     pub ready: Option<Box<Readiness>>,
     /// Liveness checks once ready; None = never checked.
     pub health: Option<Box<Health>>,
-    pub log: LogConfig,
+    /// Its log settings (`log()`); None: the defaults, as for most
+    /// services (64 bytes of every instance otherwise).
+    log: Option<Box<LogConfig>>,
     /// What it provides and requires, and how it follows endpoint changes
     /// (`links()`). None: none of it, all defaults, as for most services;
     /// boxed, they would take 144 bytes of every instance.

@@ -645,7 +645,7 @@ impl Draft {
                 depends_on: Vec::new(),
                 ready,
                 health,
-                log,
+                log: (log != super::DEFAULT_LOG).then(|| Box::new(log)),
                 links: super::Links {
                     provides,
                     requires: self.requires.clone(),

@@ -199,8 +199,9 @@ pub struct Unit {
     pub due: bool,
     /// When the current run of a job began (its first step's launch).
     run_started: Option<Instant>,
-    /// A job's last finished run.
-    pub last_run: Option<LastRun>,
+    /// A job's last finished run (boxed: only jobs have one, and a Unit
+    /// is kept per instance).
+    pub last_run: Option<Box<LastRun>>,
     /// Why its program could not be run at all (until it starts again).
     pub error: Option<String>,
     /// The last exit followed corral's own stop signal (a stop, a restart,

@@ -960,11 +960,11 @@ impl Engine {
                 }
             };
             let took = now.saturating_duration_since(started);
-            unit.last_run = Some(LastRun {
+            unit.last_run = Some(Box::new(LastRun {
                 started,
                 took,
                 exit,
-            });
+            }));
             fx.push(report(svc, Report::RunEnded { exit, took }));
         }
     }

@@ -188,12 +188,12 @@ pub fn log_sinks(services: &[crate::config::Service]) -> Vec<ServiceLog> {
         .iter()
         .map(|s| ServiceLog {
             name: s.name.clone(),
-            ring_lines: s.log.ring_lines,
-            ring_bytes: s.log.ring_bytes,
-            file: s.log.file.clone().map(|path| FileSpec {
+            ring_lines: s.log().ring_lines,
+            ring_bytes: s.log().ring_bytes,
+            file: s.log().file.clone().map(|path| FileSpec {
                 path,
-                max_size: s.log.max_size,
-                keep: s.log.keep,
+                max_size: s.log().max_size,
+                keep: s.log().keep,
             }),
         })
         .collect()
@@ -576,7 +576,7 @@ impl Supervisor<'_> {
 
     /// Has a process's stdout and stderr read into the logs.
     fn pump_output(&mut self, svc: usize, spawned: process::Spawned, watch: Option<Arc<LogWatch>>) {
-        let max_line = self.config.services[svc].log.max_line;
+        let max_line = self.config.services[svc].log().max_line;
         for (fd, stream) in [
             (spawned.stdout, LogStream::Stdout),
             (spawned.stderr, LogStream::Stderr),

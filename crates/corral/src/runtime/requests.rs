@@ -418,7 +418,7 @@ impl Supervisor<'_> {
                     schedule: job.schedule.clone(),
                     timezone: job.timezone_name.clone(),
                     overlap: job.overlap.as_str().into(),
-                    last_run: unit.last_run.map(|run| corral_proto::JobRun {
+                    last_run: unit.last_run.as_deref().map(|run| corral_proto::JobRun {
                         started: crate::unix_now()
                             - Instant::now()
                                 .saturating_duration_since(run.started)
