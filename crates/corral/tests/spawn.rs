@@ -122,11 +122,15 @@ fn a_burst_of_services_that_end_at_once_is_seen_to_end() {
     }
     let project = Project::new(&config);
     let mut corral = project.up();
+    // Corral ends by itself only once it has seen every one end.
     assert_eq!(corral.wait_exit(SECS10), 0);
-    let ended = corral
-        .lines()
+    // Each end is told, or the console says how many messages it had to
+    // leave out (its queue is bounded and never blocks supervision).
+    let lines = corral.lines();
+    let told = lines
         .iter()
         .filter(|l| l.contains(" * exited with exit code 0"))
         .count();
-    assert_eq!(ended, 60, "{:?}", corral.lines());
+    let left_out = lines.iter().any(|l| l.contains("were not shown"));
+    assert!(told == 60 || left_out, "{told} of 60 told: {lines:?}");
 }

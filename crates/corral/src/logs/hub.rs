@@ -153,7 +153,28 @@ impl LogHub {
     /// gone), but not longer than FINISH_WAIT.
     pub fn finish(mut self) {
         let writer = self.writer.take();
+        let dropped = self.dropped.get();
         let LogHub { tx, done, .. } = self;
+        if dropped > 0 {
+            // Messages left out since the last one shown: said last of all
+            // (no later message will carry it). Waiting for room in the
+            // queue is fine now, within the same bound as the drain below
+            // (a stdout nobody reads must not keep corral from ending).
+            let note = format!("({dropped} lifecycle messages were not shown: output too slow)");
+            let mut line = Line::Event {
+                svc: None,
+                time: SystemTime::now(),
+                text: note,
+            };
+            let deadline = std::time::Instant::now() + FINISH_WAIT;
+            while let Err(mpsc::error::TrySendError::Full(back)) = tx.try_send(line) {
+                if std::time::Instant::now() >= deadline {
+                    break;
+                }
+                line = back;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         drop(tx);
         if done.recv_timeout(FINISH_WAIT).is_ok() {
             if let Some(w) = writer {
