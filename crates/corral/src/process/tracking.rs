@@ -31,9 +31,9 @@ pub const RUN_ID_VAR: &str = "CORRAL_RUN_ID";
 pub struct Run {
     id: String,
     cgroup: Option<PathBuf>,
-    /// The run's cgroup, open: leaves are made and opened relative to it,
-    /// a lookup of one or two names rather than of the whole path (a
-    /// quarter of what a start of 1,000 services spent in open and mkdir).
+    /// The run's cgroup, open: leaves are made, opened, read and removed
+    /// relative to it, a lookup of one or two names rather than of the
+    /// whole cgroupfs path.
     cgroup_dir: Option<OwnedFd>,
     record: PathBuf,
     /// Per instance, the leaf cgroup its processes are created in now. A
@@ -411,13 +411,12 @@ fn carries(pid: i32, marker: &str) -> bool {
 
 /// Whether any process is in the cgroup tree at `cg`.
 fn populated(cg: &Path) -> bool {
-    fs::read_to_string(cg.join("cgroup.events"))
-        .is_ok_and(|t| t.lines().any(|l| l == "populated 1"))
+    populated_at(nix::fcntl::AT_FDCWD, cg)
 }
 
 /// `populated`, for the cgroup at `rel` under the open directory `dir`:
 /// cgroupfs paths are long, and a shutdown looks at every instance's.
-fn populated_at(dir: &OwnedFd, rel: &Path) -> bool {
+fn populated_at(dir: impl std::os::fd::AsFd, rel: &Path) -> bool {
     use std::io::Read;
     let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC;
     let events = rel.join("cgroup.events");
@@ -448,9 +447,9 @@ fn subdirs(cg: &Path) -> Vec<std::ffi::OsString> {
         .collect()
 }
 
-/// `remove_cgroup_tree` for the cgroup at `rel` under `dir`, the open
-/// directory of the cgroup at `root`.
-fn remove_tree_at(dir: &OwnedFd, root: &Path, rel: &Path) {
+/// `remove_cgroup_tree` for the cgroup at `rel` under `dir` (an open
+/// directory, the cgroup at `root`; or the working directory, `root` "").
+fn remove_tree_at(dir: impl std::os::fd::AsFd + Copy, root: &Path, rel: &Path) {
     use nix::unistd::{unlinkat, UnlinkatFlags};
     if unlinkat(dir, rel, UnlinkatFlags::RemoveDir).is_ok() {
         return;
@@ -473,17 +472,7 @@ fn wait_unpopulated(cg: &Path, limit: Duration) {
 /// is left. Listing a cgroup's directory is costly (a score of interface
 /// files), so children are looked for only when removing it fails.
 fn remove_cgroup_tree(cg: &Path) {
-    if fs::remove_dir(cg).is_ok() {
-        return;
-    }
-    if let Ok(entries) = fs::read_dir(cg) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    let _ = fs::remove_dir(cg);
+    remove_tree_at(nix::fcntl::AT_FDCWD, Path::new(""), cg);
 }
 
 /// Makes `corral-<id>` under corral's own cgroup v2, when the unified
