@@ -86,13 +86,7 @@ restart = "never"
 /// did start keep running and corral keeps answering.
 #[test]
 fn running_out_of_descriptors_says_so() {
-    let mut config = String::from("[corral]\nparallel = true\n");
-    for i in 0..40 {
-        config.push_str(&format!(
-            "[services.s{i}]\ncommand = [\"sleep\", \"60\"]\nrestart = \"never\"\n"
-        ));
-    }
-    let project = Project::new(&config);
+    let project = Project::new(&started_at_once(40, r#"["sleep", "60"]"#));
     let mut cmd = Command::new("prlimit");
     cmd.args(["--nofile=64:64", BIN, "up"])
         .current_dir(project.path())
@@ -114,13 +108,7 @@ fn a_burst_of_services_that_end_at_once_is_seen_to_end() {
     // Sixty services that end as soon as they start, all started at once:
     // every exit is seen (none lost to a reap racing the bookkeeping of
     // its spawn), and corral ends by itself.
-    let mut config = String::from("[corral]\nparallel = true\n");
-    for i in 0..60 {
-        config.push_str(&format!(
-            "\n[services.s{i}]\ncommand = [\"true\"]\nrestart = \"never\"\n"
-        ));
-    }
-    let project = Project::new(&config);
+    let project = Project::new(&started_at_once(60, r#"["true"]"#));
     let mut corral = project.up();
     // Corral ends by itself only once it has seen every one end.
     assert_eq!(corral.wait_exit(SECS10), 0);
@@ -133,4 +121,16 @@ fn a_burst_of_services_that_end_at_once_is_seen_to_end() {
         .count();
     let left_out = lines.iter().any(|l| l.contains("were not shown"));
     assert!(told == 60 || left_out, "{told} of 60 told: {lines:?}");
+}
+
+/// A config of `n` services s0, s1... running `command` (a TOML array), all
+/// started at once and never restarted.
+fn started_at_once(n: usize, command: &str) -> String {
+    let mut config = String::from("[corral]\nparallel = true\n");
+    for i in 0..n {
+        config.push_str(&format!(
+            "\n[services.s{i}]\ncommand = {command}\nrestart = \"never\"\n"
+        ));
+    }
+    config
 }

@@ -147,6 +147,23 @@ impl std::fmt::Debug for Env {
     }
 }
 
+/// An instance's own variables: CORRAL_SERVICE, and for replicas
+/// CORRAL_REPLICA and PORT. They win over every other source.
+pub fn own_vars(
+    service: &str,
+    replica: Option<u32>,
+    port: Option<u32>,
+) -> Vec<(&'static str, String)> {
+    let mut own = vec![("CORRAL_SERVICE", service.to_string())];
+    if let Some(i) = replica {
+        own.push(("CORRAL_REPLICA", i.to_string()));
+    }
+    if let Some(p) = port {
+        own.push(("PORT", p.to_string()));
+    }
+    own
+}
+
 /// Builds the isolated environment: PATH, HOME/USER/LOGNAME, inherit-env,
 /// env-file, env; CORRAL_SERVICE (and CORRAL_REPLICA, PORT) are left out,
 /// as the instance adds them. Nothing else of corral's passes through.

@@ -293,14 +293,10 @@ impl Service {
     /// CORRAL_SERVICE, and for replicas CORRAL_REPLICA and PORT: they win
     /// over every other source.
     pub fn own_env(&self) -> Vec<(String, String)> {
-        let mut own = vec![("CORRAL_SERVICE".to_string(), self.group.clone())];
-        if let Some(i) = self.replica {
-            own.push(("CORRAL_REPLICA".to_string(), i.to_string()));
-        }
-        if let Some(p) = self.port {
-            own.push(("PORT".to_string(), p.to_string()));
-        }
-        own
+        env::own_vars(&self.group, self.replica, self.port.map(u32::from))
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
     }
 
     /// The complete environment the service gets, sorted by name.

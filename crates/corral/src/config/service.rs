@@ -485,13 +485,7 @@ impl Draft {
         instance: Instance,
         cx: &mut Context<'_>,
     ) -> Option<RawService> {
-        let mut own = vec![("CORRAL_SERVICE", name.to_string())];
-        if let Some(i) = instance.replica {
-            own.push(("CORRAL_REPLICA", i.to_string()));
-        }
-        if let Some(p) = instance.port {
-            own.push(("PORT", p.to_string()));
-        }
+        let own = env::own_vars(name, instance.replica, instance.port);
         let host = cx.host;
         let base_dir = cx.base_dir;
         // env-file paths see corral's environment and the instance's own.
