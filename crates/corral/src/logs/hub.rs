@@ -128,16 +128,8 @@ impl LogHub {
     pub fn event(&self, svc: Option<usize>, text: String) {
         let time = SystemTime::now();
         let dropped = self.dropped.get();
-        if dropped > 0 {
-            let note = format!("({dropped} lifecycle messages were not shown: output too slow)");
-            let line = Line::Event {
-                svc: None,
-                time,
-                text: note,
-            };
-            if self.tx.try_send(line).is_ok() {
-                self.dropped.set(0);
-            }
+        if dropped > 0 && self.tx.try_send(left_out(dropped, time)).is_ok() {
+            self.dropped.set(0);
         }
         if self.tx.try_send(Line::Event { svc, time, text }).is_err() {
             self.dropped.set(self.dropped.get() + 1);
@@ -160,12 +152,7 @@ impl LogHub {
             // (no later message will carry it). Waiting for room in the
             // queue is fine now, within the same bound as the drain below
             // (a stdout nobody reads must not keep corral from ending).
-            let note = format!("({dropped} lifecycle messages were not shown: output too slow)");
-            let mut line = Line::Event {
-                svc: None,
-                time: SystemTime::now(),
-                text: note,
-            };
+            let mut line = left_out(dropped, SystemTime::now());
             let deadline = std::time::Instant::now() + FINISH_WAIT;
             while let Err(mpsc::error::TrySendError::Full(back)) = tx.try_send(line) {
                 if std::time::Instant::now() >= deadline {
@@ -181,6 +168,15 @@ impl LogHub {
                 let _ = w.join();
             }
         }
+    }
+}
+
+/// The note that `dropped` lifecycle messages were left out.
+fn left_out(dropped: u64, time: SystemTime) -> Line {
+    Line::Event {
+        svc: None,
+        time,
+        text: format!("({dropped} lifecycle messages were not shown: output too slow)"),
     }
 }
 

@@ -86,10 +86,11 @@ fn listed_children(parent: u32) -> Option<Vec<i32>> {
                 list.split_whitespace()
                     .filter_map(|p| p.parse::<i32>().ok()),
             ),
-            // A thread that ended meanwhile.
+            // No list while the thread is there: a kernel without them.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && task.path().exists() => {
                 return None
             }
+            // A thread that ended meanwhile.
             Err(_) => {}
         }
     }
