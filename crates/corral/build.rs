@@ -10,7 +10,116 @@ fn main() {
     if target.ends_with("-linux-gnu") {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
         static_unwinder();
+        hot_text_first();
     }
+}
+
+/// Lays out the daemon's code that runs (layout/corrald.hot, written by
+/// bench/layout.py) at the start of .text, the rest after it. A read fault
+/// on the binary maps the 64 or 128 KB around the page (fault-around over
+/// the page cache's folios: bench/fault_window.py), so code that
+/// runs scattered over every window made all of the text resident; grouped,
+/// the windows of code that never runs stay unmapped (bench/RESULTS.md,
+/// "Code layout"). A function the list misses still works, laid out with
+/// the cold code. `CORRAL_LAYOUT=off` links the default order (which
+/// bench/layout.py profiles).
+fn hot_text_first() {
+    println!("cargo:rerun-if-changed=layout/corrald.hot");
+    println!("cargo:rerun-if-env-changed=CORRAL_LAYOUT");
+    // Optimised builds only (release and the profiles made from it).
+    if std::env::var("CORRAL_LAYOUT").is_ok_and(|v| v == "off")
+        || std::env::var("PROFILE").is_ok_and(|p| p != "release")
+    {
+        return;
+    }
+    let (Ok(list), Some(out)) = (
+        std::fs::read_to_string("layout/corrald.hot"),
+        std::env::var_os("OUT_DIR"),
+    ) else {
+        return;
+    };
+    let names: Vec<&str> = list
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    // One output section named .text, placed where the linker would put
+    // it: the other .text.* input sections join it after these (orphans go
+    // to the section of their name), so tools that look for one .text
+    // (valgrind) still find it. The C runtime's start-up code runs in every
+    // process. The names as listed come first; then the same names with
+    // what changes between builds (symbol hashes, crate disambiguators, LTO
+    // suffixes) as globs, which still match after a version bump or a new
+    // rustc but also take in other instances of a generic function.
+    let mut script = String::from("SECTIONS\n{\n  .text :\n  {\n    *crt*.o(.text)\n");
+    let mut globs = std::collections::HashSet::new();
+    let globbed: Vec<String> = names
+        .iter()
+        .map(|n| glob(n))
+        .filter(|g| globs.insert(g.clone()))
+        .collect();
+    for name in names
+        .iter()
+        .copied()
+        .chain(globbed.iter().map(String::as_str))
+    {
+        script.push_str(&format!("    *(.text.{name} .text.unlikely.{name})\n"));
+    }
+    script.push_str("  }\n}\nINSERT AFTER .plt;\n");
+    let path = std::path::Path::new(&out).join("corrald-layout.ld");
+    if std::fs::write(&path, script).is_ok() {
+        println!("cargo:rustc-link-arg-bin=corrald=-Wl,-T,{}", path.display());
+    }
+}
+
+/// A section's symbol name with the parts that a rebuild changes as `*`:
+/// the hash of legacy mangling (`17h<16 hex digits>E`), the crate
+/// disambiguators of v0 mangling (`Cs<base 62>_`) and LTO's numbered local
+/// copies (`.123`, `.llvm.123`).
+fn glob(name: &str) -> String {
+    let lto_copy = lto_base(name);
+    let base = lto_copy.unwrap_or(name);
+    let b = base.as_bytes();
+    let mut out = String::with_capacity(base.len() + 1);
+    let mut i = 0;
+    while i < b.len() {
+        let rest = &b[i..];
+        if base.starts_with("_ZN")
+            && rest.len() == 20
+            && rest.starts_with(b"17h")
+            && rest[3..19].iter().all(u8::is_ascii_hexdigit)
+            && rest[19] == b'E'
+        {
+            out.push_str("17h*");
+            return out;
+        }
+        if base.starts_with("_R") && rest.starts_with(b"Cs") {
+            let len = rest[2..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .count();
+            if len > 0 && rest.get(2 + len) == Some(&b'_') {
+                out.push_str("Cs*_");
+                i += 3 + len;
+                continue;
+            }
+        }
+        out.push(char::from(b[i]));
+        i += 1;
+    }
+    if lto_copy.is_some() {
+        out.push('*');
+    }
+    out
+}
+
+/// The name without LTO's `.123` or `.llvm.123` suffix, if it has one.
+fn lto_base(name: &str) -> Option<&str> {
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    if stem.len() == name.len() {
+        return None;
+    }
+    let stem = stem.strip_suffix('.')?;
+    Some(stem.strip_suffix(".llvm").unwrap_or(stem))
 }
 
 /// Links GCC's unwinder into the binary (libgcc_eh.a) rather than loading

@@ -1,0 +1,203 @@
+"""Regenerates crates/corral/layout/corrald.hot: the daemon's functions that run.
+
+    python3 bench/layout.py
+
+Why: on this kernel a read fault on the binary maps the 64 or 128 KB around
+it (fault-around over the page cache's folios: bench/fault_window.py), so
+one function run in such a window makes all of it count in the daemon's PSS. The code that runs in a daemon's
+life is about 40% of its text, scattered over every window. build.rs puts
+the functions named in corrald.hot at the start of .text, so the windows
+after them are never touched.
+
+How: builds corrald in release with the layout off and a link map, runs
+scenarios under `valgrind --tool=callgrind --dump-instr=yes` (start 100
+services, ps, logs, restart, stop/start, reload, SIGTERM; the basic example
+with its probes, a oneshot and a crash loop, then `corral down`), maps each
+executed address to its input section through the map, and writes the
+functions' symbol names: those of the first scenario first, each group in
+the order the compiler laid them out. build.rs also matches them with their
+hashes as globs, so the list still works after the hashes change (a version
+bump, a new rustc).
+
+A function missing from the list still works: it is laid out with the cold
+code and costs the window it lands in. Rerun this after changes to the
+daemon's common paths; bench/supervise.py shows the PSS.
+"""
+import bisect
+import glob
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "crates/corral/layout/corrald.hot")
+CORRAL = os.path.join(ROOT, "target/release/corral")
+POSITION = re.compile(r"^(0x[0-9a-f]+|[+-]\d+|\*)$")
+
+
+def build(tmp):
+    subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
+    link_map = os.path.join(tmp, "corrald.map")
+    # The same crate metadata (symbol hashes) as `cargo build --release`:
+    # link arguments and build-script settings are not part of it.
+    subprocess.run(
+        ["cargo", "rustc", "-p", "corral", "--release", "--bin", "corrald", "--",
+         "-C", f"link-arg=-Wl,-Map={link_map}"],
+        cwd=ROOT, check=True, env={**os.environ, "CORRAL_LAYOUT": "off"},
+    )
+    return link_map
+
+
+def cli(work, *args, timeout=60):
+    return subprocess.run([CORRAL, *args], cwd=work, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def running(work):
+    out = cli(work, "ps").stdout
+    return sum(1 for line in out.splitlines()[1:] if " running " in f" {line} ")
+
+
+def under_callgrind(work, out_dir, env=None):
+    return subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--trace-children=yes",
+         "--trace-children-skip=/usr/*,/bin/*,/sbin/*",
+         f"--callgrind-out-file={out_dir}/cg.%p", CORRAL, "up"],
+        cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def wait_for(pred, seconds):
+    end = time.time() + seconds
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def sleeps_scenario(tmp):
+    work = os.path.join(tmp, "sleeps")
+    os.makedirs(work)
+    config = os.path.join(work, "corral.toml")
+    services = "".join(f'[services.s{i}]\ncommand = ["sleep", "86400"]\n\n' for i in range(100))
+    with open(config, "w") as f:
+        f.write("[corral]\nparallel = true\n\n" + services)
+    daemon = under_callgrind(work, tmp)
+    if not wait_for(lambda: running(work) >= 100, 180):
+        sys.exit("layout: the 100 services did not all start under valgrind")
+    cli(work, "ps")
+    cli(work, "ps", "--json")
+    cli(work, "logs", "s1")
+    cli(work, "restart", "s5")
+    cli(work, "stop", "s6")
+    cli(work, "start", "s6")
+    with open(config, "a") as f:
+        f.write('[services.added]\ncommand = ["sleep", "86400"]\n')
+    cli(work, "reload")
+    wait_for(lambda: running(work) >= 101, 30)
+    daemon.send_signal(signal.SIGTERM)
+    daemon.wait(timeout=120)
+
+
+def example_scenario(tmp):
+    work = os.path.join(tmp, "basic")
+    os.makedirs(work)
+    shutil.copy(os.path.join(ROOT, "examples/basic/corral.toml"), work)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    daemon = under_callgrind(work, tmp, {"WEB_PORT": port})
+    wait_for(lambda: running(work) >= 2, 120)
+    time.sleep(8)  # probes, the poller's output, the crash loop's restarts
+    cli(work, "ps")
+    cli(work, "logs", "web")
+    cli(work, "down", timeout=120)
+    daemon.wait(timeout=120)
+
+
+def executed(cg_file):
+    """Addresses run in corrald, from one callgrind file, or None for another process."""
+    objects, obj, pos, addrs, daemon = {}, None, 0, set(), False
+    for line in open(cg_file):
+        if line.startswith("cmd:"):
+            daemon = "/corrald" in line.split()[1]
+        elif line.startswith(("ob=", "cob=")):
+            m = re.match(r"c?ob=\((\d+)\)(?: (.*))?", line.strip())
+            if m.group(2):
+                objects[m.group(1)] = m.group(2)
+            if line.startswith("ob="):
+                obj = objects[m.group(1)]
+        elif not line.startswith("calls="):
+            first = line.split(maxsplit=1)
+            if first and POSITION.match(first[0]):
+                p = first[0]
+                pos = int(p, 16) if p.startswith("0x") else pos + (0 if p == "*" else int(p))
+                if obj and obj.endswith("/corrald"):
+                    addrs.add(pos)
+    return addrs if daemon else None
+
+
+def text_sections(link_map):
+    """(address, size, input section name) of each .text input section."""
+    sections, out = [], None
+    for line in open(link_map):
+        parts = line.split(None, 5)
+        if len(parts) < 5 or not re.match(r"^[0-9a-f]+$", parts[0]):
+            continue
+        if len(parts) == 5 and parts[4].startswith("."):
+            out = parts[4].strip()
+            continue
+        m = re.search(r":\((\.text\.[^)]*)\)$", line.strip())
+        if m and out == ".text":
+            sections.append((int(parts[0], 16), int(parts[2], 16), m.group(1)))
+    return sorted(sections)
+
+
+def symbol(section):
+    """The function's symbol name: the input section's name without `.text.`."""
+    return re.sub(r"^\.text\.(unlikely\.)?", "", section)
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="corral-layout-")
+    link_map = build(tmp)
+    sections = text_sections(link_map)
+    starts = [s[0] for s in sections]
+    order, seen, total = [], set(), 0
+    for scenario in (sleeps_scenario, example_scenario):
+        for f in glob.glob(os.path.join(tmp, "cg.*")):
+            os.remove(f)
+        scenario(tmp)
+        run = set()
+        for f in glob.glob(os.path.join(tmp, "cg.*")):
+            for addr in executed(f) or ():
+                i = bisect.bisect_right(starts, addr) - 1
+                if i >= 0 and addr < sections[i][0] + sections[i][1]:
+                    run.add(i)
+        new = sorted(i for i in run if symbol(sections[i][2]) not in seen)
+        for i in new:
+            seen.add(symbol(sections[i][2]))
+            order.append(symbol(sections[i][2]))
+            total += sections[i][1]
+        print(f"{scenario.__name__}: {len(run)} functions run, {len(new)} new", file=sys.stderr)
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    text = sum(s[1] for s in sections)
+    with open(OUT, "w") as f:
+        f.write(f"# Written by bench/layout.py ({rustc}): {len(order)} functions, "
+                f"{total // 1024} of {text // 1024} KiB of .text run in its scenarios.\n")
+        f.write("\n".join(order) + "\n")
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"wrote {OUT}: {len(order)} functions, {total // 1024} KiB of {text // 1024} KiB")
+    print("now: cargo build --release (the layout is on again)")
+
+
+if __name__ == "__main__":
+    main()
