@@ -280,6 +280,13 @@ pub struct Engine {
     /// `up --abort-on-exit`: the first service that ends shuts corral down;
     /// with `--exit-code-from`, corral exits with that service's code.
     abort_on_exit: Option<AbortOnExit>,
+    /// False only when no service in `order` is Waiting: `poll_all`, run
+    /// after every event, then has nothing to offer a start to. Without it,
+    /// each event cost a look at every service, and a start of N services
+    /// N^2 looks. Set wherever a unit becomes Waiting (`wait`, new units).
+    may_wait: bool,
+    /// How many times `wait` made a unit Waiting.
+    waits: u64,
 }
 
 /// How `up --abort-on-exit` / `--exit-code-from` ends a run.
@@ -306,6 +313,8 @@ impl Engine {
             rolling: BTreeMap::new(),
             touched: None,
             abort_on_exit: None,
+            may_wait: true,
+            waits: 0,
         }
     }
 
@@ -481,6 +490,7 @@ impl Engine {
         while self.units.len() < self.specs.len() {
             self.units.push(Unit::new(&self.specs[self.units.len()]));
         }
+        self.may_wait = true;
         self.dependents = dependents_of(&self.specs);
         self.position = positions(&plan.order, self.specs.len());
         self.order = plan.order;
@@ -504,12 +514,34 @@ impl Engine {
         if !self.booted || self.phase != Phase::Running {
             return;
         }
+        if !self.may_wait {
+            debug_assert!(
+                self.order
+                    .iter()
+                    .all(|&svc| self.units[svc].state != State::Waiting),
+                "a unit became Waiting without `wait`"
+            );
+            return;
+        }
+        // A transition of this pass may make a unit this pass has already
+        // looked at Waiting again (through `wait`), or poll them all itself.
+        let waits = self.waits;
+        let mut left_waiting = false;
         for k in 0..self.order.len() {
             let svc = self.order[k];
             if self.units[svc].state == State::Waiting {
                 self.transition(svc, Input::Poll, now, fx);
+                left_waiting |= self.units[svc].state == State::Waiting;
             }
         }
+        self.may_wait = left_waiting || self.waits != waits;
+    }
+
+    /// Makes `svc` Waiting (for its dependencies, or its turn to start).
+    fn wait(&mut self, svc: usize) {
+        self.units[svc].state = State::Waiting;
+        self.may_wait = true;
+        self.waits += 1;
     }
 
     fn begin_shutdown(&mut self, code: i32, reason: String, now: Instant, fx: &mut Vec<Effect>) {

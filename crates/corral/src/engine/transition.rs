@@ -318,7 +318,7 @@ impl Engine {
             ) => {
                 if self.units[svc].want == Want::Up {
                     self.units[svc].restart_pending = false;
-                    self.units[svc].state = S::Waiting;
+                    self.wait(svc);
                     self.try_start(svc, now, fx);
                 }
             }
@@ -356,9 +356,8 @@ impl Engine {
                 Input::Tick { manual },
             ) => {
                 if manual {
-                    let unit = &mut self.units[svc];
-                    unit.due = true;
-                    unit.state = S::Waiting;
+                    self.units[svc].due = true;
+                    self.wait(svc);
                     self.try_start(svc, now, fx);
                 }
             }
@@ -398,7 +397,7 @@ impl Engine {
                 self.stop(svc, pid, step, StopCause::Asked, now, fx);
             }
             (S::Backoff { .. }, Input::DependencyRestarting { .. }) => {
-                self.units[svc].state = S::Waiting;
+                self.wait(svc);
             }
             (
                 S::Waiting
@@ -817,7 +816,7 @@ impl Engine {
                 }
             }
             Outcome::Wait => {
-                self.units[svc].state = State::Waiting;
+                self.wait(svc);
                 self.try_start(svc, now, fx);
                 self.poll_all(now, fx);
             }
