@@ -11,8 +11,9 @@ after them are never touched.
 
 How: builds corrald in release with the layout off and a link map, runs
 scenarios under `valgrind --tool=callgrind --dump-instr=yes` (start 100
-services, ps, logs, restart, stop/start, reload, SIGTERM; the basic example
-with its probes, a oneshot and a crash loop, then `corral down`), maps each
+services, ps, logs, restart, stop/start, reload, SIGTERM; the same with
+`up -d`, wait, scale, kill and `down`; the basic example with its probes,
+a oneshot and a crash loop, then `down`), maps each
 executed address to its input section through the map, and writes the
 functions' symbol names: those of the first scenario first, each group in
 the order the compiler laid them out. build.rs also matches them with their
@@ -123,6 +124,29 @@ def example_scenario(tmp):
     daemon.wait(timeout=120)
 
 
+def detached_scenario(tmp):
+    work = os.path.join(tmp, "detached")
+    os.makedirs(work)
+    services = "".join(f'[services.s{i}]\ncommand = ["sleep", "86400"]\n\n' for i in range(100))
+    with open(os.path.join(work, "corral.toml"), "w") as f:
+        f.write("[corral]\nparallel = true\n\n" + services
+                + '[services.api]\ncommand = ["sleep", "86400"]\nreplicas = 1\n')
+    # `up -d` returns once every service runs; the daemon it started goes on
+    # under valgrind (--trace-children) until `down`.
+    up = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--dump-instr=yes", "--trace-children=yes",
+         "--trace-children-skip=/usr/*,/bin/*,/sbin/*",
+         f"--callgrind-out-file={tmp}/cg.%p", CORRAL, "up", "-d"],
+        cwd=work, capture_output=True, timeout=600,
+    )
+    if up.returncode != 0:
+        sys.exit(f"layout: up -d failed under valgrind: {up.stderr.decode()[-500:]}")
+    for args in (["ps"], ["ps", "--json"], ["wait"], ["scale", "api", "3"], ["scale", "api", "1"],
+                 ["logs", "-n", "5"], ["kill", "-s", "HUP", "s3"], ["restart", "s4"]):
+        cli(work, *args, timeout=120)
+    cli(work, "down", timeout=300)
+
+
 def executed(cg_file):
     """Addresses run in corrald, from one callgrind file, or None for another process."""
     objects, obj, pos, addrs, daemon = {}, None, 0, set(), False
@@ -172,7 +196,7 @@ def main():
     sections = text_sections(link_map)
     starts = [s[0] for s in sections]
     order, seen, total = [], set(), 0
-    for scenario in (sleeps_scenario, example_scenario):
+    for scenario in (sleeps_scenario, detached_scenario, example_scenario):
         for f in glob.glob(os.path.join(tmp, "cg.*")):
             os.remove(f)
         scenario(tmp)
