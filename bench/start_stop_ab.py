@@ -30,6 +30,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("corral", nargs="+")
     args = ap.parse_args()
+    args.corral = [os.path.abspath(b) for b in args.corral]
     work = tempfile.mkdtemp(prefix="corral-ab-")
     with open(os.path.join(work, "corral.toml"), "w") as f:
         f.write(corral_config(args.services))
