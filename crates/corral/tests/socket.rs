@@ -288,3 +288,51 @@ fn a_daemon_of_another_config_is_refused() {
     assert_eq!(code, 1, "{err}");
     assert_eq!(a.run(&["ps"]).0, 0, "the other daemon is untouched");
 }
+
+/// The daemon's heap, resident (kB): what its allocations hold.
+fn heap_kb(pid: i32) -> u64 {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut in_heap = false;
+    let mut kb = 0;
+    for line in smaps.lines() {
+        // A mapping's line starts with its address range; its fields follow.
+        if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|t| t.contains('-'))
+        {
+            in_heap = line.ends_with("[heap]");
+        } else if in_heap && line.starts_with("Rss:") {
+            kb += line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        }
+    }
+    kb
+}
+
+/// A connection that ended leaves nothing behind: a daemon that has answered
+/// many clients (every `corral` command is one) holds no more memory than
+/// after a few. (Each ended connection's task, ~2 kB, was kept until 1,024
+/// of them had piled up.)
+#[test]
+fn ended_connections_are_not_kept() {
+    let project = Project::new("[services.a]\ncommand = [\"sleep\", \"60\"]\n");
+    let daemon = project.up();
+    wait_for_socket(&project);
+    let socket = socket_of(&project);
+    for _ in 0..50 {
+        raw_http(&socket, "GET", "/v1/version", b"");
+    }
+    let before = heap_kb(daemon.pid());
+    for _ in 0..500 {
+        raw_http(&socket, "GET", "/v1/version", b"");
+    }
+    let after = heap_kb(daemon.pid());
+    assert!(
+        after < before + 256,
+        "the heap grew from {before} to {after} kB over 500 connections"
+    );
+}

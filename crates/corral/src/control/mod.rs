@@ -245,12 +245,12 @@ pub async fn serve(mut socket: Socket, api: Api, mut stop: watch::Receiver<bool>
         };
         let spoke = Arc::new(AtomicBool::new(false));
         let stream = crate::tcp::Conn::Unix(stream);
+        // Only connections still silent can be shed. An ended one's handle
+        // would keep its task (~2 kB) allocated.
+        arrivals.retain(|(h, spoke)| !h.is_finished() && !spoke.load(Ordering::Relaxed));
         let handle =
             connections.spawn(connection(stream, api.clone(), routes, Some(spoke.clone())));
         arrivals.push_back((handle, spoke));
-        if arrivals.len() > 2 * limit {
-            arrivals.retain(|(h, spoke)| !h.is_finished() && !spoke.load(Ordering::Relaxed));
-        }
     }
     drop(api);
     let _ = tokio::time::timeout(DRAIN, async {
