@@ -45,11 +45,13 @@ fn hot_text_first() {
     // One output section named .text, placed where the linker would put
     // it: the other .text.* input sections join it after these (orphans go
     // to the section of their name), so tools that look for one .text
-    // (valgrind) still find it. The C runtime's start-up code runs in every
-    // process. The names as listed come first; then the same names with
-    // what changes between builds (symbol hashes, crate disambiguators, LTO
-    // suffixes) as globs, which still match after a version bump or a new
-    // rustc but also take in other instances of a generic function.
+    // (valgrind) still find it; GNU ld, the linker on other targets, makes
+    // a second .text of it, with the same order. The C runtime's start-up
+    // code runs in every process. The names as listed come first; then the
+    // same names with what changes between builds (symbol hashes, crate
+    // disambiguators, LTO suffixes) as globs, which still match after a
+    // version bump or a new rustc but also take in other instances of a
+    // generic function.
     let mut script = String::from("SECTIONS\n{\n  .text :\n  {\n    *crt*.o(.text)\n");
     let mut globs = std::collections::HashSet::new();
     let globbed: Vec<String> = names

@@ -167,7 +167,7 @@ pub(crate) struct Supervisor<'c> {
     /// When each job's next tick is due.
     schedule: schedule::Schedule,
     /// The pipe readers; drained before exit so no output line is lost.
-    pipes: PipeReader,
+    pipes: Arc<PipeReader>,
     timer_seq: u64,
     queue: VecDeque<Event>,
     /// Spawns the engine asked for, carried out a batch per wake-up so that a
@@ -257,7 +257,7 @@ pub async fn run(
         tokio::spawn(control::serve(socket, api, server_stop))
     });
     let runtime_dir = crate::config::state_dir(&config.path);
-    let pipes = PipeReader::start(hub.handle()).map_err(RuntimeError::Pipes)?;
+    let pipes = Arc::new(PipeReader::start(hub.handle()).map_err(RuntimeError::Pipes)?);
     let host_id = config.global.discovery.host_id.clone().unwrap_or_else(|| {
         nix::unistd::gethostname()
             .ok()
@@ -375,6 +375,10 @@ impl Supervisor<'_> {
                 }
                 Wakeup::Timer => self.fire_due_timers(),
                 Wakeup::Spawn => {
+                    // The output pipes of the batch go to their reader
+                    // thread together, at the end of it.
+                    let pipes = self.pipes.clone();
+                    let batch = pipes.batch();
                     for _ in 0..SPAWN_BATCH {
                         let Some((svc, step)) = self.spawns.pop_front() else {
                             break;
@@ -382,6 +386,7 @@ impl Supervisor<'_> {
                         self.spawn(svc, step);
                         self.burst += 1;
                     }
+                    drop(batch);
                     if self.spawns.is_empty() {
                         // The end of a start-up or a big reload: what they
                         // used for a while goes back to the system.
