@@ -1,5 +1,10 @@
 //! Link options for the corral binary.
 
+// Shared with a unit test of the library (src/lib.rs).
+#[path = "layout/glob.rs"]
+mod glob;
+use glob::glob;
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let target = std::env::var("TARGET").unwrap_or_default();
@@ -71,57 +76,6 @@ fn hot_text_first() {
     if std::fs::write(&path, script).is_ok() {
         println!("cargo:rustc-link-arg-bin=corrald=-Wl,-T,{}", path.display());
     }
-}
-
-/// A section's symbol name with the parts that a rebuild changes as `*`:
-/// the hash of legacy mangling (`17h<16 hex digits>E`), the crate
-/// disambiguators of v0 mangling (`Cs<base 62>_`) and LTO's numbered local
-/// copies (`.123`, `.llvm.123`).
-fn glob(name: &str) -> String {
-    let lto_copy = lto_base(name);
-    let base = lto_copy.unwrap_or(name);
-    let b = base.as_bytes();
-    let mut out = String::with_capacity(base.len() + 1);
-    let mut i = 0;
-    while i < b.len() {
-        let rest = &b[i..];
-        if base.starts_with("_ZN")
-            && rest.len() == 20
-            && rest.starts_with(b"17h")
-            && rest[3..19].iter().all(u8::is_ascii_hexdigit)
-            && rest[19] == b'E'
-        {
-            out.push_str("17h*");
-            return out;
-        }
-        if base.starts_with("_R") && rest.starts_with(b"Cs") {
-            let len = rest[2..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .count();
-            if len > 0 && rest.get(2 + len) == Some(&b'_') {
-                out.push_str("Cs*_");
-                i += 3 + len;
-                continue;
-            }
-        }
-        out.push(char::from(b[i]));
-        i += 1;
-    }
-    if lto_copy.is_some() {
-        out.push('*');
-    }
-    out
-}
-
-/// The name without LTO's `.123` or `.llvm.123` suffix, if it has one.
-fn lto_base(name: &str) -> Option<&str> {
-    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
-    if stem.len() == name.len() {
-        return None;
-    }
-    let stem = stem.strip_suffix('.')?;
-    Some(stem.strip_suffix(".llvm").unwrap_or(stem))
 }
 
 /// Links GCC's unwinder into the binary (libgcc_eh.a) rather than loading

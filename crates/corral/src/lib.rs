@@ -18,6 +18,11 @@ mod runtime;
 mod strings;
 mod tcp;
 
+// build.rs's globs over symbol names, tested here (a build script has no tests).
+#[cfg(test)]
+#[path = "../layout/glob.rs"]
+mod layout_glob;
+
 pub use cli::{main_cli, main_daemon};
 
 /// The wall clock in seconds since the Unix epoch, as the API carries times.
