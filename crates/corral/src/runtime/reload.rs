@@ -7,8 +7,10 @@ use crate::engine::{ReloadPlan, Spec};
 
 /// The running services realigned to a new config, and what the engine must do.
 pub struct Realigned {
-    /// Same indices as before; new services appended; removed ones kept (retired).
-    pub services: Vec<Service>,
+    /// The new config with its services realigned: same indices as before,
+    /// new services appended, removed ones kept (retired); the start order
+    /// is the plan's.
+    pub config: Config,
     pub plan: ReloadPlan,
     pub result: ReloadResult,
 }
@@ -75,8 +77,8 @@ pub fn realign(old: &[Service], old_retired: &[bool], new: Config) -> Realigned 
         .into_iter()
         .filter(|&i| !retired[i])
         .collect();
-    let aligned = Config {
-        services: services.clone(),
+    let mut aligned = Config {
+        services,
         start_order: Vec::new(),
         ..new
     };
@@ -88,8 +90,9 @@ pub fn realign(old: &[Service], old_retired: &[bool], new: Config) -> Realigned 
         removed,
         shutdown_timeout: aligned.global.shutdown_timeout,
     };
+    aligned.start_order = plan.order.clone();
     Realigned {
-        services,
+        config: aligned,
         plan,
         result,
     }

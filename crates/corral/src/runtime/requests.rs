@@ -255,12 +255,10 @@ impl Supervisor<'_> {
         )?;
         let loaded = self.keep_selection(loaded.config)?;
         let retired: Vec<bool> = self.engine.units().iter().map(|u| u.is_removed()).collect();
-        let realigned = realign(&self.config.services, &retired, loaded.clone());
-        self.config = config::Config {
-            services: realigned.services,
-            start_order: realigned.plan.order.clone(),
-            ..loaded
-        };
+        // No copy of the new config is kept beside the one realigned: each
+        // copy of every service stayed in the heap as holes after a reload.
+        let realigned = realign(&self.config.services, &retired, loaded);
+        self.config = realigned.config;
         self.hub
             .configure(super::log_sinks(&self.config.services))
             .await;
