@@ -51,6 +51,46 @@ env = {{ PATH = "{}:/usr/bin:/bin" }}
     assert_eq!(corral.wait_exit(SECS5), 0);
 }
 
+/// Signals ignored by whoever started corral (as `nohup` or a shell's
+/// `trap ''` leave them) are not ignored in its services, nor the ones
+/// corral handles itself; nor after a restart.
+#[test]
+fn signals_ignored_when_corral_started_are_at_their_default_in_services() {
+    use std::os::unix::process::CommandExt;
+    let project = Project::new(
+        r#"
+[services.tool]
+command = ["sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status; sleep 0.2"]
+restart = "always"
+backoff = { initial = "0s", max = "0s" }
+"#,
+    );
+    let mut cmd = project.command(&["up"]);
+    // SAFETY: signal(2) only, between fork and exec of the test's child.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGALRM, libc::SIGWINCH, libc::SIGUSR1, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_IGN);
+            }
+            Ok(())
+        });
+    }
+    let mut corral = Running::start(cmd);
+    for run in 1..=2 {
+        let ignored = corral.wait_for_nth("SigIgn:", run, SECS5);
+        assert!(
+            ignored.ends_with("0000000000000000"),
+            "run {run}: {ignored}"
+        );
+        let blocked = corral.wait_for_nth("SigBlk:", run, SECS5);
+        assert!(
+            blocked.ends_with("0000000000000000"),
+            "run {run}: {blocked}"
+        );
+    }
+    assert_eq!(corral.stop(), 0);
+}
+
 #[test]
 fn exec_failures_name_the_program_and_the_reason() {
     let project = Project::new("");
