@@ -66,9 +66,18 @@ command = ["sh", "-c", "{}"]
         "the daemon loop is not corral's child: {:?}",
         loop_of(&daemon_tag).map(|d| (d, parent_of(d)))
     );
+    // The run's cgroup, if it has one: the daemon's instance cgroup was busy
+    // when its service ended; it goes with the rest.
+    let cgroup = project
+        .read(".corral/corral.run")
+        .lines()
+        .find_map(|l| l.strip_prefix("cgroup ").map(std::path::PathBuf::from));
     assert_eq!(corral.stop(), 0);
     let left = pids_with_marker(&m);
     assert!(left.is_empty(), "left behind: {left:?}");
+    if let Some(cgroup) = cgroup {
+        assert!(!cgroup.exists(), "{} is left", cgroup.display());
+    }
 }
 
 #[test]
