@@ -425,25 +425,34 @@ fn ignored_signals() -> u64 {
     static IGNORED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *IGNORED.get_or_init(|| {
         let mut ignored = 0;
-        for sig in 1..=64u64 {
-            let mut old = [0u64; 4]; // the kernel's sigaction: handler first
-                                     // SAFETY: rt_sigaction with no new action only reads the
-                                     // disposition into `old`, which is large enough.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    std::ptr::null::<u64>(),
-                    old.as_mut_ptr(),
-                    8usize,
-                )
-            };
+        for sig in 1..=64 {
+            let mut old = KernelSigaction::default();
+            // SAFETY: no new action: the call only reads into `old`.
+            let r = unsafe { rt_sigaction(sig, std::ptr::null(), &mut old) };
             if r == 0 && old[0] == libc::SIG_IGN as u64 {
                 ignored |= 1 << (sig - 1);
             }
         }
         ignored
     })
+}
+
+/// The kernel's `struct sigaction` (handler, flags, restorer, mask): what
+/// the raw system call takes, whatever libc's own struct looks like.
+type KernelSigaction = [u64; 4];
+
+/// The raw `rt_sigaction` (libc's wrapper refuses the signals it keeps for
+/// itself); async-signal-safe, so the child may call it.
+///
+/// # Safety
+/// `new` and `old` are null or point to a `KernelSigaction`.
+unsafe fn rt_sigaction(
+    sig: libc::c_int,
+    new: *const KernelSigaction,
+    old: *mut KernelSigaction,
+) -> libc::c_long {
+    // SAFETY: as the caller promises; 8 is the size of the kernel's sigset.
+    unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, new, old, 8usize) }
 }
 
 /// Starts the child, which runs `child` and never returns; returns its pid.
@@ -705,17 +714,11 @@ fn run_child(child: &Child<'_>, join: Option<RawFd>) -> ! {
         // call, as libc refuses to touch the signals it keeps for itself.
         // With CLONE_CLEAR_SIGHAND the kernel reset the handled ones: only
         // the ignored ones are left (62 system calls -> 1, ~11 us a spawn).
-        let default = [0u64; 4]; // the kernel's sigaction: SIG_DFL, no flags, empty mask
+        let default = KernelSigaction::default(); // SIG_DFL, no flags, empty mask
         let reset = child.reset.load(Ordering::Relaxed);
         for sig in 1..=64 {
             if reset & (1 << (sig - 1)) != 0 && sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    default.as_ptr(),
-                    0usize,
-                    8usize,
-                );
+                rt_sigaction(sig, &default, std::ptr::null_mut());
             }
         }
         let none = 0u64;
