@@ -381,3 +381,66 @@ fn followers_that_never_read_are_dropped_and_memory_returns() {
     );
     drop(daemon);
 }
+
+/// `merge-stderr`: the service's stderr is its stdout pipe, so lines keep
+/// the order they were written in across the two (two pipes read in
+/// batches interleave them by chunk) and corral holds one descriptor.
+#[test]
+fn merge_stderr_keeps_the_order_of_both_streams_in_one_pipe() {
+    let project = Project::new(
+        r#"
+[corral]
+log-format = "json"
+
+[services.app]
+command = ["sh", "-c", "i=0; while [ $i -lt 300 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done; exec sleep 60"]
+log = { merge-stderr = true }
+
+[services.apart]
+command = ["sleep", "60"]
+"#,
+    );
+    let mut corral = project.up();
+    corral.wait_for("err299", SECS5);
+    let lines: Vec<serde_json::Value> = corral
+        .lines()
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["service"] == "app" && v["stream"] != "event")
+        .collect();
+    let expected: Vec<String> = (0..300)
+        .flat_map(|i| [format!("out{i}"), format!("err{i}")])
+        .collect();
+    let got: Vec<&str> = lines.iter().filter_map(|v| v["line"].as_str()).collect();
+    assert_eq!(got, expected);
+    assert!(lines.iter().all(|v| v["stream"] == "stdout"));
+    // One pipe for both in the service; two apart for a service without it.
+    let target = |pid: i32, fd: i32| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok();
+    let started = |service: &str| -> i32 {
+        let events: Vec<serde_json::Value> = corral
+            .lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        events
+            .iter()
+            .filter(|v| v["service"] == service)
+            .find_map(|v| {
+                v["line"]
+                    .as_str()?
+                    .strip_prefix("started (pid ")?
+                    .strip_suffix(')')?
+                    .parse()
+                    .ok()
+            })
+            .expect("a started event")
+    };
+    corral.wait_for("apart\",\"stream\":\"event\",\"line\":\"started", SECS5);
+    let app = started("app");
+    assert!(target(app, 1).is_some_and(|t| t.to_string_lossy().starts_with("pipe:")));
+    assert_eq!(target(app, 1), target(app, 2));
+    let apart = started("apart");
+    assert!(target(apart, 1).is_some());
+    assert_ne!(target(apart, 1), target(apart, 2));
+    assert_eq!(corral.stop(), 0);
+}

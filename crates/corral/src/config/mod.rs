@@ -145,6 +145,9 @@ pub struct LogConfig {
     pub ring_bytes: usize,
     /// Longer lines are cut into pieces of this size.
     pub max_line: usize,
+    /// stderr shares stdout's pipe (`merge-stderr`): one descriptor per
+    /// process in corral instead of two, lines in the order written.
+    pub merge_stderr: bool,
 }
 
 /// The log settings of a service that sets none.
@@ -155,6 +158,7 @@ static DEFAULT_LOG: LogConfig = LogConfig {
     ring_lines: 1000,
     ring_bytes: 1024 * 1024,
     max_line: 64 * 1024,
+    merge_stderr: false,
 };
 
 impl Default for LogConfig {

@@ -248,7 +248,7 @@ struct LogDraft {
     config: LogConfig,
 }
 
-const LOG_FIELDS: [Field<LogDraft>; 6] = [
+const LOG_FIELDS: [Field<LogDraft>; 7] = [
     ("file", |l, d, v| l.file = text(d, v)),
     ("max-size", |l, d, v| match size(d, v) {
         Some(0) => d.error(v.span(), "max-size must be at least 1 byte"),
@@ -265,6 +265,9 @@ const LOG_FIELDS: [Field<LogDraft>; 6] = [
         Some(n) if n >= 64 => l.config.max_line = n as usize,
         Some(_) => d.error(v.span(), "max-line must be at least 64 bytes"),
         None => {}
+    }),
+    ("merge-stderr", |l, d, v| {
+        set(&mut l.config.merge_stderr, boolean(d, v))
     }),
 ];
 

@@ -5,7 +5,7 @@ mod spawn;
 pub mod tracking;
 
 pub use reap::{children_of, reap_exited, Reaped};
-pub use spawn::{spawn, Launch, Spawned};
+pub use spawn::{spawn, Launch, Output, Spawned};
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;

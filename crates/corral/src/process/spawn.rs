@@ -33,14 +33,26 @@ pub struct Launch<'a> {
     pub extra_env: Vec<(String, String)>,
     pub working_dir: Option<&'a Path>,
     pub user: Option<&'a Identity>,
-    /// Pipe stdout/stderr to corral, or send them to /dev/null (probes).
-    pub capture_output: bool,
+    /// Where the process's stdout and stderr go.
+    pub output: Output,
     /// A pipe's write end to hand to the child as this fd number (notify-fd readiness).
     pub notify: Option<(OwnedFd, i32)>,
     /// The run's marker, set in the child's environment (`tracking::RUN_ID_VAR`).
     pub run_id: Option<&'a str>,
     /// A cgroup directory, opened: the child is created in it.
     pub cgroup: Option<OwnedFd>,
+}
+
+/// Where a process's stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// To /dev/null (probes).
+    Null,
+    /// A pipe each, read by corral.
+    Pipes,
+    /// One pipe for both (the stderr of `Spawned` is None): half the
+    /// descriptors, and lines keep the order they were written in.
+    Merged,
 }
 
 /// A started process and the read ends of its stdout and stderr (when captured).
@@ -62,7 +74,8 @@ pub enum SpawnError {
     Empty,
     #[error(
         "cannot run {program:?}: out of file descriptors (limit {limit}): corral keeps two \
-         pipes per running service; raise the limit (ulimit -n, docker run --ulimit nofile=N)"
+         pipes per running service (one with log.merge-stderr); raise the limit (ulimit -n, \
+         docker run --ulimit nofile=N)"
     )]
     Descriptors { program: String, limit: u64 },
 }
@@ -118,13 +131,18 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
         .and_then(|(_, target)| reserve_fd(*target));
     let plan = Plan::new(&launch).map_err(fail)?;
     let null = dev_null().map_err(fail)?;
-    let (stdout, out_w) = output_pipe(launch.capture_output, null).map_err(fail)?;
-    let (stderr, err_w) = output_pipe(launch.capture_output, null).map_err(fail)?;
+    let (stdout, out_w) = output_pipe(launch.output, null).map_err(fail)?;
+    let (stderr, err_w) = match launch.output {
+        Output::Merged => (None, None),
+        output => output_pipe(output, null)
+            .map(|(r, w)| (r, Some(w)))
+            .map_err(fail)?,
+    };
     let (status_r, status_w) = pipe().map_err(fail)?;
     let fds = ChildFds {
         stdin: null.as_raw_fd(),
         stdout: out_w.as_raw_fd(),
-        stderr: err_w.as_raw_fd(),
+        stderr: err_w.as_ref().unwrap_or(&out_w).as_raw_fd(),
         status: status_w.as_raw_fd(),
         notify: launch
             .notify
@@ -808,12 +826,16 @@ fn dev_null() -> std::io::Result<&'static std::fs::File> {
 
 /// A pipe for one output stream, or /dev/null for it: (corral's read end,
 /// the child's write end).
-fn output_pipe(capture: bool, null: &std::fs::File) -> std::io::Result<(Option<OwnedFd>, OwnedFd)> {
-    if capture {
-        let (r, w) = pipe()?;
-        Ok((Some(r), w))
-    } else {
-        Ok((None, null.try_clone()?.into()))
+fn output_pipe(
+    output: Output,
+    null: &std::fs::File,
+) -> std::io::Result<(Option<OwnedFd>, OwnedFd)> {
+    match output {
+        Output::Null => Ok((None, null.try_clone()?.into())),
+        Output::Pipes | Output::Merged => {
+            let (r, w) = pipe()?;
+            Ok((Some(r), w))
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use crate::engine::{Effect, Engine, Event, Exit, Pid, ProbeRole, Spec, State, St
 use corral_proto::LogStream;
 
 use crate::logs::{ConsoleOptions, FileSpec, Format, LogHub, LogWatch, PipeReader, ServiceLog};
-use crate::process::{self, Launch};
+use crate::process::{self, Launch, Output};
 
 /// How `up` was asked to run.
 pub struct Options {
@@ -496,7 +496,11 @@ impl Supervisor<'_> {
             extra_env,
             working_dir: service.working_dir.as_deref(),
             user: service.user.as_deref(),
-            capture_output: true,
+            output: if service.log().merge_stderr {
+                Output::Merged
+            } else {
+                Output::Pipes
+            },
             notify: None,
             run_id: Some(self.tracking.id()),
             cgroup: self.tracking.join_fd(&service.name),
@@ -623,7 +627,7 @@ impl Supervisor<'_> {
             }
             Probe::Exec(argv) => {
                 let launch = Launch {
-                    capture_output: false,
+                    output: Output::Null,
                     ..self.launch(svc, &argv, Vec::new())
                 };
                 match process::spawn(launch) {
