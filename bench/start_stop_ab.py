@@ -33,7 +33,7 @@ def main():
     args.corral = [os.path.abspath(b) for b in args.corral]
     work = tempfile.mkdtemp(prefix="corral-ab-")
     with open(os.path.join(work, "corral.toml"), "w") as f:
-        f.write(corral_config(args.services))
+        f.write(corral_config(args.services, False))
     figures = {b: ([], []) for b in args.corral}
     for _ in range(args.rounds):
         for binary in args.corral:
