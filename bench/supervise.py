@@ -3,7 +3,8 @@
 
 For N services of `sleep 86400` it measures, for each supervisor (the
 baseline; `base+cg`, the baseline with a cgroup per child as corral makes,
-where cgroup v2 is writable; corral):
+and `corral-nc`, corral with `cgroup = false`, where cgroup v2 is writable;
+corral):
   start     time from exec of the supervisor until all N sleeps run
   pss       the supervisor's own PSS (kB, /proc/PID/smaps_rollup) with N running
   restart   median time from SIGKILL of one sleep until its replacement runs
@@ -196,14 +197,20 @@ def main():
             print(f"{n:>5} (ulimit -n {soft}: corral's services have log.merge-stderr)")
         with open(os.path.join(work, "corral.toml"), "w") as f:
             f.write(corral_config(n, merge))
-        argvs = {"baseline": [baseline, str(n)]}
+        argvs = {"baseline": ([baseline, str(n)], work)}
         if cgroup:
-            argvs["base+cg"] = [baseline, str(n), cgroup]
-        argvs["corral"] = [args.corral, "up"]
+            argvs["base+cg"] = ([baseline, str(n), cgroup], work)
+            # corral's spawn path without the cgroups' kernel work.
+            nocg = os.path.join(work, "nocg")
+            os.makedirs(nocg, exist_ok=True)
+            with open(os.path.join(nocg, "corral.toml"), "w") as f:
+                f.write(corral_config(n, merge).replace("[corral]\n", "[corral]\ncgroup = false\n", 1))
+            argvs["corral-nc"] = ([args.corral, "up"], nocg)
+        argvs["corral"] = ([args.corral, "up"], work)
         runs = {who: [] for who in argvs}
         for _ in range(args.runs):
-            for who, argv in argvs.items():
-                runs[who].append(measure(argv, n, args.restarts, work))
+            for who, (argv, cwd) in argvs.items():
+                runs[who].append(measure(argv, n, args.restarts, cwd))
         res = {
             who: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
             for who, rs in runs.items()
@@ -211,10 +218,11 @@ def main():
         for who, r in res.items():
             print(f"{n:>5} {who:<9} {r['start']*1e3:>9.1f} {r['pss']:>7.0f} {r['restart']*1e3:>10.2f} "
                   f"{r['stop']*1e3:>8.1f} {r['idle']:>7.0f}")
-        c = res["corral"]
-        for who in [w for w in res if w != "corral"]:
-            b = res[who]
-            label = "ratio" if who == "baseline" else "vs +cg"
+        pairs = [("ratio", "corral", "baseline")]
+        if cgroup:
+            pairs += [("vs +cg", "corral", "base+cg"), ("nc ratio", "corral-nc", "baseline")]
+        for label, who, against in pairs:
+            c, b = res[who], res[against]
             print(f"{n:>5} {label:<9} {c['start']/b['start']:>8.2f}x {'':>7} "
                   f"{(c['restart']-b['restart'])*1e3:>+9.2f}ms {c['stop']/b['stop']:>7.2f}x")
         sys.stdout.flush()
