@@ -138,6 +138,10 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
             .map(|(r, w)| (r, Some(w)))
             .map_err(fail)?,
     };
+    let highest = err_w.as_ref().unwrap_or(&out_w).as_raw_fd();
+    if near_descriptor_limit(highest) {
+        return Err(fail(std::io::Error::from_raw_os_error(libc::EMFILE)));
+    }
     let (status_r, status_w) = pipe().map_err(fail)?;
     let fds = ChildFds {
         stdin: null.as_raw_fd(),
@@ -185,6 +189,30 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
         stdout,
         stderr,
     })
+}
+
+/// Descriptors a spawn leaves free for the rest of corral: the control
+/// API's connections, probes, log files, cgroups. Without them, services
+/// that took the last descriptors would leave corral unable to answer even
+/// `corral ps` (the API refuses clients past half the limit on its side).
+const SPAWN_RESERVE: u64 = 16;
+
+/// The limit as last read (0: not yet).
+static LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether a descriptor numbered `fd` leaves fewer than `SPAWN_RESERVE`
+/// free. Descriptors are numbered lowest free first, so every number below
+/// it is taken. The limit is read again only when near it (it may have been
+/// raised by prlimit meanwhile).
+fn near_descriptor_limit(fd: RawFd) -> bool {
+    let near = |limit: u64| u64::try_from(fd).unwrap_or(0) + SPAWN_RESERVE >= limit;
+    let cached = LIMIT.load(Ordering::Relaxed);
+    if cached != 0 && !near(cached) {
+        return false;
+    }
+    let limit = descriptor_limit();
+    LIMIT.store(limit, Ordering::Relaxed);
+    near(limit)
 }
 
 /// corral's limit on open descriptors (RLIMIT_NOFILE, soft).
