@@ -174,3 +174,98 @@ fn started_at_once(n: usize, command: &str) -> String {
     }
     config
 }
+
+/// Where clone3 is refused (an old kernel, or a seccomp filter as some
+/// container runtimes install), corral forks instead: services start, in
+/// their cgroup when there is one, and a failed exec is still told with its
+/// reason (a forked child reports it through a pipe, not shared memory).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn without_clone3_services_still_start_and_exec_failures_are_told() {
+    use std::os::unix::process::CommandExt;
+    let project = Project::new(
+        r#"
+[services.missing]
+command = ["no-such-program-anywhere"]
+restart = "never"
+
+[services.app]
+command = ["sh", "-c", "echo app-up; exec sleep 60"]
+"#,
+    );
+    let mut cmd = project.command(&["up"]);
+    // SAFETY: prctl only, between fork and exec of the test's child.
+    unsafe {
+        cmd.pre_exec(refuse_clone3);
+    }
+    let mut corral = Running::start(cmd);
+    let missing = corral.wait_for_service_event("missing", "did not start", SECS5);
+    assert!(
+        missing.contains("cannot run \"no-such-program-anywhere\": No such file or directory"),
+        "{missing}"
+    );
+    corral.wait_for_output("app", "app-up", SECS5);
+    let app = corral.started_pid("app", SECS5);
+    let tracked = std::fs::read_to_string(format!("/proc/{app}/cgroup")).unwrap();
+    let corral_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", corral.pid())).unwrap();
+    // In a cgroup of the run when corral could make one, as with clone3.
+    if tracked != corral_cgroup {
+        assert!(tracked.contains("/corral-"), "{tracked}");
+    }
+    assert_eq!(corral.stop(), 0);
+}
+
+/// Installs a seccomp filter on this process (inherited by what it execs)
+/// that fails clone3 with ENOSYS and allows everything else.
+#[cfg(target_arch = "x86_64")]
+fn refuse_clone3() -> std::io::Result<()> {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const SYS_CLONE3: u32 = 435;
+    // Classic BPF: ld word at offset; jeq k, jt, jf; ret k.
+    let ld = |offset: u32| libc::sock_filter {
+        code: 0x20, // BPF_LD | BPF_W | BPF_ABS
+        jt: 0,
+        jf: 0,
+        k: offset,
+    };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: 0x15, // BPF_JMP | BPF_JEQ | BPF_K
+        jt,
+        jf,
+        k,
+    };
+    let ret = |k: u32| libc::sock_filter {
+        code: 0x06, // BPF_RET | BPF_K
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    const ALLOW: u32 = 0x7fff_0000; // SECCOMP_RET_ALLOW
+    let mut program = [
+        ld(4), // seccomp_data.arch
+        jeq(AUDIT_ARCH_X86_64, 1, 0),
+        ret(ALLOW),
+        ld(0), // seccomp_data.nr
+        jeq(SYS_CLONE3, 0, 1),
+        ret(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        ret(ALLOW),
+    ];
+    let prog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: prctl with a filter program that outlives the call.
+    let installed = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog,
+            ) == 0
+    };
+    if installed {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -12,9 +12,10 @@
 //! costs about what posix_spawn costs whatever corral's size. Everything
 //! the child needs (paths, argv, environment, descriptors) is prepared
 //! before; the child makes only async-signal-safe system calls, writes
-//! nothing the parent relies on (its stack is a buffer the parent set
-//! aside), and reports a failure to exec through a close-on-exec pipe, as
-//! std does.
+//! nothing the parent relies on but why it could not exec, if it could not
+//! (its stack is a buffer the parent set aside; the parent reads that once
+//! the child has exited). A forked child (the fallback where clone3 is
+//! refused) reports it through a close-on-exec pipe instead, as std does.
 
 use std::ffi::{CString, OsStr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -142,17 +143,6 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
     if near_descriptor_limit(highest) {
         return Err(fail(std::io::Error::from_raw_os_error(libc::EMFILE)));
     }
-    let (status_r, status_w) = pipe().map_err(fail)?;
-    let fds = ChildFds {
-        stdin: null.as_raw_fd(),
-        stdout: out_w.as_raw_fd(),
-        stderr: err_w.as_ref().unwrap_or(&out_w).as_raw_fd(),
-        status: status_w.as_raw_fd(),
-        notify: launch
-            .notify
-            .as_ref()
-            .map(|(fd, target)| (fd.as_raw_fd(), *target)),
-    };
     let ids = launch.user.map(|u| {
         (
             u.uid as libc::uid_t,
@@ -162,23 +152,61 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
     });
     let parent = std::process::id() as libc::pid_t;
     let cgroup = launch.cgroup.as_ref().map(AsRawFd::as_raw_fd);
-    // The child's descriptors at low fixed numbers, so that it can take a
-    // table of its own holding only those (see `Slots`).
-    let slotted = Slots::take(&fds);
-    let child = Child {
-        plan: &plan,
-        fds: slotted.as_ref().map_or(&fds, |(_, fds)| fds),
-        ids,
-        parent,
-        own_table_below: slotted.as_ref().map(|_| SLOT_END),
-        reset: std::sync::atomic::AtomicU64::new(ALL_SIGNALS),
+    // Twice at most: a first clone that shares memory turns out not to be
+    // possible here, and a fork needs the status pipe.
+    let (pid, failed) = loop {
+        // A child that shares corral's memory until it execs reports a
+        // failure to exec in it (`Child::failed`); one that was forked,
+        // through a close-on-exec pipe. The pipe was 6 system calls and
+        // ~11 ms of corral's CPU in a start of 1,000 (bench/RESULTS.md).
+        let shared = shares_memory();
+        let (status_r, status_w) = if shared {
+            (None, None)
+        } else {
+            let (r, w) = pipe().map_err(fail)?;
+            (Some(r), Some(w))
+        };
+        let fds = ChildFds {
+            stdin: null.as_raw_fd(),
+            stdout: out_w.as_raw_fd(),
+            stderr: err_w.as_ref().unwrap_or(&out_w).as_raw_fd(),
+            status: status_w
+                .as_ref()
+                .map_or(null.as_raw_fd(), AsRawFd::as_raw_fd),
+            notify: launch
+                .notify
+                .as_ref()
+                .map(|(fd, target)| (fd.as_raw_fd(), *target)),
+        };
+        // The child's descriptors at low fixed numbers, so that it can take
+        // a table of its own holding only those (see `Slots`).
+        let slotted = Slots::take(&fds);
+        let child = Child {
+            plan: &plan,
+            fds: slotted.as_ref().map_or(&fds, |(_, fds)| fds),
+            ids,
+            parent,
+            own_table_below: slotted.as_ref().map(|_| SLOT_END),
+            reset: std::sync::atomic::AtomicU64::new(ALL_SIGNALS),
+            failed: std::sync::atomic::AtomicI32::new(0),
+        };
+        let pid = fork_into(cgroup, &child, slotted.is_some(), shared);
+        // The child has exec'd or exited: what it wrote is final.
+        let failed = child.failed.load(Ordering::Acquire);
+        drop(slotted);
+        let Some(pid) = pid.map_err(fail)? else {
+            continue;
+        };
+        drop(status_w);
+        let failed = match status_r {
+            Some(status_r) => read_status(&status_r),
+            None => (failed != 0).then_some(failed),
+        };
+        break (pid, failed);
     };
-    let pid = fork_into(cgroup, &child, slotted.is_some());
-    drop(slotted);
-    let pid = pid.map_err(fail)?;
-    // The child's ends close here; a failed exec is reported on the status pipe.
-    drop((out_w, err_w, status_w, launch.notify));
-    if let Some(errno) = read_status(&status_r) {
+    // The child's ends close here.
+    drop((out_w, err_w, launch.notify));
+    if let Some(errno) = failed {
         let mut status = 0;
         // SAFETY: waitpid on the child we just forked, which has exited or is exiting.
         unsafe { libc::waitpid(pid, &mut status, 0) };
@@ -312,7 +340,8 @@ struct ChildFds {
     stdin: RawFd,
     stdout: RawFd,
     stderr: RawFd,
-    /// Close-on-exec: the child writes its errno here if it cannot exec.
+    /// Close-on-exec: a forked child writes its errno here if it cannot
+    /// exec (a pipe); /dev/null for a child that shares corral's memory.
     status: RawFd,
     notify: Option<(RawFd, RawFd)>,
 }
@@ -331,6 +360,9 @@ struct Child<'a> {
     /// kernel already reset the handled ones (`CLONE_CLEAR_SIGHAND`); then
     /// only those corral ignores. Set by the parent just before each clone.
     reset: std::sync::atomic::AtomicU64,
+    /// Why the child could not exec (an errno; 0: it did), written by a
+    /// child that shares corral's memory before it exits.
+    failed: std::sync::atomic::AtomicI32,
 }
 
 /// First of the descriptor numbers the child's descriptors are put at.
@@ -386,13 +418,21 @@ impl Slots {
             (fds.status, moved.status),
         ];
         let notify = fds.notify.map(|(fd, _)| (fd, SLOT_BASE + 4));
-        let guard = SlotGuard { slots, placeholder };
+        let mut guard = SlotGuard {
+            slots,
+            placeholder,
+            taken: 0,
+        };
         for (from, to) in pairs.into_iter().chain(notify) {
+            if from == placeholder {
+                continue; // /dev/null (stdin, the status of a vfork child): there already.
+            }
             // SAFETY: dup3 onto a slot number this lock reserves: it
             // replaces the /dev/null kept there, nothing else's.
             if unsafe { libc::dup3(from, to, libc::O_CLOEXEC) } != to {
                 return None; // The guard puts /dev/null back.
             }
+            guard.taken |= 1 << (to - SLOT_BASE);
         }
         Some((guard, moved))
     }
@@ -404,13 +444,17 @@ struct SlotGuard {
     #[allow(dead_code)] // held for the lock
     slots: std::sync::MutexGuard<'static, Option<bool>>,
     placeholder: RawFd,
+    /// The slots given another descriptor (bit n: SLOT_BASE + n).
+    taken: u32,
 }
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
         for slot in SLOT_BASE..SLOT_END {
-            // SAFETY: as in `take`: the slot numbers are ours.
-            unsafe { libc::dup3(self.placeholder, slot, libc::O_CLOEXEC) };
+            if self.taken & (1 << (slot - SLOT_BASE)) != 0 {
+                // SAFETY: as in `take`: the slot numbers are ours.
+                unsafe { libc::dup3(self.placeholder, slot, libc::O_CLOEXEC) };
+            }
         }
     }
 }
@@ -429,6 +473,12 @@ fn reserve_slots(null: RawFd) -> bool {
 /// `clone3(CLONE_INTO_CGROUP)` turned out not to work here (an old kernel,
 /// or a seccomp filter that refuses clone3): fork and move instead.
 static NO_CLONE3: AtomicBool = AtomicBool::new(false);
+
+/// Whether a child shares corral's memory until it execs (`clone3_vm`, on
+/// x86-64, while clone3 works here).
+fn shares_memory() -> bool {
+    cfg!(target_arch = "x86_64") && !NO_CLONE3.load(Ordering::Relaxed)
+}
 
 /// The kernel's `struct clone_args` (version 2, with `cgroup`).
 #[repr(C)]
@@ -511,13 +561,18 @@ fn fork_into(
     cgroup: Option<RawFd>,
     child: &Child<'_>,
     share_table: bool,
-) -> std::io::Result<libc::pid_t> {
+    shared: bool,
+) -> std::io::Result<Option<libc::pid_t>> {
     if !NO_CLONE3.load(Ordering::Relaxed) {
         match clone3(cgroup, child, share_table) {
-            Some(Ok(pid)) => return Ok(pid),
+            Some(Ok(pid)) => return Ok(Some(pid)),
             Some(Err(e)) => match e.raw_os_error() {
                 Some(libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::E2BIG) => {
                     NO_CLONE3.store(true, Ordering::Relaxed);
+                    if shared {
+                        // Set up for a child sharing memory: not for a fork.
+                        return Ok(None);
+                    }
                 }
                 _ => return Err(e),
             },
@@ -529,7 +584,7 @@ fn fork_into(
     match unsafe { libc::fork() } {
         0 => run_child(child, cgroup),
         -1 => Err(std::io::Error::last_os_error()),
-        pid => Ok(pid),
+        pid => Ok(Some(pid)),
     }
 }
 
@@ -698,6 +753,9 @@ fn clone3(
 fn run_child(child: &Child<'_>, join: Option<RawFd>) -> ! {
     let fds = child.fds;
     let fail = |errno: libc::c_int| -> ! {
+        // Read by the parent if this child shares its memory; else the
+        // status pipe tells it (with shared memory, that is /dev/null).
+        child.failed.store(errno, Ordering::Release);
         let bytes = errno.to_ne_bytes();
         // SAFETY: write and _exit are async-signal-safe.
         unsafe {
