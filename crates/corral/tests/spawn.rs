@@ -105,6 +105,15 @@ restart = "never"
 [services.denied]
 command = ["./not-executable"]
 restart = "never"
+
+[services.nul]
+command = ["echo", "x\u0000y"]
+restart = "never"
+
+[services.nul-env]
+command = ["echo", "fine"]
+restart = "never"
+env = { V = "p\u0000q" }
 "#,
     );
     let mut corral = project.up();
@@ -118,6 +127,13 @@ restart = "never"
         denied.contains("cannot run \"./not-executable\": Permission denied"),
         "{denied}"
     );
+    for name in ["nul", "nul-env"] {
+        let nul = corral.wait_for_service_event(name, "did not start", SECS5);
+        assert!(
+            nul.contains("cannot run \"echo\": a NUL byte in its command, environment"),
+            "{nul}"
+        );
+    }
     corral.stop();
 }
 
