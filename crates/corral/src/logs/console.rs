@@ -69,19 +69,22 @@ impl Style {
 
     pub fn rename(&mut self, names: Strings) {
         self.width = names.iter().map(str::len).chain([6]).max().unwrap_or(6);
-        let width = self.width;
-        let prefix = |name: &str, code: &str, sep: char| -> String {
-            if self.colour {
-                format!("\x1b[{code}m{name:<width$} {sep}\x1b[0m ")
-            } else {
-                format!("{name:<width$} {sep} ")
-            }
-        };
+        // "NAME   | " (coloured: "\x1b[CODEmNAME   |\x1b[0m "), made by
+        // hand: format! with padding took ~4.7 K instructions a prefix, 9 M
+        // for the 2,000 of 1,000 services (callgrind).
+        let spaces = " ".repeat(self.width);
+        let colour = self.colour;
         let mut prefixes = crate::strings::Builder::default();
         let palette = PALETTE.iter().cycle();
         for (name, code) in names.iter().zip(palette).chain([("corral", &"1")]) {
-            prefixes.push(&[&prefix(name, code, '|')]);
-            prefixes.push(&[&prefix(name, code, '*')]);
+            let pad = &spaces[name.chars().count().min(self.width)..];
+            for sep in ["|", "*"] {
+                if colour {
+                    prefixes.push(&["\x1b[", code, "m", name, pad, " ", sep, "\x1b[0m "]);
+                } else {
+                    prefixes.push(&[name, pad, " ", sep, " "]);
+                }
+            }
         }
         self.names = names;
         self.prefixes = prefixes.finish();
