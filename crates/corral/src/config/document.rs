@@ -104,6 +104,7 @@ pub fn parse(
                         checks: &mut checks,
                         inherit_default: &global.inherit_env,
                         envs: Default::default(),
+                        last_env: None,
                     };
                     for (name, svc) in t.iter() {
                         let scaled = overrides.get(name.get_ref().as_ref()).copied();
