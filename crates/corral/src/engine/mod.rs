@@ -287,6 +287,10 @@ pub struct Engine {
     may_wait: bool,
     /// How many times `wait` made a unit Waiting.
     waits: u64,
+    /// Where `any_active` last found an active unit: it looks from there
+    /// next. Looking from the first unit after every event made a shutdown
+    /// of N services N^2 / 2 looks (callgrind: 500 K for 1,000).
+    active_hint: usize,
 }
 
 /// How `up --abort-on-exit` / `--exit-code-from` ends a run.
@@ -315,6 +319,7 @@ impl Engine {
             abort_on_exit: None,
             may_wait: true,
             waits: 0,
+            active_hint: 0,
         }
     }
 
@@ -611,8 +616,9 @@ impl Engine {
     /// Emits Exit once nothing is left to run: at the end of a shutdown, or
     /// when every service wanted up has ended by itself.
     fn check_finished(&mut self, fx: &mut Vec<Effect>) {
+        let ended = matches!(self.phase, Phase::ShuttingDown { .. }) && !self.any_active();
         match self.phase {
-            Phase::ShuttingDown { code } if self.units.iter().all(|u| !u.state.is_active()) => {
+            Phase::ShuttingDown { code } if ended => {
                 self.phase = Phase::Done;
                 // --exit-code-from: that service's code, however the run ended.
                 let code = match self.abort_on_exit.and_then(|a| a.exit_code_from) {
@@ -640,6 +646,24 @@ impl Engine {
                 });
             }
             Phase::Running | Phase::ShuttingDown { .. } | Phase::Done => {}
+        }
+    }
+
+    /// Whether a process of any service exists (or is being made). Looks
+    /// from the unit found last time, round to it: during a shutdown that
+    /// one usually still runs, so the answer costs one look.
+    fn any_active(&mut self) -> bool {
+        let n = self.units.len();
+        let from = self.active_hint.min(n);
+        let found = (from..n)
+            .chain(0..from)
+            .find(|&i| self.units[i].state.is_active());
+        match found {
+            Some(i) => {
+                self.active_hint = i;
+                true
+            }
+            None => false,
         }
     }
 

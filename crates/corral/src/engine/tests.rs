@@ -318,6 +318,29 @@ fn shutdown_stops_dependents_first() {
     assert_eq!(h.exit, Some(0));
 }
 
+/// corral exits once nothing runs, whatever the order the services end
+/// in, a post step included (the look for a running one starts where the
+/// last one found it).
+#[test]
+fn shutdown_ends_when_the_last_process_ends_in_any_order() {
+    let mut with_post = spec("b");
+    with_post.has_post = true;
+    let mut h = Harness::new(vec![spec("a"), with_post, spec("c"), spec("d")]);
+    h.send(Event::Boot);
+    h.send(Event::Shutdown {
+        code: 0,
+        reason: "test",
+    });
+    h.exit(0, Exit::Signal(15)); // a: the next look finds b
+    h.exit(1, Exit::Signal(15)); // b: its post step runs
+    assert!(matches!(h.state(1), State::Post { .. }));
+    h.exit(3, Exit::Signal(15)); // d
+    h.exit(2, Exit::Signal(15)); // c
+    assert_eq!(h.exit, None, "b's post step still runs");
+    h.exit(1, Exit::Code(0));
+    assert_eq!(h.exit, Some(0));
+}
+
 #[test]
 fn stop_timeout_escalates_to_sigkill() {
     let mut h = Harness::new(vec![spec("stubborn")]);
