@@ -591,7 +591,8 @@ impl Draft {
             .and_then(|p| p.health(d, vars))
             .map(Box::new);
         // Last: what follows no longer looks variables up, so the env
-        // parts move into the environment instead of being copied.
+        // parts move into the inputs kept for the next service (copied into
+        // the environment only when it has to be made).
         let user = identity.as_ref().unwrap_or(&host.identity);
         let inputs = EnvInputs {
             user: user.name.clone(),
