@@ -269,7 +269,9 @@ struct Plan {
 /// The C strings of a spawn laid end to end in one buffer: one allocation
 /// where a CString each took ~20 (argv, the environment, a path per PATH
 /// entry), each made by `format!`: callgrind counted 39 K instructions a
-/// spawn with those, 21 K with this (bench/RESULTS.md).
+/// spawn with those, 21 K with this (bench/RESULTS.md). Not
+/// `strings::Builder`: that one holds UTF-8 without terminators, and a
+/// working dir need not be UTF-8.
 struct Text(Vec<u8>);
 
 impl Text {
