@@ -9,7 +9,8 @@ life is about 40% of its text, scattered over every window. build.rs puts
 the functions named in corrald.hot at the start of .text, so the windows
 after them are never touched.
 
-How: builds corrald in release with the layout off and a link map, runs
+How: for the host build and the static one (musl, when its target is
+installed), builds corral in release with the layout off and a link map, runs
 scenarios under `valgrind --tool=callgrind --dump-instr=yes` (start 100
 services, ps, logs, restart, stop/start, reload, SIGTERM; the same with
 `up -d`, wait, scale, kill and `down`; the basic example with its probes,
@@ -42,17 +43,30 @@ CORRAL = os.path.join(ROOT, "target/release/corral")
 POSITION = re.compile(r"^(0x[0-9a-f]+|[+-]\d+|\*)$")
 
 
-def build(tmp):
-    subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
-    link_map = os.path.join(tmp, "corrald.map")
+MUSL = "x86_64-unknown-linux-musl"
+
+
+def build(tmp, target):
+    """Builds corral for `target` (None: the host's); returns its link map."""
+    flags = ["--target", target] if target else []
+    subprocess.run(["cargo", "build", "--release", *flags], cwd=ROOT, check=True)
+    link_map = os.path.join(tmp, "corral.map")
     # The same crate metadata (symbol hashes) as `cargo build --release`:
     # link arguments and build-script settings are not part of it.
     subprocess.run(
-        ["cargo", "rustc", "-p", "corral", "--release", "--bin", "corrald", "--",
+        ["cargo", "rustc", "-p", "corral", "--release", *flags, "--bin", "corral", "--",
          "-C", f"link-arg=-Wl,-Map={link_map}"],
         cwd=ROOT, check=True, env={**os.environ, "CORRAL_LAYOUT": "off"},
     )
+    global CORRAL
+    CORRAL = os.path.join(ROOT, "target", *([target] if target else []), "release/corral")
     return link_map
+
+
+def musl_installed():
+    out = subprocess.run(["rustup", "target", "list", "--installed"], capture_output=True,
+                         text=True)
+    return MUSL in out.stdout.split()
 
 
 def cli(work, *args, timeout=60):
@@ -148,11 +162,14 @@ def detached_scenario(tmp):
 
 
 def executed(cg_file):
-    """Addresses run in corrald, from one callgrind file, or None for another process."""
+    """Addresses run in the daemon, from one callgrind file, or None for another process.
+
+    The daemon is the executable started as `corrald --daemon`; valgrind
+    gives it its path as argv[0], so the flag is what tells it apart."""
     objects, obj, pos, addrs, daemon = {}, None, 0, set(), False
     for line in open(cg_file):
         if line.startswith("cmd:"):
-            daemon = "/corrald" in line.split()[1]
+            daemon = line.split()[2:3] == ["--daemon"]
         elif line.startswith(("ob=", "cob=")):
             m = re.match(r"c?ob=\((\d+)\)(?: (.*))?", line.strip())
             if m.group(2):
@@ -164,7 +181,7 @@ def executed(cg_file):
             if first and POSITION.match(first[0]):
                 p = first[0]
                 pos = int(p, 16) if p.startswith("0x") else pos + (0 if p == "*" else int(p))
-                if obj and obj.endswith("/corrald"):
+                if obj and obj.endswith("/corral"):
                     addrs.add(pos)
     return addrs if daemon else None
 
@@ -192,10 +209,28 @@ def symbol(section):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="corral-layout-")
-    link_map = build(tmp)
+    order, seen, totals = [], set(), []
+    # Each build's own names (their hashes differ by target); a name of the
+    # other build matches nothing exactly, and its glob the same function.
+    for target in [None] + ([MUSL] if musl_installed() else []):
+        link_map = build(tmp, target)
+        totals.append(profile(tmp, link_map, order, seen))
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    summary = "; ".join(f"{n} functions, {run // 1024} of {text // 1024} KiB" for n, run, text in totals)
+    with open(OUT, "w") as f:
+        f.write(f"# Written by bench/layout.py ({rustc}): per build (host, static), "
+                f"{summary} of .text run in its scenarios.\n")
+        f.write("\n".join(order) + "\n")
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"wrote {OUT}: {summary}")
+    print("now: cargo build --release (the layout is on again)")
+
+
+def profile(tmp, link_map, order, seen):
+    """Runs the scenarios on one build; appends its new names to `order`."""
     sections = text_sections(link_map)
     starts = [s[0] for s in sections]
-    order, seen, total = [], set(), 0
+    count, total = 0, 0
     for scenario in (sleeps_scenario, detached_scenario, example_scenario):
         for f in glob.glob(os.path.join(tmp, "cg.*")):
             os.remove(f)
@@ -211,16 +246,9 @@ def main():
             seen.add(symbol(sections[i][2]))
             order.append(symbol(sections[i][2]))
             total += sections[i][1]
+        count += len(new)
         print(f"{scenario.__name__}: {len(run)} functions run, {len(new)} new", file=sys.stderr)
-    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
-    text = sum(s[1] for s in sections)
-    with open(OUT, "w") as f:
-        f.write(f"# Written by bench/layout.py ({rustc}): {len(order)} functions, "
-                f"{total // 1024} of {text // 1024} KiB of .text run in its scenarios.\n")
-        f.write("\n".join(order) + "\n")
-    shutil.rmtree(tmp, ignore_errors=True)
-    print(f"wrote {OUT}: {len(order)} functions, {total // 1024} KiB of {text // 1024} KiB")
-    print("now: cargo build --release (the layout is on again)")
+    return count, total, sum(s[1] for s in sections)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,14 @@ fn main() {
     // has about 2,900 of them, 24 bytes each in .rela.dyn, which the loader
     // reads at start and which then stay resident; packed they take under
     // 1 KB. Measured with bench/supervise.py at N=100: about -40 kB PSS.
-    if target.ends_with("-linux-gnu") {
+    // The static build (musl, src/lib.rs) relocates itself at start
+    // (static PIE): the same packing applies; musl 1.2.4+ reads it.
+    if target.ends_with("-linux-gnu") || target.ends_with("-linux-musl") {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
+        hot_text_first(&target);
+    }
+    if target.ends_with("-linux-gnu") {
         static_unwinder();
-        hot_text_first();
     }
 }
 
@@ -28,7 +32,7 @@ fn main() {
 /// "Code layout"). A function the list misses still works, laid out with
 /// the cold code. `CORRAL_LAYOUT=off` links the default order (which
 /// bench/layout.py profiles).
-fn hot_text_first() {
+fn hot_text_first(target: &str) {
     println!("cargo:rerun-if-changed=layout/corrald.hot");
     println!("cargo:rerun-if-env-changed=CORRAL_LAYOUT");
     // Optimised builds only (release and the profiles made from it).
@@ -58,6 +62,12 @@ fn hot_text_first() {
     // version bump or a new rustc but also take in other instances of a
     // generic function.
     let mut script = String::from("SECTIONS\n{\n  .text :\n  {\n    *crt*.o(.text)\n");
+    // The static build's C library: one function per object, without
+    // function sections, most of it run by every daemon (malloc, stdio,
+    // the syscall wrappers); it goes first whole.
+    if target.ends_with("-linux-musl") {
+        script.push_str("    *libc.a:*(.text .text.*)\n");
+    }
     let mut globs = std::collections::HashSet::new();
     let globbed: Vec<String> = names
         .iter()
@@ -74,7 +84,7 @@ fn hot_text_first() {
     script.push_str("  }\n}\nINSERT AFTER .plt;\n");
     let path = std::path::Path::new(&out).join("corrald-layout.ld");
     if std::fs::write(&path, script).is_ok() {
-        println!("cargo:rustc-link-arg-bin=corrald=-Wl,-T,{}", path.display());
+        println!("cargo:rustc-link-arg-bin=corral=-Wl,-T,{}", path.display());
     }
 }
 

@@ -1,8 +1,7 @@
-//! `corral`: the command line. `corral up` execs `corrald`, the daemon,
-//! built beside it from the same library (see src/lib.rs for why two).
+//! `corral`: the one executable, command line and daemon (src/lib.rs).
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    corral::main_cli()
+    corral::main()
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use std::path::Path;
 
 fn check(config: &str) -> (i32, String) {
     let project = Project::new(config);
@@ -334,17 +335,24 @@ command = "true"
 }
 
 #[test]
-fn the_daemon_binary_refuses_arguments_it_does_not_know() {
-    let corrald = env!("CARGO_BIN_EXE_corrald");
-    for args in [&["--frobnicate"][..], &["-f"][..]] {
-        let out = std::process::Command::new(corrald)
-            .args(args)
-            .output()
-            .expect("run corrald");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
-        assert!(err.starts_with("corrald: "), "{err}");
-        assert_eq!(err.lines().count(), 1, "{err}");
+fn the_daemon_refuses_arguments_it_does_not_know_under_either_name() {
+    // One executable: `corrald` (a link, or argv[0]) and `corral --daemon`
+    // are the daemon.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let link = dir.path().join("corrald");
+    std::os::unix::fs::symlink(BIN, &link).expect("link");
+    for (program, first) in [(link.as_path(), None), (Path::new(BIN), Some("--daemon"))] {
+        for args in [&["--frobnicate"][..], &["-f"][..]] {
+            let out = std::process::Command::new(program)
+                .args(first)
+                .args(args)
+                .output()
+                .expect("run the daemon");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{err}");
+            assert!(err.starts_with("corrald: "), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
     }
 }
 
@@ -413,7 +421,8 @@ fn a_required_name_nothing_provides_is_an_error_with_local_discovery() {
 #[test]
 fn check_warns_about_commands_that_will_not_do_what_they_look_like() {
     let project = Project::new(
-        r#"
+        r#"[corral]
+stop-grace = "1m"
 [services.argv]
 command = ["echo", "$HOME"]
 
@@ -430,9 +439,9 @@ command = ["sh", "-c", "echo $HOME; ls | wc -l"]
     let (code, _, err) = project.run(&["check"]);
     assert_eq!(code, 0, "warnings only: {err}");
     for expected in [
-        "corral.toml:3:11: warning: $HOME in command is not expanded (no shell runs it): write ${HOME}",
-        "corral.toml:6:11: warning: command \"make build && ./server\" has shell syntax (\"&&\") but runs without a shell",
-        "corral.toml:9:11: warning: command \"no-such-program-anywhere\" is not found on the service's PATH",
+        "corral.toml:4:11: warning: $HOME in command is not expanded (no shell runs it): write ${HOME}",
+        "corral.toml:7:11: warning: command \"make build && ./server\" has shell syntax (\"&&\") but runs without a shell",
+        "corral.toml:10:11: warning: command \"no-such-program-anywhere\" is not found on the service's PATH",
     ] {
         assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use corral_proto::{Event, ServiceList};
 use hyper::Method;
 
-use super::{client_for, commands, load_with, socket_path, CliError, ProcfileArgs, Target};
+use super::{client_for, commands, load_with, short_enough, CliError, ProcfileArgs, Target};
 
 /// How long the daemon may take to open its socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
@@ -37,27 +37,26 @@ pub fn up_detached(
             ))
         })?;
     }
-    let socket = socket_path(target, false);
+    let socket = super::socket_path(target);
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return reconcile(target, services);
     }
-    let state_dir =
-        crate::config::create_state_dir(&target.file()).map_err(|source| CliError::Io {
-            context: "cannot create the .corral directory",
-            source,
-        })?;
+    let state_dir = target.create_state()?;
+    let socket = match &target.socket {
+        Some(socket) => socket.clone(),
+        None => short_enough(state_dir.join("corral.sock")),
+    };
     let log_path = state_dir.join("corral.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(&log_path)
-        .map_err(|source| CliError::Io {
-            context: "cannot open .corral/corral.log",
-            source,
+        .map_err(|source| {
+            CliError::Failed(format!("cannot open {}: {source}", log_path.display()))
         })?;
     let err_log = log.try_clone().map_err(|source| CliError::Io {
-        context: "cannot open .corral/corral.log",
+        context: "cannot open the console log",
         source,
     })?;
     let exe = std::env::current_exe().map_err(|source| CliError::Io {
@@ -72,6 +71,8 @@ pub fn up_detached(
     }
     cmd.arg("--socket")
         .arg(&socket)
+        .arg("--state-dir")
+        .arg(&state_dir)
         .arg("--console-log")
         .arg(&log_path)
         .args(procfile.args())

@@ -50,13 +50,36 @@ struct Target {
     /// files are merged in order (later wins).
     #[arg(short = 'f', long = "file")]
     file: Vec<PathBuf>,
-    /// The control socket (default: .corral/corral.sock beside the config,
-    /// or /run/corral.sock when corral is PID 1).
+    /// The control socket (default: corral.sock in the state directory).
     #[arg(long, env = "CORRAL_SOCKET")]
     socket: Option<PathBuf>,
+    /// Where the daemon keeps its socket, lock and run record (default:
+    /// [corral] state-dir, else .corral/ beside the config when writable,
+    /// else a private directory under $XDG_RUNTIME_DIR, /run/corral or the
+    /// temp dir).
+    #[arg(long = "state-dir", env = "CORRAL_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 impl Target {
+    /// The state directory as given: --state-dir, else `[corral] state-dir`.
+    fn state_given(&self) -> Option<PathBuf> {
+        self.state_dir
+            .clone()
+            .or_else(|| crate::state::configured(&self.files()))
+    }
+
+    /// The daemon's state directory, created (for `up`).
+    fn create_state(&self) -> Result<PathBuf, CliError> {
+        crate::state::create(&self.file(), self.state_given().as_deref())
+            .map_err(|e| CliError::Failed(e.to_string()))
+    }
+
+    /// Where a command looks for the daemon's state.
+    fn find_state(&self) -> PathBuf {
+        crate::state::find(&self.file(), self.state_given().as_deref())
+    }
+
     /// Every config file, merged in order: the ones given, or the one found.
     fn files(&self) -> Vec<PathBuf> {
         if self.file.is_empty() {
@@ -213,6 +236,9 @@ struct LogsTarget {
     /// The control socket.
     #[arg(long, env = "CORRAL_SOCKET")]
     socket: Option<PathBuf>,
+    /// The daemon's state directory.
+    #[arg(long = "state-dir", env = "CORRAL_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -484,25 +510,33 @@ pub fn main_cli() -> ExitCode {
 }
 
 /// `corrald`: the daemon, with what `corral up` resolved:
-/// `-f FILE [--socket PATH] [--console-log PATH] [SERVICE...]`. Parsed by
-/// hand: this is an interface between corral's two binaries, and clap
-/// would bring the whole command line into the daemon.
+/// `[--daemon] -f FILE [--socket PATH] [--console-log PATH] [SERVICE...]`. Parsed by
+/// hand: this is an interface between `corral up` and the daemon it execs,
+/// and clap's code would be paged into the daemon.
 pub fn main_daemon() -> ExitCode {
     crate::process::one_heap();
+    // The kernel named the process after the file (`corral`); `ps`, `top`
+    // and /proc/PID/comm tell the daemon from a command by this name.
+    let _ = nix::sys::prctl::set_name(c"corrald");
     let mut files: Vec<PathBuf> = Vec::new();
     let mut file = None;
     let mut socket = None;
+    let mut state_dir = None;
     let mut console_log = None;
     let (mut port, mut env_file, mut formation) = (None, None, None);
     let mut run = RunArgs::default();
     let mut exit_code_from = None;
     let mut profiles = Vec::new();
     let mut services = Vec::new();
-    let mut args = std::env::args_os().skip(1);
+    let mut args = std::env::args_os().skip(1).peekable();
+    if args.peek().and_then(|a| a.to_str()) == Some(crate::DAEMON_FLAG) {
+        args.next();
+    }
     while let Some(arg) = args.next() {
         let slot = match arg.to_str() {
             Some("-f") => &mut file,
             Some("--socket") => &mut socket,
+            Some("--state-dir") => &mut state_dir,
             Some("--console-log") => &mut console_log,
             Some("--port") => &mut port,
             Some("--env") => &mut env_file,
@@ -550,6 +584,7 @@ pub fn main_daemon() -> ExitCode {
     let target = Target {
         file: files,
         socket,
+        state_dir,
     };
     let port = match port.map(|p: PathBuf| p.to_string_lossy().parse::<u16>()) {
         Some(Ok(port)) => Some(port),
@@ -599,18 +634,15 @@ fn exec_daemon(
     // Bad options are refused before the daemon starts.
     procfile.options(&target.file())?;
     use std::os::unix::process::CommandExt;
-    // Beside this executable (where cargo and installs put it), else PATH.
-    let daemon = std::env::current_exe()
-        .ok()
-        .map(|exe| exe.with_file_name("corrald"))
-        .filter(|path| path.exists())
-        .unwrap_or_else(|| PathBuf::from("corrald"));
-    let mut cmd = std::process::Command::new(&daemon);
+    let mut cmd = crate::daemon_command();
     for file in target.files() {
         cmd.arg("-f").arg(file);
     }
     if let Some(socket) = &target.socket {
         cmd.arg("--socket").arg(socket);
+    }
+    if let Some(dir) = &target.state_dir {
+        cmd.arg("--state-dir").arg(dir);
     }
     cmd.args(procfile.args());
     cmd.args(run.args());
@@ -623,8 +655,8 @@ fn exec_daemon(
     cmd.args(services);
     let source = cmd.exec();
     Err(CliError::Failed(format!(
-        "cannot start the daemon {}: {source} (corrald is installed beside corral)",
-        daemon.display()
+        "cannot start the daemon from {}: {source}",
+        cmd.get_program().to_string_lossy()
     )))
 }
 
@@ -723,7 +755,13 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
                     load_with(std::slice::from_ref(&file), Some(&options))?;
                     print!("{text}");
                 }
-                None => print!("{}", check::plan(&load_with(&target.files(), None)?)),
+                None => {
+                    let config = load_with(&target.files(), None)?;
+                    if let Some(warning) = config.stop_grace_warning() {
+                        eprintln!("{}: {warning}", target.file().display());
+                    }
+                    print!("{}", check::plan(&config));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -803,6 +841,7 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
             let target = Target {
                 file: target.file,
                 socket: target.socket,
+                state_dir: target.state_dir,
             };
             let window = options.window()?;
             client_call(&target, |c| {
@@ -938,12 +977,7 @@ fn down(target: &Target) -> Result<ExitCode, CliError> {
 
 /// Sweeps the record of a run that did not end by itself, under the lock.
 fn sweep_leftovers(target: &Target) -> Option<String> {
-    let state = config::state_dir(&target.file());
-    let record = if state.is_dir() {
-        state.join("corral.run")
-    } else {
-        socket_path(target, true).with_extension("run")
-    };
+    let record = target.find_state().join("corral.run");
     if !record.exists() {
         return None;
     }
@@ -1014,27 +1048,23 @@ fn event_loop() -> Result<tokio::runtime::Runtime, CliError> {
         })
 }
 
-/// Where the daemon for `target` listens (or will).
-fn socket_path(target: &Target, daemon: bool) -> PathBuf {
+/// Where a command finds the daemon for `target`: --socket, else the
+/// socket in its state directory; where no config file is found (`docker
+/// exec CONTAINER corral ps`), the PID-1 daemon's link /run/corral.sock.
+fn socket_path(target: &Target) -> PathBuf {
     if let Some(s) = &target.socket {
         return s.clone();
     }
-    let beside = short_enough(config::state_dir(&target.file()).join("corral.sock"));
-    let pid1 = PathBuf::from("/run/corral.sock");
-    if daemon {
-        if std::process::id() == 1 {
-            pid1
-        } else {
-            beside
-        }
-    } else if !target.file().exists() && pid1.exists() {
-        // No config here: `docker exec CONTAINER corral ps` means the PID 1
-        // daemon. With a config file, only that project's daemon is meant.
-        pid1
-    } else {
-        beside
+    let pid1 = PathBuf::from(PID1_SOCKET);
+    if !target.file().exists() && pid1.exists() {
+        return pid1;
     }
+    short_enough(target.find_state().join("corral.sock"))
 }
+
+/// A link to the socket of the daemon that is PID 1, for commands run in
+/// its container without a config file.
+const PID1_SOCKET: &str = "/run/corral.sock";
 
 /// A Unix socket path holds at most 107 bytes. A longer one (a deep
 /// project directory) is replaced by a short path named after it, under
@@ -1064,18 +1094,8 @@ fn short_enough(path: PathBuf) -> PathBuf {
     dir.join(format!("corral-{hash:016x}.sock"))
 }
 
-/// The daemon's lock: in the runtime dir beside the config, or beside the
-/// socket when that dir cannot be created (a read-only config directory).
-fn lock_path(target: &Target) -> PathBuf {
-    if let Ok(state) = config::create_state_dir(&target.file()) {
-        state.join("corral.lock")
-    } else {
-        socket_path(target, true).with_extension("lock")
-    }
-}
-
 fn client_for(target: &Target) -> Client {
-    let socket = socket_path(target, false);
+    let socket = socket_path(target);
     if target.socket.is_none() && !target.file().exists() && socket.exists() {
         eprintln!(
             "corral: no {} here; using the daemon at {}",
@@ -1166,11 +1186,15 @@ fn up(
     let sinks = runtime::log_sinks(&config.services);
     let console = runtime::console_options(&config);
     let rt = event_loop()?;
+    let state_dir = target.create_state()?;
+    let socket_at = match &target.socket {
+        Some(socket) => socket.clone(),
+        None => short_enough(state_dir.join("corral.sock")),
+    };
     // One daemon per config: the lock is held until this function returns.
-    let lock = lock_path(target);
-    let _lock = control::lock(&lock)?;
+    let _lock = control::lock(&state_dir.join("corral.lock"))?;
     // Under the lock, a run record is an earlier daemon's that was killed.
-    let record = lock.with_extension("run");
+    let record = state_dir.join("corral.run");
     let swept = tracking::sweep_previous(&record, LEFTOVER_GRACE);
     let tracking = tracking::Run::begin(record, config.global.cgroup);
     // The socket is bound inside the event loop (tokio's listener needs it).
@@ -1182,10 +1206,7 @@ fn up(
             .metrics
             .map(control::bind_metrics)
             .transpose()?;
-        let mut socket = control::bind(
-            &socket_path(target, true),
-            config.global.socket_group.as_deref(),
-        )?;
+        let mut socket = control::bind(&socket_at, config.global.socket_group.as_deref())?;
         socket.metrics = metrics;
         socket
     };
@@ -1196,18 +1217,26 @@ fn up(
     if let Some(message) = swept.as_ref().and_then(describe_sweep) {
         hub.event(None, message);
     }
-    let beside = config::state_dir(&target.file()).join("corral.sock");
-    let socket_at = socket_path(target, true);
-    if target.socket.is_none() && std::process::id() != 1 && socket_at != beside {
+    if let Some(warning) = config.stop_grace_warning() {
+        hub.event(None, warning);
+    }
+    let in_state = state_dir.join("corral.sock");
+    if target.socket.is_none() && socket_at != in_state {
         hub.event(
             None,
             format!(
                 "control socket at {}: {} is longer than a Unix socket path may be",
                 socket_at.display(),
-                beside.display()
+                in_state.display()
             ),
         );
     }
+    if state_dir != config::dir_of(&target.file()).join(".corral") {
+        hub.event(None, format!("state directory: {}", state_dir.display()));
+    }
+    let pid1_link = (std::process::id() == 1 && target.socket.is_none())
+        .then(|| link_pid1_socket(&socket_at))
+        .flatten();
     let result = rt.block_on(runtime::run(
         config,
         runtime::Options {
@@ -1216,10 +1245,14 @@ fn up(
             profiles: profiles.to_vec(),
             tracking,
             abort_on_exit,
+            state_dir,
         },
         &hub,
         Some(socket),
     ));
+    if let Some(link) = pid1_link {
+        let _ = std::fs::remove_file(link);
+    }
     // Dropping the runtime ends the pipe readers, so the hub can drain and stop.
     drop(rt);
     hub.finish();
@@ -1230,4 +1263,20 @@ fn up(
     Ok(ExitCode::from(
         u8::try_from(code.clamp(0, 255)).unwrap_or(1),
     ))
+}
+
+/// As PID 1, links /run/corral.sock to the daemon's socket (when /run is
+/// writable and nothing else is there), so `docker exec CONTAINER corral
+/// ps` finds it from any directory. Returns the link to remove at exit.
+fn link_pid1_socket(socket: &Path) -> Option<PathBuf> {
+    let link = PathBuf::from(PID1_SOCKET);
+    if link
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        let _ = std::fs::remove_file(&link);
+    }
+    let target = std::path::absolute(socket).ok()?;
+    std::os::unix::fs::symlink(target, &link).ok()?;
+    Some(link)
 }

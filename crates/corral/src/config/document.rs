@@ -141,11 +141,16 @@ struct GlobalDraft {
     log_dir: Option<Text>,
     inherit_env: Option<Vec<Text>>,
     metrics: Option<Text>,
+    state_dir: Option<Text>,
 }
 
-const GLOBAL_FIELDS: [Field<GlobalDraft>; 11] = [
+const GLOBAL_FIELDS: [Field<GlobalDraft>; 13] = [
     ("shutdown-timeout", |g, d, v| {
         set(&mut g.global.shutdown_timeout, duration(d, v))
+    }),
+    ("stop-grace", |g, d, v| match duration(d, v) {
+        Some(t) if t.is_zero() => d.error(v.span(), "stop-grace must be above zero"),
+        t => set(&mut g.global.stop_grace, t),
     }),
     ("break-glass", |g, d, v| g.break_glass = text(d, v)),
     ("parallel", |g, d, v| {
@@ -161,6 +166,7 @@ const GLOBAL_FIELDS: [Field<GlobalDraft>; 11] = [
     ("cgroup", |g, d, v| set(&mut g.global.cgroup, boolean(d, v))),
     ("inherit-env", |g, d, v| g.inherit_env = Some(texts(d, v))),
     ("metrics", |g, d, v| g.metrics = text(d, v)),
+    ("state-dir", |g, d, v| g.state_dir = text(d, v)),
 ];
 
 const CONSOLE_LOG_FIELDS: [Field<ConsoleLog>; 2] = [
@@ -231,6 +237,11 @@ fn parse_global(
     }
     g.global.log_dir = g
         .log_dir
+        .and_then(|t| t.expand(d, &vars))
+        .map(|p| base_dir.join(p));
+    // Read again, from the file alone, by every command (src/state.rs).
+    g.global.state_dir = g
+        .state_dir
         .and_then(|t| t.expand(d, &vars))
         .map(|p| base_dir.join(p));
     if let Some(t) = &g.metrics {

@@ -24,7 +24,7 @@ impl HostEnv {
             vars: std::env::vars_os()
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
                 .collect(),
-            identity: user::current(),
+            identity: user::Accounts::read().current(),
         }
     }
 

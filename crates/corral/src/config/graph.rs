@@ -245,3 +245,61 @@ mod tests {
         );
     }
 }
+
+/// The longest chain of a shutdown: a service stops once everything that
+/// depends on it has ended, so the chain that ends with `s` takes s's own
+/// `weights[s]` plus the longest chain among its dependents. `order` is a
+/// start order (dependencies first). Returns the chain's total and its
+/// services in the order they stop.
+pub fn longest_stop_chain(
+    weights: &[std::time::Duration],
+    dependents: &[Vec<usize>],
+    order: &[usize],
+) -> (std::time::Duration, Vec<usize>) {
+    let mut best = vec![None; weights.len()];
+    // The dependent on each service's longest chain (it stops just before).
+    let mut before = vec![None; weights.len()];
+    for &s in order.iter().rev() {
+        let mut longest = std::time::Duration::ZERO;
+        for &d in &dependents[s] {
+            if let Some(t) = best[d].filter(|&t| t > longest || before[s].is_none()) {
+                longest = t;
+                before[s] = Some(d);
+            }
+        }
+        best[s] = Some(weights[s] + longest);
+    }
+    let Some((last, total)) = order
+        .iter()
+        .filter_map(|&s| best[s].map(|t| (s, t)))
+        .max_by_key(|&(s, t)| (t, std::cmp::Reverse(s)))
+    else {
+        return (std::time::Duration::ZERO, Vec::new());
+    };
+    let mut chain = vec![last];
+    while let Some(d) = before[chain[chain.len() - 1]] {
+        chain.push(d);
+    }
+    chain.reverse();
+    (total, chain)
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::longest_stop_chain;
+    use std::time::Duration;
+
+    #[test]
+    fn the_longest_chain_follows_dependents_first() {
+        // web and worker depend on db; proxy depends on web.
+        let s = Duration::from_secs;
+        let weights = [s(10), s(5), s(3), s(2)]; // db, web, worker, proxy
+        let dependents = vec![vec![1, 2], vec![3], vec![], vec![]];
+        let (total, chain) = longest_stop_chain(&weights, &dependents, &[0, 1, 2, 3]);
+        assert_eq!(total, s(17));
+        assert_eq!(chain, vec![3, 1, 0], "proxy, then web, then db");
+        let (total, chain) = longest_stop_chain(&[s(1), s(9)], &[vec![], vec![]], &[0, 1]);
+        assert_eq!((total, chain), (s(9), vec![1]));
+        assert_eq!(longest_stop_chain(&[], &[], &[]), (Duration::ZERO, vec![]));
+    }
+}

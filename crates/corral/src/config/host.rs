@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::diag::Diagnostics;
 use super::env;
-use super::user::{self, Identity};
+use super::user::{self, Accounts, Identity};
 
 type EnvFile = Result<Vec<(String, String)>, (usize, String)>;
 
@@ -17,6 +17,8 @@ type EnvFile = Result<Vec<(String, String)>, (usize, String)>;
 pub struct HostChecks {
     env_files: HashMap<PathBuf, EnvFile>,
     users: HashMap<String, Result<Identity, String>>,
+    /// /etc/passwd and /etc/group, read at the first `user` looked up.
+    accounts: Option<Accounts>,
     /// By PATH, then by program: found in one of its directories. A
     /// thousand services running the same program look it up once (each
     /// lookup tries every directory of PATH until one has it).
@@ -57,8 +59,17 @@ impl HostChecks {
         span: Range<usize>,
         service: &str,
     ) -> Option<Identity> {
+        let accounts = self.accounts.get_or_insert_with(|| {
+            let accounts = Accounts::read();
+            for w in &accounts.warnings {
+                d.warning(span.clone(), w.clone());
+            }
+            accounts
+        });
         let found = self.users.entry(spec.to_string()).or_insert_with(|| {
-            user::resolve(spec).and_then(|id| user::can_switch_to(&id).map(|_| id))
+            accounts
+                .resolve(spec)
+                .and_then(|id| user::can_switch_to(&id).map(|_| id))
         });
         match found {
             Ok(id) => Some(id.clone()),
@@ -91,7 +102,7 @@ impl HostChecks {
 
     /// Whether a group of this name exists (for `socket-group`).
     pub fn group_exists(name: &str) -> bool {
-        matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
+        Accounts::read().gid_of(name).is_some()
     }
 
     /// A template's source must exist when the config is loaded.

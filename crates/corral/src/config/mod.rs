@@ -24,7 +24,7 @@ pub use diag::{ConfigErrors, Diagnostic, Severity};
 pub use env::{glob_match, masked, Env, HostEnv};
 pub use job::{Job, Overlap};
 pub use procfile::{is_procfile, ProcfileOptions};
-pub use user::Identity;
+pub use user::{Accounts, Identity};
 pub use values::{parse_duration, parse_signal};
 
 /// The directory of a config file, absolute when it can be: relative paths
@@ -37,29 +37,12 @@ pub fn dir_of(file: &Path) -> PathBuf {
     std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf())
 }
 
-/// Where a daemon keeps its socket, endpoint files and background log:
-/// `.corral/` beside the config file.
-pub fn state_dir(file: &Path) -> PathBuf {
-    dir_of(file).join(".corral")
-}
-
-/// Creates the runtime dir if needed, private to its user (0700), and
-/// returns it.
-pub fn create_state_dir(file: &Path) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let dir = state_dir(file);
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-    Ok(dir)
-}
-
 /// A start order of a graph given as dependency lists (ties in index order).
 pub fn topological_order(edges: &[Vec<usize>]) -> Vec<usize> {
     graph::topological_order(edges)
 }
+
+pub use graph::longest_stop_chain;
 
 /// A loaded, validated configuration: everything needed to run, resolved.
 #[derive(Debug, Clone)]
@@ -81,6 +64,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Global {
     pub shutdown_timeout: Duration,
+    /// What the container runtime gives between its SIGTERM and its SIGKILL
+    /// (`docker stop`: 10 s): a SIGTERM shutdown is planned to end within it.
+    pub stop_grace: Duration,
     /// Name of the environment variable that freezes start-up.
     pub break_glass: Option<String>,
     /// Start services without depends-on in parallel instead of in file order.
@@ -103,6 +89,8 @@ pub struct Global {
     pub inherit_env: Vec<String>,
     /// Where to serve `/metrics` over TCP (Prometheus), when set.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `state-dir`: where the daemon keeps its socket, lock and run record.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// What every service inherits unless `[corral] inherit-env` says otherwise.
@@ -171,6 +159,7 @@ impl Default for Global {
     fn default() -> Self {
         Global {
             shutdown_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(10),
             // As in Ground Control: it works with no config.
             break_glass: Some("BREAK_GLASS".into()),
             parallel: false,
@@ -183,11 +172,47 @@ impl Default for Global {
             discovery: Discovery::default(),
             inherit_env: DEFAULT_INHERIT.iter().map(|s| s.to_string()).collect(),
             metrics: None,
+            state_dir: None,
         }
     }
 }
 
 impl Config {
+    /// The worst case of a shutdown (the stop-timeouts along its longest
+    /// chain) and that chain's services in stop order.
+    pub fn worst_shutdown(&self) -> (Duration, Vec<&str>) {
+        let weights: Vec<Duration> = self.services.iter().map(|s| s.stop_timeout).collect();
+        let mut dependents = vec![Vec::new(); self.services.len()];
+        for (i, s) in self.services.iter().enumerate() {
+            for e in &s.depends_on {
+                dependents[e.service].push(i);
+            }
+        }
+        let (total, chain) = longest_stop_chain(&weights, &dependents, &self.start_order);
+        let names = chain
+            .iter()
+            .map(|&i| self.services[i].name.as_str())
+            .collect();
+        (total, names)
+    }
+
+    /// A warning when the worst case of a shutdown does not fit in
+    /// `stop-grace`, naming the chain that does not.
+    pub fn stop_grace_warning(&self) -> Option<String> {
+        let (worst, chain) = self.worst_shutdown();
+        let grace = self.global.stop_grace;
+        (worst > grace).then(|| {
+            format!(
+                "warning: a shutdown may take {} (stop-timeout along {}), more than stop-grace {}: \
+                 on SIGTERM corral cuts each stop-timeout to {}% to fit; raise stop-grace (and the \
+                 runtime's: docker stop -t, terminationGracePeriodSeconds) or lower stop-timeout",
+                humantime::format_duration(worst),
+                chain.join(" -> "),
+                humantime::format_duration(grace),
+                grace_percent(grace, worst)
+            )
+        })
+    }
     /// Keeps only the named services and everything they depend on; Err names
     /// the first unknown service.
     /// Leaves out the services whose profiles are not among `active`
@@ -388,6 +413,8 @@ pub struct Service {
     /// Consecutive failed starts allowed before the service is failed; None = no limit.
     pub max_restarts: Option<u32>,
     pub essential: bool,
+    /// The signals corral passes on to it when it receives them.
+    pub forward_signals: ForwardSignals,
     pub stop_signal: Signal,
     pub stop_timeout: Duration,
     pub depends_on: Vec<Dependency>,
@@ -962,5 +989,43 @@ pub fn load_str(
             errors: ConfigErrors(errors),
             warnings,
         }),
+    }
+}
+
+/// The share of each stop-timeout that fits a shutdown of `worst` into
+/// `budget`, in percent (100: all of it).
+pub fn grace_percent(budget: Duration, worst: Duration) -> u32 {
+    if worst <= budget || worst.is_zero() {
+        return 100;
+    }
+    // Rounded down, so the cut timeouts never add up to more than the budget.
+    (budget.as_millis() * 100 / worst.as_millis()).min(100) as u32
+}
+
+/// `forward-signals`: which of the signals corral passes on (SIGUSR1,
+/// SIGUSR2, SIGWINCH) go to a service. Those signals end a process that
+/// does not handle them, so none goes to every service by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardSignals(u8);
+
+impl ForwardSignals {
+    /// The signals a service may ask for: corral itself acts on SIGTERM,
+    /// SIGINT, SIGQUIT (stop), SIGHUP (reload) and SIGCHLD.
+    pub const FORWARDABLE: [Signal; 3] = [Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH];
+
+    fn bit(sig: Signal) -> Option<u8> {
+        Self::FORWARDABLE
+            .iter()
+            .position(|&s| s == sig)
+            .map(|i| 1 << i)
+    }
+
+    /// Adds `sig`; false when corral does not pass that signal on.
+    pub fn insert(&mut self, sig: Signal) -> bool {
+        Self::bit(sig).map(|b| self.0 |= b).is_some()
+    }
+
+    pub fn contains(self, sig: Signal) -> bool {
+        Self::bit(sig).is_some_and(|b| self.0 & b != 0)
     }
 }

@@ -53,6 +53,7 @@ struct Draft {
     backoff: Backoff,
     max_restarts: Option<u32>,
     essential: bool,
+    forward_signals: super::ForwardSignals,
     stop_signal: Option<Signal>,
     stop_timeout: Option<Duration>,
     depends_on: Vec<RawDependency>,
@@ -69,7 +70,7 @@ struct Draft {
     profiles: Vec<String>,
 }
 
-const SERVICE_FIELDS: [Field<Draft>; 32] = [
+const SERVICE_FIELDS: [Field<Draft>; 33] = [
     ("command", |s, d, v| s.command = argv(d, v, "command")),
     ("oneshot", |s, d, v| set(&mut s.oneshot, boolean(d, v))),
     ("working-dir", |s, d, v| s.working_dir = text(d, v)),
@@ -84,6 +85,7 @@ const SERVICE_FIELDS: [Field<Draft>; 32] = [
     ("max-restarts", |s, d, v| s.max_restarts = uint(d, v)),
     ("essential", |s, d, v| set(&mut s.essential, boolean(d, v))),
     ("stop-signal", |s, d, v| s.stop_signal = signal(d, v)),
+    ("forward-signals", read_forward_signals),
     ("stop-timeout", |s, d, v| s.stop_timeout = duration(d, v)),
     ("depends-on", |s, d, v| s.depends_on = dependencies(d, v)),
     ("ready", |s, d, v| s.ready = probe::read(d, v, false)),
@@ -106,6 +108,31 @@ const SERVICE_FIELDS: [Field<Draft>; 32] = [
     ("run-on-start", |s, d, v| s.job.run_on_start(d, v)),
     ("profiles", read_profiles),
 ];
+
+/// `forward-signals = ["SIGUSR1"]`: among the signals corral passes on.
+fn read_forward_signals(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
+    let DeValue::Array(items) = v.get_ref() else {
+        d.error(
+            v.span(),
+            "forward-signals must be a list of signal names such as [\"SIGUSR1\"]",
+        );
+        return;
+    };
+    for item in items {
+        if let Some(sig) = signal(d, item) {
+            if !s.forward_signals.insert(sig) {
+                d.error(
+                    item.span(),
+                    format!(
+                        "corral passes on only SIGUSR1, SIGUSR2 and SIGWINCH, not {} \
+                         (SIGTERM, SIGINT and SIGQUIT stop everything, SIGHUP reloads)",
+                        sig.as_str()
+                    ),
+                );
+            }
+        }
+    }
+}
 
 /// `profiles = ["debug"]`: names as service names are written.
 fn read_profiles(s: &mut Draft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
@@ -670,6 +697,7 @@ impl Draft {
                 backoff: self.backoff,
                 max_restarts: self.max_restarts,
                 essential: self.essential,
+                forward_signals: self.forward_signals,
                 stop_signal: self.stop_signal.unwrap_or(Signal::SIGTERM),
                 stop_timeout: self.stop_timeout.unwrap_or(Duration::from_secs(10)),
                 depends_on: Vec::new(),

@@ -37,6 +37,12 @@ pub struct Socket {
 pub enum SocketError {
     #[error("corral is already running for this config (socket {0})")]
     InUse(PathBuf),
+    #[error("cannot take the lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create the control socket {path}: {source}")]
     Io {
         path: PathBuf,
@@ -59,7 +65,7 @@ pub enum SocketError {
 /// as long as the returned file is open. Taken before the socket is bound, so
 /// of two daemons started at once only one ever replaces a stale socket.
 pub fn lock(path: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, SocketError> {
-    let io = |source| SocketError::Io {
+    let io = |source| SocketError::Lock {
         path: path.to_path_buf(),
         source,
     };
@@ -112,11 +118,10 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<Socket, SocketError> {
         metrics: None,
     };
     if let Some(name) = group {
-        let gid = nix::unistd::Group::from_name(name)
-            .ok()
-            .flatten()
-            .ok_or_else(|| SocketError::NoGroup(name.to_string()))?
-            .gid;
+        let gid = crate::config::Accounts::read()
+            .gid_of(name)
+            .map(nix::unistd::Gid::from_raw)
+            .ok_or_else(|| SocketError::NoGroup(name.to_string()))?;
         nix::unistd::chown(path, None, Some(gid)).map_err(|e| io(e.into()))?;
         socket.group = Some(gid.as_raw());
         use std::os::unix::fs::PermissionsExt;

@@ -270,6 +270,9 @@ pub struct Engine {
     /// position[svc]: where svc stands in `order` (None outside it: removed).
     position: Vec<Option<usize>>,
     shutdown_timeout: Duration,
+    /// The share of each stop-timeout a stop gets, in percent: below 100
+    /// only in a shutdown fitted into the runtime's grace.
+    stop_percent: u32,
     phase: Phase,
     booted: bool,
     /// Rolling restarts by group: the instance restarting now, and those waiting.
@@ -312,6 +315,7 @@ impl Engine {
             position,
             order,
             shutdown_timeout,
+            stop_percent: 100,
             phase: Phase::Running,
             booted: false,
             rolling: BTreeMap::new(),
@@ -387,11 +391,15 @@ impl Engine {
                     self.transition(svc, Input::Probe { role, result }, now, &mut fx);
                 }
             }
-            Event::Shutdown { code, reason } => {
-                self.begin_shutdown(code, reason.into(), now, &mut fx);
+            Event::Shutdown {
+                code,
+                reason,
+                within,
+            } => {
+                self.begin_shutdown(code, reason.into(), within, now, &mut fx);
             }
             Event::ForceStop { code } => {
-                self.begin_shutdown(code, "forced".into(), now, &mut fx);
+                self.begin_shutdown(code, "forced".into(), None, now, &mut fx);
                 // Not a clean shutdown any more: say so in the exit code.
                 if let Phase::ShuttingDown { code: clean @ 0 } = &mut self.phase {
                     *clean = code;
@@ -549,14 +557,25 @@ impl Engine {
         self.waits += 1;
     }
 
-    fn begin_shutdown(&mut self, code: i32, reason: String, now: Instant, fx: &mut Vec<Effect>) {
+    fn begin_shutdown(
+        &mut self,
+        code: i32,
+        reason: String,
+        within: Option<Duration>,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
         if self.phase != Phase::Running {
             return;
         }
         self.phase = Phase::ShuttingDown { code };
         fx.push(report_global(Report::ShuttingDown { reason }));
+        let mut deadline = self.shutdown_timeout;
+        if let Some(grace) = within {
+            deadline = deadline.min(self.fit_shutdown(grace, fx));
+        }
         fx.push(Effect::ArmTimer {
-            at: now + self.shutdown_timeout,
+            at: now + deadline,
             timer: Timer {
                 svc: None,
                 kind: TimerKind::ShutdownDeadline,
@@ -564,6 +583,38 @@ impl Engine {
             },
         });
         self.advance_shutdown(now, fx);
+    }
+
+    /// Plans a shutdown that must end within `grace` (the runtime's SIGKILL
+    /// follows): the services still active stop along their longest chain
+    /// in `grace` less a reserve (the last SIGKILLs, post steps' ends, the
+    /// last log lines), each stop-timeout cut in proportion when that chain
+    /// takes longer. Returns the deadline of the whole shutdown.
+    fn fit_shutdown(&mut self, grace: Duration, fx: &mut Vec<Effect>) -> Duration {
+        let reserve = (grace / 10).min(Duration::from_secs(1));
+        let budget = grace - reserve;
+        let weights: Vec<Duration> = (0..self.units.len())
+            .map(|svc| {
+                let unit = &self.units[svc];
+                if unit.state.is_active() {
+                    unit.stop_within.unwrap_or(self.specs[svc].stop_timeout)
+                } else {
+                    Duration::ZERO
+                }
+            })
+            .collect();
+        let (worst, _) = crate::config::longest_stop_chain(&weights, &self.dependents, &self.order);
+        let percent = crate::config::grace_percent(budget, worst);
+        if percent < 100 {
+            self.stop_percent = percent;
+            fx.push(report_global(Report::ShutdownFitted {
+                grace,
+                worst,
+                percent,
+                deadline: budget,
+            }));
+        }
+        budget
     }
 
     /// During shutdown: stops every service that nothing running depends on,

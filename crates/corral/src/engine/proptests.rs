@@ -348,6 +348,7 @@ impl World {
             Op::Shutdown => self.send(Event::Shutdown {
                 code: 0,
                 reason: "test",
+                within: None,
             })?,
             Op::ForceStop => {
                 self.forced = true;
@@ -424,6 +425,7 @@ impl World {
             self.send(Event::Shutdown {
                 code: 0,
                 reason: "test",
+                within: None,
             })?;
         }
         for _ in 0..1000 {

@@ -307,6 +307,7 @@ fn shutdown_stops_dependents_first() {
     h.send(Event::Shutdown {
         code: 0,
         reason: "test",
+        within: None,
     });
     assert_eq!(h.signals(), vec![(2, Signal::SIGTERM)]);
     h.exit(2, Exit::Signal(15));
@@ -330,6 +331,7 @@ fn shutdown_ends_when_the_last_process_ends_in_any_order() {
     h.send(Event::Shutdown {
         code: 0,
         reason: "test",
+        within: None,
     });
     h.exit(0, Exit::Signal(15)); // a: the next look finds b
     h.exit(1, Exit::Signal(15)); // b: its post step runs
@@ -348,6 +350,7 @@ fn stop_timeout_escalates_to_sigkill() {
     h.send(Event::Shutdown {
         code: 0,
         reason: "test",
+        within: None,
     });
     let timer = h.fire_next_timer();
     assert_eq!(timer.map(|t| t.kind), Some(TimerKind::StopTimeout));
@@ -396,6 +399,7 @@ fn force_stop_kills_everything() {
     h.send(Event::Shutdown {
         code: 0,
         reason: "test",
+        within: None,
     });
     h.send(Event::ForceStop { code: 130 });
     let kills = h
@@ -560,6 +564,7 @@ fn break_glass_engine_never_boots_and_shutdown_exits_clean() {
     h.send(Event::Shutdown {
         code: 0,
         reason: "test",
+        within: None,
     });
     assert!(h.spawns.is_empty());
     assert_eq!(h.exit, Some(0));

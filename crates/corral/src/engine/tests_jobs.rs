@@ -201,6 +201,7 @@ fn no_tick_runs_a_job_before_boot_and_shutdown_stops_a_run() {
     h.send(Event::Shutdown {
         code: 0,
         reason: "test",
+        within: None,
     });
     h.exit(0, Exit::Signal(15));
     assert!(matches!(h.state(1), State::Stopping { .. }));

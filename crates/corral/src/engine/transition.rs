@@ -678,7 +678,7 @@ impl Engine {
         if abort {
             let name = &self.specs[svc].name;
             let reason = format!("{name} ended (--abort-on-exit)");
-            self.begin_shutdown(exit.code(), reason, now, fx);
+            self.begin_shutdown(exit.code(), reason, None, now, fx);
         }
     }
 
@@ -783,7 +783,7 @@ impl Engine {
                 if self.specs[svc].essential && running {
                     let name = &self.specs[svc].name;
                     let reason = format!("essential service {name} completed");
-                    self.begin_shutdown(0, reason, now, fx);
+                    self.begin_shutdown(0, reason, None, now, fx);
                 } else {
                     self.poll_all(now, fx);
                 }
@@ -794,7 +794,7 @@ impl Engine {
                 if self.specs[svc].essential {
                     let name = &self.specs[svc].name;
                     let reason = format!("essential service {name} exited");
-                    self.begin_shutdown(exit.code(), reason, now, fx);
+                    self.begin_shutdown(exit.code(), reason, None, now, fx);
                 } else {
                     self.poll_all(now, fx);
                 }
@@ -833,7 +833,7 @@ impl Engine {
                 if self.specs[svc].essential && running {
                     let name = &self.specs[svc].name;
                     let reason = format!("essential service {name} failed");
-                    self.begin_shutdown(exit.code(), reason, now, fx);
+                    self.begin_shutdown(exit.code(), reason, None, now, fx);
                 } else {
                     self.poll_all(now, fx);
                 }
@@ -1012,7 +1012,7 @@ impl Engine {
             };
             let name = &self.specs[svc].name;
             let reason = format!("essential service {name} cannot start");
-            self.begin_shutdown(code, reason, now, fx);
+            self.begin_shutdown(code, reason, None, now, fx);
         }
     }
 
@@ -1032,7 +1032,10 @@ impl Engine {
         let unit = &mut self.units[svc];
         let (signal, timeout) = (
             spec.stop_signal,
-            unit.stop_within.take().unwrap_or(spec.stop_timeout),
+            unit.stop_within
+                .take()
+                .unwrap_or(spec.stop_timeout)
+                .mul_f64(f64::from(self.stop_percent) / 100.0),
         );
         unit.epoch += 1;
         unit.change = None;

@@ -249,8 +249,14 @@ pub enum Event {
         role: ProbeRole,
         result: Result<(), String>,
     },
-    /// Orderly shutdown (SIGTERM, SIGINT...): exit with `code` unless a failure overrides it.
-    Shutdown { code: i32, reason: &'static str },
+    /// Orderly shutdown (SIGTERM, SIGINT...): exit with `code` unless a
+    /// failure overrides it. `within`: the runtime's grace (SIGTERM), which
+    /// the whole shutdown is fitted into.
+    Shutdown {
+        code: i32,
+        reason: &'static str,
+        within: Option<Duration>,
+    },
     /// Kill everything now (second signal during shutdown); corral exits
     /// with `code` unless a failure already set one.
     ForceStop { code: i32 },
@@ -482,6 +488,14 @@ pub enum Report {
     },
     ShuttingDown {
         reason: String,
+    },
+    /// A shutdown fitted into the runtime's grace: every stop-timeout cut
+    /// to `percent` of itself, the whole bounded by `deadline`.
+    ShutdownFitted {
+        grace: Duration,
+        worst: Duration,
+        percent: u32,
+        deadline: Duration,
     },
     ShutdownTimeout,
 }

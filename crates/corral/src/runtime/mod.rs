@@ -42,6 +42,8 @@ pub struct Options {
     pub tracking: process::tracking::Run,
     /// `up --abort-on-exit` / `--exit-code-from SERVICE` (an index).
     pub abort_on_exit: Option<crate::engine::AbortOnExit>,
+    /// The state directory (src/state.rs): endpoint files go there.
+    pub state_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +77,11 @@ struct Signals {
     hup: SignalStream,
     usr1: SignalStream,
     usr2: SignalStream,
+    winch: SignalStream,
+    /// Signals corral neither acts on nor passes on: each is said, once a
+    /// receipt, where it would otherwise end a corral that is not PID 1.
+    alrm: SignalStream,
+    pwr: SignalStream,
 }
 
 impl Signals {
@@ -87,6 +94,9 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
             usr1: signal(SignalKind::user_defined1())?,
             usr2: signal(SignalKind::user_defined2())?,
+            winch: signal(SignalKind::window_change())?,
+            alrm: signal(SignalKind::alarm())?,
+            pwr: signal(SignalKind::from_raw(libc::SIGPWR))?,
         })
     }
 }
@@ -96,6 +106,7 @@ enum Received {
     Child,
     Stop(Signal),
     Forward(Signal),
+    Ignored(Signal),
     Hangup,
 }
 
@@ -158,7 +169,7 @@ pub(crate) struct Supervisor<'c> {
     host_id: String,
     /// The etcd agent, when discovery spans hosts.
     remote: Option<discover::Remote>,
-    /// Where endpoint files go (`.corral/` beside the config).
+    /// Where endpoint files go (the state directory).
     runtime_dir: std::path::PathBuf,
     /// The endpoint sets each dependent last acted on.
     applied: HashMap<usize, discover::EndpointSets>,
@@ -256,7 +267,7 @@ pub async fn run(
         };
         tokio::spawn(control::serve(socket, api, server_stop))
     });
-    let runtime_dir = crate::config::state_dir(&config.path);
+    let runtime_dir = options.state_dir.clone();
     let pipes = Arc::new(PipeReader::start(hub.handle()).map_err(RuntimeError::Pipes)?);
     let host_id = config.global.discovery.host_id.clone().unwrap_or_else(|| {
         nix::unistd::gethostname()
@@ -354,14 +365,25 @@ impl Supervisor<'_> {
                         }
                     } else {
                         self.hub.event(None, format!("{} received", sig.as_str()));
+                        // SIGTERM is how runtimes stop a container; their
+                        // SIGKILL follows after a grace the plan must fit.
                         Event::Shutdown {
                             code: 0,
                             reason: "signal received",
+                            within: (sig == Signal::SIGTERM)
+                                .then_some(self.config.global.stop_grace),
                         }
                     };
                     self.queue.push_back(event);
                 }
                 Wakeup::Signal(Received::Forward(sig)) => self.forward(sig),
+                Wakeup::Signal(Received::Ignored(sig)) => self.hub.event(
+                    None,
+                    format!(
+                        "{} received: corral does not act on it; ignored",
+                        sig.as_str()
+                    ),
+                ),
                 Wakeup::Signal(Received::Hangup) => {
                     self.hub
                         .event(None, "SIGHUP received: reloading the config".into());
@@ -420,6 +442,9 @@ impl Supervisor<'_> {
             _ = signals.hup.recv() => Wakeup::Signal(Received::Hangup),
             _ = signals.usr1.recv() => Wakeup::Signal(Received::Forward(Signal::SIGUSR1)),
             _ = signals.usr2.recv() => Wakeup::Signal(Received::Forward(Signal::SIGUSR2)),
+            _ = signals.winch.recv() => Wakeup::Signal(Received::Forward(Signal::SIGWINCH)),
+            _ = signals.alrm.recv() => Wakeup::Signal(Received::Ignored(Signal::SIGALRM)),
+            _ = signals.pwr.recv() => Wakeup::Signal(Received::Ignored(Signal::SIGPWR)),
             _ = sleep_until_opt(deadline) => Wakeup::Timer,
             _ = std::future::ready(()), if !self.spawns.is_empty() => Wakeup::Spawn,
             Some(notice) = self.notices.recv() => Wakeup::Notice(notice),
@@ -765,13 +790,51 @@ impl Supervisor<'_> {
         }
     }
 
-    /// Passes SIGUSR1/SIGUSR2 on to every running service.
+    /// Passes SIGUSR1, SIGUSR2 or SIGWINCH on to the running services that
+    /// ask for it (`forward-signals`); when none does, to the one essential
+    /// service if there is exactly one (as tini passes every signal to its
+    /// one child); else to none. Says which.
     fn forward(&mut self, sig: Signal) {
-        for unit in self.engine.units() {
-            if let crate::engine::State::Running { pid, .. } = unit.state {
-                let _ = process::signal_group(pid, sig);
+        let services = &self.config.services;
+        let asked: Vec<usize> = (0..services.len())
+            .filter(|&i| services[i].forward_signals.contains(sig))
+            .collect();
+        let takers = if asked.is_empty() {
+            let essential: Vec<usize> = (0..services.len())
+                .filter(|&i| services[i].essential)
+                .collect();
+            let one_group = essential
+                .iter()
+                .all(|&i| services[i].group == services[essential[0]].group);
+            if one_group {
+                essential
+            } else {
+                Vec::new()
+            }
+        } else {
+            asked
+        };
+        let mut sent = Vec::new();
+        for svc in takers {
+            if let crate::engine::State::Running { pid, .. } = self.engine.units()[svc].state {
+                if process::signal_group(pid, sig).is_ok() {
+                    sent.push(services[svc].name.as_str());
+                }
             }
         }
+        let message = if sent.is_empty() {
+            format!(
+                "{} received: no running service takes it (forward-signals); ignored",
+                sig.as_str()
+            )
+        } else {
+            format!(
+                "{} received: passed on to {}",
+                sig.as_str(),
+                sent.join(", ")
+            )
+        };
+        self.hub.event(None, message);
     }
 
     /// After the last service stopped: anything still alive is a descendant that

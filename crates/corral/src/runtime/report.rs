@@ -110,6 +110,17 @@ pub fn describe(report: &Report) -> String {
         Report::Killing { reason } => format!("sending SIGKILL: {reason}"),
         Report::Stopped => "stopped".into(),
         Report::ShuttingDown { reason } => format!("shutting down: {reason}"),
+        Report::ShutdownFitted {
+            grace,
+            worst,
+            percent,
+            deadline,
+        } => format!(
+            "fitting the shutdown into stop-grace {}: its longest chain takes up to {}, so each stop-timeout is cut to {percent}% and what is left at {} is killed",
+            short(*grace),
+            short(*worst),
+            short(*deadline)
+        ),
         Report::ShutdownTimeout => "shutdown-timeout reached: killing what is left".into(),
     }
 }

@@ -82,6 +82,7 @@ impl Supervisor<'_> {
                 self.queue.push_back(Event::Shutdown {
                     code: 0,
                     reason: "requested through the control API",
+                    within: None,
                 });
                 let _ = reply.send(Ok(()));
             }
