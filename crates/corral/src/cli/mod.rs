@@ -1220,6 +1220,15 @@ fn up(
     if let Some(warning) = config.stop_grace_warning() {
         hub.event(None, warning);
     }
+    if config.global.cgroup && !tracking.has_cgroup() {
+        hub.event(
+            None,
+            "no writable cgroup v2 tree here (not mounted, read-only, or not delegated to \
+             this user): services share corral's cgroup, and what one leaves behind is \
+             found by the run's marker, which a process that clears its environment escapes"
+                .into(),
+        );
+    }
     let in_state = state_dir.join("corral.sock");
     if target.socket.is_none() && socket_at != in_state {
         hub.event(

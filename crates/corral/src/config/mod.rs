@@ -209,7 +209,7 @@ impl Config {
                 humantime::format_duration(worst),
                 chain.join(" -> "),
                 humantime::format_duration(grace),
-                grace_percent(grace, worst)
+                grace_percent(shutdown_budget(grace), worst)
             )
         })
     }
@@ -990,6 +990,13 @@ pub fn load_str(
             warnings,
         }),
     }
+}
+
+/// What a SIGTERM shutdown may take of the runtime's `grace`: all but a
+/// reserve of a tenth of it (at most 1 s) for the last SIGKILLs, post
+/// steps' ends and the last log lines.
+pub fn shutdown_budget(grace: Duration) -> Duration {
+    grace - (grace / 10).min(Duration::from_secs(1))
 }
 
 /// The share of each stop-timeout that fits a shutdown of `worst` into

@@ -591,8 +591,7 @@ impl Engine {
     /// last log lines), each stop-timeout cut in proportion when that chain
     /// takes longer. Returns the deadline of the whole shutdown.
     fn fit_shutdown(&mut self, grace: Duration, fx: &mut Vec<Effect>) -> Duration {
-        let reserve = (grace / 10).min(Duration::from_secs(1));
-        let budget = grace - reserve;
+        let budget = crate::config::shutdown_budget(grace);
         let weights: Vec<Duration> = (0..self.units.len())
             .map(|svc| {
                 let unit = &self.units[svc];

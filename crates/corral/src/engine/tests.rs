@@ -363,6 +363,86 @@ fn stop_timeout_escalates_to_sigkill() {
 }
 
 #[test]
+fn a_shutdown_within_a_grace_cuts_every_stop_timeout_to_fit_its_longest_chain() {
+    // b depends on a: b stops first, then a: 5 s + 5 s along the chain.
+    let mut b = spec("b");
+    b.depends_on = vec![Edge {
+        service: 0,
+        condition: Condition::Started,
+        restart: false,
+        explicit: true,
+    }];
+    let mut h = Harness::new(vec![spec("a"), b]);
+    h.send(Event::Boot);
+    h.send(Event::Shutdown {
+        code: 0,
+        reason: "SIGTERM",
+        within: Some(Duration::from_secs(2)),
+    });
+    // Grace 2 s less a tenth kept for the last SIGKILLs: 1.8 s for 10 s, 18%.
+    let fitted = h.effects.iter().find_map(|e| match e {
+        Effect::Report {
+            report: Report::ShutdownFitted {
+                percent, deadline, ..
+            },
+            ..
+        } => Some((*percent, *deadline)),
+        _ => None,
+    });
+    assert_eq!(fitted, Some((18, Duration::from_millis(1800))));
+    let timer_at = |h: &Harness, kind: TimerKind| {
+        h.timers
+            .iter()
+            .rev()
+            .find(|(_, t)| t.kind == kind)
+            .map(|(at, _)| *at - h.now)
+    };
+    assert_eq!(
+        timer_at(&h, TimerKind::ShutdownDeadline),
+        Some(Duration::from_millis(1800))
+    );
+    assert_eq!(
+        timer_at(&h, TimerKind::StopTimeout),
+        Some(Duration::from_millis(900)),
+        "b's 5 s cut to 18%"
+    );
+    h.exit(1, Exit::Signal(15));
+    assert_eq!(
+        timer_at(&h, TimerKind::StopTimeout),
+        Some(Duration::from_millis(900)),
+        "then a's"
+    );
+    h.exit(0, Exit::Signal(15));
+    assert_eq!(h.exit, Some(0));
+}
+
+#[test]
+fn a_shutdown_without_a_grace_or_that_fits_keeps_the_stop_timeouts() {
+    for within in [None, Some(Duration::from_secs(10))] {
+        let mut h = Harness::new(vec![spec("a")]);
+        h.send(Event::Boot);
+        h.send(Event::Shutdown {
+            code: 0,
+            reason: "test",
+            within,
+        });
+        let stop = h
+            .timers
+            .iter()
+            .find(|(_, t)| t.kind == TimerKind::StopTimeout)
+            .map(|(at, _)| *at - h.now);
+        assert_eq!(stop, Some(Duration::from_secs(5)), "{within:?}");
+        assert!(!h.effects.iter().any(|e| matches!(
+            e,
+            Effect::Report {
+                report: Report::ShutdownFitted { .. },
+                ..
+            }
+        )));
+    }
+}
+
+#[test]
 fn an_operators_grace_applies_to_the_stop_it_causes_only() {
     let mut h = Harness::new(vec![spec("svc")]);
     h.send(Event::Boot);

@@ -927,13 +927,22 @@ fn exec_first(
     }
 }
 
-/// /dev/null, opened once for every spawn (stdin of every service).
+/// /dev/null, opened once for every spawn (stdin of every service). In a
+/// root without it (a bare image, no /dev), the read end of a pipe whose
+/// writer is closed: it reads as empty, as /dev/null does.
 fn dev_null() -> std::io::Result<&'static std::fs::File> {
     static NULL: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
     if let Some(null) = NULL.get() {
         return Ok(null);
     }
-    let null = std::fs::File::open("/dev/null")?;
+    let null = match std::fs::File::open("/dev/null") {
+        Ok(null) => null,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let (read, _write) = pipe()?;
+            std::fs::File::from(read)
+        }
+        Err(e) => return Err(std::io::Error::new(e.kind(), format!("/dev/null: {e}"))),
+    };
     Ok(NULL.get_or_init(|| null))
 }
 

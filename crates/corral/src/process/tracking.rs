@@ -87,6 +87,12 @@ impl Run {
         &self.id
     }
 
+    /// Whether each instance gets a cgroup of this run (else every process
+    /// stays in corral's, found later by its marker alone).
+    pub fn has_cgroup(&self) -> bool {
+        self.cgroup.is_some()
+    }
+
     fn write_record(&self) {
         if self.record.as_os_str().is_empty() {
             return;
