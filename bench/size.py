@@ -7,7 +7,10 @@ container's memory. This prints each binary's size (file, and text as
 `size` reports it when binutils is there) against its budget, and exits 1
 when one is over: a regression is seen in review, not in the test suite.
 
-Usage: cargo build --release && python3 bench/size.py [--target DIR]
+Each line of bench/size-budget.txt: NAME PATH BUDGET (PATH relative to the
+repository).
+
+Usage: cargo build --release && scripts/build-static && python3 bench/size.py
 """
 import argparse
 import os
@@ -26,17 +29,16 @@ def text_size(path):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--target", default=os.path.join(HERE, "..", "target", "release"))
-    args = ap.parse_args()
+    argparse.ArgumentParser().parse_args()
+    root = os.path.join(HERE, "..")
     over = False
     with open(os.path.join(HERE, "size-budget.txt")) as f:
         budgets = [line.split() for line in f if line.strip() and not line.startswith("#")]
-    print(f"{'binary':<10} {'file bytes':>11} {'text bytes':>11} {'budget':>11}  verdict")
-    for name, budget in budgets:
-        path = os.path.join(args.target, name)
+    print(f"{'binary':<14} {'file bytes':>11} {'text bytes':>11} {'budget':>11}  verdict")
+    for name, rel, budget in budgets:
+        path = os.path.join(root, rel)
         if not os.path.exists(path):
-            print(f"{name:<10} missing: build with `cargo build --release`")
+            print(f"{name:<14} missing: {rel} (cargo build --release; scripts/build-static)")
             over = True
             continue
         size = os.path.getsize(path)
@@ -44,7 +46,7 @@ def main():
         verdict = "ok" if size <= int(budget) else "OVER BUDGET"
         over |= size > int(budget)
         shown = f"{text:,}" if text is not None else "-"
-        print(f"{name:<10} {size:>11,} {shown:>11} {int(budget):>11,}  {verdict}")
+        print(f"{name:<14} {size:>11,} {shown:>11} {int(budget):>11,}  {verdict}")
     sys.exit(1 if over else 0)
 
 

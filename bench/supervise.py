@@ -16,7 +16,12 @@ corral keeps two pipes per service; where they do not fit under `ulimit -n`
 (10,000 services under 20,000), the services use `log.merge-stderr` (one
 pipe each), and the table says so.
 
-Usage: bench/supervise.py [--corral PATH] [--sizes 10,100,1000] [--restarts 20] [--runs 3]
+`--also NAME=PATH` (repeatable) adds rows for other corral builds measured in
+the same rounds, e.g. the static file against the host build:
+`--also static=target/x86_64-unknown-linux-musl/release/corral`.
+
+Usage: bench/supervise.py [--corral PATH] [--also NAME=PATH]... [--sizes 10,100,1000]
+                          [--restarts 20] [--runs 3] [--no-nc]
 """
 import argparse
 import os
@@ -182,7 +187,11 @@ def main():
     ap.add_argument("--sizes", default="10,100,1000")
     ap.add_argument("--restarts", type=int, default=20)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=PATH",
+                    help="another corral build, measured in the same rounds")
+    ap.add_argument("--no-nc", action="store_true", help="leave out the corral-nc row")
     args = ap.parse_args()
+    also = [a.split("=", 1) for a in args.also]
     work = tempfile.mkdtemp(prefix="corral-bench-")
     baseline = os.path.join(work, "baseline")
     subprocess.run(["cc", "-O2", "-o", baseline, os.path.join(HERE, "baseline.c")], check=True)
@@ -200,6 +209,7 @@ def main():
         argvs = {"baseline": ([baseline, str(n)], work)}
         if cgroup:
             argvs["base+cg"] = ([baseline, str(n), cgroup], work)
+        if cgroup and not args.no_nc:
             # corral's spawn path without the cgroups' kernel work.
             nocg = os.path.join(work, "nocg")
             os.makedirs(nocg, exist_ok=True)
@@ -207,6 +217,8 @@ def main():
                 f.write(corral_config(n, merge).replace("[corral]\n", "[corral]\ncgroup = false\n", 1))
             argvs["corral-nc"] = ([args.corral, "up"], nocg)
         argvs["corral"] = ([args.corral, "up"], work)
+        for name, path in also:
+            argvs[name] = ([path, "up"], work)
         runs = {who: [] for who in argvs}
         for _ in range(args.runs):
             for who, (argv, cwd) in argvs.items():
@@ -220,7 +232,11 @@ def main():
                   f"{r['stop']*1e3:>8.1f} {r['idle']:>7.0f}")
         pairs = [("ratio", "corral", "baseline")]
         if cgroup:
-            pairs += [("vs +cg", "corral", "base+cg"), ("nc ratio", "corral-nc", "baseline")]
+            pairs += [("vs +cg", "corral", "base+cg")]
+        if "corral-nc" in res:
+            pairs += [("nc ratio", "corral-nc", "baseline")]
+        for name, _ in also:
+            pairs += [(f"{name[:6]} r", name, "baseline"), (f"{name[:6]}/c", name, "corral")]
         for label, who, against in pairs:
             c, b = res[who], res[against]
             print(f"{n:>5} {label:<9} {c['start']/b['start']:>8.2f}x {'':>7} "

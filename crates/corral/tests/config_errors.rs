@@ -464,3 +464,58 @@ fn a_bare_number_for_a_duration_is_seconds_with_a_hint() {
     );
     assert!(plan.contains("SIGKILL after 15s"), "{plan}");
 }
+
+#[test]
+fn check_warns_when_the_shutdown_plan_does_not_fit_stop_grace() {
+    let project = Project::new(
+        r#"[corral]
+stop-grace = "5s"
+
+[services.db]
+command = ["sleep", "60"]
+stop-timeout = "4s"
+
+[services.api]
+command = ["sleep", "60"]
+stop-timeout = "3s"
+depends-on = ["db"]
+
+[services.cron]
+command = ["sleep", "60"]
+stop-timeout = "1s"
+depends-on = ["db"]
+"#,
+    );
+    let (code, _, err) = project.run(&["check"]);
+    assert_eq!(code, 0, "a warning only: {err}");
+    assert!(
+        err.contains("warning: a shutdown may take 7s (stop-timeout along api -> db), more than stop-grace 5s: on SIGTERM corral cuts each stop-timeout to 64% to fit"),
+        "{err}"
+    );
+    // What fits says nothing.
+    project.write(
+        "corral.toml",
+        "[corral]\nstop-grace = \"8s\"\n[services.db]\ncommand = [\"sleep\", \"60\"]\nstop-timeout = \"4s\"\n[services.api]\ncommand = [\"sleep\", \"60\"]\nstop-timeout = \"3s\"\ndepends-on = [\"db\"]\n",
+    );
+    let (code, _, err) = project.run(&["check"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    project.write(
+        "corral.toml",
+        "[corral]\nstop-grace = \"0s\"\n[services.a]\ncommand = [\"sleep\", \"60\"]\n",
+    );
+    let (code, _, err) = project.run(&["check"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("corral.toml:2:14: error: stop-grace must be above zero"), "{err}");
+}
+
+#[test]
+fn forward_signals_takes_only_the_signals_corral_passes_on() {
+    assert_error(
+        "[services.a]\ncommand = \"true\"\nforward-signals = [\"SIGUSR2\", \"SIGHUP\"]\n",
+        &["corral.toml:3:31: error: corral passes on only SIGUSR1, SIGUSR2 and SIGWINCH, not SIGHUP (SIGTERM, SIGINT and SIGQUIT stop everything, SIGHUP reloads)"],
+    );
+    assert_error(
+        "[services.a]\ncommand = \"true\"\nforward-signals = \"SIGUSR1\"\n",
+        &["corral.toml:3:19: error: forward-signals must be a list of signal names such as [\"SIGUSR1\"]"],
+    );
+}
