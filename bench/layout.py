@@ -204,9 +204,32 @@ def executed(cg_file):
 
 
 def text_sections(link_map):
-    """(address, size, input section name) of each .text input section."""
-    sections, out = [], None
+    """(address, size, input section name) of each .text input section, from
+    an lld map (the host build) or a GNU ld map (the musl build links with
+    the C compiler's ld, which puts a long name on a line of its own)."""
+    sections, out, pending = [], None, None
+    gnu_out = re.compile(r"^(\.\S+)(\s+0x[0-9a-f]+\s+0x[0-9a-f]+)?\s*$")
+    gnu_in = re.compile(r"^ (\.text\.\S+)(?:\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+\S.*)?$")
+    gnu_addr = re.compile(r"^\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+\S")
     for line in open(link_map):
+        line = line.rstrip("\n")
+        m = gnu_out.match(line)
+        if m:
+            out, pending = m.group(1), None
+            continue
+        if out == ".text":
+            m = gnu_in.match(line)
+            if m and m.group(2):
+                sections.append((int(m.group(2), 16), int(m.group(3), 16), m.group(1)))
+                continue
+            if m:
+                pending = m.group(1)
+                continue
+            m = gnu_addr.match(line)
+            if m and pending:
+                sections.append((int(m.group(1), 16), int(m.group(2), 16), pending))
+                pending = None
+                continue
         parts = line.split(None, 5)
         if len(parts) < 5 or not re.match(r"^[0-9a-f]+$", parts[0]):
             continue
@@ -216,7 +239,7 @@ def text_sections(link_map):
         m = re.search(r":\((\.text\.[^)]*)\)$", line.strip())
         if m and out == ".text":
             sections.append((int(parts[0], 16), int(parts[2], 16), m.group(1)))
-    return sorted(sections)
+    return sorted(s for s in sections if s[1] > 0)
 
 
 def symbol(section):

@@ -181,7 +181,12 @@ impl Config {
     /// The worst case of a shutdown (the stop-timeouts along its longest
     /// chain) and that chain's services in stop order.
     pub fn worst_shutdown(&self) -> (Duration, Vec<&str>) {
-        let weights: Vec<Duration> = self.services.iter().map(|s| s.stop_timeout).collect();
+        // A oneshot has completed by then (a migration, a setup step).
+        let weights: Vec<Duration> = self
+            .services
+            .iter()
+            .map(|s| if s.oneshot { Duration::ZERO } else { s.stop_timeout })
+            .collect();
         let mut dependents = vec![Vec::new(); self.services.len()];
         for (i, s) in self.services.iter().enumerate() {
             for e in &s.depends_on {
