@@ -505,7 +505,10 @@ depends-on = ["db"]
     );
     let (code, _, err) = project.run(&["check"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("corral.toml:2:14: error: stop-grace must be above zero"), "{err}");
+    assert!(
+        err.contains("corral.toml:2:14: error: stop-grace must be above zero"),
+        "{err}"
+    );
 }
 
 #[test]

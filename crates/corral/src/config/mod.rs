@@ -185,7 +185,13 @@ impl Config {
         let weights: Vec<Duration> = self
             .services
             .iter()
-            .map(|s| if s.oneshot { Duration::ZERO } else { s.stop_timeout })
+            .map(|s| {
+                if s.oneshot {
+                    Duration::ZERO
+                } else {
+                    s.stop_timeout
+                }
+            })
             .collect();
         let mut dependents = vec![Vec::new(); self.services.len()];
         for (i, s) in self.services.iter().enumerate() {

@@ -6,7 +6,7 @@
 //! a reactor registration per pipe cost about 1.3 KB each (measured with
 //! massif at 1,000 services); the event loop also stops reading output.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime};
@@ -167,6 +167,7 @@ fn read_all(
     let mut pipes: Vec<Option<Pipe>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut events = [EpollEvent::empty(); 64];
+    let mut scratch = vec![0u8; READ_SIZE];
     loop {
         let n = match epoll.wait(&mut events, EpollTimeout::NONE) {
             Ok(n) => n,
@@ -207,7 +208,7 @@ fn read_all(
             let Some(pipe) = pipes.get_mut(slot).and_then(Option::as_mut) else {
                 continue;
             };
-            let (chunk, eof) = pipe.read();
+            let (chunk, eof) = pipe.read(&mut scratch);
             if let Some(data) = chunk {
                 pipe.watch_for_ready(&data);
                 let line = Line::Output {
@@ -236,38 +237,27 @@ fn read_all(
 }
 
 impl Pipe {
-    /// Reads once: complete lines (if any), and whether the pipe is done.
-    /// At EOF an unfinished last line is completed.
-    fn read(&mut self) -> (Option<Vec<u8>>, bool) {
-        // Read straight into the buffer that becomes the chunk, behind the
-        // unfinished line of the last read: the bytes are copied only once.
-        let mut buf = Vec::with_capacity(self.partial.len() + READ_SIZE);
-        buf.append(&mut self.partial);
-        let spare = buf.spare_capacity_mut();
-        // SAFETY: reads into the vector's spare capacity, which is
-        // `spare.len()` bytes long; only the bytes read are then counted.
-        let n = unsafe { libc::read(self.fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
-        if n > 0 {
-            // SAFETY: the kernel wrote `n` bytes, within the spare capacity.
-            unsafe { buf.set_len(buf.len() + n as usize) };
-            return (split_complete(buf, &mut self.partial, self.max_line), false);
-        }
-        let again = n < 0
-            && matches!(
-                std::io::Error::last_os_error().kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-            );
-        if again {
-            self.partial = buf;
-            self.partial.shrink_to_fit();
-            return (None, false);
-        }
-        // EOF (or a broken pipe): the unfinished line is the last one.
-        if buf.is_empty() {
-            (None, true)
-        } else {
-            buf.push(b'\n');
-            (Some(buf), true)
+    /// Reads once into `scratch`: complete lines (if any), and whether the
+    /// pipe is done. At EOF an unfinished last line is completed.
+    fn read(&mut self, scratch: &mut [u8]) -> (Option<Vec<u8>>, bool) {
+        // One buffer for every read, and a chunk the size of what came: a
+        // fresh 64 KiB buffer per read (the chunk itself, read into) cost
+        // musl's allocator an mmap and a munmap each, at every EOF too.
+        match nix::unistd::read(&self.fd, scratch) {
+            Ok(n) if n > 0 => {
+                let mut buf = Vec::with_capacity(self.partial.len() + n);
+                buf.append(&mut self.partial);
+                buf.extend_from_slice(&scratch[..n]);
+                (split_complete(buf, &mut self.partial, self.max_line), false)
+            }
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => (None, false),
+            // EOF (or a broken pipe): the unfinished line is the last one.
+            _ if self.partial.is_empty() => (None, true),
+            _ => {
+                let mut last = std::mem::take(&mut self.partial);
+                last.push(b'\n');
+                (Some(last), true)
+            }
         }
     }
 

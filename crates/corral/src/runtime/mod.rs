@@ -337,7 +337,13 @@ pub async fn run(
     if let Some(path) = &socket_path {
         let _ = std::fs::remove_file(path);
     }
-    drop(sup);
+    // The config and the engine's state are only memory, which the exit
+    // frees at once: freed piece by piece they cost musl's allocator a
+    // munmap per emptied group (thousands for 1,000 services,
+    // bench/RESULTS.md "Step 13"). The rest (channels, handles) is dropped.
+    let Supervisor { config, engine, .. } = sup;
+    std::mem::forget(config);
+    std::mem::forget(engine);
     let _ = stop_server.send(true);
     if let Some(server) = server {
         let _ = server.await;
