@@ -241,8 +241,8 @@ impl Pipe {
     /// pipe is done. At EOF an unfinished last line is completed.
     fn read(&mut self, scratch: &mut [u8]) -> (Option<Vec<u8>>, bool) {
         // One buffer for every read, and a chunk the size of what came: a
-        // fresh 64 KiB buffer per read (the chunk itself, read into) cost
-        // musl's allocator an mmap and a munmap each, at every EOF too.
+        // fresh 64 KiB buffer per read would cost musl's allocator an mmap
+        // and a munmap each, at every EOF too.
         match nix::unistd::read(&self.fd, scratch) {
             Ok(n) if n > 0 => {
                 let mut buf = Vec::with_capacity(self.partial.len() + n);

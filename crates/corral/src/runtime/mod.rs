@@ -338,9 +338,9 @@ pub async fn run(
         let _ = std::fs::remove_file(path);
     }
     // The config and the engine's state are only memory, which the exit
-    // frees at once: freed piece by piece they cost musl's allocator a
-    // munmap per emptied group (thousands for 1,000 services,
-    // bench/RESULTS.md "Step 13"). The rest (channels, handles) is dropped.
+    // frees at once; freed piece by piece, each emptied group costs musl's
+    // allocator a munmap, thousands of them for a thousand services.
+    // The rest (channels, handles) is dropped.
     let Supervisor { config, engine, .. } = sup;
     std::mem::forget(config);
     std::mem::forget(engine);
