@@ -126,3 +126,23 @@ fn no_writable_state_dir_is_one_clear_error() {
     assert!(err.contains("--state-dir or CORRAL_STATE_DIR"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+#[test]
+fn a_lock_that_cannot_be_taken_is_named_as_the_lock() {
+    let project = Project::new("[services.a]\ncommand = [\"sleep\", \"60\"]\n");
+    // A directory where the lock file goes: it cannot be opened for writing.
+    std::fs::create_dir_all(project.file(".corral/corral.lock")).unwrap();
+    let (code, out, err) = project.run(&["up"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let lock = std::fs::canonicalize(project.path())
+        .unwrap()
+        .join(".corral/corral.lock");
+    assert!(
+        err.contains(&format!(
+            "cannot take the lock {}: Is a directory",
+            lock.display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("control socket"), "{err}");
+}
