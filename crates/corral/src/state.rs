@@ -66,10 +66,16 @@ pub fn find(config: &Path, explicit: Option<&Path>) -> PathBuf {
 }
 
 /// `[corral] state-dir` of the config files (the last that sets it), relative
-/// to its file's directory, `${VAR}` expanded from corral's environment.
-/// Read without the rest of the config: a command needs only this to find
-/// the daemon. Files that do not parse say nothing here (the load does).
+/// to its file's directory, `${VAR}` expanded as the load expands it (corral's
+/// environment, then the project's .env). Read without the rest of the
+/// config: a command needs only this to find the daemon. Files that do not
+/// parse say nothing here (the load does).
 pub fn configured(files: &[PathBuf]) -> Option<PathBuf> {
+    let host = files.first().and_then(|f| config::host_env(f).ok());
+    let vars = |name: &str| match &host {
+        Some(host) => host.get(name).map(str::to_string),
+        None => std::env::var(name).ok(),
+    };
     let mut found = None;
     for file in files {
         let Ok(text) = std::fs::read_to_string(file) else {
@@ -82,7 +88,6 @@ pub fn configured(files: &[PathBuf]) -> Option<PathBuf> {
             continue;
         };
         if let Some(toml::de::DeValue::String(dir)) = corral.get("state-dir").map(|v| v.get_ref()) {
-            let vars = |name: &str| std::env::var(name).ok();
             if let Ok(expanded) = config::interp::expand(dir, &vars) {
                 found = Some(config::dir_of(file).join(expanded.value));
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use corral_proto::{Event, ServiceList};
 use hyper::Method;
 
-use super::{client_for, commands, load_with, short_enough, CliError, ProcfileArgs, Target};
+use super::{client_for, commands, load_with, CliError, ProcfileArgs, Target};
 
 /// How long the daemon may take to open its socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
@@ -24,6 +24,7 @@ pub fn up_detached(
 ) -> Result<ExitCode, CliError> {
     // Bad config is reported here, before anything runs in the background.
     let config = load_with(&target.files(), procfile.options(&target.file())?.as_ref())?;
+    let configured_state = config.global.state_dir.clone();
     if services.is_empty() {
         config
             .clone()
@@ -41,11 +42,8 @@ pub fn up_detached(
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return reconcile(target, services);
     }
-    let state_dir = target.create_state()?;
-    let socket = match &target.socket {
-        Some(socket) => socket.clone(),
-        None => short_enough(state_dir.join("corral.sock")),
-    };
+    let state_dir = target.create_state(configured_state.as_deref())?;
+    let socket = target.socket_in(&state_dir);
     let log_path = state_dir.join("corral.log");
     let log = std::fs::OpenOptions::new()
         .create(true)

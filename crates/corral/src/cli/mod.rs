@@ -62,22 +62,29 @@ struct Target {
 }
 
 impl Target {
-    /// The state directory as given: --state-dir, else `[corral] state-dir`.
-    fn state_given(&self) -> Option<PathBuf> {
-        self.state_dir
-            .clone()
-            .or_else(|| crate::state::configured(&self.files()))
+    /// The daemon's state directory, created (for `up`): --state-dir, else
+    /// the loaded config's `[corral] state-dir`, else the default list.
+    fn create_state(&self, configured: Option<&Path>) -> Result<PathBuf, CliError> {
+        let given = self.state_dir.as_deref().or(configured);
+        crate::state::create(&self.file(), given).map_err(|e| CliError::Failed(e.to_string()))
     }
 
-    /// The daemon's state directory, created (for `up`).
-    fn create_state(&self) -> Result<PathBuf, CliError> {
-        crate::state::create(&self.file(), self.state_given().as_deref())
-            .map_err(|e| CliError::Failed(e.to_string()))
-    }
-
-    /// Where a command looks for the daemon's state.
+    /// Where a command looks for the daemon's state: --state-dir, else the
+    /// files' `[corral] state-dir`, else the default list.
     fn find_state(&self) -> PathBuf {
-        crate::state::find(&self.file(), self.state_given().as_deref())
+        let given = self
+            .state_dir
+            .clone()
+            .or_else(|| crate::state::configured(&self.files()));
+        crate::state::find(&self.file(), given.as_deref())
+    }
+
+    /// The daemon's socket in `state_dir`, unless --socket names another.
+    fn socket_in(&self, state_dir: &Path) -> PathBuf {
+        match &self.socket {
+            Some(socket) => socket.clone(),
+            None => short_enough(state_dir.join("corral.sock")),
+        }
     }
 
     /// Every config file, merged in order: the ones given, or the one found.
@@ -1186,11 +1193,8 @@ fn up(
     let sinks = runtime::log_sinks(&config.services);
     let console = runtime::console_options(&config);
     let rt = event_loop()?;
-    let state_dir = target.create_state()?;
-    let socket_at = match &target.socket {
-        Some(socket) => socket.clone(),
-        None => short_enough(state_dir.join("corral.sock")),
-    };
+    let state_dir = target.create_state(config.global.state_dir.as_deref())?;
+    let socket_at = target.socket_in(&state_dir);
     // One daemon per config: the lock is held until this function returns.
     let _lock = control::lock(&state_dir.join("corral.lock"))?;
     // Under the lock, a run record is an earlier daemon's that was killed.
