@@ -171,6 +171,20 @@ pub struct ServiceStatus {
     /// (`?resources=true`); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// What the service last said of itself on its notify socket (STATUS=).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Notify messages ignored: from processes outside the instance,
+    /// malformed, oversized or unknown.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub notify_ignored: u64,
+    /// The listening sockets corral holds for it (`tcp://...`, `unix://...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What an instance's processes use: its main process and every process

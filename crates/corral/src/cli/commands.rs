@@ -127,13 +127,15 @@ pub fn jobs_table(services: &[ServiceStatus], now: f64) -> Option<String> {
 }
 
 /// Rows of cells as left-aligned columns.
-fn aligned<const N: usize>(rows: Vec<[String; N]>) -> String {
-    let widths: Vec<usize> = (0..N)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+fn aligned<R: AsRef<[String]>>(rows: Vec<R>) -> String {
+    let n = rows.first().map_or(0, |r| r.as_ref().len());
+    let widths: Vec<usize> = (0..n)
+        .map(|c| rows.iter().map(|r| r.as_ref()[c].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in rows {
         let cells: Vec<String> = row
+            .as_ref()
             .iter()
             .zip(&widths)
             .map(|(cell, w)| format!("{cell:<w$}"))
@@ -159,6 +161,7 @@ pub fn table(services: &[ServiceStatus]) -> String {
         "FDS".into(),
         "HEALTH".into(),
         "LAST EXIT".into(),
+        "STATUS".into(),
     ]];
     for s in services {
         let runs = matches!(
@@ -200,7 +203,17 @@ pub fn table(services: &[ServiceStatus]) -> String {
                 .clone()
                 .or_else(|| s.last_exit.clone())
                 .unwrap_or_else(|| "-".into()),
+            // What the service says of itself (sd_notify STATUS=), one line.
+            s.status
+                .as_deref()
+                .map_or("-".into(), |t| t.replace(['\n', '\r', '\t'], " ")),
         ]);
+    }
+    // The column only when a service speaks it.
+    if services.iter().all(|s| s.status.is_none()) {
+        for row in &mut rows {
+            row[12].clear();
+        }
     }
     aligned(rows)
 }

@@ -10,6 +10,7 @@ mod job;
 mod links;
 mod probe;
 mod procfile;
+mod protocols;
 mod service;
 mod user;
 mod values;
@@ -24,6 +25,7 @@ pub use diag::{ConfigErrors, Diagnostic, Severity};
 pub use env::{glob_match, masked, Env, HostEnv};
 pub use job::{Job, Overlap};
 pub use procfile::{is_procfile, ProcfileOptions};
+pub use protocols::{Listen, ListenAddress, Protocols, Update, MAX_SOCKETS};
 pub use user::{Accounts, Identity};
 pub use values::{parse_duration, parse_signal};
 
@@ -360,6 +362,20 @@ impl Service {
         self.links.as_deref().unwrap_or(&NO_LINKS)
     }
 
+    /// The sockets corral holds for it (shared by its replicas).
+    pub fn sockets(&self) -> &[Listen] {
+        self.protocols
+            .as_ref()
+            .map_or(&[], |p| p.sockets.as_slice())
+    }
+
+    /// Whether a restart starts the new instance before it stops the old one.
+    pub fn starts_first(&self) -> bool {
+        self.protocols
+            .as_ref()
+            .is_some_and(|p| p.update == Update::StartFirst)
+    }
+
     /// Whether two services, each read with its own config's indices, are
     /// defined the same. Dependencies are compared by service (group) name,
     /// so scaling a dependency does not change its dependents, and only
@@ -447,6 +463,9 @@ pub struct Service {
     /// It runs only when `up` names one of these (`--profile`,
     /// CORRAL_PROFILES) or names the service itself; empty: always.
     pub profiles: Vec<String>,
+    /// sd_notify, held sockets, the update order (`protocols()`); None:
+    /// none of them, as for most services.
+    pub protocols: Option<Box<Protocols>>,
 }
 
 /// A service's part in discovery.
@@ -623,6 +642,8 @@ pub enum Probe {
     Log(String),
     /// The service writes a newline on this fd (readiness only; the s6 protocol).
     NotifyFd(i32),
+    /// The service sends READY=1 to NOTIFY_SOCKET (readiness only; sd_notify).
+    Notify,
 }
 
 impl Probe {
@@ -638,6 +659,7 @@ impl Probe {
             Probe::Http { url, .. } => format!("http {url}"),
             Probe::Log(re) => format!("log /{re}/"),
             Probe::NotifyFd(fd) => format!("notify-fd {fd}"),
+            Probe::Notify => "notify (READY=1)".to_string(),
         }
     }
 }

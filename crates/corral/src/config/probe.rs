@@ -21,6 +21,7 @@ enum Check {
     Http(Text),
     Log(String),
     NotifyFd(i32),
+    Notify,
 }
 
 /// A `ready` or `health` table as read.
@@ -38,13 +39,14 @@ pub struct ProbeDraft {
     retries: Option<u32>,
 }
 
-const READY_FIELDS: [Field<ProbeDraft>; 10] = [
+const READY_FIELDS: [Field<ProbeDraft>; 11] = [
     ("exec", read_exec),
     ("tcp", read_tcp),
     ("http", read_http),
     ("status", read_status),
     ("log", read_log),
     ("notify-fd", read_notify_fd),
+    ("notify", read_notify),
     ("initial-delay", read_initial_delay),
     ("interval", read_interval),
     ("timeout", read_timeout),
@@ -145,6 +147,31 @@ fn read_notify_fd(p: &mut ProbeDraft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
     });
 }
 
+/// `notify = true`: READY=1 on NOTIFY_SOCKET (sd_notify).
+fn read_notify(p: &mut ProbeDraft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
+    match super::values::boolean(d, v) {
+        Some(true) => {
+            p.kinds.push("notify");
+            p.check = Some(Check::Notify);
+        }
+        Some(false) => d.error(
+            v.span(),
+            "leave `notify` out instead of setting it to false",
+        ),
+        None => {}
+    }
+}
+
+/// Readiness by READY=1 with the defaults: `ready = "notify"`, or a
+/// service with `notify = true` and no `ready`.
+pub fn notify_readiness() -> Readiness {
+    ProbeDraft {
+        check: Some(Check::Notify),
+        ..ProbeDraft::default()
+    }
+    .finish_readiness(Probe::Notify)
+}
+
 fn read_initial_delay(p: &mut ProbeDraft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
     set(&mut p.initial_delay, duration(d, v));
 }
@@ -181,6 +208,22 @@ pub fn read(d: &mut Diagnostics<'_>, v: &Value<'_>, health: bool) -> Option<Prob
     } else {
         ("ready", &READY_FIELDS)
     };
+    if let (false, DeValue::String(s)) = (health, v.get_ref()) {
+        if s == "notify" {
+            return Some(ProbeDraft {
+                check: Some(Check::Notify),
+                kinds: vec!["notify"],
+                ..ProbeDraft::default()
+            });
+        }
+        d.error(
+            v.span(),
+            format!(
+                "ready is a table such as {{ tcp = \"127.0.0.1:80\" }}, or \"notify\"; found {s:?}"
+            ),
+        );
+        return None;
+    }
     let t = table(d, v, what)?;
     let mut p = ProbeDraft::default();
     read_fields(d, t, fields, &mut p, &format!("in {what}"));
@@ -189,7 +232,7 @@ pub fn read(d: &mut Diagnostics<'_>, v: &Value<'_>, health: bool) -> Option<Prob
             let kinds: Vec<&str> = fields
                 .iter()
                 .map(|(k, _)| *k)
-                .filter(|k| matches!(*k, "exec" | "tcp" | "http" | "log" | "notify-fd"))
+                .filter(|k| matches!(*k, "exec" | "tcp" | "http" | "log" | "notify-fd" | "notify"))
                 .collect();
             d.error(
                 v.span(),
@@ -234,17 +277,23 @@ impl ProbeDraft {
             }
             Check::Log(re) => Some(Probe::Log(re.clone())),
             Check::NotifyFd(fd) => Some(Probe::NotifyFd(*fd)),
+            Check::Notify => Some(Probe::Notify),
         }
     }
 
     pub fn readiness(&self, d: &mut Diagnostics<'_>, vars: &dyn Vars) -> Option<Readiness> {
-        Some(Readiness {
-            probe: self.probe(d, vars)?,
+        let probe = self.probe(d, vars)?;
+        Some(self.finish_readiness(probe))
+    }
+
+    fn finish_readiness(&self, probe: Probe) -> Readiness {
+        Readiness {
+            probe,
             initial_delay: self.initial_delay,
             interval: self.interval.unwrap_or(Duration::from_millis(500)),
             timeout: self.timeout.unwrap_or(Duration::from_secs(1)),
             start_timeout: self.start_timeout.unwrap_or(Duration::from_secs(60)),
-        })
+        }
     }
 
     pub fn health(&self, d: &mut Diagnostics<'_>, vars: &dyn Vars) -> Option<Health> {

@@ -22,6 +22,7 @@ use super::links::{
     ProvideDraft, RawDependency, TemplateDraft,
 };
 use super::probe::{self, ProbeDraft};
+use super::protocols::{self, ProtocolsDraft};
 use super::values::{
     argv, boolean, duration, expand_all, read_fields, restart_policy, set, signal, size, table,
     text, texts, type_error, uint, Field, Key, Text, Value,
@@ -68,9 +69,10 @@ struct Draft {
     templates: Vec<TemplateDraft>,
     job: JobDraft,
     profiles: Vec<String>,
+    protocols: ProtocolsDraft,
 }
 
-const SERVICE_FIELDS: [Field<Draft>; 33] = [
+const SERVICE_FIELDS: [Field<Draft>; 38] = [
     ("command", |s, d, v| s.command = argv(d, v, "command")),
     ("oneshot", |s, d, v| set(&mut s.oneshot, boolean(d, v))),
     ("working-dir", |s, d, v| s.working_dir = text(d, v)),
@@ -107,6 +109,21 @@ const SERVICE_FIELDS: [Field<Draft>; 33] = [
     ("overlap", |s, d, v| s.job.overlap(d, v)),
     ("run-on-start", |s, d, v| s.job.run_on_start(d, v)),
     ("profiles", read_profiles),
+    ("notify", |s, d, v| {
+        protocols::read_notify(&mut s.protocols, d, v)
+    }),
+    ("watchdog", |s, d, v| {
+        protocols::read_watchdog(&mut s.protocols, d, v)
+    }),
+    ("watchdog-signal", |s, d, v| {
+        protocols::read_watchdog_signal(&mut s.protocols, d, v)
+    }),
+    ("sockets", |s, d, v| {
+        protocols::read_sockets(&mut s.protocols, d, v)
+    }),
+    ("update", |s, d, v| {
+        protocols::read_update(&mut s.protocols, d, v)
+    }),
 ];
 
 /// `forward-signals = ["SIGUSR1"]`: among the signals corral passes on.
@@ -607,11 +624,38 @@ impl Draft {
             .iter()
             .filter_map(|t| t.template(d, vars, base_dir, cx.checks))
             .collect();
-        let ready = self
-            .ready
-            .as_ref()
-            .and_then(|p| p.readiness(d, vars))
-            .map(Box::new);
+        let protocols = self.protocols.finish(d, base_dir, cx.checks, name);
+        let notify = protocols.as_ref().is_some_and(|p| p.notify);
+        let ready = match &self.ready {
+            Some(p) => p.readiness(d, vars),
+            // With the notify socket and no probe, READY=1 is readiness.
+            None if notify && !self.oneshot => Some(probe::notify_readiness()),
+            None => None,
+        }
+        .map(Box::new);
+        if let (Some(r), Some(p)) = (&ready, &protocols) {
+            if let crate::config::Probe::NotifyFd(fd) = r.probe {
+                if (3..3 + p.sockets.len() as i32).contains(&fd) {
+                    d.error(
+                        name_span.clone(),
+                        format!("service {name:?}: notify-fd {fd} is one of the fds its sockets are passed on (3 to {})", 2 + p.sockets.len()),
+                    );
+                }
+            }
+        }
+        let protocols = match (protocols, &ready) {
+            // `ready = "notify"` asks for the socket by itself.
+            (None, Some(r)) if r.probe == crate::config::Probe::Notify => ProtocolsDraft {
+                notify: Some(true),
+                ..ProtocolsDraft::default()
+            }
+            .finish(d, base_dir, cx.checks, name),
+            (Some(mut p), Some(r)) if r.probe == crate::config::Probe::Notify => {
+                p.notify = true;
+                Some(p)
+            }
+            (p, _) => p,
+        };
         let health = self
             .health
             .as_ref()
@@ -715,6 +759,7 @@ impl Draft {
                 .boxed(),
                 job: None,
                 profiles: self.profiles.clone(),
+                protocols,
             },
             name_span: name_span.clone(),
             depends_on: self

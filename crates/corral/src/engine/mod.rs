@@ -17,13 +17,15 @@ mod proptests;
 mod tests;
 #[cfg(test)]
 mod tests_jobs;
+#[cfg(test)]
+mod tests_protocols;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub use types::{
-    Ask, Effect, Event, Exit, HealthStatus, Input, Outcome, Pid, ProbeRole, Report, State, Step,
-    StopCause, Timer, TimerKind, Want,
+    Ask, Effect, Event, Exit, HealthStatus, Input, Notified, Outcome, Pid, ProbeRole, Report,
+    State, Step, StopCause, Timer, TimerKind, Want,
 };
 
 use crate::config::{Backoff, Condition, Config, Overlap, RestartPolicy};
@@ -58,6 +60,10 @@ pub struct Spec {
     pub change_wait: (Duration, Duration),
     /// Set for a job: its ticks start runs (the runtime keeps the clock).
     pub job: Option<JobPlan>,
+    /// Sent when it misses its watchdog (`watchdog-signal`).
+    pub watchdog_signal: Signal,
+    /// `update = "start-first"`: a restart starts the new process first.
+    pub start_first: bool,
 }
 
 /// What the lifecycle needs of a job.
@@ -148,6 +154,11 @@ impl Spec {
                     overlap: j.overlap,
                     run_on_start: j.run_on_start,
                 }),
+                watchdog_signal: s
+                    .protocols
+                    .as_ref()
+                    .map_or(Signal::SIGABRT, |p| p.watchdog_signal),
+                start_first: s.starts_first() && !s.oneshot && s.job.is_none(),
             })
             .collect()
     }
@@ -210,6 +221,11 @@ pub struct Unit {
     /// An operator's stop or restart asked for this grace instead of
     /// stop-timeout; it applies to the stop that request causes.
     stop_within: Option<Duration>,
+    /// During a start-first update: the old process (and since when it
+    /// ran), serving until the new one is ready.
+    outgoing: Option<(Pid, Instant)>,
+    /// EXTEND_TIMEOUT_USEC= moved the current start or stop deadline to this.
+    extended_until: Option<Instant>,
 }
 
 /// How a job's run went.
@@ -242,6 +258,8 @@ impl Unit {
             error: None,
             last_exit_asked: false,
             stop_within: None,
+            outgoing: None,
+            extended_until: None,
         }
     }
 
@@ -365,8 +383,18 @@ impl Engine {
                 self.transition(svc, input, now, &mut fx)
             }
             Event::Exited { svc, pid, exit } => {
-                if self.units[svc].state.pid() == Some(pid) {
+                let unit = &mut self.units[svc];
+                if unit.state.pid() == Some(pid) {
                     self.transition(svc, Input::Ended { exit }, now, &mut fx);
+                } else if unit.outgoing.is_some_and(|(old, _)| old == pid) {
+                    // A failed update now has nothing to fall back on.
+                    unit.outgoing = None;
+                    fx.push(report(svc, Report::OldEnded { pid, exit }));
+                }
+            }
+            Event::Notified { svc, pid, what } => {
+                if self.units[svc].state.pid() == Some(pid) {
+                    self.transition(svc, Input::Notified(what), now, &mut fx);
                 }
             }
             Event::TimerFired(timer) => match timer.svc {
@@ -414,6 +442,11 @@ impl Engine {
                 }
             }
             Event::StopRequested { svc } => self.ask(svc, Ask::Stop, now, &mut fx),
+            // Replicas updated start-first roll one at a time, so that
+            // every instance but one serves throughout.
+            Event::RestartRequested { svc } if self.rolls(svc) => {
+                self.rolling_restart(svc, now, &mut fx)
+            }
             Event::RestartRequested { svc } => self.ask(svc, Ask::Restart, now, &mut fx),
             Event::Reload(plan) => self.reload(*plan, now, &mut fx),
             Event::RequirementsChanged { svc, missing } => {
@@ -514,12 +547,24 @@ impl Engine {
         }
         for svc in plan.changed {
             fx.push(report(svc, Report::Changed));
-            self.ask(svc, Ask::Redefine, now, fx);
+            if self.rolls(svc) {
+                self.rolling_restart(svc, now, fx);
+            } else {
+                self.ask(svc, Ask::Redefine, now, fx);
+            }
         }
         for svc in plan.added {
             fx.push(report(svc, Report::Added));
         }
         self.poll_all(now, fx);
+    }
+
+    /// Whether a restart of `svc` takes its turn among its service's
+    /// instances: a running instance updated start-first.
+    fn rolls(&self, svc: usize) -> bool {
+        self.specs[svc].start_first
+            && self.units[svc].want == Want::Up
+            && matches!(self.units[svc].state, State::Running { .. })
     }
 
     /// Offers every waiting service a start, in start order.

@@ -24,65 +24,72 @@ fn arb_spec() -> impl Strategy<Value = (Spec, Vec<(usize, u8, bool, bool)>)> {
             0..3,
         ),
         prop::option::of((0u8..3, any::<bool>())),
+        any::<bool>(),
     )
-        .prop_map(|(flags, restart, probe, max_restarts, edges, job)| {
-            let mut spec = Spec {
-                name: String::new(),
-                group: String::new(),
-                oneshot: flags[0],
-                has_pre: flags[1],
-                has_post: flags[2],
-                restart: [
-                    RestartPolicy::Always,
-                    RestartPolicy::OnFailure,
-                    RestartPolicy::Never,
-                ][restart as usize],
-                backoff: Backoff {
-                    initial: if flags[3] {
-                        Duration::ZERO
-                    } else {
-                        Duration::from_millis(100)
+        .prop_map(
+            |(flags, restart, probe, max_restarts, edges, job, start_first)| {
+                let mut spec = Spec {
+                    name: String::new(),
+                    group: String::new(),
+                    oneshot: flags[0],
+                    has_pre: flags[1],
+                    has_post: flags[2],
+                    restart: [
+                        RestartPolicy::Always,
+                        RestartPolicy::OnFailure,
+                        RestartPolicy::Never,
+                    ][restart as usize],
+                    backoff: Backoff {
+                        initial: if flags[3] {
+                            Duration::ZERO
+                        } else {
+                            Duration::from_millis(100)
+                        },
+                        max: Duration::from_secs(1),
+                        reset_after: Duration::from_secs(10),
                     },
-                    max: Duration::from_secs(1),
-                    reset_after: Duration::from_secs(10),
-                },
-                max_restarts,
-                essential: flags[4],
-                stop_signal: Signal::SIGTERM,
-                stop_timeout: Duration::from_secs(5),
-                depends_on: Vec::new(),
-                ready: (probe > 0).then_some(Box::new(ReadyPlan {
-                    active: probe == 1,
-                    initial_delay: Duration::ZERO,
-                    interval: Duration::from_millis(100),
-                    start_timeout: Duration::from_secs(2),
-                })),
-                health: flags[5].then_some(Box::new(HealthPlan {
-                    initial_delay: Duration::ZERO,
-                    interval: Duration::from_secs(1),
-                    retries: 2,
-                })),
-                provides: flags[5],
-                require_timeout: Duration::from_secs(3),
-                change_wait: (Duration::from_millis(200), Duration::from_secs(1)),
-                job: None,
-            };
-            // A job as the config allows it: no restarts, probes, endpoints.
-            if let Some((overlap, run_on_start)) = job {
-                spec.job = Some(JobPlan {
-                    overlap: [Overlap::Skip, Overlap::Queue, Overlap::Replace][overlap as usize],
-                    run_on_start,
-                });
-                spec.oneshot = false;
-                spec.restart = RestartPolicy::Never;
-                spec.max_restarts = None;
-                spec.essential = false;
-                spec.ready = None;
-                spec.health = None;
-                spec.provides = false;
-            }
-            (spec, edges)
-        })
+                    max_restarts,
+                    essential: flags[4],
+                    stop_signal: Signal::SIGTERM,
+                    stop_timeout: Duration::from_secs(5),
+                    depends_on: Vec::new(),
+                    ready: (probe > 0).then_some(Box::new(ReadyPlan {
+                        active: probe == 1,
+                        initial_delay: Duration::ZERO,
+                        interval: Duration::from_millis(100),
+                        start_timeout: Duration::from_secs(2),
+                    })),
+                    health: flags[5].then_some(Box::new(HealthPlan {
+                        initial_delay: Duration::ZERO,
+                        interval: Duration::from_secs(1),
+                        retries: 2,
+                    })),
+                    provides: flags[5],
+                    require_timeout: Duration::from_secs(3),
+                    change_wait: (Duration::from_millis(200), Duration::from_secs(1)),
+                    job: None,
+                    watchdog_signal: Signal::SIGABRT,
+                    start_first: start_first && !flags[0],
+                };
+                // A job as the config allows it: no restarts, probes, endpoints.
+                if let Some((overlap, run_on_start)) = job {
+                    spec.job = Some(JobPlan {
+                        overlap: [Overlap::Skip, Overlap::Queue, Overlap::Replace]
+                            [overlap as usize],
+                        run_on_start,
+                    });
+                    spec.oneshot = false;
+                    spec.restart = RestartPolicy::Never;
+                    spec.max_restarts = None;
+                    spec.essential = false;
+                    spec.ready = None;
+                    spec.health = None;
+                    spec.provides = false;
+                    spec.start_first = false;
+                }
+                (spec, edges)
+            },
+        )
 }
 
 /// Services whose dependencies point only at earlier ones (no cycles).
@@ -123,6 +130,10 @@ enum Op {
     End(usize, i32),
     /// An exit for a pid that is not the unit's current one.
     StaleEnd(usize),
+    /// The old process of a start-first update ends.
+    EndOld(usize, i32),
+    /// Something the process said on its notify socket.
+    Notify(usize, u8),
     /// The next spawn fails.
     FailNextSpawn,
     Timer(usize),
@@ -146,6 +157,8 @@ fn arb_op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (u.clone(), -1i32..3).prop_map(|(s, c)| Op::End(s, c)),
         1 => u.clone().prop_map(Op::StaleEnd),
+        2 => (u.clone(), -1i32..2).prop_map(|(s, c)| Op::EndOld(s, c)),
+        2 => (u.clone(), 0u8..5).prop_map(|(s, k)| Op::Notify(s, k)),
         1 => Just(Op::FailNextSpawn),
         6 => (0usize..8).prop_map(Op::Timer),
         4 => (u.clone(), any::<bool>(), any::<bool>()).prop_map(|(s, r, ok)| Op::Probe(s, r, ok)),
@@ -169,6 +182,9 @@ struct World {
     next_pid: Pid,
     /// Processes that exist: pid -> unit.
     live: BTreeMap<Pid, usize>,
+    /// Processes a unit gave up (Effect::Retire): they exist until they
+    /// die, but are no unit's.
+    retired: BTreeMap<Pid, usize>,
     timers: Vec<(Instant, Timer)>,
     fail_next_spawn: bool,
     exit: Option<i32>,
@@ -186,6 +202,7 @@ impl World {
             now: Instant::now(),
             next_pid: 1000,
             live: BTreeMap::new(),
+            retired: BTreeMap::new(),
             timers: Vec::new(),
             fail_next_spawn: false,
             exit: None,
@@ -213,8 +230,10 @@ impl World {
                                 "launched during shutdown"
                             );
                         }
+                        // A second one only while a start-first update runs.
+                        let old = unit.outgoing.map(|(pid, _)| pid);
                         prop_assert!(
-                            !self.live.values().any(|&s| s == svc),
+                            !self.live.iter().any(|(&p, &s)| s == svc && Some(p) != old),
                             "a second process for one unit"
                         );
                         if std::mem::take(&mut self.fail_next_spawn) {
@@ -248,6 +267,12 @@ impl World {
                             signal.as_str()
                         );
                     }
+                    Effect::Retire { svc, pid, .. } => {
+                        if let Some(owner) = self.live.remove(&pid) {
+                            prop_assert_eq!(owner, svc, "retired another unit's process");
+                            self.retired.insert(pid, svc);
+                        }
+                    }
                     Effect::Report { .. }
                     | Effect::RunProbe { .. }
                     | Effect::Register { .. }
@@ -267,7 +292,10 @@ impl World {
             .units()
             .iter()
             .enumerate()
-            .filter_map(|(i, u)| u.state.pid().map(|p| (p, i)))
+            .flat_map(|(i, u)| {
+                let old = u.outgoing.map(|(pid, _)| pid);
+                u.state.pid().into_iter().chain(old).map(move |p| (p, i))
+            })
             .collect();
         prop_assert_eq!(&tracked, &self.live);
         Ok(())
@@ -307,6 +335,57 @@ impl World {
                 pid: 1,
                 exit: Exit::Code(0),
             })?,
+            Op::EndOld(s, code) => {
+                let svc = s % n;
+                // A retired process, or the old one of an update still on.
+                let old = self
+                    .retired
+                    .iter()
+                    .find(|(_, &u)| u == svc)
+                    .map(|(&p, _)| p)
+                    .or(self.engine.units()[svc].outgoing.map(|(p, _)| p));
+                if let Some(pid) = old {
+                    self.retired.remove(&pid);
+                    self.live.remove(&pid);
+                    let exit = if code < 0 {
+                        Exit::Signal(9)
+                    } else {
+                        Exit::Code(code)
+                    };
+                    self.send(Event::Exited { svc, pid, exit })?;
+                }
+            }
+            Op::Notify(s, kind) => {
+                let svc = s % n;
+                // Only the service's own process has a notify socket.
+                let main = match self.engine.units()[svc].state {
+                    State::Starting { pid, .. }
+                    | State::Running { pid, .. }
+                    | State::Stopping {
+                        pid,
+                        step: Step::Main,
+                        ..
+                    } => Some(pid),
+                    _ => None,
+                };
+                if let Some(pid) = main {
+                    let what = match kind {
+                        0 => Notified::Reloading,
+                        1 => Notified::Stopping,
+                        2 => Notified::ExtendTimeout(Duration::from_secs(1)),
+                        3 => Notified::WatchdogMissed,
+                        _ => {
+                            // MAINPID=: another process of it takes over.
+                            self.next_pid += 1;
+                            let main = self.next_pid;
+                            self.live.remove(&pid);
+                            self.live.insert(main, svc);
+                            Notified::MainPid(main)
+                        }
+                    };
+                    self.send(Event::Notified { svc, pid, what })?;
+                }
+            }
             Op::FailNextSpawn => self.fail_next_spawn = true,
             Op::Timer(k) => self.fire(k)?,
             Op::Probe(s, ready, ok) => {
@@ -432,8 +511,9 @@ impl World {
             if let Some(code) = self.exit {
                 return Ok(code);
             }
-            if let Some((&pid, &svc)) = self.live.iter().next() {
+            if let Some((&pid, &svc)) = self.live.iter().chain(&self.retired).next() {
                 self.live.remove(&pid);
+                self.retired.remove(&pid);
                 self.send(Event::Exited {
                     svc,
                     pid,

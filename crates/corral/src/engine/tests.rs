@@ -31,6 +31,8 @@ pub(super) fn spec(name: &str) -> Spec {
         group: name.split('.').next().unwrap_or(name).into(),
         change_wait: (Duration::from_millis(100), Duration::from_secs(1)),
         job: None,
+        watchdog_signal: Signal::SIGABRT,
+        start_first: false,
     }
 }
 
@@ -79,6 +81,7 @@ impl Harness {
                     &Effect::ArmTimer { at, timer } => self.timers.push((at, timer)),
                     &Effect::Exit { code } => self.exit = Some(code),
                     Effect::SignalGroup { .. }
+                    | Effect::Retire { .. }
                     | Effect::RunProbe { .. }
                     | Effect::Register { .. }
                     | Effect::Withdraw { .. }

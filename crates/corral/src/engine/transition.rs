@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::{
-    report, DepStatus, Effect, Engine, Exit, HealthStatus, Input, LastRun, Outcome, Phase, Pid,
-    ProbeRole, Report, State, Step, StopCause, TimerKind, Want,
+    report, DepStatus, Effect, Engine, Exit, HealthStatus, Input, LastRun, Notified, Outcome,
+    Phase, Pid, ProbeRole, Report, State, Step, StopCause, TimerKind, Want,
 };
 use crate::config::{Overlap, RestartPolicy};
 
@@ -67,6 +67,10 @@ impl Engine {
                 ));
                 // 127 is what a shell reports for a command it cannot run.
                 let exit = Exit::Code(127);
+                // The new process of an update: the old one goes on.
+                if step != Step::Post && self.update_failed(svc, Some(exit), None, now, fx) {
+                    return;
+                }
                 // A service whose program cannot be run fails at once: a
                 // restart would fail the same way. (A job's run is a result.)
                 if permanent && step != Step::Post && self.specs[svc].job.is_none() {
@@ -152,6 +156,12 @@ impl Engine {
             (S::Backoff { .. }, Input::Timer(TimerKind::Backoff)) => {
                 let step = self.first_step(svc);
                 self.launch(svc, step, None, fx);
+            }
+            (
+                S::Starting { .. } | S::Stopping { .. },
+                Input::Timer(TimerKind::StartTimeout | TimerKind::StopTimeout),
+            ) if self.units[svc].extended_until.is_some_and(|at| at > now) => {
+                // EXTEND_TIMEOUT_USEC= moved the deadline; its own timer comes then.
             }
             (S::Stopping { pid, .. }, Input::Timer(TimerKind::StopTimeout)) => {
                 let reason = "stop-timeout reached";
@@ -293,6 +303,20 @@ impl Engine {
                     self.stop(svc, pid, Step::Pre, StopCause::Asked, now, fx);
                 }
             }
+            // start-first: the new process starts while this one serves.
+            (S::Running { pid, since }, Input::Asked(_))
+                if self.specs[svc].start_first
+                    && self.units[svc].want == Want::Up
+                    && self.units[svc].restart_pending
+                    && self.phase == Phase::Running =>
+            {
+                let unit = &mut self.units[svc];
+                unit.restart_pending = false;
+                unit.outgoing = Some((pid, since));
+                fx.push(report(svc, Report::StartingFirst { old: pid }));
+                let step = self.first_step(svc);
+                self.launch(svc, step, None, fx);
+            }
             (S::Starting { pid, .. } | S::Running { pid, .. }, Input::Asked(_)) => {
                 if self.units[svc].want != Want::Up || self.units[svc].restart_pending {
                     self.stop(svc, pid, Step::Main, StopCause::Asked, now, fx);
@@ -394,6 +418,8 @@ impl Engine {
                 };
                 let dependency = self.specs[dependency].name.clone();
                 fx.push(report(svc, Report::DependencyRestarting { dependency }));
+                // All of it goes down, an update's old process too.
+                self.retire_outgoing(svc, false, fx);
                 self.stop(svc, pid, step, StopCause::Asked, now, fx);
             }
             (S::Backoff { .. }, Input::DependencyRestarting { .. }) => {
@@ -448,6 +474,112 @@ impl Engine {
                 Input::Shutdown { .. },
             ) => {}
 
+            // What the process said on its notify socket.
+            (S::Running { pid, since }, Input::Notified(Notified::Reloading)) => {
+                let unit = &mut self.units[svc];
+                unit.state = S::Starting { pid, since };
+                // Health checks pause; READY=1 starts them again.
+                unit.epoch += 1;
+                fx.push(report(svc, Report::Reloading));
+            }
+            (S::Starting { .. } | S::Running { .. }, Input::Notified(Notified::Stopping)) => {
+                self.withdraw(svc, fx);
+                fx.push(report(svc, Report::SaysStopping));
+            }
+            (
+                S::Starting { since, .. } | S::Running { since, .. },
+                Input::Notified(Notified::MainPid(main)),
+            ) => {
+                self.units[svc].state = match state {
+                    S::Starting { .. } => S::Starting { pid: main, since },
+                    _ => S::Running { pid: main, since },
+                };
+                fx.push(report(svc, Report::MainPid { pid: main }));
+            }
+            (S::Stopping { step, cause, .. }, Input::Notified(Notified::MainPid(main))) => {
+                self.units[svc].state = S::Stopping {
+                    pid: main,
+                    step,
+                    cause,
+                };
+                fx.push(report(svc, Report::MainPid { pid: main }));
+            }
+            (S::Starting { .. }, Input::Notified(Notified::ExtendTimeout(by))) => {
+                self.extend(svc, TimerKind::StartTimeout, by, now, fx)
+            }
+            (S::Stopping { .. }, Input::Notified(Notified::ExtendTimeout(by))) => {
+                self.extend(svc, TimerKind::StopTimeout, by, now, fx)
+            }
+            (
+                S::Starting { pid, .. } | S::Running { pid, .. },
+                Input::Notified(Notified::WatchdogMissed),
+            ) => {
+                let signal = self.specs[svc].watchdog_signal;
+                fx.push(report(svc, Report::WatchdogMissed { signal }));
+                self.stop(svc, pid, Step::Main, StopCause::Watchdog, now, fx);
+            }
+            // Nothing to follow, extend or check in these states.
+            (
+                S::Waiting
+                | S::Launching { .. }
+                | S::Pre { .. }
+                | S::Starting { .. }
+                | S::Stopping { .. }
+                | S::Post { .. }
+                | S::Backoff { .. }
+                | S::Completed
+                | S::Exited { .. }
+                | S::Failed { .. }
+                | S::Blocked { .. }
+                | S::Stopped
+                | S::Scheduled,
+                Input::Notified(Notified::Reloading),
+            )
+            | (
+                S::Waiting
+                | S::Launching { .. }
+                | S::Pre { .. }
+                | S::Stopping { .. }
+                | S::Post { .. }
+                | S::Backoff { .. }
+                | S::Completed
+                | S::Exited { .. }
+                | S::Failed { .. }
+                | S::Blocked { .. }
+                | S::Stopped
+                | S::Scheduled,
+                Input::Notified(Notified::Stopping | Notified::WatchdogMissed),
+            )
+            | (
+                S::Waiting
+                | S::Launching { .. }
+                | S::Pre { .. }
+                | S::Post { .. }
+                | S::Backoff { .. }
+                | S::Completed
+                | S::Exited { .. }
+                | S::Failed { .. }
+                | S::Blocked { .. }
+                | S::Stopped
+                | S::Scheduled,
+                Input::Notified(Notified::MainPid(_)),
+            )
+            | (
+                S::Waiting
+                | S::Launching { .. }
+                | S::Pre { .. }
+                | S::Running { .. }
+                | S::Post { .. }
+                | S::Backoff { .. }
+                | S::Completed
+                | S::Exited { .. }
+                | S::Failed { .. }
+                | S::Blocked { .. }
+                | S::Stopped
+                | S::Scheduled,
+                Input::Notified(Notified::ExtendTimeout(_)),
+            ) => {}
+
             // Kill now: the whole process group, whatever step runs.
             (S::Pre { pid }, Input::Kill { reason }) => {
                 fx.push(report(svc, Report::Killing { reason }));
@@ -459,6 +591,7 @@ impl Engine {
                 };
             }
             (S::Starting { pid, .. } | S::Running { pid, .. }, Input::Kill { reason }) => {
+                self.retire_outgoing(svc, true, fx);
                 self.withdraw(svc, fx);
                 fx.push(report(svc, Report::Killing { reason }));
                 fx.push(kill(svc, pid));
@@ -469,6 +602,7 @@ impl Engine {
                 };
             }
             (S::Stopping { pid, .. } | S::Post { pid, .. }, Input::Kill { reason }) => {
+                self.retire_outgoing(svc, true, fx);
                 fx.push(report(svc, Report::Killing { reason }));
                 fx.push(kill(svc, pid));
             }
@@ -523,6 +657,13 @@ impl Engine {
 
     /// The service just became ready (or has no readiness probe).
     fn on_ready(&mut self, svc: usize, now: Instant, fx: &mut Vec<Effect>) {
+        // A start-first update is through: the old process goes. Its
+        // endpoint is the instance's, which the new one takes over as is.
+        if let Some((old, _)) = self.units[svc].outgoing {
+            let signal = self.specs[svc].stop_signal;
+            fx.push(report(svc, Report::Replaced { old, signal }));
+            self.retire_outgoing(svc, false, fx);
+        }
         if self.specs[svc].provides && !self.units[svc].registered {
             self.units[svc].registered = true;
             fx.push(Effect::Register { svc });
@@ -587,6 +728,9 @@ impl Engine {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
+        if !exit.success() && self.update_failed(svc, Some(exit), None, now, fx) {
+            return;
+        }
         let go_on = self.phase == Phase::Running && self.units[svc].want == Want::Up;
         if self.specs[svc].job.is_some() {
             self.units[svc].last_exit = Some(exit);
@@ -622,6 +766,9 @@ impl Engine {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
+        if self.update_failed(svc, Some(exit), pid, now, fx) {
+            return;
+        }
         let unit = &mut self.units[svc];
         unit.last_exit = Some(exit);
         unit.last_exit_asked = cause == Some(StopCause::Asked);
@@ -659,10 +806,12 @@ impl Engine {
                 }
             }
             Some(StopCause::Asked) => Outcome::Stopped,
-            Some(StopCause::NotReady | StopCause::Unhealthy) if wanted => {
+            Some(StopCause::NotReady | StopCause::Unhealthy | StopCause::Watchdog) if wanted => {
                 self.failure_outcome(svc, exit)
             }
-            Some(StopCause::NotReady | StopCause::Unhealthy) => Outcome::Stopped,
+            Some(StopCause::NotReady | StopCause::Unhealthy | StopCause::Watchdog) => {
+                Outcome::Stopped
+            }
         };
         // Whatever the service left in its process group goes with it.
         if let (Some(pid), Outcome::Restart { .. } | Outcome::Stopped | Outcome::Wait) =
@@ -1028,10 +1177,21 @@ impl Engine {
         fx: &mut Vec<Effect>,
     ) {
         self.withdraw(svc, fx);
+        // Stopped during a start-first update because it is wanted down:
+        // the old process goes too. (A new one stopped for any other reason
+        // leaves the old one serving: `update_failed`.)
+        if self.phase != Phase::Running || self.units[svc].want != Want::Up {
+            self.retire_outgoing(svc, false, fx);
+        }
         let spec = &self.specs[svc];
         let unit = &mut self.units[svc];
+        unit.extended_until = None;
         let (signal, timeout) = (
-            spec.stop_signal,
+            if cause == StopCause::Watchdog {
+                spec.watchdog_signal
+            } else {
+                spec.stop_signal
+            },
             unit.stop_within
                 .take()
                 .unwrap_or(spec.stop_timeout)
@@ -1049,6 +1209,90 @@ impl Engine {
             signal: Signal::SIGCONT,
         });
         self.arm(svc, TimerKind::StopTimeout, now + timeout, fx);
+    }
+
+    /// EXTEND_TIMEOUT_USEC=: the current start or stop may last until `by`
+    /// from now (never less than it had).
+    fn extend(
+        &mut self,
+        svc: usize,
+        kind: TimerKind,
+        by: Duration,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
+        let until = now + by;
+        let unit = &mut self.units[svc];
+        if unit.extended_until.is_none_or(|at| at < until) {
+            unit.extended_until = Some(until);
+            fx.push(report(svc, Report::TimeoutExtended { by }));
+            self.arm(svc, kind, until, fx);
+        }
+    }
+
+    /// Ends the old process of a start-first update, if there is one:
+    /// its stop signal and stop-timeout, or (`kill`) SIGKILL now.
+    fn retire_outgoing(&mut self, svc: usize, kill: bool, fx: &mut Vec<Effect>) {
+        if let Some((pid, _)) = self.units[svc].outgoing.take() {
+            let spec = &self.specs[svc];
+            let (signal, timeout) = if kill {
+                (Signal::SIGKILL, Duration::ZERO)
+            } else {
+                let timeout = spec
+                    .stop_timeout
+                    .mul_f64(f64::from(self.stop_percent) / 100.0);
+                (spec.stop_signal, timeout)
+            };
+            fx.push(Effect::Retire {
+                svc,
+                pid,
+                signal,
+                timeout,
+            });
+        }
+    }
+
+    /// The new process of a start-first update ended (or its pre step
+    /// failed, or it could not be spawned) while the old one still serves
+    /// and is wanted: the old one goes on as the service's process, and
+    /// what the new one left is killed. False when there is no such update.
+    fn update_failed(
+        &mut self,
+        svc: usize,
+        exit: Option<Exit>,
+        pid: Option<Pid>,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) -> bool {
+        let unit = &mut self.units[svc];
+        let Some((old, since)) = unit.outgoing else {
+            return false;
+        };
+        if self.phase != Phase::Running || unit.want != Want::Up {
+            return false;
+        }
+        unit.outgoing = None;
+        unit.epoch += 1;
+        unit.extended_until = None;
+        unit.state = State::Running { pid: old, since };
+        fx.push(report(svc, Report::UpdateFailed { old, exit }));
+        if let Some(pid) = pid {
+            fx.push(Effect::Retire {
+                svc,
+                pid,
+                signal: Signal::SIGKILL,
+                timeout: Duration::ZERO,
+            });
+        }
+        // Its health checks go on (its endpoints never went).
+        if let Some(plan) = self.specs[svc].health.as_deref().copied() {
+            self.arm(svc, TimerKind::HealthProbe, now + plan.interval, fx);
+        }
+        // A restart asked for meanwhile: another try.
+        if self.units[svc].restart_pending {
+            self.transition(svc, Input::Asked(super::Ask::Restart), now, fx);
+        }
+        true
     }
 
     /// Takes back the service's endpoints if they are published.

@@ -203,6 +203,24 @@ pub enum StopCause {
     NotReady,
     /// Its health probe failed `retries` times in a row.
     Unhealthy,
+    /// It did not send WATCHDOG=1 in time: the watchdog signal, not the stop signal.
+    Watchdog,
+}
+
+/// What a service said on its notify socket that the lifecycle acts on
+/// (READY=1 comes as a readiness probe's answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notified {
+    /// RELOADING=1: not ready until READY=1.
+    Reloading,
+    /// STOPPING=1: it is on its way out; its endpoints go now.
+    Stopping,
+    /// MAINPID=: this process of the instance is the one to follow.
+    MainPid(Pid),
+    /// EXTEND_TIMEOUT_USEC=: the start (or stop) may take this much longer from now.
+    ExtendTimeout(Duration),
+    /// No WATCHDOG=1 within the watchdog period.
+    WatchdogMissed,
 }
 
 /// Which probe of a service.
@@ -280,6 +298,12 @@ pub enum Event {
     /// The operator's stop or restart that follows gives the service this
     /// long after its stop signal, instead of its stop-timeout.
     StopWithin { svc: usize, timeout: Duration },
+    /// The process `pid` of a service said something on its notify socket.
+    Notified {
+        svc: usize,
+        pid: Pid,
+        what: Notified,
+    },
 }
 
 /// What one service's transition is given: an event of the outside world,
@@ -312,6 +336,8 @@ pub enum Input {
     Kill { reason: &'static str },
     /// A job's schedule ticked, or (`manual`) an operator asked for a run now.
     Tick { manual: bool },
+    /// The current process said something on its notify socket.
+    Notified(Notified),
 }
 
 /// A timer the runtime keeps for the engine; stale ones are ignored by epoch.
@@ -362,6 +388,15 @@ pub enum Effect {
         svc: usize,
         role: ProbeRole,
         epoch: u64,
+    },
+    /// A process that is no longer the service's (replaced by a start-first
+    /// update, or a new one that failed): send `signal` to its group, and
+    /// SIGKILL after `timeout`; its end is not the service's.
+    Retire {
+        svc: usize,
+        pid: Pid,
+        signal: Signal,
+        timeout: Duration,
     },
     /// Send a signal to the process group led by `pid`.
     SignalGroup {
@@ -498,4 +533,37 @@ pub enum Report {
         deadline: Duration,
     },
     ShutdownTimeout,
+    /// RELOADING=1.
+    Reloading,
+    /// STOPPING=1.
+    SaysStopping,
+    MainPid {
+        pid: Pid,
+    },
+    TimeoutExtended {
+        by: Duration,
+    },
+    WatchdogMissed {
+        signal: Signal,
+    },
+    /// A start-first update: the new process starts while `old` serves.
+    StartingFirst {
+        old: Pid,
+    },
+    /// The new process is ready: the old one is stopped.
+    Replaced {
+        old: Pid,
+        signal: Signal,
+    },
+    /// The new process of a start-first update did not get ready: `old`
+    /// goes on serving.
+    UpdateFailed {
+        old: Pid,
+        exit: Option<Exit>,
+    },
+    /// The old process of a start-first update ended before the new one was ready.
+    OldEnded {
+        pid: Pid,
+        exit: Exit,
+    },
 }

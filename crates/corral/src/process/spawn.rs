@@ -38,6 +38,11 @@ pub struct Launch<'a> {
     pub output: Output,
     /// A pipe's write end to hand to the child as this fd number (notify-fd readiness).
     pub notify: Option<(OwnedFd, i32)>,
+    /// Listening sockets corral holds, passed as fds 3, 4, ... (LISTEN_FDS).
+    pub listen: &'a [RawFd],
+    /// Variables set to the child's own pid, known only once it exists
+    /// (LISTEN_PID, WATCHDOG_PID).
+    pub pid_vars: &'a [&'a str],
     /// The run's marker, set in the child's environment (`tracking::RUN_ID_VAR`).
     pub run_id: Option<&'a str>,
     /// A cgroup directory, opened: the child is created in it.
@@ -130,6 +135,11 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
         .notify
         .as_ref()
         .and_then(|(_, target)| reserve_fd(*target));
+    // Likewise the numbers the sockets go to (the free ones: a taken one
+    // is corral's own, which the child may overwrite).
+    let _sockets: Vec<OwnedFd> = (0..launch.listen.len() as RawFd)
+        .filter_map(|i| reserve_fd(LISTEN_FDS_START + i))
+        .collect();
     let plan = Plan::new(&launch).map_err(fail)?;
     let null = dev_null().map_err(fail)?;
     let (stdout, out_w) = output_pipe(launch.output, null).map_err(fail)?;
@@ -177,6 +187,7 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
                 .notify
                 .as_ref()
                 .map(|(fd, target)| (fd.as_raw_fd(), *target)),
+            listen: launch.listen,
         };
         // The child's descriptors at low fixed numbers, so that it can take
         // a table of its own holding only those (see `Slots`).
@@ -254,8 +265,19 @@ fn descriptor_limit() -> u64 {
     limit.rlim_cur
 }
 
+/// The first descriptor a socket is passed on (systemd's SD_LISTEN_FDS_START).
+pub const LISTEN_FDS_START: RawFd = 3;
+
+/// The most sockets a child gets (the child places them from a fixed array).
+const MAX_LISTEN: usize = crate::config::MAX_SOCKETS;
+
+/// Room for a pid in a `NAME=` variable (pid_max is at most 2^22).
+const PID_DIGITS: usize = 10;
+
 /// What the child execs, prepared in the parent (the child may not allocate).
 struct Plan {
+    /// Where the child writes its pid (`pid_vars`): PID_DIGITS + 1 bytes each.
+    pid_slots: Vec<*mut u8>,
     /// Paths to try in order: the program itself, or each PATH entry joined to it.
     candidates: Vec<*const libc::c_char>,
     dir: Option<*const libc::c_char>,
@@ -296,7 +318,7 @@ impl Text {
     /// The string that starts at `offset`. Valid while the buffer is
     /// neither changed nor dropped (moving it keeps its heap buffer).
     fn ptr(&self, offset: usize) -> *const libc::c_char {
-        self.0[offset..].as_ptr().cast()
+        self.0.as_ptr().wrapping_add(offset).cast()
     }
 }
 
@@ -319,6 +341,12 @@ impl Plan {
         if let Some(id) = launch.run_id {
             let var = super::tracking::RUN_ID_VAR;
             envp.push(text.push(&[var.as_bytes(), b"=", id.as_bytes()])?);
+        }
+        let mut pid_offsets = Vec::with_capacity(launch.pid_vars.len());
+        for var in launch.pid_vars {
+            let at = text.push(&[var.as_bytes(), b"=", &[b'0'; PID_DIGITS]])?;
+            envp.push(at);
+            pid_offsets.push(at + var.len() + 1);
         }
         let program = launch.argv.first().map_or("", String::as_str);
         let candidates = if program.contains('/') {
@@ -344,7 +372,11 @@ impl Plan {
             .working_dir
             .map(|d| text.push(&[OsStr::as_bytes(d.as_os_str())]))
             .transpose()?;
-        // Pointers only now: the buffer no longer grows.
+        // Pointers only now: the buffer no longer grows. Those the child
+        // writes through come from the buffer's own pointer (Vec's as_ptr
+        // and as_mut_ptr may be used together).
+        let base = text.0.as_mut_ptr();
+        let pid_slots = pid_offsets.iter().map(|&o| base.wrapping_add(o)).collect();
         let ptrs = |offsets: &[usize]| {
             offsets
                 .iter()
@@ -353,6 +385,7 @@ impl Plan {
                 .collect()
         };
         Ok(Plan {
+            pid_slots,
             argv_ptrs: ptrs(&argv),
             envp_ptrs: ptrs(&envp),
             candidates: candidates.iter().map(|&o| text.ptr(o)).collect(),
@@ -363,7 +396,7 @@ impl Plan {
 }
 
 /// Descriptor numbers the child puts in place.
-struct ChildFds {
+struct ChildFds<'a> {
     stdin: RawFd,
     stdout: RawFd,
     stderr: RawFd,
@@ -371,13 +404,15 @@ struct ChildFds {
     /// exec (a pipe); /dev/null for a child that shares corral's memory.
     status: RawFd,
     notify: Option<(RawFd, RawFd)>,
+    /// Sockets to put at LISTEN_FDS_START, LISTEN_FDS_START + 1, ...
+    listen: &'a [RawFd],
 }
 
 /// Everything the child reads: borrowed from the parent's frame, which a
 /// fork copies as it is.
 struct Child<'a> {
     plan: &'a Plan,
-    fds: &'a ChildFds,
+    fds: &'a ChildFds<'a>,
     ids: Option<(libc::uid_t, libc::gid_t, &'a [u32])>,
     parent: libc::pid_t,
     /// Its descriptors are all below this number: it starts on corral's
@@ -419,10 +454,13 @@ impl Slots {
     /// Puts the child's descriptors at the slot numbers; the lock is held
     /// until the returned guard is dropped, which puts /dev/null back.
     /// None: no slots here (taken numbers, a notify target among them).
-    fn take(fds: &ChildFds) -> Option<(SlotGuard, ChildFds)> {
-        if fds
-            .notify
-            .is_some_and(|(_, target)| (SLOT_BASE..SLOT_END).contains(&target))
+    fn take<'a>(fds: &ChildFds<'a>) -> Option<(SlotGuard, ChildFds<'a>)> {
+        // Sockets are few services' and at any number: such a child takes a
+        // copy of the whole table.
+        if !fds.listen.is_empty()
+            || fds
+                .notify
+                .is_some_and(|(_, target)| (SLOT_BASE..SLOT_END).contains(&target))
         {
             return None;
         }
@@ -437,6 +475,7 @@ impl Slots {
             stderr: SLOT_BASE + 2,
             status: SLOT_BASE + 3,
             notify: fds.notify.map(|(_, target)| (SLOT_BASE + 4, target)),
+            listen: &[],
         };
         let pairs = [
             (fds.stdin, moved.stdin),
@@ -832,12 +871,35 @@ fn run_child(child: &Child<'_>, join: Option<RawFd>) -> ! {
         check(libc::dup2(fds.stdin, 0).into());
         check(libc::dup2(fds.stdout, 1).into());
         check(libc::dup2(fds.stderr, 2).into());
+        // The sockets first go above every number they and the notify fd
+        // go to, so that no placing overwrites another's source.
+        let mut moved = [0 as RawFd; MAX_LISTEN];
+        let count = fds.listen.len().min(MAX_LISTEN);
+        let above = fds
+            .notify
+            .map_or(0, |(_, target)| target + 1)
+            .max(LISTEN_FDS_START + count as RawFd);
+        for (slot, &fd) in moved.iter_mut().zip(fds.listen) {
+            *slot = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above);
+            check((*slot).into());
+        }
         if let Some((fd, target)) = fds.notify {
             if fd == target {
                 check(libc::fcntl(fd, libc::F_SETFD, 0).into());
             } else {
                 // dup2 clears close-on-exec on the new descriptor.
                 check(libc::dup2(fd, target).into());
+            }
+        }
+        for (i, &fd) in moved[..count].iter().enumerate() {
+            check(libc::dup2(fd, LISTEN_FDS_START + i as RawFd).into());
+        }
+        if !child.plan.pid_slots.is_empty() {
+            let digits = pid_digits(libc::getpid());
+            for &slot in &child.plan.pid_slots {
+                // The parent set PID_DIGITS + 1 bytes aside here (the +1
+                // is the string's own NUL).
+                std::ptr::copy_nonoverlapping(digits.as_ptr(), slot, digits.len());
             }
         }
         // Every signal at its default and none blocked, whatever corral (it
@@ -980,6 +1042,26 @@ fn read_status(status: &OwnedFd) -> Option<libc::c_int> {
 }
 
 /// Occupies fd number `target` with /dev/null (close-on-exec) if it is free.
+/// `pid` in decimal, NUL-padded to PID_DIGITS + 1 bytes, without allocating.
+fn pid_digits(pid: libc::pid_t) -> [u8; PID_DIGITS + 1] {
+    let mut out = [0u8; PID_DIGITS + 1];
+    let mut n = pid.unsigned_abs();
+    let mut len = 0;
+    loop {
+        len += 1;
+        n /= 10;
+        if n == 0 || len == PID_DIGITS {
+            break;
+        }
+    }
+    let mut n = pid.unsigned_abs();
+    for i in (0..len).rev() {
+        out[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out
+}
+
 fn reserve_fd(target: libc::c_int) -> Option<OwnedFd> {
     // SAFETY: fcntl only queries the descriptor table.
     if unsafe { libc::fcntl(target, libc::F_GETFD) } != -1 {

@@ -4,7 +4,10 @@
 //! output; with nothing due, the loop sleeps in the kernel.
 
 mod discover;
+mod listen;
+mod notify;
 mod probe;
+mod protocols;
 mod reload;
 mod report;
 mod requests;
@@ -24,8 +27,9 @@ use tokio::time::{sleep_until, Instant};
 use crate::config::{Config, Probe};
 use crate::control::{self, Api, Request, Socket};
 use crate::discovery::LocalRegistry;
-use crate::engine::{Effect, Engine, Event, Exit, Pid, ProbeRole, Spec, State, Step, Timer};
+use crate::engine::{Effect, Engine, Event, Exit, Pid, ProbeRole, Spec, Step, Timer};
 use corral_proto::LogStream;
+use protocols::Spoken;
 
 use crate::logs::{ConsoleOptions, FileSpec, Format, LogHub, LogWatch, PipeReader, ServiceLog};
 use crate::process::{self, Launch, Output};
@@ -131,6 +135,15 @@ enum Child {
 /// Messages from tasks the loop started (probes, output watchers).
 #[derive(Debug)]
 enum Notice {
+    /// A service said something on its notify socket (`pid`: the
+    /// process corral started, whose socket it is).
+    Notify {
+        svc: usize,
+        pid: Pid,
+        message: notify::Message,
+    },
+    /// A replaced process had its stop-timeout: SIGKILL it if it is still there.
+    RetireDeadline { pid: Pid },
     /// A network probe finished.
     Probe {
         svc: usize,
@@ -191,6 +204,27 @@ pub(crate) struct Supervisor<'c> {
     /// Per service, the CPU time of its processes that ended (pre and post
     /// steps included), for the CPU counters that only grow.
     cpu_ended: Vec<Duration>,
+    /// Listening sockets held for services (`sockets`).
+    listeners: listen::Listeners,
+    /// Names the notify sockets apart.
+    notify_seq: u64,
+    /// The task reading each process's notify socket, by the pid corral
+    /// follows for it.
+    notify_tasks: HashMap<Pid, tokio::task::AbortHandle>,
+    /// What services said of themselves (STATUS=) and how many of their
+    /// notify messages were ignored.
+    said: HashMap<usize, Said>,
+    /// A process corral started -> the main process it named (MAINPID=).
+    followed: HashMap<Pid, Pid>,
+    /// Processes replaced by an update, on their way out: their service.
+    retiring: HashMap<Pid, usize>,
+}
+
+/// What a service said on its notify socket that `ps` shows.
+#[derive(Debug, Default)]
+pub(crate) struct Said {
+    pub status: Option<String>,
+    pub ignored: u64,
 }
 
 /// How the log hub keeps each service's output.
@@ -309,6 +343,12 @@ pub async fn run(
         exit: None,
         tracking: options.tracking,
         cpu_ended: Vec::new(),
+        listeners: listen::Listeners::default(),
+        notify_seq: 0,
+        notify_tasks: HashMap::new(),
+        said: HashMap::new(),
+        followed: HashMap::new(),
+        retiring: HashMap::new(),
     };
     match &options.break_glass {
         Some(var) => sup.hub.event(
@@ -326,6 +366,7 @@ pub async fn run(
     }
     let code = sup.run_loop(&mut signals).await;
     sup.sweep_orphans(&mut signals).await;
+    sup.listeners.close_all();
     sup.tracking.end();
     if let Some(remote) = sup.remote.take() {
         remote.stop(REVOKE_WAIT).await;
@@ -487,6 +528,12 @@ impl Supervisor<'_> {
                     );
                 }
             }
+            Effect::Retire {
+                svc,
+                pid,
+                signal,
+                timeout,
+            } => self.retire(svc, pid, signal, timeout),
             Effect::ArmTimer { at, timer } => {
                 self.timer_seq += 1;
                 self.timers
@@ -533,12 +580,31 @@ impl Supervisor<'_> {
                 Output::Pipes
             },
             notify: None,
+            listen: &[],
+            pid_vars: &[],
             run_id: Some(self.tracking.id()),
             cgroup: self.tracking.join_fd(&service.name),
         }
     }
 
     fn spawn(&mut self, svc: usize, step: Step) {
+        // What its protocols need, bound before anything borrows the config.
+        let protocols = match step {
+            Step::Main => self.protocols_of(svc),
+            Step::Pre | Step::Post => Ok(Spoken::default()),
+        };
+        let spoken = match protocols {
+            Ok(spoken) => spoken,
+            Err(error) => {
+                self.queue.push_back(Event::SpawnFailed {
+                    svc,
+                    error,
+                    permanent: false,
+                });
+                return;
+            }
+        };
+
         // The service's own environment, plus what discovery tells it now:
         // only the service itself gets discovery, not its pre and post steps.
         let discovery = match step {
@@ -577,10 +643,13 @@ impl Supervisor<'_> {
             }
             _ => None,
         };
-        let launch = Launch {
+        let mut launch = Launch {
             notify,
+            listen: &spoken.listen,
+            pid_vars: spoken.pid_vars,
             ..self.launch(svc, argv, discovery)
         };
+        launch.extra_env.extend(spoken.env);
         let spawned = match process::spawn(launch) {
             Ok(spawned) => spawned,
             Err(e) => {
@@ -609,6 +678,20 @@ impl Supervisor<'_> {
         };
         if let Some(read) = notify_reader {
             tokio::spawn(watch_notify_fd(read, svc, pid, self.notices_tx.clone()));
+        }
+        if let Some(socket) = spoken.notify {
+            let watchdog = self.config.services[svc]
+                .protocols
+                .as_ref()
+                .and_then(|p| p.watchdog);
+            let task = tokio::spawn(notify::watch(
+                socket,
+                svc,
+                pid,
+                watchdog,
+                self.notices_tx.clone(),
+            ));
+            self.notify_tasks.insert(pid, task.abort_handle());
         }
         self.pump_output(svc, spawned, watch);
         self.queue.push_back(Event::Spawned { svc, pid });
@@ -684,8 +767,8 @@ impl Supervisor<'_> {
                     Err(e) => report(Err(format!("probe did not start: {e}"))),
                 }
             }
-            // Passive readiness: the output watchers report it.
-            Probe::Log(_) | Probe::NotifyFd(_) => {}
+            // Passive readiness: the output watchers or the notify socket report it.
+            Probe::Log(_) | Probe::NotifyFd(_) | Probe::Notify => {}
         }
     }
 
@@ -702,15 +785,15 @@ impl Supervisor<'_> {
                 role,
                 result,
             }),
-            Notice::Ready { svc, pid } => {
-                let unit = &self.engine.units()[svc];
-                if matches!(unit.state, State::Starting { pid: p, .. } if p == pid) {
-                    self.queue.push_back(Event::ProbeResult {
-                        svc,
-                        epoch: unit.epoch,
-                        role: ProbeRole::Ready,
-                        result: Ok(()),
-                    });
+            Notice::Ready { svc, pid } => self.said_ready(svc, pid),
+            Notice::Notify { svc, pid, message } => self.on_notify(svc, pid, message),
+            Notice::RetireDeadline { pid } => {
+                if let Some(&svc) = self.retiring.get(&pid) {
+                    self.hub.event(
+                        Some(svc),
+                        format!("the old process (pid {pid}) outlived its stop-timeout: sending SIGKILL"),
+                    );
+                    let _ = process::signal_group(pid, Signal::SIGKILL);
                 }
             }
             Notice::ProbeDeadline { pid, id } => {
@@ -738,7 +821,20 @@ impl Supervisor<'_> {
 
     fn reap(&mut self) {
         for process::Reaped { pid, exit, cpu } in process::reap_exited() {
+            if let Some(task) = self.notify_tasks.remove(&pid) {
+                task.abort();
+            }
+            if self.followed.values().any(|&main| main == pid) {
+                self.followed.retain(|_, main| *main != pid);
+            }
             match self.children.remove(&pid) {
+                Some(Child::Service(svc)) if self.retiring.remove(&pid).is_some() => {
+                    self.hub.event(
+                        Some(svc),
+                        format!("the old process (pid {pid}) ended with {exit}"),
+                    );
+                    let _ = process::signal_group(pid, Signal::SIGKILL);
+                }
                 Some(Child::Service(svc)) => {
                     if self.cpu_ended.len() <= svc {
                         self.cpu_ended.resize(svc + 1, Duration::ZERO);

@@ -122,5 +122,32 @@ pub fn describe(report: &Report) -> String {
             short(*deadline)
         ),
         Report::ShutdownTimeout => "shutdown-timeout reached: killing what is left".into(),
+        Report::Reloading => "reloading (RELOADING=1): not ready until READY=1".into(),
+        Report::SaysStopping => "stopping by itself (STOPPING=1): endpoints withdrawn".into(),
+        Report::MainPid { pid } => format!("main process is now pid {pid} (MAINPID=)"),
+        Report::TimeoutExtended { by } => {
+            format!("timeout extended by {} (EXTEND_TIMEOUT_USEC=)", short(*by))
+        }
+        Report::WatchdogMissed { signal } => format!(
+            "no WATCHDOG=1 within the watchdog period: sending {}",
+            signal.as_str()
+        ),
+        Report::StartingFirst { old } => {
+            format!("update: starting the new process while pid {old} serves (start-first)")
+        }
+        Report::Replaced { old, signal } => format!(
+            "update: the new process is ready; stopping the old one (pid {old}) with {}",
+            signal.as_str()
+        ),
+        Report::UpdateFailed { old, exit } => match exit {
+            Some(exit) => format!(
+                "update failed: the new process ended with {exit} before it was ready; \
+                 pid {old} goes on serving"
+            ),
+            None => format!("update failed: pid {old} goes on serving"),
+        },
+        Report::OldEnded { pid, exit } => format!(
+            "update: the old process (pid {pid}) ended with {exit} before the new one was ready"
+        ),
     }
 }

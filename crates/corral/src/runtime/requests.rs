@@ -277,6 +277,7 @@ impl Supervisor<'_> {
         self.queue
             .push_back(Event::Reload(Box::new(realigned.plan)));
         self.drain_queue();
+        self.release_sockets();
         if self.engine.is_booted() {
             let units = self.engine.units();
             self.schedule
@@ -431,6 +432,13 @@ impl Supervisor<'_> {
                 }
             }),
             resources: None,
+            status: self.said.get(&svc).and_then(|s| s.status.clone()),
+            notify_ignored: self.said.get(&svc).map_or(0, |s| s.ignored),
+            sockets: if service.sockets().is_empty() {
+                Vec::new()
+            } else {
+                self.listeners.addresses(&service.group)
+            },
         }
     }
 }
