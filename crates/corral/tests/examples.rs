@@ -252,3 +252,64 @@ fn backup_example_runs_a_periodic_job_with_corral_as_pid_1_and_no_cron() {
     assert_eq!(unshare.wait_exit(Duration::from_secs(40)), 0);
     assert!(commands_in_namespace_of(init).is_empty());
 }
+
+#[test]
+fn socket_activation_example_restarts_without_refusing_a_connection() {
+    let work = tempfile::tempdir().expect("temp dir");
+    for file in ["corral.toml", "server.py"] {
+        std::fs::copy(
+            examples_dir().join("socket-activation").join(file),
+            work.path().join(file),
+        )
+        .expect("copy");
+    }
+    let port = free_port().to_string();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["up"])
+        .current_dir(work.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("WEB_PORT", &port);
+    let mut corral = Running::start(cmd);
+    corral.wait_for_service_event("web", "ready after", SECS10);
+    let addr = format!("127.0.0.1:{port}");
+    let get = |addr: &str| -> std::io::Result<String> {
+        let mut s = TcpStream::connect(addr)?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
+    };
+    assert!(get(&addr)
+        .unwrap()
+        .contains("hello from a socket corral holds"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let (stop, addr) = (stop.clone(), addr.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match get(&addr) {
+                    Ok(body) if body.starts_with("HTTP/1.0 200") => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (ok, failed)
+        })
+    };
+    for _ in 0..3 {
+        let status = Command::new(BIN)
+            .args(["restart", "web"])
+            .current_dir(work.path())
+            .status()
+            .expect("corral restart");
+        assert!(status.success());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = client.join().expect("client");
+    assert!(
+        ok > 0 && failed.is_empty(),
+        "{ok} answered, failed: {failed:?}"
+    );
+    assert_eq!(corral.stop(), 0);
+}

@@ -326,3 +326,43 @@ fn three_gunicorns_on_one_socket_roll_one_at_a_time() {
     }
     assert_eq!(corral.stop(), 0);
 }
+
+#[test]
+fn a_reload_closes_the_sockets_of_a_removed_service_and_of_a_changed_address() {
+    let (a, b) = (free_port(), free_port());
+    let config = |web_port: u16, with_web: bool| {
+        let mut text = String::from("[services.other]\ncommand = [\"sleep\", \"60\"]\n");
+        if with_web {
+            text += &format!(
+                "[services.web]\ncommand = [\"python3\", \"server.py\"]\nsockets = [\"tcp://127.0.0.1:{web_port}\"]\n"
+            );
+        }
+        text
+    };
+    let project = Project::new(&config(a, true));
+    project.write("server.py", SERVER);
+    let mut corral = project.up();
+    corral.started_pid("web", SECS5);
+    assert!(get_tcp(a).is_ok());
+    // A changed address: the old one is closed, the new one served.
+    project.write("corral.toml", &config(b, true));
+    let (code, _, err) = project.run(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    corral.started_pid_nth("web", 2);
+    assert!(eventually(SECS5, || get_tcp(b).is_ok()));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", a)).is_err(),
+        "port {a} still open"
+    );
+    // Removed: its socket is closed.
+    project.write("corral.toml", &config(b, false));
+    let (code, _, err) = project.run(&["reload"]);
+    assert_eq!(code, 0, "{err}");
+    corral.wait_for_service_event("web", "stopped", SECS5);
+    assert!(
+        eventually(SECS5, || std::net::TcpStream::connect(("127.0.0.1", b))
+            .is_err()),
+        "port {b} still open"
+    );
+    assert_eq!(corral.stop(), 0);
+}

@@ -12,7 +12,8 @@ use toml::de::DeValue;
 
 use super::diag::Diagnostics;
 use super::host::HostChecks;
-use super::values::{read_fields, string, type_error, uint, Field, Value};
+use super::interp::Vars;
+use super::values::{read_fields, string, text, type_error, uint, Field, Text, Value};
 
 /// The most sockets a service may hold (fds 3 .. 3 + this).
 pub const MAX_SOCKETS: usize = 32;
@@ -33,7 +34,7 @@ pub struct Protocols {
 }
 
 /// One socket of `sockets`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Listen {
     pub address: ListenAddress,
     /// Its LISTEN_FDNAMES entry.
@@ -81,27 +82,23 @@ pub struct ProtocolsDraft {
 
 #[derive(Debug, Clone, Default)]
 pub struct SocketDraft {
-    listen: Option<String>,
+    listen: Option<Text>,
     name: Option<String>,
     backlog: Option<u32>,
     mode: Option<u32>,
-    owner: Option<(String, Range<usize>)>,
+    owner: Option<Text>,
     span: Range<usize>,
 }
 
 const SOCKET_FIELDS: [Field<SocketDraft>; 5] = [
-    ("listen", |s, d, v| {
-        s.listen = string(d, v).map(str::to_string)
-    }),
+    ("listen", |s, d, v| s.listen = text(d, v)),
     ("name", read_socket_name),
     ("backlog", |s, d, v| match uint(d, v) {
         Some(0) => d.error(v.span(), "backlog must be at least 1"),
         n => s.backlog = n,
     }),
     ("mode", read_mode),
-    ("owner", |s, d, v| {
-        s.owner = string(d, v).map(|o| (o.to_string(), v.span()))
-    }),
+    ("owner", |s, d, v| s.owner = text(d, v)),
 ];
 
 fn read_socket_name(s: &mut SocketDraft, d: &mut Diagnostics<'_>, v: &Value<'_>) {
@@ -189,7 +186,7 @@ pub fn read_sockets(p: &mut ProtocolsDraft, d: &mut Diagnostics<'_>, v: &Value<'
             ..SocketDraft::default()
         };
         match item.get_ref() {
-            DeValue::String(s) => draft.listen = Some(s.to_string()),
+            DeValue::String(_) => draft.listen = text(d, item),
             DeValue::Table(t) => {
                 read_fields(d, t, &SOCKET_FIELDS, &mut draft, "in a socket");
                 if draft.listen.is_none() {
@@ -245,17 +242,21 @@ pub fn parse_address(text: &str, base: &Path) -> Result<ListenAddress, String> {
 
 impl ProtocolsDraft {
     /// The protocols of one service; None when it speaks none.
+    /// `${VAR}`s in addresses and owners are expanded with `vars`.
     pub fn finish(
         &self,
         d: &mut Diagnostics<'_>,
+        vars: &dyn Vars,
         base: &Path,
         checks: &mut HostChecks,
         service: &str,
     ) -> Option<Box<Protocols>> {
         let mut sockets = Vec::with_capacity(self.sockets.len());
         for (i, s) in self.sockets.iter().enumerate() {
-            let Some(text) = &s.listen else { continue };
-            let address = match parse_address(text, base) {
+            let Some(text) = s.listen.as_ref().and_then(|t| t.expand(d, vars)) else {
+                continue;
+            };
+            let address = match parse_address(&text, base) {
                 Ok(a) => a,
                 Err(message) => {
                     d.error(s.span.clone(), message);
@@ -273,9 +274,10 @@ impl ProtocolsDraft {
                     "mode and owner apply to unix:// sockets only",
                 );
             }
-            let owner = s.owner.as_ref().and_then(|(spec, span)| {
+            let owner = s.owner.as_ref().and_then(|t| {
+                let spec = t.expand(d, vars)?;
                 checks
-                    .user(d, spec, span.clone(), service)
+                    .user(d, &spec, t.span.clone(), service)
                     .map(|id| (id.uid, id.gid))
             });
             sockets.push(Listen {

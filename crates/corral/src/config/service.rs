@@ -624,7 +624,7 @@ impl Draft {
             .iter()
             .filter_map(|t| t.template(d, vars, base_dir, cx.checks))
             .collect();
-        let protocols = self.protocols.finish(d, base_dir, cx.checks, name);
+        let protocols = self.protocols.finish(d, vars, base_dir, cx.checks, name);
         let notify = protocols.as_ref().is_some_and(|p| p.notify);
         let ready = match &self.ready {
             Some(p) => p.readiness(d, vars),
@@ -649,7 +649,7 @@ impl Draft {
                 notify: Some(true),
                 ..ProtocolsDraft::default()
             }
-            .finish(d, base_dir, cx.checks, name),
+            .finish(d, vars, base_dir, cx.checks, name),
             (Some(mut p), Some(r)) if r.probe == crate::config::Probe::Notify => {
                 p.notify = true;
                 Some(p)

@@ -7,69 +7,57 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use crate::config::{Listen, ListenAddress};
 
-/// The sockets of one service (its replicas share them), as bound.
-struct Held {
-    specs: Vec<Listen>,
-    fds: Vec<OwnedFd>,
-}
-
-/// Every service's held sockets, by service (group) name.
+/// Every service's held sockets, by service (group) name and the sockets
+/// as configured: the replicas of a service share them (unless their
+/// addresses differ, `${PORT}`...).
 #[derive(Default)]
 pub struct Listeners {
-    held: HashMap<String, Held>,
+    held: HashMap<(String, Vec<Listen>), Vec<OwnedFd>>,
 }
 
 impl Listeners {
     /// The descriptors for `group`'s sockets as `specs` lists them: those
     /// held already when nothing changed, else bound now.
     pub fn get(&mut self, group: &str, specs: &[Listen]) -> Result<Vec<RawFd>, String> {
-        if self.held.get(group).is_none_or(|h| h.specs != specs) {
-            // Closed first: a changed entry may reuse an address.
-            self.held.remove(group);
-            let fds = specs.iter().map(bind).collect::<Result<Vec<_>, _>>()?;
-            self.held.insert(
-                group.to_string(),
-                Held {
-                    specs: specs.to_vec(),
-                    fds,
-                },
-            );
-        }
-        Ok(self.held[group]
-            .fds
-            .iter()
-            .map(AsRawFd::as_raw_fd)
-            .collect())
+        use std::collections::hash_map::Entry;
+        let fds = match self.held.entry((group.to_string(), specs.to_vec())) {
+            Entry::Occupied(held) => held.into_mut(),
+            Entry::Vacant(new) => new.insert(specs.iter().map(bind).collect::<Result<_, _>>()?),
+        };
+        Ok(fds.iter().map(AsRawFd::as_raw_fd).collect())
     }
 
-    /// Closes the sockets of services no longer in `groups` (a reload
-    /// removed them) or whose sockets are gone from the config.
+    /// Closes the sockets `keep` does not want any more (a reload removed
+    /// their service or changed its sockets).
     pub fn retain(&mut self, keep: impl Fn(&str, &[Listen]) -> bool) {
-        let gone: Vec<String> = self
+        let gone: Vec<(String, Vec<Listen>)> = self
             .held
-            .iter()
-            .filter(|(group, h)| !keep(group, &h.specs))
-            .map(|(group, _)| group.clone())
+            .keys()
+            .filter(|(group, specs)| !keep(group, specs))
+            .cloned()
             .collect();
-        for group in gone {
-            if let Some(held) = self.held.remove(&group) {
-                remove_files(&held.specs);
-            }
+        for key in gone {
+            // Closed first: the file may be bound again by a new entry.
+            self.held.remove(&key);
+            remove_files(&key.1);
         }
     }
 
     /// At exit: unix socket files go.
     pub fn close_all(&mut self) {
-        for (_, held) in self.held.drain() {
-            remove_files(&held.specs);
+        for ((_, specs), fds) in self.held.drain() {
+            drop(fds);
+            remove_files(&specs);
         }
     }
 
-    /// What `ps` shows: the addresses held for `group`.
-    pub fn addresses(&self, group: &str) -> Vec<String> {
-        self.held.get(group).map_or_else(Vec::new, |h| {
-            h.specs.iter().map(|s| s.address.to_string()).collect()
-        })
+    /// What `ps` shows: the addresses of `specs` held for `group`.
+    pub fn addresses(&self, group: &str, specs: &[Listen]) -> Vec<String> {
+        let key = (group.to_string(), specs.to_vec());
+        match self.held.contains_key(&key) {
+            true => specs.iter().map(|s| s.address.to_string()).collect(),
+            false => Vec::new(),
+        }
     }
 }
 

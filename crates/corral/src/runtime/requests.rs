@@ -437,7 +437,7 @@ impl Supervisor<'_> {
             sockets: if service.sockets().is_empty() {
                 Vec::new()
             } else {
-                self.listeners.addresses(&service.group)
+                self.listeners.addresses(&service.group, service.sockets())
             },
         }
     }
