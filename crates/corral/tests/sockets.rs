@@ -96,6 +96,12 @@ sockets = ["tcp://127.0.0.1:{port}", {{ listen = "unix://web.sock", name = "loca
             format!("unix://{}", project.file("web.sock").display())
         ]
     );
+    let (code, ps, _) = project.run(&["ps"]);
+    assert_eq!(code, 0);
+    assert!(
+        has_row(&ps, "web", &format!("tcp://127.0.0.1:{port},unix://")),
+        "{ps}"
+    );
     // Stopped, the service's port still takes connections: they wait in
     // the kernel's queue for the next process.
     let (code, _, err) = project.run(&["stop", "web"]);

@@ -308,3 +308,27 @@ fn top_scales_a_replicated_service_up_and_down() {
     let (_, ps, _) = project.run(&["ps"]);
     assert!(!ps.contains("api.2"), "{ps}");
 }
+
+#[test]
+fn top_shows_what_a_service_says_of_itself() {
+    let project = Project::new(
+        r#"
+[services.talker]
+command = ["python3", "talker.py"]
+notify = true
+"#,
+    );
+    project.write(
+        "talker.py",
+        "import os, socket, time\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.sendto(b'READY=1\\nSTATUS=42 jobs queued', '\\0' + os.environ['NOTIFY_SOCKET'][1:])\n\
+         time.sleep(600)\n",
+    );
+    let daemon = project.up();
+    daemon.wait_for_service_event("talker", "ready after", SECS10);
+    let tmux = Tmux::start(&project, &top_script());
+    tmux.wait_screen("the STATUS column", |s| {
+        s.contains("STATUS") && row(s, "talker").is_some_and(|r| r.contains("42 jobs queued"))
+    });
+}

@@ -161,6 +161,7 @@ pub fn table(services: &[ServiceStatus]) -> String {
         "FDS".into(),
         "HEALTH".into(),
         "LAST EXIT".into(),
+        "SOCKETS".into(),
         "STATUS".into(),
     ]];
     for s in services {
@@ -203,16 +204,21 @@ pub fn table(services: &[ServiceStatus]) -> String {
                 .clone()
                 .or_else(|| s.last_exit.clone())
                 .unwrap_or_else(|| "-".into()),
+            s.sockets.join(","),
             // What the service says of itself (sd_notify STATUS=), one line.
             s.status
                 .as_deref()
                 .map_or("-".into(), |t| t.replace(['\n', '\r', '\t'], " ")),
         ]);
     }
-    // The column only when a service speaks it.
-    if services.iter().all(|s| s.status.is_none()) {
+    // These columns only when a service has them.
+    let unused = [
+        (12, services.iter().all(|s| s.sockets.is_empty())),
+        (13, services.iter().all(|s| s.status.is_none())),
+    ];
+    for (column, _) in unused.iter().filter(|(_, unused)| *unused) {
         for row in &mut rows {
-            row[12].clear();
+            row[*column].clear();
         }
     }
     aligned(rows)

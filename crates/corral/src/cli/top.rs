@@ -695,6 +695,7 @@ impl App {
             "LAST EXIT",
             "NEXT RUN",
             "PROVIDES",
+            "STATUS",
         ])
         .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
         let rows = self.sorted();
@@ -742,6 +743,8 @@ impl App {
                         }),
                 ),
                 ratatui::widgets::Cell::from(provides.join(",")),
+                // What it says of itself (sd_notify STATUS=).
+                ratatui::widgets::Cell::from(s.status.clone().unwrap_or_default()),
             ])
         });
         let longest = rows.iter().map(|s| s.name.len()).max().unwrap_or(4);
@@ -758,6 +761,7 @@ impl App {
             Constraint::Fill(2),
             Constraint::Length(9),
             Constraint::Fill(1),
+            Constraint::Fill(2),
         ];
         let table = Table::new(body, widths)
             .header(header)
