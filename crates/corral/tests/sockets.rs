@@ -67,6 +67,15 @@ sockets = ["tcp://127.0.0.1:{port}", {{ listen = "unix://web.sock", name = "loca
 "#
     ));
     project.write("server.py", SERVER);
+    let (code, plan, err) = project.run(&["check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        plan.contains(&format!(
+            "socket: fd 3 tcp://127.0.0.1:{port} (name web, backlog 1024)"
+        )),
+        "{plan}"
+    );
+    assert!(plan.contains("socket: fd 4 unix://"), "{plan}");
     let mut corral = project.up();
     let pid = corral.started_pid("web", SECS5);
     corral.wait_for_output(

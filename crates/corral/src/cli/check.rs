@@ -88,13 +88,43 @@ pub fn plan(config: &Config) -> String {
             }
         }
         if let Some(r) = &s.ready {
+            // A passive probe has no interval: the service tells.
+            let every = if r.probe.is_active() {
+                format!("every {}, ", format_duration(r.interval))
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "  ready: {} (every {}, start-timeout {})",
+                "  ready: {} ({every}start-timeout {})",
                 r.probe.describe(),
-                format_duration(r.interval),
                 format_duration(r.start_timeout)
             );
+        }
+        if let Some(p) = s.protocols.as_deref() {
+            if p.notify {
+                let watchdog = p.watchdog.map_or(String::new(), |w| {
+                    format!(
+                        ", watchdog {} (then {})",
+                        format_duration(w),
+                        p.watchdog_signal.as_str()
+                    )
+                });
+                let _ = writeln!(out, "  notify: NOTIFY_SOCKET{watchdog}");
+            }
+            for (i, l) in p.sockets.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "  socket: fd {} {} (name {}, backlog {})",
+                    3 + i,
+                    l.address,
+                    l.name,
+                    l.backlog
+                );
+            }
+            if p.update == crate::config::Update::StartFirst {
+                let _ = writeln!(out, "  update: start-first");
+            }
         }
         if let Some(h) = &s.health {
             let _ = writeln!(

@@ -58,9 +58,10 @@ pub struct Socket {
 
 /// Binds a socket in the abstract namespace: no file to clean up, no
 /// directory the service's user must be able to reach; only the sender's
-/// credentials decide who is heard.
-pub fn bind(seq: u64) -> std::io::Result<Socket> {
-    let name = format!("corral/{}/{seq}", std::process::id());
+/// credentials decide who is heard. The name holds the run's random id:
+/// two corrals that are each PID 1 may share a network namespace.
+pub fn bind(run_id: &str, seq: u64) -> std::io::Result<Socket> {
+    let name = format!("corral/{run_id}/{seq}");
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
     let sock = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
     let on: libc::c_int = 1;
@@ -103,6 +104,7 @@ pub async fn watch(
         status: None,
         rejected: 0,
         malformed: 0,
+        stranger: None,
         counted_at: None,
         tx,
         watchdog,
@@ -225,6 +227,9 @@ struct Reader {
     status: Option<String>,
     rejected: u64,
     malformed: u64,
+    /// The last sender found outside the instance: its next datagrams are
+    /// refused without another look at /proc.
+    stranger: Option<Pid>,
     /// When counts were last sent (None: never).
     counted_at: Option<Instant>,
     tx: mpsc::UnboundedSender<Notice>,
@@ -257,7 +262,18 @@ impl Reader {
     }
 
     fn datagram(&mut self, bytes: &[u8], len: usize, sender: Option<Pid>) {
-        if !sender.is_some_and(|pid| self.belongs(pid)) {
+        let heard = match sender {
+            Some(pid) if Some(pid) == self.stranger => false,
+            Some(pid) => {
+                let ours = self.belongs(pid);
+                if !ours {
+                    self.stranger = Some(pid);
+                }
+                ours
+            }
+            None => false,
+        };
+        if !heard {
             self.rejected += 1;
         } else if len > MAX_DATAGRAM {
             self.malformed += 1;

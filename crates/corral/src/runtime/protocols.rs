@@ -31,7 +31,7 @@ impl Supervisor<'_> {
         let mut spoken = Spoken::default();
         if protocols.notify {
             self.notify_seq += 1;
-            let socket = notify::bind(self.notify_seq)
+            let socket = notify::bind(self.tracking.id(), self.notify_seq)
                 .map_err(|e| format!("cannot create the notify socket: {e}"))?;
             spoken
                 .env
