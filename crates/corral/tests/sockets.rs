@@ -63,7 +63,7 @@ fn sockets_are_passed_with_listen_fds_and_held_while_the_service_is_down() {
         r#"
 [services.web]
 command = ["python3", "server.py"]
-sockets = ["tcp://127.0.0.1:{port}", {{ listen = "unix://web.sock", name = "local", mode = "0600" }}]
+sockets = ["tcp://127.0.0.1:{port}", {{ listen = "unix://web.sock", name = "local", mode = "0600", owner = "nobody" }}]
 "#
     ));
     project.write("server.py", SERVER);
@@ -86,11 +86,17 @@ sockets = ["tcp://127.0.0.1:{port}", {{ listen = "unix://web.sock", name = "loca
     assert!(get_tcp(port).unwrap().ends_with(&pid.to_string()));
     let mut unix = std::os::unix::net::UnixStream::connect(project.file("web.sock")).unwrap();
     assert!(get(&mut unix).unwrap().ends_with(&pid.to_string()));
-    let mode = std::fs::metadata(project.file("web.sock"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    let meta = std::fs::metadata(project.file("web.sock")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let nobody = std::process::Command::new("id")
+        .args(["-u", "nobody"])
+        .output()
+        .unwrap();
+    let nobody: u32 = String::from_utf8_lossy(&nobody.stdout)
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), nobody);
     let json = get_json(&project, "/v1/services/web");
     let sockets: Vec<&str> = json["sockets"]
         .as_array()
@@ -379,5 +385,55 @@ fn a_reload_closes_the_sockets_of_a_removed_service_and_of_a_changed_address() {
             .is_err()),
         "port {b} still open"
     );
+    assert_eq!(corral.stop(), 0);
+}
+
+/// A new process that fails during a start-first update leaves the old one
+/// serving: no request is lost, and the event says why.
+#[test]
+fn a_failed_start_first_update_keeps_the_old_process_serving() {
+    let port = free_port();
+    let config = |command: &str| {
+        format!(
+            r#"
+[services.web]
+command = {command}
+sockets = ["tcp://127.0.0.1:{port}"]
+update = "start-first"
+ready = {{ notify = true, start-timeout = "2s" }}
+"#
+        )
+    };
+    let project = Project::new(&config(r#"["python3", "server.py"]"#));
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/socket-activation/server.py"),
+        project.file("server.py"),
+    )
+    .unwrap();
+    let mut corral = project.up();
+    let old = corral.started_pid("web", SECS5);
+    corral.wait_for_service_event("web", "ready after", SECS10);
+    // The new definition crashes; then one that never says READY=1.
+    for (n, broken) in [r#"["sh", "-c", "exit 3"]"#, r#"["sleep", "60"]"#]
+        .iter()
+        .enumerate()
+    {
+        project.write("corral.toml", &config(broken));
+        let (code, _, err) = project.run(&["reload"]);
+        assert_eq!(code, 0, "{err}");
+        corral.wait_for_service_event_nth("web", "update failed", n + 1, SECS10);
+        let json = get_json(&project, "/v1/services/web");
+        assert_eq!(json["pid"], old, "{json}");
+        assert_eq!(json["state"], "running", "{json}");
+        assert!(get_tcp(port).unwrap().contains(&format!("pid {old}")));
+    }
+    assert!(corral
+        .wait_for_service_event(
+            "web",
+            "update failed: the new process ended with exit code 3",
+            SECS5
+        )
+        .contains(&format!("pid {old} goes on serving")));
     assert_eq!(corral.stop(), 0);
 }
