@@ -78,7 +78,7 @@ pub fn configured(files: &[PathBuf]) -> Option<PathBuf> {
     };
     let mut found = None;
     for file in files {
-        let Ok(text) = std::fs::read_to_string(file) else {
+        let Ok(text) = crate::config::files::read_to_string(file) else {
             continue;
         };
         let (root, _) = toml::de::DeTable::parse_recoverable(&text);

@@ -476,7 +476,7 @@ fn etcd_settings(
     let password = match (&username, draft.password_file) {
         (Some(_), Some(file)) => {
             let path = base_dir.join(file.expand(d, vars)?);
-            match std::fs::read_to_string(&path) {
+            match super::files::read_to_string(&path) {
                 Ok(text) => Some(text.trim_end_matches(['\r', '\n']).to_string()),
                 Err(e) => {
                     d.error(file.span, format!("cannot read {}: {e}", path.display()));

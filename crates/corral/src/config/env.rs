@@ -246,7 +246,7 @@ fn looks_random(value: &str) -> bool {
 
 /// Reads and parses an env file, for error reporting: Err((line, message)).
 pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, (usize, String)> {
-    let text = std::fs::read_to_string(path)
+    let text = super::files::read_to_string(path)
         .map_err(|e| (0, format!("cannot read env file {}: {e}", path.display())))?;
     parse_env_file(&text)
 }

@@ -32,7 +32,13 @@ pub enum InterpError {
     /// `${VAR:?message}` with VAR unset or empty, `${VAR?message}` with it unset.
     #[error("{name} is required: {message}")]
     Required { name: String, message: String },
+    #[error("`${{...}}` nested deeper than {MAX_NESTING} levels")]
+    TooDeep,
 }
+
+/// How deep `${A:-${B:-...}}` may nest: far more than a config needs, and
+/// a bound on the recursion (a stack overflow would end corral).
+pub const MAX_NESTING: usize = 100;
 
 /// What follows a name in `${...}`: `:-`/`-` (a default when unset or
 /// empty / unset), `:?`/`?` (an error when unset or empty / unset).
@@ -67,6 +73,14 @@ fn split_body(body: &str) -> (&str, Modifier, &str) {
 /// Expands `${VAR}`, `${VAR:-default}` and `$$`; any other `$` is kept as is,
 /// so `sh -c "echo $HOME"` reaches the shell unchanged.
 pub fn expand(input: &str, vars: &dyn Vars) -> Result<Expanded, InterpError> {
+    expand_at(input, vars, 0)
+}
+
+/// `expand` of a default or a message at `depth` levels of `${...}`.
+fn expand_at(input: &str, vars: &dyn Vars, depth: usize) -> Result<Expanded, InterpError> {
+    if depth > MAX_NESTING {
+        return Err(InterpError::TooDeep);
+    }
     let mut value = String::with_capacity(input.len());
     let mut unset = BTreeSet::new();
     let mut rest = input;
@@ -93,10 +107,10 @@ pub fn expand(input: &str, vars: &dyn Vars) -> Result<Expanded, InterpError> {
             };
             match modifier {
                 Modifier::Default { or_empty } if missing(or_empty) => {
-                    value.push_str(&expand(arg, vars)?.value)
+                    value.push_str(&expand_at(arg, vars, depth + 1)?.value)
                 }
                 Modifier::Required { or_empty } if missing(or_empty) => {
-                    let message = expand(arg, vars)?.value;
+                    let message = expand_at(arg, vars, depth + 1)?.value;
                     return Err(InterpError::Required {
                         name: name.to_string(),
                         message: if message.is_empty() {
@@ -189,6 +203,18 @@ mod tests {
         assert!(ex("${HOME").starts_with("ERR unterminated"));
         assert!(ex("${1X}").starts_with("ERR invalid variable name"));
         assert!(ex("${A B}").starts_with("ERR invalid variable name"));
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let nest = |n: usize| format!("{}x{}", "${NOPE:-".repeat(n), "}".repeat(n));
+        assert_eq!(ex(&nest(MAX_NESTING)), "x");
+        assert_eq!(
+            ex(&nest(MAX_NESTING + 1)),
+            "ERR `${...}` nested deeper than 100 levels"
+        );
+        // Far deeper than the stack would hold: an error, not a crash.
+        assert!(ex(&nest(50_000)).starts_with("ERR `${...}` nested deeper"));
     }
 
     #[test]

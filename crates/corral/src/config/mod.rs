@@ -3,6 +3,7 @@
 mod diag;
 mod document;
 mod env;
+pub mod files;
 mod graph;
 mod host;
 pub mod interp;
@@ -988,7 +989,7 @@ fn read_text(path: &Path) -> Result<String, LoadFailure> {
         }]),
         warnings: Vec::new(),
     };
-    let bytes = std::fs::read(path).map_err(|e| fail(0, 0, format!("cannot read config: {e}")))?;
+    let bytes = files::read(path).map_err(|e| fail(0, 0, format!("cannot read config: {e}")))?;
     let source = match String::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => {

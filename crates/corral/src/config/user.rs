@@ -53,7 +53,7 @@ impl Accounts {
 
     pub fn read_from(passwd: &Path, group: &Path) -> Accounts {
         let mut warnings = Vec::new();
-        let mut text = |path: &Path| match std::fs::read(path) {
+        let mut text = |path: &Path| match super::files::read(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {

@@ -82,7 +82,7 @@ pub fn render_templates(
             .collect(),
     };
     for t in templates {
-        let source = std::fs::read_to_string(&t.source)
+        let source = crate::config::files::read_to_string(&t.source)
             .map_err(|e| format!("cannot read template {}: {e}", t.source.display()))?;
         let text = engine
             .compile(source.as_str())
