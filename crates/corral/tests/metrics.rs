@@ -206,3 +206,42 @@ fn a_bad_metrics_address_or_a_busy_port_is_a_clear_error() {
     );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
+
+/// Idle connections cannot starve the scrapers: the oldest silent one is
+/// closed to make room, as on the control socket; and scrapers beyond the
+/// limit wait their turn instead of being reset.
+#[test]
+fn idle_connections_do_not_starve_scrapers_and_a_crowd_is_not_reset() {
+    let port = free_port();
+    let project = Project::new(&format!(
+        "[corral]\nmetrics = \"127.0.0.1:{port}\"\n[services.a]\ncommand = [\"sleep\", \"600\"]\n"
+    ));
+    let mut corral = project.up();
+    corral.started_pid("a", SECS5);
+    assert!(eventually(SECS5, || std::net::TcpStream::connect((
+        "127.0.0.1",
+        port
+    ))
+    .is_ok()));
+    let idle: Vec<std::net::TcpStream> = (0..32)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    for i in 0..20 {
+        let (status, _, body) = http(port, "GET", "/metrics");
+        assert_eq!(status, 200, "scrape {i}: {body}");
+    }
+    drop(idle);
+    // 50 scrapers at once, 20 scrapes each: every one answered.
+    let threads: Vec<_> = (0..50)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..20)
+                    .filter(|_| http(port, "GET", "/metrics").0 == 200)
+                    .count()
+            })
+        })
+        .collect();
+    let answered: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(answered, 1000);
+    assert_eq!(corral.stop(), 0);
+}

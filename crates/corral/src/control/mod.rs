@@ -138,7 +138,8 @@ pub fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListene
     tokio::net::TcpListener::from_std(listener).map_err(error)
 }
 
-/// At most this many scrapers at once on the metrics listener.
+/// At most this many scrapers at once on the metrics listener; more wait
+/// in the kernel's queue for a turn.
 const MAX_SCRAPERS: usize = 16;
 
 /// Serves `GET /metrics` on the TCP listener, and nothing else: the control
@@ -149,6 +150,8 @@ async fn serve_metrics(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let mut arrivals: VecDeque<(AbortHandle, Arc<AtomicBool>, tokio::time::Instant)> =
+        VecDeque::new();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -160,11 +163,36 @@ async fn serve_metrics(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        if connections.len() >= MAX_SCRAPERS {
-            continue; // Dropped: closed at once.
+        // Full: an idle connection makes room; else this one waits for a
+        // scrape to end (and the next ones wait in the kernel's queue),
+        // where closing it would reset a scraper that did nothing wrong.
+        while connections.len() >= MAX_SCRAPERS && !shed_oldest_idle(&mut arrivals) {
+            // Until a scrape ends, or the oldest silent one turns idle.
+            let idle_at = arrivals.front().map(|(_, _, since)| *since + IDLE_AFTER);
+            tokio::select! {
+                _ = connections.join_next() => {}
+                _ = async {
+                    match idle_at {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+                _ = stop.wait_for(|stop| *stop) => break,
+            }
         }
+        if *stop.borrow() {
+            break;
+        }
+        let spoke = Arc::new(AtomicBool::new(false));
+        arrivals.retain(|(h, spoke, _)| !h.is_finished() && !spoke.load(Ordering::Relaxed));
         let stream = crate::tcp::Conn::Plain(stream);
-        connections.spawn(connection(stream, api.clone(), Routes::MetricsOnly, None));
+        let handle = connections.spawn(connection(
+            stream,
+            api.clone(),
+            Routes::MetricsOnly,
+            Some(spoke.clone()),
+        ));
+        arrivals.push_back((handle, spoke, tokio::time::Instant::now()));
     }
     drop(api);
     connections.shutdown().await;
@@ -204,7 +232,8 @@ pub async fn serve(mut socket: Socket, api: Api, mut stop: watch::Receiver<bool>
     let limit = connection_limit();
     // Connections in the order they came, with whether they have sent a
     // request yet: the oldest silent one is closed to make room.
-    let mut arrivals: VecDeque<(AbortHandle, Arc<AtomicBool>)> = VecDeque::new();
+    let mut arrivals: VecDeque<(AbortHandle, Arc<AtomicBool>, tokio::time::Instant)> =
+        VecDeque::new();
     // A descriptor kept in reserve: out of descriptors, it is given back so a
     // waiting client can be taken off the queue and closed.
     let mut reserve = std::fs::File::open("/dev/null").ok();
@@ -252,10 +281,10 @@ pub async fn serve(mut socket: Socket, api: Api, mut stop: watch::Receiver<bool>
         let stream = crate::tcp::Conn::Unix(stream);
         // Only connections still silent can be shed. An ended one's handle
         // would keep its task (~2 kB) allocated.
-        arrivals.retain(|(h, spoke)| !h.is_finished() && !spoke.load(Ordering::Relaxed));
+        arrivals.retain(|(h, spoke, _)| !h.is_finished() && !spoke.load(Ordering::Relaxed));
         let handle =
             connections.spawn(connection(stream, api.clone(), routes, Some(spoke.clone())));
-        arrivals.push_back((handle, spoke));
+        arrivals.push_back((handle, spoke, tokio::time::Instant::now()));
     }
     drop(api);
     let _ = tokio::time::timeout(DRAIN, async {
@@ -307,15 +336,25 @@ async fn connection(
     crate::process::give_back_free_memory();
 }
 
-/// Closes the oldest connection that has not sent a request; false if none.
-fn shed_oldest_idle(arrivals: &mut VecDeque<(AbortHandle, Arc<AtomicBool>)>) -> bool {
-    while let Some((handle, spoke)) = arrivals.pop_front() {
-        if !handle.is_finished() && !spoke.load(Ordering::Relaxed) {
-            handle.abort();
-            return true;
+/// A connection that sent nothing for this long is idle: it may be closed
+/// to make room. (A younger one may have its request on the way.)
+const IDLE_AFTER: Duration = Duration::from_secs(1);
+
+/// Closes the oldest connection that has sent no request for IDLE_AFTER;
+/// false if none.
+fn shed_oldest_idle(
+    arrivals: &mut VecDeque<(AbortHandle, Arc<AtomicBool>, tokio::time::Instant)>,
+) -> bool {
+    arrivals.retain(|(handle, spoke, _)| !handle.is_finished() && !spoke.load(Ordering::Relaxed));
+    match arrivals.front() {
+        Some((_, _, since)) if since.elapsed() >= IDLE_AFTER => {
+            if let Some((handle, _, _)) = arrivals.pop_front() {
+                handle.abort();
+            }
+            true
         }
+        _ => false,
     }
-    false
 }
 
 /// Takes one waiting client off the queue, if there is one, and closes it.
