@@ -478,6 +478,20 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<ServiceState>,
     pub message: String,
+    /// Set on a marker that is not a change: "lagged" (this client missed
+    /// `missed` events: it did not keep up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed: Option<u64>,
+}
+
+/// The last line of a stream (`/logs?follow`, `/events`) that the daemon
+/// cut short, and why; a stream that simply ends has no such line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamCut {
+    pub error: String,
 }
 
 #[cfg(test)]

@@ -125,3 +125,95 @@ fn a_hostile_reload_is_refused_and_the_daemon_goes_on() {
     corral.wait_for_service_event_nth("crashy", "started", 5, SECS5);
     assert_eq!(corral.stop(), 0);
 }
+
+/// A `logs -f` that cannot keep up is dropped by the daemon, and says so:
+/// the reason on stderr and a non-zero exit, not the silent end that looks
+/// like the daemon's.
+#[test]
+fn a_follower_that_falls_behind_says_why_and_exits_non_zero() {
+    let project = Project::new(
+        "[services.loud]\ncommand = [\"sh\", \"-c\", \"sleep 1; yes 'a line of output' | head -n 3000000; exec sleep 600\"]\n",
+    );
+    let mut corral = project.up();
+    corral.started_pid("loud", SECS5);
+    let spawn = |args: &[&str]| {
+        project
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let follower = spawn(&["logs", "-f", "-n", "0", "loud"]);
+    let mut retrying = spawn(&["logs", "-f", "--retry", "-n", "0", "loud"]);
+    // Nobody reads their output for a while: they fall behind.
+    std::thread::sleep(Duration::from_secs(4));
+    // The one that may retry follows again, and says so.
+    let mut retrying_out = retrying.stdout.take().unwrap();
+    let drain = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut retrying_out, &mut std::io::sink());
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(retrying.try_wait().unwrap().is_none(), "--retry ended");
+    // SAFETY: kill(2) on a child of this test.
+    unsafe { libc::kill(retrying.id() as i32, libc::SIGTERM) };
+    let retried = retrying.wait_with_output().unwrap();
+    drain.join().unwrap();
+    let retried = String::from_utf8_lossy(&retried.stderr);
+    assert!(
+        retried.contains("lines behind); following again"),
+        "{retried}"
+    );
+    let out = follower.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit {:?}, stderr {err}", out.status);
+    assert!(
+        err.contains("the daemon dropped this stream: it did not keep up (")
+            && err.contains("lines behind)"),
+        "{err}"
+    );
+    assert_eq!(corral.stop(), 0);
+}
+
+/// A burst of lifecycle events (300 services stopping at once): every one
+/// reaches an `events` client (one that cannot keep up is told exactly how
+/// many it missed: control/api.rs).
+#[test]
+fn a_burst_of_events_reaches_a_client_whole() {
+    let mut config = String::from("[corral]\nparallel = true\n");
+    for i in 0..300 {
+        config +=
+            &format!("[services.s{i}]\ncommand = [\"sleep\", \"600\"]\nstop-timeout = \"1s\"\n");
+    }
+    let project = Project::new(&config);
+    let mut corral = project.up();
+    corral.wait_for_service_event("s299", "started", SECS10);
+    let events = project
+        .command(&["events", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, _, err) = project.run(&["down"]);
+    assert_eq!(code, 0, "{err}");
+    let out = events.wait_with_output().unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let stopped = lines
+        .iter()
+        .filter(|e| e["message"] == "stopped" && e["service"].is_string())
+        .count();
+    let missed: u64 = lines
+        .iter()
+        .filter(|e| e["kind"] == "lagged")
+        .map(|e| e["missed"].as_u64().unwrap())
+        .sum();
+    // Each service said `stopping` and `stopped`: 600 in all, received or counted.
+    let said = lines.iter().filter(|e| e["service"].is_string()).count() as u64;
+    assert!(said + missed >= 600, "{said} received, {missed} missed");
+    // A client that reads as it should misses nothing: `down` shows every stop.
+    assert_eq!((stopped, missed), (300, 0));
+    corral.wait_exit(SECS10);
+}

@@ -143,6 +143,9 @@ impl Lines {
             pending.extend_from_slice(&data);
             while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=pos).collect();
+                if let Ok(cut) = serde_json::from_slice::<corral_proto::StreamCut>(&line) {
+                    return Err(CliError::Failed(cut.error));
+                }
                 if let Ok(value) = serde_json::from_slice(&line) {
                     each(value);
                 }

@@ -421,6 +421,11 @@ pub struct LogsOptions {
     /// One JSON object per line: time, service, stream, line.
     #[arg(long)]
     json: bool,
+    /// With --follow: when the daemon drops the stream because this client
+    /// fell behind, say so on stderr and follow again from the newest line
+    /// (without it, that ends the command with an error).
+    #[arg(long, requires = "follow")]
+    retry: bool,
 }
 
 /// Seconds since the epoch between which lines are shown.
@@ -470,11 +475,15 @@ pub async fn logs(
     } else {
         100
     });
-    let mut path = format!("/logs?n={last}&follow={}", options.follow);
-    for s in services {
-        path.push_str("&service=");
-        path.push_str(s);
-    }
+    let query = |last: usize| {
+        let mut path = format!("/logs?n={last}&follow={}", options.follow);
+        for s in services {
+            path.push_str("&service=");
+            path.push_str(s);
+        }
+        path
+    };
+    let mut path = query(last);
     let list: ServiceList = client.json(Method::GET, "/services", None).await?;
     // The names in config order, so each service has the colour `up` gives it.
     let names = list.services.iter().map(|s| s.name.as_str()).collect();
@@ -489,26 +498,35 @@ pub async fn logs(
     }
     style.prefixed = !options.no_prefix;
     let stdout = std::io::stdout();
-    client
-        .lines(Method::GET, &path, |line: LogLine| {
-            if line.time < window.since || line.time > window.until {
-                return;
+    loop {
+        let followed = client
+            .lines(Method::GET, &path, |line: LogLine| {
+                if line.time < window.since || line.time > window.until {
+                    return;
+                }
+                let svc = style.names.iter().position(|n| n == line.service);
+                let time =
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(line.time.max(0.0));
+                let mut out = stdout.lock();
+                let _ = render(
+                    &mut out,
+                    &style,
+                    svc,
+                    line.stream,
+                    time,
+                    line.line.as_bytes(),
+                );
+                let _ = out.flush();
+            })
+            .await;
+        match followed {
+            Err(CliError::Failed(why)) if options.retry => {
+                eprintln!("corral: {why}; following again from the newest line");
+                path = query(0);
             }
-            let svc = style.names.iter().position(|n| n == line.service);
-            let time =
-                std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(line.time.max(0.0));
-            let mut out = stdout.lock();
-            let _ = render(
-                &mut out,
-                &style,
-                svc,
-                line.stream,
-                time,
-                line.line.as_bytes(),
-            );
-            let _ = out.flush();
-        })
-        .await
+            other => return other,
+        }
+    }
 }
 
 /// `corral events`: the API's event stream, one line per event.

@@ -4,7 +4,10 @@
 
 use corral_proto::{Action, Endpoint, ErrorBody, ReloadResult, ServiceStatus};
 use nix::sys::signal::Signal;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::logs::HubHandle;
 
@@ -70,6 +73,105 @@ pub enum Request {
         name: String,
         reply: Reply<Vec<String>>,
     },
+    /// Lifecycle changes from now on.
+    Subscribe {
+        reply: Reply<Feed>,
+    },
+}
+
+/// Events a subscriber may have waiting: a burst of this many (a `down`
+/// of 1,000 services says 2,000 things at once) reaches a client whole.
+const FEED_CAPACITY: usize = 4096;
+
+/// The supervisor's end of one subscription to lifecycle changes.
+pub struct Subscriber {
+    tx: mpsc::Sender<corral_proto::Event>,
+    missed: Arc<AtomicU64>,
+}
+
+/// A client's end: every event, or how many it missed.
+#[derive(Debug)]
+pub struct Feed {
+    rx: mpsc::Receiver<corral_proto::Event>,
+    missed: Arc<AtomicU64>,
+}
+
+/// A new subscription: the supervisor keeps the one, a client the other.
+pub fn subscription() -> (Subscriber, Feed) {
+    let (tx, rx) = mpsc::channel(FEED_CAPACITY);
+    let missed = Arc::new(AtomicU64::new(0));
+    let feed = Feed {
+        rx,
+        missed: missed.clone(),
+    };
+    (Subscriber { tx, missed }, feed)
+}
+
+impl Subscriber {
+    /// Hands `event` over, or counts it missed when the client is that far
+    /// behind; false once the client is gone.
+    pub fn offer(&self, event: &corral_proto::Event) -> bool {
+        match self.tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.missed.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+impl Feed {
+    /// The next event, or Err(how many did not fit while the queue was
+    /// full) once the events queued before them are given: the marker
+    /// stands where they would have been. None once the supervisor is gone.
+    pub async fn recv(&mut self) -> Option<Result<corral_proto::Event, u64>> {
+        use mpsc::error::TryRecvError;
+        match self.rx.try_recv() {
+            Ok(event) => return Some(Ok(event)),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
+        }
+        match self.missed.swap(0, Ordering::Relaxed) {
+            0 => self.rx.recv().await.map(Ok),
+            missed => Some(Err(missed)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: usize) -> corral_proto::Event {
+        corral_proto::Event {
+            time: n as f64,
+            service: None,
+            state: None,
+            message: n.to_string(),
+            kind: None,
+            missed: None,
+        }
+    }
+
+    /// A client that does not read: what does not fit is counted, and told
+    /// after what was queued before it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn what_does_not_fit_is_counted_and_told_in_its_place() {
+        let (subscriber, mut feed) = subscription();
+        for n in 0..FEED_CAPACITY + 10 {
+            assert!(subscriber.offer(&event(n)));
+        }
+        for n in 0..FEED_CAPACITY {
+            let got = feed.recv().await.and_then(Result::ok).map(|e| e.message);
+            assert_eq!(got, Some(n.to_string()));
+        }
+        assert_eq!(feed.recv().await.map(|r| r.err()), Some(Some(10)));
+        assert!(subscriber.offer(&event(1)));
+        drop(subscriber);
+        assert!(matches!(feed.recv().await, Some(Ok(_))));
+        assert!(feed.recv().await.is_none());
+    }
 }
 
 /// An error with its HTTP status.
@@ -101,8 +203,6 @@ impl ApiError {
 pub struct Api {
     pub requests: mpsc::Sender<Request>,
     pub hub: HubHandle,
-    /// Weak, so the event streams end when the supervisor does.
-    pub events: broadcast::WeakSender<corral_proto::Event>,
     /// Who this daemon is (`GET /v1/version`).
     pub identity: std::sync::Arc<corral_proto::Version>,
     /// What the last reading of /proc found, for CPU shares and counters.
@@ -111,11 +211,8 @@ pub struct Api {
 
 impl Api {
     /// Lifecycle changes from now on.
-    pub fn subscribe(&self) -> Result<broadcast::Receiver<corral_proto::Event>, ApiError> {
-        self.events
-            .upgrade()
-            .map(|s| s.subscribe())
-            .ok_or_else(ApiError::gone)
+    pub async fn subscribe(&self) -> Result<Feed, ApiError> {
+        self.call(|reply| Request::Subscribe { reply }).await
     }
 
     /// Asks the supervisor and waits for its answer:

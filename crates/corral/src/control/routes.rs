@@ -9,7 +9,7 @@ use corral_proto::{
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::api::{Api, ApiError, Request as Ask};
 use super::body::ApiBody;
@@ -88,7 +88,7 @@ async fn dispatch(req: Request<Incoming>, api: Api) -> Result<Response<ApiBody>,
             let endpoints = api.call(|reply| Ask::Endpoints { name, reply }).await?;
             ok(ApiBody::json(&corral_proto::EndpointList { endpoints }))
         }
-        (Method::GET, ["events"]) => events(&api),
+        (Method::GET, ["events"]) => events(&api).await,
         (Method::GET, ["metrics"]) => metrics_response(&api).await,
         (Method::POST, ["reload"]) => {
             drain(req).await?;
@@ -289,7 +289,7 @@ async fn act_one(
     limit: Duration,
 ) -> Result<ActionResult, ApiError> {
     // Subscribe first, so no change between the request and the wait is missed.
-    let mut changes = api.subscribe()?;
+    let mut changes = api.subscribe().await?;
     let instance = name.to_string();
     let mut current = api
         .call(|reply| Ask::Act {
@@ -317,10 +317,10 @@ async fn act_one(
     while wait && verdict.is_none() {
         let changed = tokio::time::timeout_at(deadline, changes.recv()).await;
         match changed {
-            Err(_) => break,
-            Ok(Err(broadcast::error::RecvError::Closed)) => break,
-            Ok(Ok(e)) if e.service.as_deref() != Some(name) => continue,
-            Ok(_) => {}
+            Err(_) | Ok(None) => break,
+            Ok(Some(Ok(e))) if e.service.as_deref() != Some(name) => continue,
+            // Some went by unseen: look again.
+            Ok(Some(_)) => {}
         }
         current = status(api, name, false).await?;
         verdict = reached(&current);
@@ -409,11 +409,13 @@ async fn logs(api: &Api, query: &Query) -> Result<Response<ApiBody>, ApiError> {
     let follow = query.get("follow").is_some_and(|v| v == "true" || v == "1");
     let services = api.call(|reply| Ask::Resolve { names, reply }).await?;
     let (follow_tx, mut follow_rx) = follower_channel();
+    // How far behind the hub found this follower when it dropped it.
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (reply, answer) = tokio::sync::oneshot::channel();
     let query = LogQuery {
         services,
         last,
-        follow: follow.then_some(follow_tx),
+        follow: follow.then(|| (follow_tx, cut.clone())),
         reply,
     };
     api.hub
@@ -436,6 +438,16 @@ async fn logs(api: &Api, query: &Query) -> Result<Response<ApiBody>, ApiError> {
                 if tx.send(json_line(&line)).await.is_err() {
                     return;
                 }
+            }
+            // The hub let go of it: corral ends, or this client fell behind.
+            let behind = cut.load(std::sync::atomic::Ordering::Relaxed);
+            if behind > 0 {
+                let cut = corral_proto::StreamCut {
+                    error: format!(
+                        "the daemon dropped this stream: it did not keep up ({behind} lines behind)"
+                    ),
+                };
+                let _ = tx.send(json_line(&cut)).await;
             }
         }
     });
@@ -464,19 +476,25 @@ impl Drop for OpenFollower {
     }
 }
 
-fn events(api: &Api) -> Result<Response<ApiBody>, ApiError> {
-    let mut changes = api.subscribe()?;
+async fn events(api: &Api) -> Result<Response<ApiBody>, ApiError> {
+    let mut changes = api.subscribe().await?;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
-        loop {
-            match changes.recv().await {
-                Ok(event) => {
-                    if tx.send(json_line(&event)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return,
+        while let Some(change) = changes.recv().await {
+            let line = match change {
+                Ok(event) => json_line(&event),
+                // Told exactly how many it missed, in the stream itself.
+                Err(missed) => json_line(&corral_proto::Event {
+                    time: crate::unix_now(),
+                    service: None,
+                    state: None,
+                    message: format!("{missed} event(s) missed here: this client did not keep up"),
+                    kind: Some("lagged".into()),
+                    missed: Some(missed),
+                }),
+            };
+            if tx.send(line).await.is_err() {
+                return;
             }
         }
     });
@@ -485,7 +503,7 @@ fn events(api: &Api) -> Result<Response<ApiBody>, ApiError> {
 
 /// Starts the shutdown; the response streams the events until corral is gone.
 async fn shutdown(api: &Api) -> Result<Response<ApiBody>, ApiError> {
-    let response = events(api)?;
+    let response = events(api).await?;
     api.call(|reply| Ask::Shutdown { reply }).await?;
     let mut response = response;
     *response.status_mut() = StatusCode::ACCEPTED;

@@ -46,8 +46,9 @@ pub struct LogQuery {
     pub services: Option<Vec<usize>>,
     /// How many of the newest remembered lines (merged in time order).
     pub last: usize,
-    /// Where to send every later line of those services.
-    pub follow: Option<mpsc::Sender<LogLine>>,
+    /// Where to send every later line of those services, and where to say
+    /// how many lines behind it was if it is dropped for not keeping up.
+    pub follow: Option<(mpsc::Sender<LogLine>, Arc<std::sync::atomic::AtomicUsize>)>,
     pub reply: oneshot::Sender<Vec<LogLine>>,
 }
 
@@ -183,6 +184,8 @@ fn left_out(dropped: u64, time: SystemTime) -> Line {
 struct Follower {
     services: Option<Vec<usize>>,
     tx: mpsc::Sender<LogLine>,
+    /// Set to the lines it was behind when it is dropped.
+    cut: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What the hub keeps per service (its name is the style's).
@@ -344,7 +347,15 @@ impl Hub {
                 if f.services.as_ref().is_some_and(|s| !s.contains(&svc)) {
                     return !f.tx.is_closed();
                 }
-                lines.iter().all(|l| f.tx.try_send(l.clone()).is_ok())
+                let sent = lines
+                    .iter()
+                    .take_while(|l| f.tx.try_send((*l).clone()).is_ok())
+                    .count();
+                if sent < lines.len() && !f.tx.is_closed() {
+                    let behind = FOLLOWER_QUEUE + lines.len() - sent;
+                    f.cut.store(behind, std::sync::atomic::Ordering::Relaxed);
+                }
+                sent == lines.len()
             });
         }
         if let Some(sinks) = self.services.get_mut(svc) {
@@ -376,10 +387,11 @@ impl Hub {
         let skip = picked.len().saturating_sub(query.last);
         picked.drain(..skip);
         if query.reply.send(picked).is_ok() {
-            if let Some(tx) = query.follow {
+            if let Some((tx, cut)) = query.follow {
                 self.followers.push(Follower {
                     services: query.services,
                     tx,
+                    cut,
                 });
             }
         }

@@ -217,12 +217,14 @@ impl Supervisor<'_> {
     }
 
     /// A message about corral itself, on the console and the event stream.
-    fn announce(&self, message: String) {
-        let _ = self.events.send(corral_proto::Event {
+    fn announce(&mut self, message: String) {
+        self.publish(&corral_proto::Event {
             time: crate::unix_now(),
             service: None,
             state: None,
             message: message.clone(),
+            kind: None,
+            missed: None,
         });
         self.hub.event(None, message);
     }
@@ -268,11 +270,13 @@ impl Supervisor<'_> {
         if names.is_empty() {
             return;
         }
-        let _ = self.events.send(corral_proto::Event {
+        self.publish(&corral_proto::Event {
             time: crate::unix_now(),
             service: None,
             state: None,
             message: format!("endpoints changed: {}", names.join(", ")),
+            kind: None,
+            missed: None,
         });
         self.refresh_requirements();
         let svcs = (0..self.config.services.len())

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, Signal as SignalStream, SignalKind};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
 use crate::config::{Config, Probe};
@@ -169,7 +169,7 @@ pub(crate) struct Supervisor<'c> {
     /// Control API requests, answered one at a time by this loop.
     requests: mpsc::Receiver<Request>,
     /// Lifecycle changes for `GET /v1/events` and waiting handlers.
-    events: broadcast::Sender<corral_proto::Event>,
+    subscribers: Vec<crate::control::api::Subscriber>,
     /// `corral scale` choices: service -> replicas, applied on every reload.
     scale: std::collections::BTreeMap<String, u32>,
     /// The services `up` was given (empty: all); every reload keeps to them.
@@ -279,7 +279,6 @@ pub async fn run(
     }
     let (notices_tx, notices) = mpsc::unbounded_channel();
     let (requests_tx, requests) = mpsc::channel(256);
-    let (events, _) = broadcast::channel(128);
     let (stop_server, server_stop) = watch::channel(false);
     let socket_path = socket.as_ref().map(|s| s.path.clone());
     let server = socket.map(|socket| {
@@ -295,7 +294,6 @@ pub async fn run(
         let api = Api {
             requests: requests_tx,
             hub: hub.handle(),
-            events: events.downgrade(),
             identity: Arc::new(identity),
             usage: Arc::default(),
         };
@@ -323,7 +321,7 @@ pub async fn run(
         notices_tx,
         notices,
         requests,
-        events,
+        subscribers: Vec::new(),
         scale: std::collections::BTreeMap::new(),
         selection: options.selection.clone(),
         profiles: options.profiles.clone(),
@@ -541,19 +539,27 @@ impl Supervisor<'_> {
             }
             Effect::Report { svc, report } => {
                 let message = report::describe(&report);
-                if self.events.receiver_count() > 0 {
+                if !self.subscribers.is_empty() {
                     let event = corral_proto::Event {
                         time: crate::unix_now(),
                         service: svc.map(|i| self.config.services[i].name.clone()),
                         state: svc.map(|i| self.engine.units()[i].state.public()),
                         message: message.clone(),
+                        kind: None,
+                        missed: None,
                     };
-                    let _ = self.events.send(event);
+                    self.publish(&event);
                 }
                 self.hub.event(svc, message);
             }
             Effect::Exit { code } => self.exit = Some(code),
         }
+    }
+
+    /// Hands a lifecycle change to every subscriber (`/v1/events`, waiting
+    /// handlers); forgets those that are gone.
+    pub(crate) fn publish(&mut self, event: &corral_proto::Event) {
+        self.subscribers.retain(|s| s.offer(event));
     }
 
     /// How to start a process for `svc`: its user and working dir, in its

@@ -63,6 +63,11 @@ impl Supervisor<'_> {
             } => {
                 let _ = reply.send(self.scale(&service, replicas).await);
             }
+            Request::Subscribe { reply } => {
+                let (subscriber, feed) = crate::control::api::subscription();
+                self.subscribers.push(subscriber);
+                let _ = reply.send(Ok(feed));
+            }
             Request::Expand { name, reply } => {
                 let names = self.find_all(&name).map(|all| {
                     all.into_iter()
