@@ -161,7 +161,7 @@ fn a_follower_that_falls_behind_says_why_and_exits_non_zero() {
     drain.join().unwrap();
     let retried = String::from_utf8_lossy(&retried.stderr);
     assert!(
-        retried.contains("lines behind); following again"),
+        retried.contains("of output behind); following again"),
         "{retried}"
     );
     let out = follower.wait_with_output().unwrap();
@@ -169,7 +169,7 @@ fn a_follower_that_falls_behind_says_why_and_exits_non_zero() {
     assert!(!out.status.success(), "exit {:?}, stderr {err}", out.status);
     assert!(
         err.contains("the daemon dropped this stream: it did not keep up (")
-            && err.contains("lines behind)"),
+            && err.contains("MiB of output behind)"),
         "{err}"
     );
     assert_eq!(corral.stop(), 0);
@@ -216,4 +216,50 @@ fn a_burst_of_events_reaches_a_client_whole() {
     // A client that reads as it should misses nothing: `down` shows every stop.
     assert_eq!((stopped, missed), (300, 0));
     corral.wait_exit(SECS10);
+}
+
+/// Stalled followers of a service that writes 60 KB lines: they share the
+/// lines, and together hold at most the last 8 MiB of output (each one a
+/// few KiB more), where each used to keep its own copy of 4,096 lines.
+#[test]
+fn stalled_followers_of_long_lines_hold_a_bounded_amount_of_memory() {
+    const FOLLOWERS: usize = 128;
+    use std::io::Write;
+    let project = Project::new(
+        "[services.wide]\ncommand = [\"python3\", \"-c\", \"import sys\\nline = 'x' * 60000 + '\\\\n'\\nwhile True: sys.stdout.write(line)\"]\n",
+    );
+    let mut corral = project.up();
+    corral.started_pid("wide", SECS5);
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = |pid: i32| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = rss(corral.pid());
+    let socket = socket_of(&project);
+    let stalled: Vec<std::os::unix::net::UnixStream> = (0..FOLLOWERS)
+        .map(|_| {
+            let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+            s.write_all(b"GET /v1/logs?follow=true&n=0 HTTP/1.1\r\nHost: corral\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let mut peak = 0;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(200));
+        peak = peak.max(rss(corral.pid()));
+    }
+    drop(stalled);
+    eprintln!("RSS kB: before {before}, peak with 128 stalled followers {peak}");
+    // 8 MiB of shared output, and what each connection has in flight.
+    assert!(
+        peak < before + 40 * 1024,
+        "before {before} kB, peak {peak} kB"
+    );
+    assert_eq!(corral.stop(), 0);
 }

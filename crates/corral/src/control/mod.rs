@@ -218,6 +218,9 @@ fn connection_limit() -> usize {
         .clamp(8, MAX_CONNECTIONS)
 }
 
+/// The most hyper buffers for one connection, each way.
+const CONNECTION_BUFFER: usize = 16 * 1024;
+
 /// How long a client may take to send a request's head: an idle or
 /// trickling connection is closed then, and its descriptor freed.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -329,6 +332,9 @@ async fn connection(
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
+        // What hyper queues for a client that does not read (its default,
+        // ~400 KB, times every stalled follower); a request head is far less.
+        .max_buf_size(CONNECTION_BUFFER)
         .serve_connection(TokioIo::new(stall::StallGuard::new(stream)), service)
         .await;
     // What the answers took (JSON of every status, log lines, buffers) is

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::api::{Api, ApiError, Request as Ask};
 use super::body::ApiBody;
-use crate::logs::{follower_channel, Line, LogQuery};
+use crate::logs::{Line, LogQuery};
 
 /// How long start/stop/restart wait for their state by default.
 const DEFAULT_WAIT: Duration = Duration::from_secs(120);
@@ -408,50 +408,54 @@ async fn logs(api: &Api, query: &Query) -> Result<Response<ApiBody>, ApiError> {
     };
     let follow = query.get("follow").is_some_and(|v| v == "true" || v == "1");
     let services = api.call(|reply| Ask::Resolve { names, reply }).await?;
-    let (follow_tx, mut follow_rx) = follower_channel();
-    // How far behind the hub found this follower when it dropped it.
-    let cut = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (reply, answer) = tokio::sync::oneshot::channel();
     let query = LogQuery {
         services,
         last,
-        follow: follow.then(|| (follow_tx, cut.clone())),
+        follow,
         reply,
     };
     api.hub
         .send(Line::Query(query))
         .await
         .map_err(|_| ApiError::new(503, "corral is shutting down"))?;
-    let recent = answer
+    let (recent, follower) = answer
         .await
         .map_err(|_| ApiError::new(503, "corral is shutting down"))?;
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    // Small frames, little room: a stalled client holds a few KiB here.
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
     tokio::spawn(async move {
         let _open = follow.then(OpenFollower::new);
         for line in recent {
-            if tx.send(json_line(&line)).await.is_err() {
-                return;
-            }
-        }
-        if follow {
-            while let Some(line) = follow_rx.recv().await {
-                if tx.send(json_line(&line)).await.is_err() {
+            for piece in crate::logs::follow::json_pieces(&line) {
+                if tx.send(Bytes::from(piece)).await.is_err() {
                     return;
                 }
             }
+        }
+        if let Some(mut follower) = follower {
+            if !follower.forward(&tx).await {
+                return;
+            }
             // The hub let go of it: corral ends, or this client fell behind.
-            let behind = cut.load(std::sync::atomic::Ordering::Relaxed);
-            if behind > 0 {
-                let cut = corral_proto::StreamCut {
-                    error: format!(
-                        "the daemon dropped this stream: it did not keep up ({behind} lines behind)"
-                    ),
-                };
-                let _ = tx.send(json_line(&cut)).await;
+            // What was queued for it goes now, not when the client does.
+            let cut = follower.cut();
+            drop(follower);
+            if let Some(error) = cut {
+                let _ = tx.send(json_line(&corral_proto::StreamCut { error })).await;
             }
         }
     });
-    ok(ApiBody::Lines(rx))
+    let mut response = Response::new(ApiBody::Lines(rx));
+    if follow {
+        // A stream that ends (corral ends, or it is cut) ends the connection:
+        // an idle connection kept open would hold a descriptor for nothing.
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(response)
 }
 
 /// Followers being served now. When the last one goes, the memory a storm

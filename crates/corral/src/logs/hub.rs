@@ -21,8 +21,6 @@ use super::ring::Ring;
 
 /// Chunks (of up to ~64 KiB each) that may wait for the hub.
 pub const QUEUE_CHUNKS: usize = 64;
-/// Lines a follower may fall behind before it is dropped.
-const FOLLOWER_QUEUE: usize = 4096;
 
 /// How one service's output is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +44,10 @@ pub struct LogQuery {
     pub services: Option<Vec<usize>>,
     /// How many of the newest remembered lines (merged in time order).
     pub last: usize,
-    /// Where to send every later line of those services, and where to say
-    /// how many lines behind it was if it is dropped for not keeping up.
-    pub follow: Option<(mpsc::Sender<LogLine>, Arc<std::sync::atomic::AtomicUsize>)>,
-    pub reply: oneshot::Sender<Vec<LogLine>>,
+    /// Whether every later line of those services is wanted too.
+    pub follow: bool,
+    /// The remembered lines, and the follower's end when `follow`.
+    pub reply: oneshot::Sender<(Vec<LogLine>, Option<super::follow::Follow>)>,
 }
 
 /// One message to the hub.
@@ -99,6 +97,7 @@ impl LogHub {
             style,
             services: Vec::new(),
             followers: Vec::new(),
+            produced: Default::default(),
             files: None,
             counts: Vec::new(),
         };
@@ -183,9 +182,7 @@ fn left_out(dropped: u64, time: SystemTime) -> Line {
 
 struct Follower {
     services: Option<Vec<usize>>,
-    tx: mpsc::Sender<LogLine>,
-    /// Set to the lines it was behind when it is dropped.
-    cut: Arc<std::sync::atomic::AtomicUsize>,
+    tap: super::follow::Tap,
 }
 
 /// What the hub keeps per service (its name is the style's).
@@ -200,6 +197,8 @@ struct Hub {
     style: Style,
     services: Vec<Sinks>,
     followers: Vec<Follower>,
+    /// Where the output to followers stands.
+    produced: super::follow::Produced,
     /// Started once some service has a log file.
     files: Option<FileWriter>,
     /// Lines per service (indexed like `services`), stdout and stderr: they
@@ -338,24 +337,22 @@ impl Hub {
         if !self.followers.is_empty() {
             let name = self.style.name(Some(svc)).to_string();
             let body = data.strip_suffix(b"\n").unwrap_or(&data);
-            let lines: Vec<LogLine> = body
+            // One allocation per line, shared by every follower.
+            let lines: Vec<(Arc<LogLine>, u64)> = body
                 .split(|&b| b == b'\n')
-                .map(|text| to_line(&name, stream, time, text))
+                .map(|text| {
+                    let line = to_line(&name, stream, time, text);
+                    let end = self.produced.advance(&line);
+                    (Arc::new(line), end)
+                })
                 .collect();
-            // A follower that cannot keep up is dropped rather than slowing everyone.
+            // A follower that cannot keep up is dropped rather than slowing
+            // everyone, or holding what everyone else has long read.
             self.followers.retain(|f| {
                 if f.services.as_ref().is_some_and(|s| !s.contains(&svc)) {
-                    return !f.tx.is_closed();
+                    return !f.tap.is_closed();
                 }
-                let sent = lines
-                    .iter()
-                    .take_while(|l| f.tx.try_send((*l).clone()).is_ok())
-                    .count();
-                if sent < lines.len() && !f.tx.is_closed() {
-                    let behind = FOLLOWER_QUEUE + lines.len() - sent;
-                    f.cut.store(behind, std::sync::atomic::Ordering::Relaxed);
-                }
-                sent == lines.len()
+                f.tap.offer(&lines)
             });
         }
         if let Some(sinks) = self.services.get_mut(svc) {
@@ -386,12 +383,18 @@ impl Hub {
         picked.sort_by(|a, b| a.time.total_cmp(&b.time));
         let skip = picked.len().saturating_sub(query.last);
         picked.drain(..skip);
-        if query.reply.send(picked).is_ok() {
-            if let Some((tx, cut)) = query.follow {
+        let (tap, follow) = match query.follow {
+            true => {
+                let (tap, follow) = super::follow::channel(self.produced.now());
+                (Some(tap), Some(follow))
+            }
+            false => (None, None),
+        };
+        if query.reply.send((picked, follow)).is_ok() {
+            if let Some(tap) = tap {
                 self.followers.push(Follower {
                     services: query.services,
-                    tx,
-                    cut,
+                    tap,
                 });
             }
         }
@@ -474,9 +477,4 @@ fn to_line(name: &str, stream: LogStream, time: SystemTime, text: &[u8]) -> LogL
         stream,
         line: String::from_utf8_lossy(text).into_owned(),
     }
-}
-
-/// A bounded channel for one follower.
-pub fn follower_channel() -> (mpsc::Sender<LogLine>, mpsc::Receiver<LogLine>) {
-    mpsc::channel(FOLLOWER_QUEUE)
 }

@@ -4,6 +4,7 @@
 mod console;
 mod console_file;
 mod file;
+pub mod follow;
 mod hub;
 mod pipe;
 mod ring;
@@ -11,5 +12,5 @@ mod ring;
 pub use console::{render, Format, Style};
 pub use console_file::ConsoleFile;
 pub use file::FileSpec;
-pub use hub::{follower_channel, ConsoleOptions, HubHandle, Line, LogHub, LogQuery, ServiceLog};
+pub use hub::{ConsoleOptions, HubHandle, Line, LogHub, LogQuery, ServiceLog};
 pub use pipe::{LogWatch, PipeReader};
