@@ -101,3 +101,36 @@ user = "root"
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("only root can switch users"), "{err}");
 }
+
+/// A working dir the service's user may not enter is named as the cause,
+/// not taken for the program's fault.
+#[test]
+fn a_working_dir_the_user_cannot_enter_is_named() {
+    if !is_root() {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    let project = Project::new(
+        r#"
+[services.locked]
+command = ["sleep", "60"]
+user = "nobody"
+working-dir = "private"
+restart = "never"
+"#,
+    );
+    let private = project.file("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .unwrap();
+    let mut corral = project.up();
+    corral.wait_for_service_event(
+        "locked",
+        &format!(
+            "cannot enter the working dir {}: Permission denied",
+            private.display()
+        ),
+        SECS5,
+    );
+    corral.stop();
+}

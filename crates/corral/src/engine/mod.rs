@@ -512,15 +512,18 @@ impl Engine {
                 unit.restart_pending = unit.want == Want::Up && !job;
                 unit.failures = 0;
             }
+            // A job stopped forgets a run it had queued.
             Ask::Stop => {
                 unit.want = Want::Down;
                 unit.restart_pending = false;
                 unit.change = None;
+                unit.due = false;
             }
             Ask::Remove => {
                 unit.want = Want::Removed;
                 unit.restart_pending = false;
                 unit.change = None;
+                unit.due = false;
             }
         }
         self.transition(svc, Input::Asked(ask), now, fx);

@@ -220,3 +220,17 @@ fn only_jobs_keep_corral_up() {
     assert_eq!(h.state(0), &State::Scheduled);
     assert_eq!(h.exit, None);
 }
+
+#[test]
+fn a_stopped_job_forgets_the_run_it_had_queued() {
+    let mut h = Harness::new(vec![job("backup", Overlap::Queue, false)]);
+    h.send(Event::Boot);
+    tick(&mut h, 0);
+    tick(&mut h, 0);
+    assert!(h.engine.units()[0].due, "a run is queued");
+    h.send(Event::StopRequested { svc: 0 });
+    assert!(!h.engine.units()[0].due, "still queued after stop");
+    h.exit(0, Exit::Signal(15));
+    assert_eq!(h.state(0), &State::Stopped);
+    assert_eq!(runs(&h, 0), 1);
+}

@@ -78,6 +78,12 @@ pub enum SpawnError {
     },
     #[error("command is empty")]
     Empty,
+    #[error("cannot enter the working dir {dir}: {source}")]
+    WorkingDir {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "cannot run {program:?}: out of file descriptors (limit {limit}): corral keeps two \
          pipes per running service (one with log.merge-stderr); raise the limit (ulimit -n, \
@@ -93,6 +99,8 @@ impl SpawnError {
         match self {
             SpawnError::Empty => true,
             SpawnError::Descriptors { .. } => false,
+            // It may be created, or its permissions fixed, meanwhile.
+            SpawnError::WorkingDir { .. } => false,
             SpawnError::Exec { source, .. } => {
                 source.kind() == std::io::ErrorKind::InvalidInput
                     || matches!(
@@ -111,6 +119,9 @@ impl SpawnError {
         }
     }
 }
+
+/// Marks a child's errno as that of its chdir, not of its exec.
+const IN_WORKING_DIR: libc::c_int = 1 << 20;
 
 /// Where a command is looked up when its environment has no PATH.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -221,6 +232,15 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
         let mut status = 0;
         // SAFETY: waitpid on the child we just forked, which has exited or is exiting.
         unsafe { libc::waitpid(pid, &mut status, 0) };
+        if errno & IN_WORKING_DIR != 0 {
+            return Err(SpawnError::WorkingDir {
+                dir: launch
+                    .working_dir
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+                source: std::io::Error::from_raw_os_error(errno & !IN_WORKING_DIR),
+            });
+        }
         return Err(fail(std::io::Error::from_raw_os_error(errno)));
     }
     Ok(Spawned {
@@ -950,7 +970,9 @@ fn run_child(child: &Child<'_>, join: Option<RawFd>) -> ! {
             fail(libc::ESRCH);
         }
         if let Some(dir) = child.plan.dir {
-            check(libc::chdir(dir).into());
+            if libc::chdir(dir) == -1 {
+                fail(errno() | IN_WORKING_DIR);
+            }
         }
         fail(exec_first(
             &child.plan.candidates,
