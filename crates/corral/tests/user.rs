@@ -121,8 +121,11 @@ restart = "never"
     );
     let private = project.file("private");
     std::fs::create_dir(&private).unwrap();
-    std::fs::set_permissions(&private, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .unwrap();
+    std::fs::set_permissions(
+        &private,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let mut corral = project.up();
     corral.wait_for_service_event(
         "locked",

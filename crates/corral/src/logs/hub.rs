@@ -72,6 +72,9 @@ pub enum Line {
     Configure(Vec<ServiceLog>),
 }
 
+/// Lifecycle messages that may wait for room in the hub's queue.
+const MAX_WAITING: usize = 16 * 1024;
+
 /// How long corral waits at exit for the hub to write what is queued (a
 /// stdout nobody reads must not keep corral alive forever).
 const FINISH_WAIT: Duration = Duration::from_secs(3);
@@ -79,6 +82,10 @@ const FINISH_WAIT: Duration = Duration::from_secs(3);
 /// The sending side, owned by the event loop.
 pub struct LogHub {
     tx: mpsc::Sender<Line>,
+    /// Lifecycle messages waiting for room in the queue, in order: each one
+    /// reaches the console and its service's ring (a burst of 1,000 jobs
+    /// ending at once says 1,000 "run ended"), up to MAX_WAITING.
+    waiting: std::cell::RefCell<std::collections::VecDeque<Line>>,
     dropped: Cell<u64>,
     writer: Option<JoinHandle<()>>,
     done: std::sync::mpsc::Receiver<()>,
@@ -112,6 +119,7 @@ impl LogHub {
             })?;
         Ok(LogHub {
             tx,
+            waiting: Default::default(),
             dropped: Cell::new(0),
             writer: Some(writer),
             done,
@@ -122,17 +130,62 @@ impl LogHub {
         self.tx.clone()
     }
 
-    /// Prints a lifecycle message; never blocks the caller. If the hub is so
-    /// far behind that the queue is full, the message is counted and the count
-    /// is printed with the next message that fits.
+    /// Prints a lifecycle message; never blocks the caller. If the hub is
+    /// behind, the message waits its turn (`flush`, when the queue has room);
+    /// only past MAX_WAITING waiting messages is one counted instead, and
+    /// the count printed with the next message that fits.
     pub fn event(&self, svc: Option<usize>, text: String) {
-        let time = SystemTime::now();
-        let dropped = self.dropped.get();
-        if dropped > 0 && self.tx.try_send(left_out(dropped, time)).is_ok() {
-            self.dropped.set(0);
-        }
-        if self.tx.try_send(Line::Event { svc, time, text }).is_err() {
+        let line = Line::Event {
+            svc,
+            time: SystemTime::now(),
+            text,
+        };
+        self.flush();
+        let mut waiting = self.waiting.borrow_mut();
+        if waiting.is_empty() {
+            match self.tx.try_send(line) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(line)) => waiting.push_back(line),
+            }
+        } else if waiting.len() < MAX_WAITING {
+            waiting.push_back(line);
+        } else {
             self.dropped.set(self.dropped.get() + 1);
+        }
+    }
+
+    /// Whether lifecycle messages wait for room (then `room` is worth
+    /// waiting for).
+    pub fn has_waiting(&self) -> bool {
+        !self.waiting.borrow().is_empty()
+    }
+
+    /// Resolves once the queue has room for a message.
+    pub async fn room(&self) {
+        if let Ok(permit) = self.tx.reserve().await {
+            drop(permit);
+        }
+    }
+
+    /// Hands the hub as many waiting messages as fit now, in order.
+    pub fn flush(&self) {
+        let mut waiting = self.waiting.borrow_mut();
+        while let Some(line) = waiting.pop_front() {
+            if let Err(e) = self.tx.try_send(line) {
+                if let mpsc::error::TrySendError::Full(line) = e {
+                    waiting.push_front(line);
+                }
+                return;
+            }
+        }
+        let dropped = self.dropped.get();
+        if dropped > 0
+            && self
+                .tx
+                .try_send(left_out(dropped, SystemTime::now()))
+                .is_ok()
+        {
+            self.dropped.set(0);
         }
     }
 
@@ -145,21 +198,34 @@ impl LogHub {
     /// gone), but not longer than FINISH_WAIT.
     pub fn finish(mut self) {
         let writer = self.writer.take();
-        let dropped = self.dropped.get();
-        let LogHub { tx, done, .. } = self;
-        if dropped > 0 {
-            // Messages left out since the last one shown: said last of all
-            // (no later message will carry it). Waiting for room in the
-            // queue is fine now, within the same bound as the drain below
-            // (a stdout nobody reads must not keep corral from ending).
-            let mut line = left_out(dropped, SystemTime::now());
-            let deadline = std::time::Instant::now() + FINISH_WAIT;
-            while let Err(mpsc::error::TrySendError::Full(back)) = tx.try_send(line) {
-                if std::time::Instant::now() >= deadline {
-                    break;
+        let LogHub {
+            tx,
+            done,
+            waiting,
+            dropped,
+            ..
+        } = self;
+        // Messages still waiting, then how many were left out (said last of
+        // all: no later message will carry it). Waiting for room in the
+        // queue is fine now, within the same bound as the drain below (a
+        // stdout nobody reads must not keep corral from ending).
+        let mut lines = waiting.into_inner();
+        if dropped.get() > 0 {
+            lines.push_back(left_out(dropped.get(), SystemTime::now()));
+        }
+        let deadline = std::time::Instant::now() + FINISH_WAIT;
+        'lines: while let Some(mut line) = lines.pop_front() {
+            loop {
+                match tx.try_send(line) {
+                    Ok(()) => break,
+                    Err(mpsc::error::TrySendError::Full(back))
+                        if std::time::Instant::now() < deadline =>
+                    {
+                        line = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(_) => break 'lines,
                 }
-                line = back;
-                std::thread::sleep(Duration::from_millis(5));
             }
         }
         drop(tx);

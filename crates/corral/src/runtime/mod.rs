@@ -467,6 +467,7 @@ impl Supervisor<'_> {
                     tokio::task::yield_now().await;
                 }
                 Wakeup::Notice(notice) => self.on_notice(notice),
+                Wakeup::HubRoom => self.hub.flush(),
                 Wakeup::Discovery(report) => self.on_discovery(report),
                 Wakeup::Request(request) => self.on_request(request).await,
             }
@@ -495,6 +496,7 @@ impl Supervisor<'_> {
             Some(notice) = self.notices.recv() => Wakeup::Notice(notice),
             Some(request) = self.requests.recv() => Wakeup::Request(request),
             Some(report) = discover::Remote::next(&mut self.remote) => Wakeup::Discovery(report),
+            () = self.hub.room(), if self.hub.has_waiting() => Wakeup::HubRoom,
         }
     }
 
@@ -1002,6 +1004,8 @@ enum Wakeup {
     Discovery(crate::discovery::etcd::agent::Report),
     Notice(Notice),
     Request(Request),
+    /// Lifecycle messages wait, and the log hub has room for them now.
+    HubRoom,
 }
 
 /// Reads a notify fd until the service writes a newline (it is ready) or closes it.
