@@ -124,6 +124,11 @@ fn scale_adds_and_removes_instances_and_survives_reload() {
     assert!(out.contains("unchanged: api.0, api.1, web"), "{out}");
     let names: Vec<String> = pids_of(&project).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["api.0", "api.1", "web"]);
+    // Back again: added, as they were the first time (not "changed").
+    let (code, out, err) = project.run(&["scale", "api", "4"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("added: api.2, api.3"), "{out}");
+    assert!(!out.lines().any(|l| l.starts_with("changed")), "{out}");
     let (code, _, err) = project.run(&["scale", "web", "2"]);
     assert_eq!(code, 1);
     assert!(err.contains("web has no `replicas`"), "{err}");

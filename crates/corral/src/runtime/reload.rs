@@ -53,6 +53,11 @@ pub fn realign(old: &[Service], old_retired: &[bool], new: Config) -> Realigned 
         } else {
             if same {
                 result.unchanged.push(svc.name.clone());
+            } else if old_retired[i] {
+                // Back after a reload or a scale took it away: for the user
+                // it is added (the engine revives its slot as a change).
+                changed.push(i);
+                result.added.push(svc.name.clone());
             } else {
                 changed.push(i);
                 result.changed.push(svc.name.clone());
