@@ -875,8 +875,9 @@ type Sources = (String, Vec<(usize, PathBuf)>, Vec<String>);
 
 fn read_sources(files: &[PathBuf]) -> Result<Sources, LoadFailure> {
     let mut order: Vec<(PathBuf, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for file in files {
-        gather(file, &mut order, &mut Vec::new())?;
+        gather(file, &mut order, &mut seen, &mut Vec::new())?;
     }
     let mut whole = String::new();
     let mut segments = Vec::with_capacity(order.len());
@@ -918,10 +919,12 @@ pub fn merged_toml(files: &[PathBuf], host: &HostEnv, unmask: bool) -> Result<St
 }
 
 /// Adds `file` to `order` after the files it includes (relative to it);
-/// `stack` catches a file that includes itself.
+/// `seen` holds the canonical paths already in `order`, `stack` catches a
+/// file that includes itself.
 fn gather(
     file: &Path,
     order: &mut Vec<(PathBuf, String)>,
+    seen: &mut std::collections::HashSet<PathBuf>,
     stack: &mut Vec<PathBuf>,
 ) -> Result<(), LoadFailure> {
     let fail = |message: String| LoadFailure {
@@ -938,10 +941,7 @@ fn gather(
     if stack.contains(&canonical) {
         return Err(fail("includes itself (through its includes)".into()));
     }
-    if order
-        .iter()
-        .any(|(f, _)| std::fs::canonicalize(f).ok().as_ref() == Some(&canonical))
-    {
+    if seen.contains(&canonical) {
         return Ok(());
     }
     let text = read_text(file)?;
@@ -968,11 +968,12 @@ fn gather(
         };
         includes = names.into_iter().map(|n| dir_of(file).join(n)).collect();
     }
-    stack.push(canonical);
+    stack.push(canonical.clone());
     for included in &includes {
-        gather(included, order, stack)?;
+        gather(included, order, seen, stack)?;
     }
     stack.pop();
+    seen.insert(canonical);
     order.push((file.to_path_buf(), text));
     Ok(())
 }
