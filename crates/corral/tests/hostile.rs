@@ -263,3 +263,50 @@ fn stalled_followers_of_long_lines_hold_a_bounded_amount_of_memory() {
     );
     assert_eq!(corral.stop(), 0);
 }
+
+/// A reload reads the config off the loop: while a big file is parsed and
+/// checked, the daemon answers and supervises as usual.
+#[test]
+fn the_daemon_answers_while_a_reload_reads_a_big_config() {
+    let good = "[services.steady]\ncommand = [\"sleep\", \"600\"]\n";
+    let project = Project::new(good);
+    let mut corral = project.up();
+    corral.started_pid("steady", SECS5);
+    // 20,000 services of a profile not run: read and checked, none started.
+    let mut big = String::from(good);
+    for i in 0..20_000 {
+        big += &format!(
+            "[services.later{i}]\ncommand = [\"sleep\", \"${{DELAY:-600}}\"]\nenv = {{ N = \"{i}\" }}\nprofiles = [\"later\"]\n"
+        );
+    }
+    project.write("corral.toml", &big);
+    let socket = socket_of(&project);
+    let reload = {
+        let mut cmd = project.command(&["reload"]);
+        std::thread::spawn(move || cmd.output())
+    };
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut answers = 0;
+    while !reload.is_finished() && started.elapsed() < Duration::from_secs(120) {
+        let t = Instant::now();
+        let (status, _) = raw_http(&socket, "GET", "/v1/services", b"");
+        assert_eq!(status, 200);
+        worst = worst.max(t.elapsed());
+        answers += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    let out = reload.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("the reload took {took:?}; {answers} answers meanwhile, the slowest {worst:?}");
+    assert!(
+        worst < Duration::from_millis(500),
+        "an answer took {worst:?}"
+    );
+    assert_eq!(corral.stop(), 0);
+}

@@ -218,6 +218,19 @@ pub(crate) struct Supervisor<'c> {
     followed: HashMap<Pid, Pid>,
     /// Processes replaced by an update, on their way out: their service.
     retiring: HashMap<Pid, usize>,
+    /// A reload reading the config on a thread of its own, and who waits
+    /// for its result (None: SIGHUP, said on the console).
+    reloading: Option<Reloading>,
+}
+
+type ReloadReply = Option<control::api::Reply<corral_proto::ReloadResult>>;
+
+/// A config being read again off the loop.
+struct Reloading {
+    read: tokio::task::JoinHandle<Result<crate::config::Loaded, control::api::ApiError>>,
+    replies: Vec<ReloadReply>,
+    /// Asked for while it was read: the config is read again after it.
+    next: Vec<ReloadReply>,
 }
 
 /// What a service said on its notify socket that `ps` shows.
@@ -347,6 +360,7 @@ pub async fn run(
         said: HashMap::new(),
         followed: HashMap::new(),
         retiring: HashMap::new(),
+        reloading: None,
     };
     match &options.break_glass {
         Some(var) => sup.hub.event(
@@ -432,14 +446,9 @@ impl Supervisor<'_> {
                 Wakeup::Signal(Received::Hangup) => {
                     self.hub
                         .event(None, "SIGHUP received: reloading the config".into());
-                    if let Err(e) = self.reload().await {
-                        self.hub
-                            .event(None, format!("reload failed: {}", e.body.error));
-                        for detail in e.body.details {
-                            self.hub.event(None, detail);
-                        }
-                    }
+                    self.start_reload(None);
                 }
+                Wakeup::Reloaded(read) => self.reloaded(*read).await,
                 Wakeup::Timer => self.fire_due_timers(),
                 Wakeup::Spawn => {
                     // The output pipes of the batch go to their reader
@@ -497,6 +506,9 @@ impl Supervisor<'_> {
             Some(request) = self.requests.recv() => Wakeup::Request(request),
             Some(report) = discover::Remote::next(&mut self.remote) => Wakeup::Discovery(report),
             () = self.hub.room(), if self.hub.has_waiting() => Wakeup::HubRoom,
+            read = read_done(&mut self.reloading), if self.reloading.is_some() => {
+                Wakeup::Reloaded(Box::new(read))
+            }
         }
     }
 
@@ -1006,6 +1018,24 @@ enum Wakeup {
     Request(Request),
     /// Lifecycle messages wait, and the log hub has room for them now.
     HubRoom,
+    /// A reload finished reading the config (boxed: a config is large).
+    Reloaded(Box<Result<crate::config::Loaded, control::api::ApiError>>),
+}
+
+/// The config a reload read, once read.
+async fn read_done(
+    reloading: &mut Option<Reloading>,
+) -> Result<crate::config::Loaded, control::api::ApiError> {
+    match reloading {
+        Some(r) => match (&mut r.read).await {
+            Ok(read) => read,
+            Err(e) => Err(control::api::ApiError::new(
+                500,
+                format!("reading the config failed: {e}"),
+            )),
+        },
+        None => std::future::pending().await,
+    }
 }
 
 /// Reads a notify fd until the service writes a newline (it is ready) or closes it.

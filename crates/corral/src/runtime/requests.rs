@@ -53,9 +53,7 @@ impl Supervisor<'_> {
             } => {
                 let _ = reply.send(self.signal(&name, signal));
             }
-            Request::Reload { reply } => {
-                let _ = reply.send(self.reload().await);
-            }
+            Request::Reload { reply } => self.start_reload(Some(reply)),
             Request::Scale {
                 service,
                 replicas,
@@ -236,29 +234,110 @@ impl Supervisor<'_> {
 
     /// Re-reads the config file; on any error changes nothing.
     pub(super) async fn reload(&mut self) -> Result<ReloadResult, ApiError> {
-        let host = config::host_env(&self.config.path).map_err(|failure| ApiError {
-            status: 422,
-            body: ErrorBody {
-                error: format!("{}; nothing was changed", failure.errors),
-                known: Vec::new(),
-                details: Vec::new(),
-            },
-        })?;
-        let procfile = self.config.procfile.as_ref();
-        let loaded = config::load_files(&self.config.files, &host, &self.scale, procfile).map_err(
-            |failure| ApiError {
+        let loaded = self.read_config()();
+        self.apply_config(loaded).await
+    }
+
+    /// Reads the config again on a thread of its own (a 16 MiB file takes
+    /// a while to parse; the loop goes on supervising and answering
+    /// meanwhile), then applies it (`reloaded`). One asked for while a
+    /// read is on reads again after it.
+    pub(super) fn start_reload(&mut self, reply: super::ReloadReply) {
+        if let Some(reloading) = &mut self.reloading {
+            reloading.next.push(reply);
+            return;
+        }
+        let read = self.read_config();
+        self.reloading = Some(super::Reloading {
+            read: tokio::task::spawn_blocking(read),
+            replies: vec![reply],
+            next: Vec::new(),
+        });
+    }
+
+    /// The config was read: applied, and the answer to each who asked.
+    pub(super) async fn reloaded(&mut self, read: Result<config::Loaded, ApiError>) {
+        let Some(reloading) = self.reloading.take() else {
+            return;
+        };
+        let answer = if self.engine.is_shutting_down() {
+            Err(ApiError::new(409, "corral is shutting down"))
+        } else {
+            self.apply_config(read).await
+        };
+        for reply in reloading.replies {
+            match reply {
+                Some(reply) => {
+                    let _ = reply.send(match &answer {
+                        Ok(result) => Ok(result.clone()),
+                        Err(e) => Err(ApiError {
+                            status: e.status,
+                            body: e.body.clone(),
+                        }),
+                    });
+                }
+                None => {
+                    if let Err(e) = &answer {
+                        self.hub
+                            .event(None, format!("reload failed: {}", e.body.error));
+                        for detail in &e.body.details {
+                            self.hub.event(None, detail.clone());
+                        }
+                    }
+                }
+            }
+        }
+        let mut next = reloading.next.into_iter();
+        if let Some(first) = next.next() {
+            self.start_reload(first);
+            if let Some(reloading) = &mut self.reloading {
+                reloading.replies.extend(next);
+            }
+        }
+    }
+
+    /// What reading the config again takes, ready to run on any thread: a
+    /// big file is parsed without holding up the loop (`start_reload`).
+    pub(super) fn read_config(
+        &self,
+    ) -> impl FnOnce() -> Result<config::Loaded, ApiError> + Send + 'static {
+        let path = self.config.path.clone();
+        let files = self.config.files.clone();
+        let scale = self.scale.clone();
+        let procfile = self.config.procfile.clone();
+        move || {
+            let host = config::host_env(&path).map_err(|failure| ApiError {
                 status: 422,
                 body: ErrorBody {
-                    error: format!(
-                        "{} has {} error(s); nothing was changed",
-                        self.config.path.display(),
-                        failure.errors.0.len()
-                    ),
+                    error: format!("{}; nothing was changed", failure.errors),
                     known: Vec::new(),
-                    details: failure.errors.0.iter().map(ToString::to_string).collect(),
+                    details: Vec::new(),
                 },
-            },
-        )?;
+            })?;
+            config::load_files(&files, &host, &scale, procfile.as_ref()).map_err(|failure| {
+                ApiError {
+                    status: 422,
+                    body: ErrorBody {
+                        error: format!(
+                            "{} has {} error(s); nothing was changed",
+                            path.display(),
+                            failure.errors.0.len()
+                        ),
+                        known: Vec::new(),
+                        details: failure.errors.0.iter().map(ToString::to_string).collect(),
+                    },
+                }
+            })
+        }
+    }
+
+    /// Applies a config read again: restarts what changed, starts what is
+    /// new, stops what is gone.
+    pub(super) async fn apply_config(
+        &mut self,
+        loaded: Result<config::Loaded, ApiError>,
+    ) -> Result<ReloadResult, ApiError> {
+        let loaded = loaded?;
         let loaded = self.keep_selection(loaded.config)?;
         let retired: Vec<bool> = self.engine.units().iter().map(|u| u.is_removed()).collect();
         // No copy of the new config is kept beside the one realigned: each
