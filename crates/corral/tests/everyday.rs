@@ -884,3 +884,32 @@ env = { MODE = "dev", KEEP = "kept", API_TOKEN = "s3cr3t-0123456789-ABCDEFabcdef
         "{err}"
     );
 }
+
+/// `up -d` waiting for its services, cut short by `down`: it says corral
+/// was stopped, not that none runs.
+#[test]
+fn up_d_cut_short_by_down_says_so() {
+    let project = Project::new(
+        r#"
+[services.slow]
+command = ["sleep", "600"]
+ready = { exec = ["false"], interval = "100ms", start-timeout = "30s" }
+"#,
+    );
+    let up = {
+        let mut cmd = project.command(&["up", "-d"]);
+        std::thread::spawn(move || cmd.output())
+    };
+    wait_for_socket(&project);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (code, _, err) = project.run(&["down"]);
+    assert_eq!(code, 0, "{err}");
+    let out = up.join().unwrap().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("corral stopped before the services were up"),
+        "{err}"
+    );
+    assert!(!err.contains("no corral running"), "{err}");
+}

@@ -69,7 +69,7 @@ impl Client {
         sender
             .send_request(request)
             .await
-            .map_err(|e| CliError::Protocol(format!("the daemon closed the connection: {e}")))
+            .map_err(|e| CliError::Closed(e.to_string()))
     }
 
     /// Sends a request and decodes a JSON answer; error statuses become CliError::Api.

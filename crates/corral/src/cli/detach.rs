@@ -248,17 +248,25 @@ pub async fn wait_until_up(
     });
     tokio::pin!(watcher);
     let deadline = tokio::time::Instant::now() + limit;
+    // Stopped meanwhile (`corral down`, a signal): said as such, not as
+    // "no corral running", which reads as if it never started.
+    let gone = || {
+        CliError::Failed(
+            "corral stopped before the services were up (corral down, or a signal)".into(),
+        )
+    };
     loop {
-        let waiting = verdict().await?;
+        let waiting = verdict().await.map_err(|e| match e {
+            CliError::NoDaemon { .. } | CliError::Closed(_) => gone(),
+            other => other,
+        })?;
         if waiting.is_empty() {
             return Ok(());
         }
         tokio::select! {
-            _ = &mut watcher => {
-                return Err(CliError::Failed("the daemon went away while starting".into()));
-            }
+            _ = &mut watcher => return Err(gone()),
             changed = rx.recv() => if changed.is_none() {
-                return Err(CliError::Failed("the daemon went away while starting".into()));
+                return Err(gone());
             },
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(CliError::Failed(format!(

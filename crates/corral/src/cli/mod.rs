@@ -469,6 +469,9 @@ pub enum CliError {
     Api { status: u16, body: ErrorBody },
     #[error("{0}")]
     Protocol(String),
+    /// The daemon went away in the middle of a request (it is stopping).
+    #[error("the daemon closed the connection: {0}")]
+    Closed(String),
     #[error("{0}")]
     Failed(String),
     #[error("{context}: {source}")]
