@@ -310,3 +310,35 @@ fn the_daemon_answers_while_a_reload_reads_a_big_config() {
     );
     assert_eq!(corral.stop(), 0);
 }
+
+/// A chain of includes costs each file once: 4,000 files load in about
+/// twice the time of 2,000 (they took 4x, and 4,000 took a GB).
+#[test]
+fn a_long_include_chain_loads_in_linear_time() {
+    let project = Project::new("include = [\"f1.toml\"]\n[services.s0]\ncommand = [\"true\"]\n");
+    let time = |n: usize| {
+        for i in 1..n {
+            let include = if i + 1 < n {
+                format!("include = [\"f{}.toml\"]\n", i + 1)
+            } else {
+                String::new()
+            };
+            project.write(
+                &format!("f{i}.toml"),
+                &format!("{include}[services.s{i}]\ncommand = [\"true\"]\n"),
+            );
+        }
+        let _ = std::fs::remove_file(project.file(&format!("f{n}.toml")));
+        let t = Instant::now();
+        let (code, err) = run_within(&project, &["check"], Duration::from_secs(60));
+        assert_eq!(code, 0, "{err}");
+        t.elapsed()
+    };
+    let (small, big) = (time(1000), time(4000));
+    eprintln!("1,000 files: {small:?}; 4,000 files: {big:?}");
+    // Linear would be 4x; the quadratic reading took 16x and more.
+    assert!(
+        big < small * 8,
+        "1,000 files {small:?}, 4,000 files {big:?}"
+    );
+}

@@ -45,12 +45,44 @@ fn merge<'i>(into: &mut DeTable<'i>, from: DeTable<'i>) {
     }
 }
 
-/// Parses the document: one text per file, each the whole text of all the
-/// files with only its own bytes kept (the others blanked, newlines kept),
-/// so every span points into the whole. Later files win, key by key;
-/// tables merge. None when one is not valid TOML or there are no services.
+/// One file's text and where it starts in the whole text of all the files.
+pub type Source = (usize, String);
+
+/// `t`'s spans (its keys' and values', all the way down) moved `by` bytes:
+/// from its file's own text into the whole text of all the files.
+fn shift_table(t: DeTable<'_>, by: usize) -> DeTable<'_> {
+    t.into_iter()
+        .map(|(key, value)| {
+            let span = key.span();
+            let key = toml::Spanned::new(span.start + by..span.end + by, key.into_inner());
+            (key, shift_value(value, by))
+        })
+        .collect()
+}
+
+fn shift_value(value: toml::Spanned<DeValue<'_>>, by: usize) -> toml::Spanned<DeValue<'_>> {
+    let span = value.span();
+    let inner = match value.into_inner() {
+        DeValue::Table(t) => DeValue::Table(shift_table(t, by)),
+        DeValue::Array(items) => {
+            let mut shifted = toml::de::DeArray::new();
+            for item in items {
+                shifted.push(shift_value(item, by));
+            }
+            DeValue::Array(shifted)
+        }
+        other => other,
+    };
+    toml::Spanned::new(span.start + by..span.end + by, inner)
+}
+
+/// Parses the document: one text per file, with where it starts in the
+/// whole text of all the files; every span is moved to point into the
+/// whole (each file is parsed alone: a chain of N includes costs N parses
+/// of one file, not of the whole). Later files win, key by key; tables
+/// merge. None when one is not valid TOML or there are no services.
 pub fn parse(
-    sources: &[String],
+    sources: &[Source],
     base_dir: &Path,
     host: &HostEnv,
     overrides: &BTreeMap<String, u32>,
@@ -58,14 +90,21 @@ pub fn parse(
 ) -> Option<RawConfig> {
     let mut merged: Option<DeTable<'_>> = None;
     let mut syntax_failed = false;
-    for source in sources {
+    for (start, source) in sources {
         let (root, syntax_errors) = DeTable::parse_recoverable(source);
         for e in syntax_errors {
             syntax_failed = true;
             let msg = e.message().trim().to_string();
-            d.error(e.span().unwrap_or(0..0), format!("invalid TOML: {msg}"));
+            let span = e.span().unwrap_or(0..0);
+            d.error(
+                span.start + start..span.end + start,
+                format!("invalid TOML: {msg}"),
+            );
         }
-        let root = root.into_inner();
+        let root = match *start {
+            0 => root.into_inner(),
+            by => shift_table(root.into_inner(), by),
+        };
         match &mut merged {
             None => merged = Some(root),
             Some(into) => merge(into, root),
@@ -508,9 +547,9 @@ fn etcd_settings(
 /// from corral's environment, a service's own variables kept as written,
 /// `$` escaped so that the text reads back the same; `env` values that look
 /// secret masked unless `unmask`.
-pub fn render_merged(sources: &[String], host: &HostEnv, unmask: bool) -> String {
+pub fn render_merged(sources: &[Source], host: &HostEnv, unmask: bool) -> String {
     let mut merged: Option<DeTable<'_>> = None;
-    for source in sources {
+    for (_, source) in sources {
         let (root, _) = DeTable::parse_recoverable(source);
         match &mut merged {
             None => merged = Some(root.into_inner()),

@@ -868,45 +868,24 @@ pub fn load_files(
 }
 
 /// The files to read, includes first, each once: the whole text, where each
-/// file starts in it, and one text per file (the whole with the other files
-/// blanked: spaces, newlines kept), so each file's spans are offsets in the
-/// whole.
-type Sources = (String, Vec<(usize, PathBuf)>, Vec<String>);
+/// file starts in it, and each file's own text with where it starts.
+type Sources = (String, Vec<(usize, PathBuf)>, Vec<document::Source>);
 
 fn read_sources(files: &[PathBuf]) -> Result<Sources, LoadFailure> {
     let mut order: Vec<(PathBuf, String)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for file in files {
-        gather(file, &mut order, &mut seen, &mut Vec::new())?;
+        gather(file, &mut order, &mut seen, &mut Default::default())?;
     }
     let mut whole = String::new();
     let mut segments = Vec::with_capacity(order.len());
-    for (file, text) in &order {
-        segments.push((whole.len(), file.clone()));
-        whole.push_str(text);
+    let mut sources = Vec::with_capacity(order.len());
+    for (file, text) in order {
+        segments.push((whole.len(), file));
+        whole.push_str(&text);
         whole.push('\n');
+        sources.push((segments[segments.len() - 1].0, text));
     }
-    let blank = |text: &str| -> String {
-        text.chars()
-            .map(|c| {
-                if c == '\n' {
-                    "\n".to_string()
-                } else {
-                    " ".repeat(c.len_utf8())
-                }
-            })
-            .collect()
-    };
-    let sources: Vec<String> = (0..segments.len())
-        .map(|k| {
-            let start = segments[k].0;
-            let end = segments.get(k + 1).map_or(whole.len(), |(next, _)| *next);
-            let mut text = blank(&whole[..start]);
-            text.push_str(&whole[start..end]);
-            text.push_str(&blank(&whole[end..]));
-            text
-        })
-        .collect();
     Ok((whole, segments, sources))
 }
 
@@ -925,7 +904,7 @@ fn gather(
     file: &Path,
     order: &mut Vec<(PathBuf, String)>,
     seen: &mut std::collections::HashSet<PathBuf>,
-    stack: &mut Vec<PathBuf>,
+    stack: &mut std::collections::HashSet<PathBuf>,
 ) -> Result<(), LoadFailure> {
     let fail = |message: String| LoadFailure {
         errors: ConfigErrors(vec![Diagnostic {
@@ -968,11 +947,11 @@ fn gather(
         };
         includes = names.into_iter().map(|n| dir_of(file).join(n)).collect();
     }
-    stack.push(canonical.clone());
+    stack.insert(canonical.clone());
     for included in &includes {
         gather(included, order, seen, stack)?;
     }
-    stack.pop();
+    stack.remove(&canonical);
     seen.insert(canonical);
     order.push((file.to_path_buf(), text));
     Ok(())
@@ -1014,7 +993,7 @@ pub fn load_str(
     let mut diags = diag::Diagnostics::new(path, source);
     // Relative paths in the file are relative to the file, wherever corral runs.
     let base_dir = dir_of(path);
-    let sources = [source.to_string()];
+    let sources = [(0, source.to_string())];
     let parsed = document::parse(&sources, &base_dir, host, overrides, &mut diags);
     let config = parsed.and_then(|raw| graph::resolve(raw, path, &mut diags));
     let (errors, warnings) = diags.finish();
