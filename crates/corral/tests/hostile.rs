@@ -193,10 +193,12 @@ fn a_burst_of_events_reaches_a_client_whole() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Read as it comes: a client stalled on its own stdout is another case.
+    let events = std::thread::spawn(move || events.wait_with_output());
     std::thread::sleep(Duration::from_millis(500));
     let (code, _, err) = project.run(&["down"]);
     assert_eq!(code, 0, "{err}");
-    let out = events.wait_with_output().unwrap();
+    let out = events.join().unwrap().unwrap();
     let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
