@@ -344,3 +344,39 @@ fn a_long_include_chain_loads_in_linear_time() {
         "1,000 files {small:?}, 4,000 files {big:?}"
     );
 }
+
+/// An events client that stops reading while thousands of changes happen
+/// is told how many it missed, then its stream is cut with the reason (the
+/// CLI exits 1), and the logs say so.
+#[test]
+fn an_events_client_that_falls_behind_is_told_and_cut() {
+    use std::io::{Read, Write};
+    let mut config = String::from("[corral]\nparallel = true\n");
+    for i in 0..40 {
+        config += &format!(
+            "[services.c{i}]\ncommand = [\"true\"]\nrestart = \"always\"\nbackoff = {{ initial = \"10ms\", max = \"10ms\" }}\n"
+        );
+    }
+    let project = Project::new(&config);
+    let mut corral = project.up();
+    wait_for_socket(&project);
+    let mut stalled = std::os::unix::net::UnixStream::connect(socket_of(&project)).unwrap();
+    stalled
+        .write_all(b"GET /v1/events HTTP/1.1\r\nHost: corral\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    // It reads nothing while the crash loops say ~10,000 things.
+    std::thread::sleep(Duration::from_secs(3));
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut all = Vec::new();
+    let _ = stalled.read_to_end(&mut all);
+    let all = String::from_utf8_lossy(&all);
+    assert!(all.contains("\"kind\":\"lagged\""), "no lagged marker");
+    assert!(
+        all.contains("the daemon dropped this stream: it did not keep up ("),
+        "no reason at the end"
+    );
+    corral.wait_for("an events client did not keep up", SECS5);
+    corral.stop();
+}

@@ -482,24 +482,48 @@ impl Drop for OpenFollower {
 
 async fn events(api: &Api) -> Result<Response<ApiBody>, ApiError> {
     let mut changes = api.subscribe().await?;
+    let hub = api.hub.clone();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
         while let Some(change) = changes.recv().await {
-            let line = match change {
-                Ok(event) => json_line(&event),
-                // Told exactly how many it missed, in the stream itself.
-                Err(missed) => json_line(&corral_proto::Event {
-                    time: crate::unix_now(),
-                    service: None,
-                    state: None,
-                    message: format!("{missed} event(s) missed here: this client did not keep up"),
-                    kind: Some("lagged".into()),
-                    missed: Some(missed),
-                }),
+            let missed = match change {
+                Ok(event) => {
+                    if tx.send(json_line(&event)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                Err(missed) => missed,
             };
-            if tx.send(line).await.is_err() {
-                return;
+            // Told exactly how many it missed, where they would have been;
+            // then the stream is cut: a client this far behind would only
+            // fall further. The logs say so too.
+            let marker = corral_proto::Event {
+                time: crate::unix_now(),
+                service: None,
+                state: None,
+                message: format!("{missed} event(s) missed here: this client did not keep up"),
+                kind: Some("lagged".into()),
+                missed: Some(missed),
+            };
+            let text = format!(
+                "an events client did not keep up: {missed} event(s) missed, its stream cut"
+            );
+            let _ = hub.try_send(Line::Event {
+                svc: None,
+                time: std::time::SystemTime::now(),
+                text,
+            });
+            let cut = corral_proto::StreamCut {
+                error: format!(
+                    "the daemon dropped this stream: it did not keep up ({missed} events missed)"
+                ),
+            };
+            drop(changes);
+            if tx.send(json_line(&marker)).await.is_ok() {
+                let _ = tx.send(json_line(&cut)).await;
             }
+            return;
         }
     });
     ok(ApiBody::Lines(rx))
