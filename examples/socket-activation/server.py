@@ -1,6 +1,7 @@
 """An HTTP server that serves the socket it is given (fd 3, LISTEN_FDS) and
-tells corral when it is ready (READY=1 on NOTIFY_SOCKET); it stops taking
-connections on SIGTERM, finishes what it has, and exits."""
+tells corral when it is ready (READY=1 on NOTIFY_SOCKET); on SIGTERM it
+finishes the request in hand, takes no more, and exits. One request at a
+time: whatever it accepted, it answers before it checks for the stop."""
 import http.server
 import os
 import signal
@@ -34,7 +35,7 @@ def notify(message):
 
 if os.environ.get("LISTEN_PID") != str(os.getpid()) or int(os.environ.get("LISTEN_FDS", "0")) < 1:
     sys.exit("server.py: no socket from corral (LISTEN_FDS); run it with `corral up`")
-server = http.server.ThreadingHTTPServer(("", 0), Handler, bind_and_activate=False)
+server = http.server.HTTPServer(("", 0), Handler, bind_and_activate=False)
 server.socket.close()
 server.socket = socket.socket(fileno=3)
 signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
