@@ -364,14 +364,34 @@ fn an_events_client_that_falls_behind_is_told_and_cut() {
     stalled
         .write_all(b"GET /v1/events HTTP/1.1\r\nHost: corral\r\nConnection: close\r\n\r\n")
         .unwrap();
-    // It reads nothing while the crash loops say ~10,000 things.
-    std::thread::sleep(Duration::from_secs(3));
+    // It reads nothing while the crash loops say far more than its queue
+    // (4,096) and the socket hold: counted on corral's console.
+    let from = corral.lines().len();
+    assert!(
+        eventually(Duration::from_secs(60), || corral.lines().len()
+            > from + 20_000),
+        "the crash loops said too little"
+    );
+    // Read what came, for a bounded time: the stream must end by itself.
     stalled
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let mut all = Vec::new();
-    let _ = stalled.read_to_end(&mut all);
+    let mut buf = vec![0u8; 1 << 16];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut ended = false;
+    while Instant::now() < deadline {
+        match stalled.read(&mut buf) {
+            Ok(0) => {
+                ended = true;
+                break;
+            }
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
     let all = String::from_utf8_lossy(&all);
+    assert!(ended, "the stream went on");
     assert!(all.contains("\"kind\":\"lagged\""), "no lagged marker");
     assert!(
         all.contains("the daemon dropped this stream: it did not keep up ("),
@@ -379,4 +399,55 @@ fn an_events_client_that_falls_behind_is_told_and_cut() {
     );
     corral.wait_for("an events client did not keep up", SECS5);
     corral.stop();
+}
+
+/// An events client stalled on its own output while corral stops: it gets
+/// every event and corral's last line, or it says its stream was cut short
+/// (exit 1), never a silent end with events missing.
+#[test]
+fn a_client_stalled_while_corral_stops_is_not_left_with_a_silent_gap() {
+    let mut config = String::from("[corral]\nparallel = true\n");
+    for i in 0..1000 {
+        config +=
+            &format!("[services.s{i}]\ncommand = [\"sleep\", \"600\"]\nstop-timeout = \"2s\"\n");
+    }
+    let project = Project::new(&config);
+    let mut corral = project.up();
+    corral.wait_for_service_event("s999", "started", SECS10);
+    // Its stdout is a pipe nobody reads until corral is gone.
+    let mut events = project
+        .command(&["events", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let (code, _, err) = project.run(&["down"]);
+    assert_eq!(code, 0, "{err}");
+    corral.wait_exit(SECS10);
+    let mut stdout = events.stdout.take().unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+    let out = events.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stops = text
+        .lines()
+        .filter(|l| l.contains("\"message\":\"stopped\""))
+        .count();
+    let ended = text.contains("\"kind\":\"end\"");
+    if out.status.success() {
+        assert!(
+            ended && stops == 1000,
+            "exit 0 with {stops} stops, end {ended}"
+        );
+    } else {
+        assert!(
+            err.contains("the event stream ended before corral said it was done"),
+            "{err}"
+        );
+    }
+    eprintln!(
+        "{stops} stops received, end line {ended}, exit {:?}",
+        out.status.code()
+    );
 }

@@ -532,8 +532,12 @@ pub async fn logs(
 /// `corral events`: the API's event stream, one line per event.
 pub async fn events(client: &Client, json: bool) -> Result<(), CliError> {
     let stdout = std::io::stdout();
+    let mut ended = false;
     client
         .lines(Method::GET, "/events", |event: Event| {
+            if event.kind.as_deref() == Some("end") {
+                ended = true;
+            }
             let mut out = stdout.lock();
             if json {
                 let _ = serde_json::to_writer(&mut out, &event);
@@ -552,7 +556,11 @@ pub async fn events(client: &Client, json: bool) -> Result<(), CliError> {
             }
             let _ = out.flush();
         })
-        .await
+        .await?;
+    if !ended {
+        return Err(cut_short());
+    }
+    Ok(())
 }
 
 pub async fn reload(client: &Client) -> Result<(), CliError> {
@@ -625,14 +633,30 @@ pub async fn endpoints(client: &Client, name: Option<&str>) -> Result<(), CliErr
 
 /// Asks the daemon to shut down and prints its messages until it is gone.
 pub async fn down(client: &Client) -> Result<(), CliError> {
+    let mut ended = false;
     client
         .lines(Method::POST, "/shutdown", |e: Event| {
+            if e.kind.as_deref() == Some("end") {
+                ended = true;
+                return;
+            }
             let who = e.service.as_deref().unwrap_or("corral");
             println!("{who} * {}", e.message);
         })
         .await?;
+    if !ended {
+        return Err(cut_short());
+    }
     println!("corral stopped");
     Ok(())
+}
+
+/// An event stream that ended without corral's last line: the connection
+/// went before every event reached this client.
+fn cut_short() -> CliError {
+    CliError::Failed(
+        "the event stream ended before corral said it was done: events may be missing".into(),
+    )
 }
 
 #[cfg(test)]

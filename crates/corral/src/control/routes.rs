@@ -485,15 +485,29 @@ async fn events(api: &Api) -> Result<Response<ApiBody>, ApiError> {
     let hub = api.hub.clone();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     tokio::spawn(async move {
-        while let Some(change) = changes.recv().await {
-            let missed = match change {
-                Ok(event) => {
+        loop {
+            let missed = match changes.recv().await {
+                Some(Ok(event)) => {
                     if tx.send(json_line(&event)).await.is_err() {
                         return;
                     }
                     continue;
                 }
-                Err(missed) => missed,
+                Some(Err(missed)) => missed,
+                // corral is done: said last, so a client that sees the
+                // stream end without it knows it was cut short.
+                None => {
+                    let end = corral_proto::Event {
+                        time: crate::unix_now(),
+                        service: None,
+                        state: None,
+                        message: "corral stopped: end of the stream".into(),
+                        kind: Some("end".into()),
+                        missed: None,
+                    };
+                    let _ = tx.send(json_line(&end)).await;
+                    return;
+                }
             };
             // Told exactly how many it missed, where they would have been;
             // then the stream is cut: a client this far behind would only

@@ -390,6 +390,9 @@ pub async fn run(
     if let Some(path) = &socket_path {
         let _ = std::fs::remove_file(path);
     }
+    // The event streams end now, each with its last line, before the
+    // server stops (the rest of `sup` lives until the end of this function).
+    sup.subscribers.clear();
     // The config and the engine's state are only memory, which the exit
     // frees at once; freed piece by piece, each emptied group costs musl's
     // allocator a munmap, thousands of them for a thousand services.
