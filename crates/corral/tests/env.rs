@@ -259,3 +259,32 @@ env-file = "app.env"
     assert_eq!(code, 2);
     assert!(err.contains("nope.env"), "{err}");
 }
+
+/// An env file as compose reads it reaches the service that way: escapes
+/// in double quotes, a multi-line key, a comment after a value; and a
+/// project `.env` with names compose accepts does not stop corral.
+#[test]
+fn env_files_are_read_as_compose_reads_them() {
+    let project = Project::new(
+        r#"
+[services.show]
+command = ["sh", "-c", "printf '%s|' \"$GREETING\" \"$NOTE\" \"$KEY\" > seen; exec sleep 60"]
+env-file = "app.env"
+"#,
+    );
+    project.write(
+        "app.env",
+        "\u{feff}export\tGREETING=\"hello\\tworld \\\"quoted\\\"\"\nNOTE=kept # dropped\nKEY='-----BEGIN-----\nabc\n-----END-----'\n",
+    );
+    project.write(".env", "VAR.WITH.DOTS=x\nOPTION-B=y\n");
+    let (code, _, err) = project.run(&["check"]);
+    assert_eq!(code, 0, "{err}");
+    let mut corral = project.up();
+    corral.started_pid("show", SECS5);
+    assert!(eventually(SECS5, || !project.read("seen").is_empty()));
+    assert_eq!(
+        project.read("seen"),
+        "hello\tworld \"quoted\"|kept|-----BEGIN-----\nabc\n-----END-----|"
+    );
+    corral.stop();
+}

@@ -33,31 +33,10 @@ impl HostEnv {
     }
 }
 
-/// Parses an env file: `KEY=VALUE` lines, `#` comments, optional `export `,
-/// optional matching quotes around the value. Values are taken literally.
+/// Parses an env file with compose's dotenv rules (`dotenv.rs`); `${...}`
+/// in values is taken literally.
 pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
-    let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
-        let Some((key, value)) = line.split_once('=') else {
-            return Err((i + 1, format!("expected KEY=VALUE, found {line:?}")));
-        };
-        let key = key.trim();
-        if key.is_empty() || !key.chars().all(|c| c == '_' || c.is_ascii_alphanumeric()) {
-            return Err((i + 1, format!("invalid variable name {key:?}")));
-        }
-        let value = value.trim();
-        let value = ['"', '\'']
-            .iter()
-            .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
-            .unwrap_or(value);
-        out.push((key.to_string(), value.to_string()));
-    }
-    Ok(out)
+    super::dotenv::parse(text)
 }
 
 /// Matches `name` against a pattern where `*` is any run and `?` any one

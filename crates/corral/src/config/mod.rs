@@ -2,6 +2,7 @@
 
 mod diag;
 mod document;
+mod dotenv;
 mod env;
 pub mod files;
 mod graph;
