@@ -522,3 +522,22 @@ fn forward_signals_takes_only_the_signals_corral_passes_on() {
         &["corral.toml:3:19: error: forward-signals must be a list of signal names such as [\"SIGUSR1\"]"],
     );
 }
+
+/// Every documented nickname is taken; a schedule no time matches is an
+/// error at its place, not a job that silently never runs.
+#[test]
+fn schedules_that_never_run_are_errors_and_midnight_is_daily() {
+    let (code, err) = check("[services.a]\ncommand = [\"true\"]\nschedule = \"@midnight\"\n");
+    assert_eq!(code, 0, "{err}");
+    for never in ["0 12 31 2 *", "0 12 1 * +"] {
+        let (code, err) = check(&format!(
+            "[services.a]\ncommand = [\"true\"]\nschedule = \"{never}\"\n"
+        ));
+        assert_eq!(code, 2, "{never}: {err}");
+        assert!(
+            err.contains("corral.toml:3:12: error:")
+                && (err.contains("never runs") || err.contains("invalid schedule")),
+            "{never}: {err}"
+        );
+    }
+}

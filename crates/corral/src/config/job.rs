@@ -278,7 +278,7 @@ impl JobDraft {
             None => Some(host_timezone()),
         };
         let (cron, (timezone, timezone_name)) = (cron?, zone?);
-        Some(Job {
+        let job = Job {
             schedule,
             // `@reboot` is a run at start and nothing else.
             run_on_start: self.run_on_start.unwrap_or(false) || cron.is_none(),
@@ -286,7 +286,20 @@ impl JobDraft {
             timezone,
             timezone_name,
             overlap: self.overlap.unwrap_or_default(),
-        })
+        };
+        // A pattern the parser takes but no time matches (`0 12 31 2 *`)
+        // would pass `check` and then never run.
+        if job.cron.is_some() && job.next_tick(Timestamp::now()).is_none() {
+            d.error(
+                schedule_text.span.clone(),
+                format!(
+                    "the schedule {:?} never runs: no time matches it",
+                    job.schedule
+                ),
+            );
+            return None;
+        }
+        Some(job)
     }
 }
 
@@ -301,6 +314,12 @@ fn parse_schedule(
     if text.eq_ignore_ascii_case("@reboot") {
         return Some(None);
     }
+    // cron's other name for @daily, as Vixie cron and the docs have it.
+    let text = if text.eq_ignore_ascii_case("@midnight") {
+        "@daily"
+    } else {
+        text
+    };
     let parsed = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Optional)
         .build()
@@ -312,7 +331,8 @@ fn parse_schedule(
                 span,
                 format!(
                     "invalid schedule {schedule:?}: {e} (expected 5 cron fields, an optional \
-                     seconds field first, or @hourly, @daily, @weekly, @monthly, @yearly, @reboot)"
+                     seconds field first, or @hourly, @daily (@midnight), @weekly, @monthly, \
+                     @yearly (@annually), @reboot)"
                 ),
             );
             None
