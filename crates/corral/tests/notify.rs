@@ -65,7 +65,8 @@ depends-on = {{ provider = "ready" }}
             .position(|l| is_line_of(l, svc, sep, what))
             .unwrap_or_else(|| panic!("no {svc} {what}"))
     };
-    assert!(at("provider", '|', "ready now") < at("dependent", '*', "started"));
+    // (Its own output and corral's events reach the console by different
+    // paths: only the events' order is fixed.)
     assert!(at("provider", '*', "ready after") < at("dependent", '*', "started"));
     assert_eq!(service_json(&project, "provider")["status"], "warming up");
     let (code, ps, _) = project.run(&["ps"]);
@@ -128,7 +129,9 @@ depends-on = {{ redis = "ready" }}
         .iter()
         .position(|l| is_line_of(l, "app", '*', "started"))
         .unwrap();
-    assert!(accepting < app && ready < app, "{lines:#?}");
+    // Only the events' order is fixed (redis's own line comes by its pipe).
+    let _ = accepting;
+    assert!(ready < app, "{lines:#?}");
     // redis says what it is doing (STATUS=).
     assert!(
         service_json(&project, "redis")["status"]
@@ -175,18 +178,18 @@ fn a_pinged_watchdog_keeps_running_and_a_missed_one_aborts_and_restarts() {
 [services.alive]
 command = {}
 notify = true
-watchdog = "300ms"
+watchdog = "1s"
 
 [services.hung]
 command = {}
-watchdog = "300ms"
+watchdog = "1s"
 backoff = {{ initial = "100ms" }}
 "#,
-        notifier(&["env:WATCHDOG_USEC", "send:READY=1", "pet:0.05"]),
+        notifier(&["env:WATCHDOG_USEC", "send:READY=1", "pet:0.1"]),
         notifier(&["env:WATCHDOG_PID", "send:READY=1", "wait"]),
     ));
     let mut corral = project.up();
-    corral.wait_for_output("alive", "WATCHDOG_USEC=300000", SECS5);
+    corral.wait_for_output("alive", "WATCHDOG_USEC=1000000", SECS5);
     let hung = corral.started_pid("hung", SECS5);
     corral.wait_for_output("hung", &format!("WATCHDOG_PID={hung}"), SECS5);
     corral.wait_for_service_event(

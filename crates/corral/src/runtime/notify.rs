@@ -108,7 +108,9 @@ pub async fn watch(
         counted_at: None,
         tx,
         watchdog,
-        deadline: watchdog.map(|t| Instant::now() + t),
+        // As systemd: the watchdog counts once the service is up (its
+        // first READY=1 or WATCHDOG=1), not while it starts.
+        deadline: None,
     };
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
     let mut window = Instant::now();
@@ -323,6 +325,9 @@ impl Reader {
                 if !self.ready {
                     self.ready = true;
                     self.send(Message::Ready);
+                }
+                if let (Some(period), None) = (self.watchdog, self.deadline) {
+                    self.deadline = Some(Instant::now() + period);
                 }
             }
             "RELOADING" if value == "1" => {
