@@ -58,6 +58,8 @@ depends-on = {{ provider = "ready" }}
     assert!(socket.contains("NOTIFY_SOCKET=@"), "{socket}");
     corral.wait_for_service_event("provider", "ready after", SECS10);
     corral.wait_for_output("dependent", "dependent up", SECS5);
+    // Its output may reach the console before corral's event of its start.
+    corral.wait_for_service_event("dependent", "started", SECS5);
     let lines = corral.lines();
     let at = |svc: &str, sep: char, what: &str| {
         lines
@@ -116,6 +118,7 @@ depends-on = {{ redis = "ready" }}
     let mut corral = project.up();
     corral.wait_for_service_event("redis", "ready after", SECS10);
     corral.wait_for_output("app", "app up", SECS5);
+    corral.wait_for_service_event("app", "started", SECS5);
     let lines = corral.lines();
     let accepting = lines
         .iter()
