@@ -54,15 +54,14 @@ fn every_example_passes_check() {
     assert!(seen > 0, "no example found");
 }
 
-#[test]
-fn basic_example_serves_http_and_stops_cleanly() {
-    // Run a copy, so the example's generated files stay out of the source tree.
+/// `corral up` on a copy of an example's `files` (so its generated files
+/// stay out of the source tree), with WEB_PORT a free port: the copy's
+/// directory, the port, the daemon.
+fn start_example(name: &str, files: &[&str]) -> (tempfile::TempDir, String, Running) {
     let work = tempfile::tempdir().expect("temp dir");
-    std::fs::copy(
-        examples_dir().join("basic/corral.toml"),
-        work.path().join("corral.toml"),
-    )
-    .expect("copy");
+    for file in files {
+        std::fs::copy(examples_dir().join(name).join(file), work.path().join(file)).expect("copy");
+    }
     let port = free_port().to_string();
     let mut cmd = Command::new(BIN);
     cmd.args(["up"])
@@ -70,7 +69,12 @@ fn basic_example_serves_http_and_stops_cleanly() {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("WEB_PORT", &port);
-    let mut corral = Running::start(cmd);
+    (work, port, Running::start(cmd))
+}
+
+#[test]
+fn basic_example_serves_http_and_stops_cleanly() {
+    let (_work, port, mut corral) = start_example("basic", &["corral.toml"]);
     corral.wait_for_service_event("web", "started", SECS10);
     let addr = format!("127.0.0.1:{port}");
     let mut body = String::new();
@@ -255,22 +259,8 @@ fn backup_example_runs_a_periodic_job_with_corral_as_pid_1_and_no_cron() {
 
 #[test]
 fn socket_activation_example_restarts_without_refusing_a_connection() {
-    let work = tempfile::tempdir().expect("temp dir");
-    for file in ["corral.toml", "server.py"] {
-        std::fs::copy(
-            examples_dir().join("socket-activation").join(file),
-            work.path().join(file),
-        )
-        .expect("copy");
-    }
-    let port = free_port().to_string();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["up"])
-        .current_dir(work.path())
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("WEB_PORT", &port);
-    let mut corral = Running::start(cmd);
+    let (work, port, mut corral) =
+        start_example("socket-activation", &["corral.toml", "server.py"]);
     corral.wait_for_service_event("web", "ready after", SECS10);
     let addr = format!("127.0.0.1:{port}");
     let get = |addr: &str| -> std::io::Result<String> {

@@ -233,14 +233,7 @@ fn stalled_followers_of_long_lines_hold_a_bounded_amount_of_memory() {
     let mut corral = project.up();
     corral.started_pid("wide", SECS5);
     std::thread::sleep(Duration::from_millis(500));
-    let rss = |pid: i32| -> u64 {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .unwrap_or(0)
-    };
+    let rss = rss_of;
     let before = rss(corral.pid());
     let socket = socket_of(&project);
     let stalled: Vec<std::os::unix::net::UnixStream> = (0..FOLLOWERS)

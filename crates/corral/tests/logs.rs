@@ -303,16 +303,6 @@ command = ["sh", "-c", "i=0; while [ $i -lt 3000 ]; do echo line $i of a chatty 
     assert_eq!(project.run(&["down"]).0, 0);
 }
 
-/// Resident memory of a process, in kB.
-fn rss_of(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// 200 followers that never read, beside a chatty service: corral drops
 /// them once they stop taking data, and its memory comes back down.
 #[test]

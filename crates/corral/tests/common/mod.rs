@@ -626,3 +626,13 @@ pub fn base64_decode(text: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+/// A process's resident memory in kB (VmRSS), 0 if it cannot be read.
+pub fn rss_of(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
