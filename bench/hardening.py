@@ -227,11 +227,13 @@ def api_get(sock, path):
     return int(head.split()[1]), body
 
 
-def wide(corral, n=512):
+def wide(corral, n=512, size=65000):
     work = tempfile.mkdtemp(prefix="corral-bench-")
-    proc, sock = start(corral, work, """
+    # size 0: a service that writes nothing (what the connections alone cost).
+    loop = "sys.stdout.write(line)" if size else "time.sleep(1)"
+    proc, sock = start(corral, work, f"""
 [services.wide]
-command = ["python3", "-c", "import sys\\nline = 'x' * 65000 + '\\\\n'\\nwhile True: sys.stdout.write(line)"]
+command = ["python3", "-c", "import sys, time\\nline = 'x' * {size} + '\\\\n'\\nwhile True: {loop}"]
 """)
     time.sleep(1)
     before = rss_kb(proc.pid)
@@ -249,7 +251,7 @@ command = ["python3", "-c", "import sys\\nline = 'x' * 65000 + '\\\\n'\\nwhile T
     for s in clients:
         s.close()
     stop(proc)
-    print(f"wide       {n} stalled followers of 64 KB lines: RSS kB before {before}, "
+    print(f"wide       {n} stalled followers of {size}-byte lines: RSS kB before {before}, "
           f"peak {peak} (+{(peak - before) / 1024:.1f} MB)")
 
 
@@ -388,6 +390,8 @@ def main():
     ap.add_argument("--followers", type=int, default=1000)
     ap.add_argument("--idle", type=int, default=200)
     ap.add_argument("--leftovers", type=int, default=50)
+    ap.add_argument("--wide-bytes", type=int, default=65000,
+                    help="wide: the length of the service's lines (0: it writes none)")
     ap.add_argument("--only", default="followers,emfile,leftovers,wide,events,jobs,reload,scrapes")
     args = ap.parse_args()
     corral = os.path.abspath(args.corral)
@@ -398,7 +402,9 @@ def main():
         emfile(corral, args.idle)
     if "leftovers" in only:
         leftovers(corral, args.leftovers)
-    for name, run in [("wide", wide), ("events", events), ("jobs", jobs),
+    if "wide" in only:
+        wide(corral, size=args.wide_bytes)
+    for name, run in [("events", events), ("jobs", jobs),
                       ("reload", reload), ("scrapes", scrapes)]:
         if name in only:
             run(corral)

@@ -13,6 +13,8 @@ pub enum ApiBody {
     Full(Option<Bytes>),
     /// Newline-delimited JSON, one chunk per line, until the sender is dropped.
     Lines(mpsc::Receiver<Bytes>),
+    /// `/v1/logs`: JSON lines made as the connection takes them.
+    Logs(Box<crate::logs::follow::Stream>),
 }
 
 impl ApiBody {
@@ -34,6 +36,7 @@ impl Body for ApiBody {
         match self.get_mut() {
             ApiBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ApiBody::Lines(rx) => rx.poll_recv(cx).map(|o| o.map(|d| Ok(Frame::data(d)))),
+            ApiBody::Logs(stream) => stream.poll_next(cx).map(|o| o.map(|d| Ok(Frame::data(d)))),
         }
     }
 
@@ -46,7 +49,7 @@ impl Body for ApiBody {
             ApiBody::Full(data) => {
                 http_body::SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            ApiBody::Lines(_) => http_body::SizeHint::default(),
+            ApiBody::Lines(_) | ApiBody::Logs(_) => http_body::SizeHint::default(),
         }
     }
 }

@@ -219,7 +219,7 @@ fn connection_limit() -> usize {
 }
 
 /// The most hyper buffers for one connection, each way.
-const CONNECTION_BUFFER: usize = 16 * 1024;
+const CONNECTION_BUFFER: usize = 8 * 1024;
 
 /// How long a client may take to send a request's head: an idle or
 /// trickling connection is closed then, and its descriptor freed.

@@ -422,31 +422,8 @@ async fn logs(api: &Api, query: &Query) -> Result<Response<ApiBody>, ApiError> {
     let (recent, follower) = answer
         .await
         .map_err(|_| ApiError::new(503, "corral is shutting down"))?;
-    // Small frames, little room: a stalled client holds a few KiB here.
-    let (tx, rx) = mpsc::channel::<Bytes>(2);
-    tokio::spawn(async move {
-        let _open = follow.then(OpenFollower::new);
-        for line in recent {
-            for piece in crate::logs::follow::json_pieces(&line) {
-                if tx.send(Bytes::from(piece)).await.is_err() {
-                    return;
-                }
-            }
-        }
-        if let Some(mut follower) = follower {
-            if !follower.forward(&tx).await {
-                return;
-            }
-            // The hub let go of it: corral ends, or this client fell behind.
-            // What was queued for it goes now, not when the client does.
-            let cut = follower.cut();
-            drop(follower);
-            if let Some(error) = cut {
-                let _ = tx.send(json_line(&corral_proto::StreamCut { error })).await;
-            }
-        }
-    });
-    let mut response = Response::new(ApiBody::Lines(rx));
+    let stream = crate::logs::follow::Stream::new(recent, follower);
+    let mut response = Response::new(ApiBody::Logs(Box::new(stream)));
     if follow {
         // A stream that ends (corral ends, or it is cut) ends the connection:
         // an idle connection kept open would hold a descriptor for nothing.
@@ -456,28 +433,6 @@ async fn logs(api: &Api, query: &Query) -> Result<Response<ApiBody>, ApiError> {
         );
     }
     Ok(response)
-}
-
-/// Followers being served now. When the last one goes, the memory a storm
-/// of slow followers took is handed back to the system (glibc keeps freed
-/// memory in its arenas otherwise).
-static OPEN_FOLLOWERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-struct OpenFollower;
-
-impl OpenFollower {
-    fn new() -> OpenFollower {
-        OPEN_FOLLOWERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        OpenFollower
-    }
-}
-
-impl Drop for OpenFollower {
-    fn drop(&mut self) {
-        if OPEN_FOLLOWERS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
-            crate::process::give_back_free_memory();
-        }
-    }
 }
 
 async fn events(api: &Api) -> Result<Response<ApiBody>, ApiError> {
