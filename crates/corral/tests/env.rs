@@ -288,3 +288,38 @@ env-file = "app.env"
     );
     corral.stop();
 }
+
+/// The project's `.env` expands `${...}` as compose does (from corral's
+/// environment, then the entries above; not in single quotes), warns of an
+/// unset name at its line, and a name alone is no error. An `env-file`
+/// stays literal, and there a name alone passes corral's own value on.
+#[test]
+fn dot_env_values_expand_as_compose_expands_them_and_env_files_stay_literal() {
+    let project = Project::new(
+        r#"
+[services.show]
+command = ["sh", "-c", "printf '%s|' '${URL}' '${QUOTED}' '${LITERAL}' '${JSON}' \"$RAW\" \"$PASSED\" > seen; exec sleep 60"]
+env-file = "app.env"
+"#,
+    );
+    project.write(
+        ".env",
+        "HOST=db\nURL=postgres://${HOST}:${DB_PORT:-5432}/${NAME}\nQUOTED=\"${USER_SET}+\"\nLITERAL='${HOST}'\nJSON=${NOPE:-{\"a\":1}}\nUSER_SET\n",
+    );
+    project.write("app.env", "RAW=${HOST}\nPASSED\n");
+    let env = [("USER_SET", "from-shell"), ("PASSED", "through")];
+    let (code, _, err) = project.run_with_env(&["check"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(".env:2:1: warning: ${NAME} is not set"),
+        "{err}"
+    );
+    let mut corral = project.up_with(&env, &[]);
+    corral.started_pid("show", SECS5);
+    assert!(eventually(SECS5, || !project.read("seen").is_empty()));
+    assert_eq!(
+        project.read("seen"),
+        "postgres://db:5432/|from-shell+|${HOST}|{\"a\":1}|${HOST}|through|"
+    );
+    corral.stop();
+}

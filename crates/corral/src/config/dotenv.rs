@@ -9,13 +9,49 @@
 //! - `"double"`: `\n`, `\r`, `\t`, `\"`, `\\` and `\$` unescaped (another
 //!   `\x` kept as is), over several lines if need be;
 //! - unquoted: trimmed, and a ` #` (whitespace, then `#`) starts a comment;
-//! - after a closing quote, only whitespace and a `#` comment may follow.
+//! - after a closing quote, only whitespace and a `#` comment may follow;
+//! - a name alone on its line takes the variable from corral's environment
+//!   (nothing if it is not set there).
+//!
+//! Whether `${...}` in a value is expanded is the reader's choice (the
+//! project's `.env`: yes, as compose does; `env-file`: no); a single-quoted
+//! value is never expanded.
 //!
 //! A line that breaks these is an error naming the line and what is wrong
 //! (an unterminated quote never becomes a value with a quote in it).
 
+/// A value as the file wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// Unquoted or in double quotes (escapes already undone).
+    Text(String),
+    /// In single quotes: as written, never expanded.
+    Literal(String),
+    /// A name alone: corral's own variable of that name, if it has one.
+    Inherit,
+}
+
+impl Value {
+    /// The value where `${...}` is not expanded; None for `Inherit`.
+    pub fn as_written(&self) -> Option<&str> {
+        match self {
+            Value::Text(v) | Value::Literal(v) => Some(v),
+            Value::Inherit => None,
+        }
+    }
+}
+
+/// One `NAME=value` of the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub value: Value,
+    /// Where the entry starts (from 1).
+    pub line: usize,
+}
+
 /// Parses `text`; Err((line, message)) at the first malformed line.
-pub fn parse(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
+pub fn parse(text: &str) -> Result<Vec<Entry>, (usize, String)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     let mut rest = text;
@@ -37,6 +73,16 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
             _ => body,
         };
         let Some((key, value)) = body.split_once('=') else {
+            if is_name(trimmed) {
+                out.push(Entry {
+                    name: trimmed.to_string(),
+                    value: Value::Inherit,
+                    line,
+                });
+                rest = after;
+                line += 1;
+                continue;
+            }
             return Err((line, format!("expected KEY=VALUE, found {trimmed:?}")));
         };
         let key = key.trim();
@@ -65,11 +111,19 @@ pub fn parse(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
                         format!("unexpected {tail:?} after the closing quote of {key}"),
                     ));
                 }
+                let value = match q {
+                    '"' => Value::Text(value),
+                    _ => Value::Literal(value),
+                };
                 (value, after)
             }
-            _ => (unquoted(value).to_string(), after),
+            _ => (Value::Text(unquoted(value).to_string()), after),
         };
-        out.push((key.to_string(), value));
+        out.push(Entry {
+            name: key.to_string(),
+            value,
+            line: start_line,
+        });
         rest = left;
         line += 1;
     }
@@ -157,9 +211,18 @@ fn is_name(key: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn pairs(entries: Vec<Entry>) -> Vec<(String, Value)> {
+        entries.into_iter().map(|e| (e.name, e.value)).collect()
+    }
+
     fn one(text: &str) -> Result<String, String> {
         parse(text)
-            .map(|v| v.into_iter().next().map(|(_, v)| v).unwrap_or_default())
+            .map(|v| {
+                v.into_iter()
+                    .next()
+                    .and_then(|e| e.value.as_written().map(str::to_string))
+                    .unwrap_or_default()
+            })
             .map_err(|(line, e)| format!("{line}: {e}"))
     }
 
@@ -202,12 +265,25 @@ mod tests {
     fn names_with_dots_and_dashes_and_lines_after_a_multi_line_value() {
         let parsed = parse("VAR.WITH.DOTS=x\nOPTION-B=y\nK=\"a\nb\"\nNEXT=z\n");
         assert_eq!(
-            parsed,
+            parsed.map(pairs),
             Ok(vec![
-                ("VAR.WITH.DOTS".into(), "x".into()),
-                ("OPTION-B".into(), "y".into()),
-                ("K".into(), "a\nb".into()),
-                ("NEXT".into(), "z".into()),
+                ("VAR.WITH.DOTS".into(), Value::Text("x".into())),
+                ("OPTION-B".into(), Value::Text("y".into())),
+                ("K".into(), Value::Text("a\nb".into())),
+                ("NEXT".into(), Value::Text("z".into())),
+            ])
+        );
+    }
+
+    #[test]
+    fn quoting_decides_expansion_and_a_bare_name_inherits() {
+        assert_eq!(
+            parse("A='${X}'\nB=\"${X}\"\nC=${X}\nINHERITED\n").map(pairs),
+            Ok(vec![
+                ("A".into(), Value::Literal("${X}".into())),
+                ("B".into(), Value::Text("${X}".into())),
+                ("C".into(), Value::Text("${X}".into())),
+                ("INHERITED".into(), Value::Inherit),
             ])
         );
     }
@@ -217,7 +293,7 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("A=1\nB=\"open\nC=2\n", "2: unterminated double quote"),
             ("A='open", "1: unterminated single quote"),
-            ("A=1\nnope\n", "2: expected KEY=VALUE"),
+            ("A=1\nnot a pair\n", "2: expected KEY=VALUE"),
             ("1A=x", "1: invalid variable name \"1A\""),
             ("A B=x", "1: invalid variable name \"A B\""),
             (

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::dotenv;
 use super::user::{self, Identity};
 use crate::strings::{self, Strings};
 
@@ -15,6 +16,8 @@ pub struct HostEnv {
     pub vars: BTreeMap<String, String>,
     /// Who corral runs as: services without `user` run as this identity.
     pub identity: Identity,
+    /// What reading the project's `.env` found (unset `${...}`).
+    pub warnings: Vec<super::Diagnostic>,
 }
 
 impl HostEnv {
@@ -25,18 +28,13 @@ impl HostEnv {
                 .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
                 .collect(),
             identity: user::Accounts::read().current(),
+            warnings: Vec::new(),
         }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str)
     }
-}
-
-/// Parses an env file with compose's dotenv rules (`dotenv.rs`); `${...}`
-/// in values is taken literally.
-pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, (usize, String)> {
-    super::dotenv::parse(text)
 }
 
 /// Matches `name` against a pattern where `*` is any run and `?` any one
@@ -224,10 +222,12 @@ fn looks_random(value: &str) -> bool {
 }
 
 /// Reads and parses an env file, for error reporting: Err((line, message)).
-pub fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, (usize, String)> {
+/// The entries of a `KEY=VALUE` file, read with compose's dotenv rules
+/// (`dotenv.rs`); Err((line, message)), line 0 when it cannot be read.
+pub fn read_env_file(path: &Path) -> Result<Vec<dotenv::Entry>, (usize, String)> {
     let text = super::files::read_to_string(path)
         .map_err(|e| (0, format!("cannot read env file {}: {e}", path.display())))?;
-    parse_env_file(&text)
+    dotenv::parse(&text)
 }
 
 #[cfg(test)]
@@ -265,22 +265,6 @@ mod tests {
         assert!(glob_match("TZ", "TZ"));
         assert!(!glob_match("TZ", "TZX"));
         assert!(glob_match("A*B*C", "AxxBxxC"));
-    }
-
-    #[test]
-    fn env_file_lines() {
-        let parsed = parse_env_file("# c\n\nA=1\nexport B = two \nC=\"q v\"\nD='x'\nE=\n");
-        assert_eq!(
-            parsed,
-            Ok(vec![
-                ("A".into(), "1".into()),
-                ("B".into(), "two".into()),
-                ("C".into(), "q v".into()),
-                ("D".into(), "x".into()),
-                ("E".into(), "".into()),
-            ])
-        );
-        assert_eq!(parse_env_file("ok=1\nnope\n").map_err(|e| e.0), Err(2));
     }
 
     #[test]

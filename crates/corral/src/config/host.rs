@@ -7,10 +7,11 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::diag::Diagnostics;
-use super::env;
+use super::dotenv;
+use super::env::{self, HostEnv};
 use super::user::{self, Accounts, Identity};
 
-type EnvFile = Result<Vec<(String, String)>, (usize, String)>;
+type EnvFile = Result<Vec<dotenv::Entry>, (usize, String)>;
 
 /// What has been looked up on this machine so far, while loading one file.
 #[derive(Default)]
@@ -26,20 +27,28 @@ pub struct HostChecks {
 }
 
 impl HostChecks {
-    /// The pairs of an env file; a missing or malformed file is an error at
-    /// `span` (or at the offending line of the env file).
+    /// The pairs of an env file, values as written (`${...}` is not
+    /// expanded) and a name alone taken from `host`; a missing or malformed
+    /// file is an error at `span` (or at the offending line of the env file).
     pub fn env_file(
         &mut self,
         d: &mut Diagnostics<'_>,
         path: &Path,
         span: Range<usize>,
+        host: &HostEnv,
     ) -> Vec<(String, String)> {
         let read = self
             .env_files
             .entry(path.to_path_buf())
             .or_insert_with(|| env::read_env_file(path));
         match read {
-            Ok(pairs) => pairs.clone(),
+            Ok(entries) => entries
+                .iter()
+                .filter_map(|e| {
+                    let value = e.value.as_written().or_else(|| host.get(&e.name))?;
+                    Some((e.name.clone(), value.to_string()))
+                })
+                .collect(),
             Err((0, msg)) => {
                 d.error(span, msg.clone());
                 Vec::new()

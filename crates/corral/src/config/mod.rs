@@ -789,8 +789,10 @@ pub struct Loaded {
 /// corral's environment for interpolating `path`'s file: the process's own
 /// variables, then those of an env file that the environment does not set
 /// (compose's rule): `CORRAL_ENV_FILE` (`--env-file`), else `.env` beside
-/// the config when there is one. Its values are for `${...}` only; a
-/// service gets a variable only through env, env-file or inherit-env.
+/// the config when there is one. `${...}` in the file's values is expanded
+/// as compose does: from the environment, then the entries above it. Its
+/// values are for `${...}` only; a service gets a variable only through
+/// env, env-file or inherit-env.
 pub fn host_env(path: &Path) -> Result<HostEnv, LoadFailure> {
     let mut host = HostEnv::from_process();
     let (file, required) = match host.get("CORRAL_ENV_FILE") {
@@ -800,18 +802,43 @@ pub fn host_env(path: &Path) -> Result<HostEnv, LoadFailure> {
     if !required && !file.is_file() {
         return Ok(host);
     }
+    let at = |severity: Severity, line: usize, message: String| Diagnostic {
+        severity,
+        file: file.clone(),
+        line,
+        column: usize::from(line > 0),
+        message,
+    };
     let fail = |line: usize, message: String| LoadFailure {
-        errors: ConfigErrors(vec![Diagnostic {
-            severity: Severity::Error,
-            file: file.clone(),
-            line,
-            column: usize::from(line > 0),
-            message,
-        }]),
+        errors: ConfigErrors(vec![at(Severity::Error, line, message)]),
         warnings: Vec::new(),
     };
-    let pairs = env::read_env_file(&file).map_err(|(line, message)| fail(line, message))?;
-    for (name, value) in pairs {
+    let entries = env::read_env_file(&file).map_err(|(line, message)| fail(line, message))?;
+    let mut from_file: BTreeMap<String, String> = BTreeMap::new();
+    for entry in entries {
+        let value = match entry.value {
+            // The environment's own value wins in any case.
+            dotenv::Value::Inherit => continue,
+            dotenv::Value::Literal(value) => value,
+            dotenv::Value::Text(value) => {
+                let vars = |n: &str| {
+                    host.get(n)
+                        .map(str::to_string)
+                        .or_else(|| from_file.get(n).cloned())
+                };
+                let expanded = interp::expand(&value, &vars)
+                    .map_err(|e| fail(entry.line, format!("{}: {e}", entry.name)))?;
+                for name in expanded.unset {
+                    let message = format!("${{{name}}} is not set; using an empty string");
+                    host.warnings
+                        .push(at(Severity::Warning, entry.line, message));
+                }
+                expanded.value
+            }
+        };
+        from_file.insert(entry.name, value);
+    }
+    for (name, value) in from_file {
         host.vars.entry(name).or_insert(value);
     }
     Ok(host)
@@ -855,7 +882,7 @@ pub fn load_files(
     let base_dir = dir_of(path);
     let parsed = document::parse(&sources, &base_dir, host, overrides, &mut diags);
     let config = parsed.and_then(|raw| graph::resolve(raw, path, &mut diags));
-    let (errors, warnings) = diags.finish();
+    let (errors, warnings) = finish(diags, host);
     match config {
         Some(mut config) if errors.is_empty() => {
             config.files = files.to_vec();
@@ -984,6 +1011,13 @@ fn read_text(path: &Path) -> Result<String, LoadFailure> {
     Ok(source)
 }
 
+/// The errors and the warnings found, those of the project's `.env` first.
+fn finish(diags: diag::Diagnostics<'_>, host: &HostEnv) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
+    let (errors, mut warnings) = diags.finish();
+    warnings.splice(0..0, host.warnings.iter().cloned());
+    (errors, warnings)
+}
+
 /// Parses and validates config text that came from `path`.
 pub fn load_str(
     path: &Path,
@@ -997,7 +1031,7 @@ pub fn load_str(
     let sources = [(0, source.to_string())];
     let parsed = document::parse(&sources, &base_dir, host, overrides, &mut diags);
     let config = parsed.and_then(|raw| graph::resolve(raw, path, &mut diags));
-    let (errors, warnings) = diags.finish();
+    let (errors, warnings) = finish(diags, host);
     match config {
         Some(config) if errors.is_empty() => Ok(Loaded { config, warnings }),
         _ => Err(LoadFailure {

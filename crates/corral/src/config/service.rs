@@ -561,7 +561,7 @@ impl Draft {
                 if !required && !path.exists() {
                     continue;
                 }
-                env_files.extend(cx.checks.env_file(d, &path, t.span.clone()));
+                env_files.extend(cx.checks.env_file(d, &path, t.span.clone(), host));
             }
         }
         // A `${VAR}` of the service resolves to what the service itself

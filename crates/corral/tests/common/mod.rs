@@ -64,7 +64,16 @@ impl Project {
 
     /// Runs corral to completion: (exit code, stdout, stderr).
     pub fn run(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.command(args).output().expect("run corral");
+        self.run_with_env(args, &[])
+    }
+
+    /// `run` with these variables in corral's environment.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+        let out = self
+            .command(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("run corral");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),
