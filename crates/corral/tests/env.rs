@@ -5,13 +5,25 @@ mod common;
 
 use common::*;
 
+/// The environment of a service's process. Read again while it comes back
+/// empty: just after the `started` event the process may be in the middle
+/// of its exec, and the file reads as nothing (a service always has PATH).
 fn environ(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/environ"))
-        .unwrap_or_default()
-        .split(|&b| b == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
+    let read = || -> Vec<String> {
+        std::fs::read(format!("/proc/{pid}/environ"))
+            .unwrap_or_default()
+            .split(|&b| b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    };
+    let mut env = read();
+    let deadline = std::time::Instant::now() + SECS5;
+    while env.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        env = read();
+    }
+    env
 }
 
 #[test]
