@@ -96,11 +96,20 @@ fn check_prints_a_corral_toml_that_corral_accepts() {
 #[test]
 fn bad_procfiles_and_options_are_clear_errors() {
     let project = procfile_project();
+    // As foreman and honcho: a line that is not a process is passed over.
     project.write("Procfile", "web: run\nthis is not a process line\n");
     let (code, _, err) = project.run(&["check"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("Procfile:2:1: warning: skipped: not a process"),
+        "{err}"
+    );
+    // What the generated text cannot do is reported at the Procfile's line.
+    project.write("Procfile", "# comment\nweb: run\n");
+    let (code, _, err) = project.run(&["check", "-p", "65500", "--formation", "web=100"]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("Procfile:2:1: error: expected `name: command`"),
+        err.contains("Procfile:2:1: error: service \"web\": the port of replica 99"),
         "{err}"
     );
     project.write("Procfile", PROCFILE);
@@ -115,4 +124,16 @@ fn bad_procfiles_and_options_are_clear_errors() {
     let (code, _, err) = project.run(&["up", "-p", "6000"]);
     assert_eq!(code, 2);
     assert!(err.contains("apply to a Procfile"), "{err}");
+}
+
+/// PORT in `.env` is the base, as foreman and honcho take it, and each
+/// process still gets its own PORT (not the file's).
+#[test]
+fn port_in_dot_env_sets_the_base() {
+    let project = procfile_project();
+    project.write(".env", "GREETING=hello\nPORT=7000\n");
+    let mut corral = project.up_with(&[("PORT", "9000")], &["--formation", "web=2"]);
+    corral.wait_for_output("web.1", "web port=7001 greeting=hello", SECS10);
+    corral.wait_for_output("worker", "worker port=7100 greeting=hello", SECS10);
+    assert_eq!(corral.stop(), 0);
 }

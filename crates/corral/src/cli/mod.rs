@@ -186,14 +186,15 @@ impl RunArgs {
 #[derive(Debug, Args, Clone, Default)]
 struct ProcfileArgs {
     /// With a Procfile: PORT of the first process type; each next type
-    /// gets 100 more (foreman's -p).
+    /// gets 100 more (foreman's -p). Default: PORT from the env file, else
+    /// from the environment, else 5000.
     #[arg(short = 'p', long)]
     port: Option<u16>,
     /// With a Procfile: the env file to load (default: .env beside it).
     #[arg(short = 'e', long = "env")]
     env_file: Option<PathBuf>,
     /// With a Procfile: how many of each type, e.g. web=2,worker=1
-    /// (all=N for every type).
+    /// (all=N for every type; a type not named runs once).
     #[arg(short = 'm', long)]
     formation: Option<String>,
 }
@@ -212,7 +213,7 @@ impl ProcfileArgs {
             return Ok(None);
         }
         Ok(Some(config::ProcfileOptions {
-            port: self.port.unwrap_or(5000),
+            port: self.port,
             env_file: self.env_file.clone(),
             formation: self.formation.clone(),
         }))
@@ -761,9 +762,8 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
             match procfile.options(&file)? {
                 // What a Procfile stands for, checked: a corral.toml to start from.
                 Some(options) => {
-                    let text = config::procfile_toml(&file, &options).map_err(failure)?;
                     load_with(std::slice::from_ref(&file), Some(&options))?;
-                    print!("{text}");
+                    print!("{}", procfile_text(&file, &options)?);
                 }
                 None => {
                     let config = load_with(&target.files(), None)?;
@@ -898,10 +898,7 @@ pub fn run(mut cli: Cli) -> Result<ExitCode, CliError> {
             if config::is_procfile(&file) {
                 let options = config::ProcfileOptions::default();
                 load_with(&files, Some(&options))?;
-                print!(
-                    "{}",
-                    config::procfile_toml(&file, &options).map_err(failure)?
-                );
+                print!("{}", procfile_text(&file, &options)?);
             } else {
                 load_with(&files, None)?;
                 let host = config::host_env(&file).map_err(failure)?;
@@ -1142,6 +1139,15 @@ fn load_with(
         }
         Err(e) => Err(failure(e)),
     }
+}
+
+/// The corral.toml a Procfile stands for (its warnings were printed by
+/// the load before).
+fn procfile_text(file: &Path, options: &config::ProcfileOptions) -> Result<String, CliError> {
+    let host = config::host_env(file).map_err(failure)?;
+    Ok(config::procfile_toml(file, options, &host)
+        .map_err(failure)?
+        .toml)
 }
 
 /// A failed load: its warnings printed, its errors as the command's error.

@@ -844,10 +844,14 @@ pub fn host_env(path: &Path) -> Result<HostEnv, LoadFailure> {
     Ok(host)
 }
 
-/// The corral.toml text a Procfile stands for.
-pub fn procfile_toml(path: &Path, options: &ProcfileOptions) -> Result<String, LoadFailure> {
+/// The corral.toml text a Procfile stands for, and the lines it skipped.
+pub fn procfile_toml(
+    path: &Path,
+    options: &ProcfileOptions,
+    host: &HostEnv,
+) -> Result<procfile::Generated, LoadFailure> {
     let source = read_text(path)?;
-    procfile::to_toml(path, &source, options).map_err(|errors| LoadFailure {
+    procfile::to_toml(path, &source, options, host).map_err(|errors| LoadFailure {
         errors,
         warnings: Vec::new(),
     })
@@ -872,10 +876,23 @@ pub fn load_files(
         });
     };
     if let Some(options) = procfile {
-        let text = procfile_toml(path, options)?;
-        let mut loaded = load_str(path, &text, host, overrides)?;
-        loaded.config.procfile = Some(options.clone());
-        return Ok(loaded);
+        let generated = procfile_toml(path, options, host)?;
+        // What the text holds is reported where the Procfile says it.
+        let locate = |mut found: Vec<Diagnostic>| {
+            found.iter_mut().for_each(|d| generated.locate(d));
+            generated.warnings.iter().cloned().chain(found).collect()
+        };
+        return match load_str(path, &generated.toml, host, overrides) {
+            Ok(mut loaded) => {
+                loaded.config.procfile = Some(options.clone());
+                loaded.warnings = locate(loaded.warnings);
+                Ok(loaded)
+            }
+            Err(failure) => Err(LoadFailure {
+                errors: ConfigErrors(locate(failure.errors.0)),
+                warnings: locate(failure.warnings),
+            }),
+        };
     }
     let (whole, segments, sources) = read_sources(files)?;
     let mut diags = diag::Diagnostics::new(path, &whole).with_segments(segments);
