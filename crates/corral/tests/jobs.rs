@@ -268,3 +268,35 @@ run-on-start = true
     corral.wait_for_service_event("as-nobody", "run ended with exit code 0", SECS5);
     assert_eq!(corral.stop(), 0);
 }
+
+/// `check` shows each job's next three runs, in the job's zone, so one sees
+/// what the pattern means.
+#[test]
+fn check_prints_the_next_three_runs_of_each_job() {
+    let project = Project::new(
+        "[services.newyear]\ncommand = [\"true\"]\nschedule = \"0 0 1 1 *\"\ntimezone = \"Asia/Tokyo\"\n\n[services.boot]\ncommand = [\"true\"]\nschedule = \"@reboot\"\n",
+    );
+    let (code, plan, err) = project.run(&["check"]);
+    assert_eq!(code, 0, "{err}");
+    // The year it is in Tokyo now (UTC+9, no daylight saving).
+    let mut days = (unix_now() as i64 + 9 * 3600) / 86_400;
+    let mut year = 1970;
+    loop {
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let length = if leap { 366 } else { 365 };
+        if days < length {
+            break;
+        }
+        days -= length;
+        year += 1;
+    }
+    let want = format!(
+        "  next runs: {}-01-01 00:00:00 +09:00, {}-01-01 00:00:00 +09:00, {}-01-01 00:00:00 +09:00",
+        year + 1,
+        year + 2,
+        year + 3
+    );
+    assert!(plan.contains(&want), "{plan}");
+    // @reboot has no ticks: no such line.
+    assert_eq!(plan.matches("next runs").count(), 1, "{plan}");
+}

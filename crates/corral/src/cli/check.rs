@@ -75,6 +75,12 @@ pub fn plan(config: &Config) -> String {
                         ""
                     }
                 );
+                // So one sees what the pattern means.
+                let next = job.next_ticks(jiff::Timestamp::now(), 3);
+                if !next.is_empty() {
+                    let shown: Vec<String> = next.iter().map(|&t| job.local_time(t)).collect();
+                    let _ = writeln!(out, "  next runs: {}", shown.join(", "));
+                }
             }
             None => {
                 let _ = writeln!(

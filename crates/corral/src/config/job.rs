@@ -60,6 +60,31 @@ impl Job {
         let next = cron.find_next_occurrence(&start, false).ok()?;
         Timestamp::from_second(next.secs).ok()
     }
+
+    /// The next `n` ticks after `after` (fewer if the pattern runs out).
+    pub fn next_ticks(&self, after: Timestamp, n: usize) -> Vec<Timestamp> {
+        std::iter::successors(self.next_tick(after), |&t| self.next_tick(t))
+            .take(n)
+            .collect()
+    }
+
+    /// `at` as a time in the job's zone: `2026-12-08 00:00:00 +01:00`.
+    pub fn local_time(&self, at: Timestamp) -> String {
+        let offset = i64::from(self.timezone.to_offset(at).seconds());
+        let local = at.as_second() + offset;
+        let (days, secs) = (local.div_euclid(86_400), local.rem_euclid(86_400));
+        let (y, m, d) = civil_from_days(days);
+        let sign = if offset < 0 { '-' } else { '+' };
+        let off = offset.abs() / 60;
+        format!(
+            "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} {sign}{:02}:{:02}",
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60,
+            off / 60,
+            off % 60
+        )
+    }
 }
 
 /// A whole second in a time zone: what croner searches over.
@@ -449,6 +474,150 @@ mod tests {
         }
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    /// A pattern as a config gives it (nicknames included), in UTC.
+    fn parsed(schedule: &str) -> Job {
+        let path = std::path::Path::new("corral.toml");
+        let mut d = Diagnostics::new(path, schedule);
+        let cron = parse_schedule(&mut d, schedule, 0..schedule.len())
+            .unwrap_or_else(|| panic!("{schedule:?} does not parse"));
+        Job {
+            cron,
+            ..job("* * * * *", "UTC")
+        }
+    }
+
+    /// Next times as cron users expect them, from the cases cron libraries
+    /// test (croner, robfig/cron, Vixie cron's man page): steps, ranges,
+    /// lists, weekday names and 7 for Sunday, leap days, the last day,
+    /// nicknames, and day-of-month OR day-of-week when both are set
+    /// (Vixie cron's rule, which croner and robfig follow).
+    #[test]
+    fn next_times_as_cron_has_them() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "0 0 * * *",
+                "2026-03-10T12:00:00Z",
+                &["2026-03-11T00:00:00Z", "2026-03-12T00:00:00Z"],
+            ),
+            (
+                "*/15 * * * *",
+                "2026-03-10T12:07:30Z",
+                &["2026-03-10T12:15:00Z", "2026-03-10T12:30:00Z"],
+            ),
+            (
+                "5-10/2 * * * *",
+                "2026-03-10T12:06:00Z",
+                &[
+                    "2026-03-10T12:07:00Z",
+                    "2026-03-10T12:09:00Z",
+                    "2026-03-10T13:05:00Z",
+                ],
+            ),
+            (
+                "0 9 * * 1-5",
+                "2026-03-14T10:00:00Z",
+                &["2026-03-16T09:00:00Z", "2026-03-17T09:00:00Z"],
+            ),
+            (
+                "0 9 * * MON-FRI",
+                "2026-03-13T10:00:00Z",
+                &["2026-03-16T09:00:00Z"],
+            ),
+            (
+                "0 0 * * 7",
+                "2026-03-10T00:00:00Z",
+                &["2026-03-15T00:00:00Z"],
+            ),
+            (
+                "0 0 * * SUN",
+                "2026-03-10T00:00:00Z",
+                &["2026-03-15T00:00:00Z"],
+            ),
+            (
+                "0 0 29 2 *",
+                "2026-03-01T00:00:00Z",
+                &["2028-02-29T00:00:00Z", "2032-02-29T00:00:00Z"],
+            ),
+            (
+                "0 0 31 * *",
+                "2026-04-01T00:00:00Z",
+                &["2026-05-31T00:00:00Z", "2026-07-31T00:00:00Z"],
+            ),
+            (
+                "0 12 L 2 *",
+                "2026-01-01T00:00:00Z",
+                &[
+                    "2026-02-28T12:00:00Z",
+                    "2027-02-28T12:00:00Z",
+                    "2028-02-29T12:00:00Z",
+                ],
+            ),
+            (
+                "0 0 1,15 * WED",
+                "2026-03-02T00:00:00Z",
+                &[
+                    "2026-03-04T00:00:00Z",
+                    "2026-03-11T00:00:00Z",
+                    "2026-03-15T00:00:00Z",
+                ],
+            ),
+            (
+                "30 4 1 JAN,JUL *",
+                "2026-03-02T00:00:00Z",
+                &["2026-07-01T04:30:00Z", "2027-01-01T04:30:00Z"],
+            ),
+            ("@yearly", "2026-03-02T00:00:00Z", &["2027-01-01T00:00:00Z"]),
+            (
+                "@annually",
+                "2026-03-02T00:00:00Z",
+                &["2027-01-01T00:00:00Z"],
+            ),
+            (
+                "@monthly",
+                "2026-03-02T00:00:00Z",
+                &["2026-04-01T00:00:00Z"],
+            ),
+            ("@weekly", "2026-03-10T00:00:00Z", &["2026-03-15T00:00:00Z"]),
+            ("@daily", "2026-03-10T08:00:00Z", &["2026-03-11T00:00:00Z"]),
+            (
+                "@midnight",
+                "2026-03-10T08:00:00Z",
+                &["2026-03-11T00:00:00Z"],
+            ),
+            ("@hourly", "2026-03-10T08:59:59Z", &["2026-03-10T09:00:00Z"]),
+            (
+                "15 * * * * *",
+                "2026-03-10T08:00:20Z",
+                &["2026-03-10T08:01:15Z"],
+            ),
+        ];
+        for (schedule, after, want) in cases {
+            let got = parsed(schedule).next_ticks(at(after), want.len());
+            let want: Vec<Timestamp> = want.iter().map(|w| at(w)).collect();
+            assert_eq!(got, want, "{schedule} after {after}");
+        }
+    }
+
+    #[test]
+    fn times_are_shown_in_the_zone() {
+        let paris = job("0 0 * * *", "Europe/Paris");
+        let runs = paris.next_ticks(at("2026-03-27T12:00:00Z"), 3);
+        let shown: Vec<String> = runs.iter().map(|&t| paris.local_time(t)).collect();
+        assert_eq!(
+            shown,
+            [
+                "2026-03-28 00:00:00 +01:00",
+                "2026-03-29 00:00:00 +01:00",
+                "2026-03-30 00:00:00 +02:00"
+            ]
+        );
+        let ny = job("0 0 * * *", "America/New_York");
+        assert_eq!(
+            ny.local_time(at("2026-01-01T05:00:00Z")),
+            "2026-01-01 00:00:00 -05:00"
+        );
     }
 
     #[test]
