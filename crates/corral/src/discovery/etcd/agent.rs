@@ -3,7 +3,7 @@
 //! from a list and a watch. It reconnects, re-grants and re-registers by itself;
 //! while etcd cannot be reached the view stays as it was (degraded).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use corral_proto::Endpoint;
@@ -162,6 +162,7 @@ pub async fn run(
             .with_tls(settings.tls.clone()),
         settings,
         mine: BTreeMap::new(),
+        withdrawn: BTreeSet::new(),
         lease: None,
         revision: 0,
         reports,
@@ -182,7 +183,9 @@ pub async fn run(
                         _ = &mut pause => break,
                         command = commands.recv() => match command {
                             None | Some(Command::Stop) => return,
-                            Some(c) => agent.remember(c),
+                            Some(c) => {
+                                agent.remember(c);
+                            }
                         },
                     }
                 }
@@ -195,8 +198,12 @@ pub async fn run(
 struct Agent {
     settings: Settings,
     gateway: Gateway,
-    /// This host's keys and values, to put again under a new lease.
+    /// This host's keys and values: what etcd must hold for this host,
+    /// recorded before each put, so a put that fails is sent again.
     mine: BTreeMap<String, Vec<u8>>,
+    /// Keys withdrawn whose delete etcd has not confirmed: deleted again at
+    /// each session until it does (the lease that holds them may live on).
+    withdrawn: BTreeSet<String>,
     lease: Option<i64>,
     /// The highest revision seen; never moves back.
     revision: i64,
@@ -225,8 +232,14 @@ impl Agent {
             self.delete_stale(lease).await?;
             self.cleaned = true;
         }
+        // This host's keys in etcd become what `mine` says: what a failed
+        // put or delete left undone is done now.
         for (key, value) in &self.mine {
             self.gateway.put(key, value, lease).await?;
+        }
+        while let Some(key) = self.withdrawn.first().cloned() {
+            self.gateway.delete(&key).await?;
+            self.withdrawn.remove(&key);
         }
         // The first time, list everything; after a disconnect, resume the
         // watch where it was, so nothing is listed again, unless that history
@@ -267,11 +280,14 @@ impl Agent {
                             return Err(broken(&format!("the watch was canceled: {reason}")));
                         }
                     }
-                    Some(WatchMessage::Created { .. }) => {}
-                    Some(WatchMessage::Progress { revision }) => self.seen(revision),
-                    Some(WatchMessage::Events { revision, changes }) => {
-                        self.apply(changes);
-                        self.seen(revision);
+                    Some(message) => {
+                        let seen = message.seen_up_to();
+                        if let WatchMessage::Events { changes, .. } = message {
+                            self.apply(changes);
+                        }
+                        if let Some(revision) = seen {
+                            self.seen(revision);
+                        }
                     }
                 },
                 _ = sleep_until(next_keepalive) => {
@@ -330,32 +346,15 @@ impl Agent {
         Ok(())
     }
 
-    /// Records what a command asks, to be carried out once etcd answers.
-    fn remember(&mut self, command: Command) {
+    /// Records what a command asks, to be carried out once etcd answers;
+    /// returns the keys it put in `mine` (a register) or in `withdrawn`.
+    fn remember(&mut self, command: Command) -> Vec<String> {
         match command {
             Command::Register(e) => {
                 let key = self.settings.key(&e);
-                self.mine.insert(key, self.settings.record(&e));
-            }
-            Command::Withdraw(instance) => {
-                let suffix = format!("/{instance}");
-                self.mine.retain(|key, _| !key.ends_with(&suffix));
-            }
-            Command::Stop => {}
-        }
-    }
-
-    async fn remember_and_send(
-        &mut self,
-        command: Command,
-        lease: i64,
-    ) -> Result<(), GatewayError> {
-        match command {
-            Command::Register(e) => {
-                let key = self.settings.key(&e);
-                let value = self.settings.record(&e);
-                self.gateway.put(&key, &value, lease).await?;
-                self.mine.insert(key, value);
+                self.withdrawn.remove(&key);
+                self.mine.insert(key.clone(), self.settings.record(&e));
+                vec![key]
             }
             Command::Withdraw(instance) => {
                 let suffix = format!("/{instance}");
@@ -365,12 +364,33 @@ impl Agent {
                     .filter(|k| k.ends_with(&suffix))
                     .cloned()
                     .collect();
-                for key in gone {
-                    self.mine.remove(&key);
+                for key in &gone {
+                    self.mine.remove(key);
+                    self.withdrawn.insert(key.clone());
+                }
+                gone
+            }
+            Command::Stop => Vec::new(),
+        }
+    }
+
+    /// Records a command, then carries it out; what fails stays recorded
+    /// and is done at the next session.
+    async fn remember_and_send(
+        &mut self,
+        command: Command,
+        lease: i64,
+    ) -> Result<(), GatewayError> {
+        for key in self.remember(command) {
+            match self.mine.get(&key) {
+                Some(value) => {
+                    self.gateway.put(&key, value, lease).await?;
+                }
+                None => {
                     self.gateway.delete(&key).await?;
+                    self.withdrawn.remove(&key);
                 }
             }
-            Command::Stop => {}
         }
         Ok(())
     }

@@ -1,8 +1,15 @@
 //! A client of etcd's v3 JSON gateway (`/v3/kv/*`, `/v3/lease/*`,
 //! `/v3/watch`, `/v3/auth/authenticate`) on the hyper client corral already
 //! links: keys and values travel in base64, int64 fields as strings, each
-//! watch on a connection of its own.
+//! watch on a connection of its own, unary calls on one kept connection.
+//!
+//! A call goes to the member that answered last, and on to the next when a
+//! member cannot be reached (a connect bounded by CONNECT_TIMEOUT, so a
+//! member that drops packets costs that long, not the whole call), takes
+//! too long, or answers 5xx (no leader, no quorum, not caught up).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::tcp::Conn;
@@ -12,7 +19,7 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::base64;
 
@@ -72,19 +79,54 @@ pub enum Change {
     Delete { key: String, mod_revision: i64 },
 }
 
+impl Change {
+    pub fn revision(&self) -> i64 {
+        match self {
+            Change::Put(kv) => kv.mod_revision,
+            Change::Delete { mod_revision, .. } => *mod_revision,
+        }
+    }
+}
+
+impl WatchMessage {
+    /// How far this message shows the store: a watch broken after it goes
+    /// on from there. For events, the last event's revision, not the
+    /// header's: etcd sends a watcher that is catching up at most 1,000
+    /// revisions per message with the header at the current revision, so
+    /// resuming at the header would skip what the next messages hold.
+    pub fn seen_up_to(&self) -> Option<i64> {
+        match self {
+            WatchMessage::Events { changes, .. } => changes.iter().map(Change::revision).max(),
+            WatchMessage::Progress { revision } => Some(*revision),
+            WatchMessage::Created { .. } | WatchMessage::Canceled { .. } => None,
+        }
+    }
+}
+
+/// The longest a connection to one member may take to open (TLS included).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Where etcd is and how to talk to it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Gateway {
-    /// `host:port` of each member; calls go to the first that answers.
+    /// `host:port` of each member.
     endpoints: Vec<String>,
     /// An auth token (`/v3/auth/authenticate`), sent with every call.
     token: Option<String>,
-    /// Bound of one unary call, connection included; also the silence
-    /// after which TCP keep-alive probes start.
+    /// Bound of one unary call to one member, connection included; also
+    /// the silence after which TCP keep-alive probes start.
     timeout: Duration,
     /// TLS to every endpoint, when configured.
     tls: Option<crate::tcp::Tls>,
+    /// The member that answered last: calls try it first.
+    preferred: AtomicUsize,
+    /// The connection unary calls share (keep-alives, puts, ranges), and
+    /// its member: one TCP (and TLS) handshake per member change, not per
+    /// call.
+    pooled: Mutex<Option<(usize, Sender)>>,
 }
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 impl Gateway {
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Gateway {
@@ -93,6 +135,8 @@ impl Gateway {
             token: None,
             timeout,
             tls: None,
+            preferred: AtomicUsize::new(0),
+            pooled: Mutex::new(None),
         }
     }
 
@@ -104,27 +148,38 @@ impl Gateway {
 
     /// Logs in; later calls carry the token.
     pub async fn authenticate(&mut self, name: &str, password: &str) -> Result<(), GatewayError> {
+        #[derive(Serialize)]
+        struct Ask<'a> {
+            name: &'a str,
+            password: &'a str,
+        }
         #[derive(Deserialize)]
         struct Answer {
             #[serde(default)]
             token: String,
         }
-        const PATH: &str = "/v3/auth/authenticate";
-        let body = format!(
-            r#"{{"name":{},"password":{}}}"#,
-            quote(name),
-            quote(password)
-        );
-        let answer: Answer = self.call(PATH, body).await?;
+        let answer: Answer = self
+            .call("/v3/auth/authenticate", &Ask { name, password })
+            .await?;
         self.token = Some(answer.token);
         Ok(())
     }
 
     /// Puts a key (attached to `lease` unless 0); returns the new revision.
     pub async fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<i64, GatewayError> {
-        let (key, value) = (base64::encode(key.as_bytes()), base64::encode(value));
-        let body = format!(r#"{{"key":"{key}","value":"{value}","lease":"{lease}"}}"#);
-        let answer: HeaderOnly = self.call("/v3/kv/put", body).await?;
+        #[derive(Serialize)]
+        struct Ask {
+            key: String,
+            value: String,
+            #[serde(serialize_with = "as_string")]
+            lease: i64,
+        }
+        let ask = Ask {
+            key: base64::encode(key.as_bytes()),
+            value: base64::encode(value),
+            lease,
+        };
+        let answer: HeaderOnly = self.call("/v3/kv/put", &ask).await?;
         Ok(answer.header.revision)
     }
 
@@ -138,7 +193,7 @@ impl Gateway {
             kvs: Vec<RawKv>,
         }
         const PATH: &str = "/v3/kv/range";
-        let answer: Answer = self.call(PATH, range_body(prefix)).await?;
+        let answer: Answer = self.call(PATH, &KeyRange::prefix(prefix)).await?;
         let kvs = answer
             .kvs
             .into_iter()
@@ -149,19 +204,29 @@ impl Gateway {
 
     /// Deletes one key; returns the revision after.
     pub async fn delete(&self, key: &str) -> Result<i64, GatewayError> {
-        let body = format!(r#"{{"key":"{}"}}"#, base64::encode(key.as_bytes()));
-        let answer: HeaderOnly = self.call("/v3/kv/deleterange", body).await?;
+        let ask = KeyRange {
+            key: base64::encode(key.as_bytes()),
+            range_end: None,
+        };
+        let answer: HeaderOnly = self.call("/v3/kv/deleterange", &ask).await?;
         Ok(answer.header.revision)
     }
 
     /// Deletes every key under `prefix` (tests clean up with it).
     #[cfg(test)]
     pub async fn delete_prefix(&self, prefix: &str) -> Result<i64, GatewayError> {
-        let answer: HeaderOnly = self.call("/v3/kv/deleterange", range_body(prefix)).await?;
+        let answer: HeaderOnly = self
+            .call("/v3/kv/deleterange", &KeyRange::prefix(prefix))
+            .await?;
         Ok(answer.header.revision)
     }
 
     pub async fn grant(&self, ttl: Duration) -> Result<Lease, GatewayError> {
+        #[derive(Serialize)]
+        struct Ask {
+            #[serde(rename = "TTL", serialize_with = "as_string")]
+            ttl: i64,
+        }
         #[derive(Deserialize)]
         struct Answer {
             #[serde(default, rename = "ID", deserialize_with = "int64")]
@@ -172,8 +237,8 @@ impl Gateway {
             error: String,
         }
         const PATH: &str = "/v3/lease/grant";
-        let secs = ttl.as_secs().max(1);
-        let answer: Answer = self.call(PATH, format!(r#"{{"TTL":"{secs}"}}"#)).await?;
+        let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let answer: Answer = self.call(PATH, &Ask { ttl: secs }).await?;
         if !answer.error.is_empty() || answer.id == 0 {
             return Err(GatewayError::Protocol {
                 path: PATH,
@@ -198,34 +263,55 @@ impl Gateway {
             #[serde(default, rename = "TTL", deserialize_with = "int64")]
             ttl: i64,
         }
-        let body = format!(r#"{{"ID":"{id}"}}"#);
-        let answer: Answer = self.call("/v3/lease/keepalive", body).await?;
+        let answer: Answer = self.call("/v3/lease/keepalive", &LeaseId { id }).await?;
         Ok(answer.result.map_or(0, |r| r.ttl))
     }
 
     pub async fn revoke(&self, id: i64) -> Result<(), GatewayError> {
-        let _: HeaderOnly = self
-            .call("/v3/lease/revoke", format!(r#"{{"ID":"{id}"}}"#))
-            .await?;
+        let _: HeaderOnly = self.call("/v3/lease/revoke", &LeaseId { id }).await?;
         Ok(())
     }
 
     /// Watches every key under `prefix` from `start_revision`, with progress
     /// notifications, on a connection of its own.
     pub async fn watch(&self, prefix: &str, start_revision: i64) -> Result<Watch, GatewayError> {
-        let (key, range_end) = prefix_range(prefix);
-        let body = format!(
-            r#"{{"create_request":{{"key":"{key}","range_end":"{range_end}","start_revision":"{start_revision}","progress_notify":true}}}}"#
-        );
-        const PATH: &str = "/v3/watch";
-        let response = tokio::time::timeout(self.timeout, self.send(PATH, body))
-            .await
-            .map_err(|_| self.timed_out(PATH))??;
-        let status = response.status();
-        if status != StatusCode::OK {
-            let body = collect(response.into_body(), PATH).await?;
-            return Err(status_error(status, PATH, &body));
+        #[derive(Serialize)]
+        struct Ask {
+            create_request: Create,
         }
+        #[derive(Serialize)]
+        struct Create {
+            #[serde(flatten)]
+            range: KeyRange,
+            #[serde(serialize_with = "as_string")]
+            start_revision: i64,
+            progress_notify: bool,
+        }
+        const PATH: &str = "/v3/watch";
+        let ask = Ask {
+            create_request: Create {
+                range: KeyRange::prefix(prefix),
+                start_revision,
+                progress_notify: true,
+            },
+        };
+        let body = self.body(PATH, &ask)?;
+        let response = self
+            .each_member(PATH, |member| {
+                let body = body.clone();
+                async move {
+                    // A connection of its own: the stream holds it.
+                    let mut sender = self.connect(member).await?;
+                    let response = self.send(&mut sender, member, PATH, body).await?;
+                    let status = response.status();
+                    if status != StatusCode::OK {
+                        let bytes = collect(response.into_body(), PATH).await?;
+                        return Err(status_error(status, PATH, &bytes));
+                    }
+                    Ok(response)
+                }
+            })
+            .await?;
         Ok(Watch {
             body: response.into_body(),
             pending: Vec::new(),
@@ -233,11 +319,12 @@ impl Gateway {
     }
 
     /// A unary call: POST a JSON body, decode the JSON answer.
-    pub(super) async fn call<T: DeserializeOwned>(
+    pub(super) async fn call<A: Serialize, T: DeserializeOwned>(
         &self,
         path: &'static str,
-        body: String,
+        ask: &A,
     ) -> Result<T, GatewayError> {
+        let body = self.body(path, ask)?;
         let bytes = self.exchange(path, body).await?;
         serde_json::from_slice(&bytes).map_err(|e| GatewayError::Protocol {
             path,
@@ -245,75 +332,72 @@ impl Gateway {
         })
     }
 
-    /// POSTs a body and reads the whole answer, bounded by the timeout. One
-    /// copy of this for every kind of answer (`call` only decodes).
-    async fn exchange(&self, path: &'static str, body: String) -> Result<Bytes, GatewayError> {
-        let exchange = async {
-            let response = self.send(path, body).await?;
-            let status = response.status();
-            let bytes = collect(response.into_body(), path).await?;
-            if status != StatusCode::OK {
-                return Err(status_error(status, path, &bytes));
-            }
-            Ok(bytes)
-        };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| self.timed_out(path))?
+    fn body<A: Serialize>(&self, path: &'static str, ask: &A) -> Result<Bytes, GatewayError> {
+        serde_json::to_vec(ask)
+            .map(Bytes::from)
+            .map_err(|e| GatewayError::Protocol {
+                path,
+                reason: e.to_string(),
+            })
     }
 
-    /// Sends a request to the first endpoint that accepts a connection.
-    async fn send(
+    /// POSTs a body on the kept connection (made again when it broke or
+    /// its member failed) and reads the whole answer. One copy of this for
+    /// every kind of answer (`call` only decodes).
+    async fn exchange(&self, path: &'static str, body: Bytes) -> Result<Bytes, GatewayError> {
+        self.each_member(path, |member| {
+            let body = body.clone();
+            async move {
+                let mut sender = match self.take_pooled(member) {
+                    Some(sender) => sender,
+                    None => self.connect(member).await?,
+                };
+                let response = self.send(&mut sender, member, path, body).await?;
+                let status = response.status();
+                let bytes = collect(response.into_body(), path).await?;
+                // The answer is read whole: the connection is free again.
+                self.pool(member, sender);
+                if status != StatusCode::OK {
+                    return Err(status_error(status, path, &bytes));
+                }
+                Ok(bytes)
+            }
+        })
+        .await
+    }
+
+    /// Runs `attempt` on each member in turn, the one that answered last
+    /// first, each bounded by the timeout, until one succeeds or fails in a
+    /// way another member would not change (a 4xx: a bad request, a bad
+    /// token).
+    async fn each_member<T, F, Fut>(
         &self,
         path: &'static str,
-        body: String,
-    ) -> Result<hyper::Response<Incoming>, GatewayError> {
-        let bytes = Bytes::from(body);
+        attempt: F,
+    ) -> Result<T, GatewayError>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T, GatewayError>>,
+    {
+        let count = self.endpoints.len();
+        let first = self.preferred.load(Ordering::Relaxed);
         let mut last = None;
-        for endpoint in &self.endpoints {
-            let connected = Conn::connect(endpoint, Some(self.timeout), self.tls.as_ref()).await;
-            let stream = match connected {
-                Ok(s) => s,
-                Err(e) => {
-                    last = Some(GatewayError::Unreachable {
-                        endpoint: endpoint.clone(),
-                        reason: e.to_string(),
-                    });
-                    continue;
+        for k in 0..count {
+            let member = (first + k) % count;
+            let error = match tokio::time::timeout(self.timeout, attempt(member)).await {
+                Ok(Ok(answer)) => {
+                    self.preferred.store(member, Ordering::Relaxed);
+                    return Ok(answer);
                 }
+                Ok(Err(e)) if !e.another_member_may_answer() => return Err(e),
+                Ok(Err(e)) => e,
+                Err(_) => GatewayError::Unreachable {
+                    endpoint: self.endpoints[member].clone(),
+                    reason: format!("{path} took longer than {} ms", self.timeout.as_millis()),
+                },
             };
-            let (mut sender, conn) =
-                match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        last = Some(GatewayError::Unreachable {
-                            endpoint: endpoint.clone(),
-                            reason: e.to_string(),
-                        });
-                        continue;
-                    }
-                };
-            tokio::spawn(conn);
-            let mut request = Request::post(path)
-                .header(hyper::header::HOST, endpoint.as_str())
-                .header(hyper::header::CONTENT_TYPE, "application/json");
-            if let Some(token) = &self.token {
-                request = request.header(hyper::header::AUTHORIZATION, token.as_str());
-            }
-            let request =
-                request
-                    .body(Full::new(bytes.clone()))
-                    .map_err(|e| GatewayError::Protocol {
-                        path,
-                        reason: e.to_string(),
-                    })?;
-            return sender
-                .send_request(request)
-                .await
-                .map_err(|e| GatewayError::Unreachable {
-                    endpoint: endpoint.clone(),
-                    reason: e.to_string(),
-                });
+            self.forget(member);
+            last = Some(error);
         }
         Err(last.unwrap_or(GatewayError::Unreachable {
             endpoint: String::new(),
@@ -321,12 +405,120 @@ impl Gateway {
         }))
     }
 
-    fn timed_out(&self, path: &'static str) -> GatewayError {
-        GatewayError::Unreachable {
-            endpoint: self.endpoints.join(","),
-            reason: format!("{path} took longer than {} ms", self.timeout.as_millis()),
+    /// A new connection to `member`, opened within CONNECT_TIMEOUT.
+    async fn connect(&self, member: usize) -> Result<Sender, GatewayError> {
+        let endpoint = &self.endpoints[member];
+        let unreachable = |reason: String| GatewayError::Unreachable {
+            endpoint: endpoint.clone(),
+            reason,
+        };
+        let bound = CONNECT_TIMEOUT.min(self.timeout);
+        let connect = Conn::connect(endpoint, Some(self.timeout), self.tls.as_ref());
+        let stream = tokio::time::timeout(bound, connect)
+            .await
+            .map_err(|_| unreachable(format!("no connection within {} ms", bound.as_millis())))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    /// Sends one request on `sender`.
+    async fn send(
+        &self,
+        sender: &mut Sender,
+        member: usize,
+        path: &'static str,
+        body: Bytes,
+    ) -> Result<hyper::Response<Incoming>, GatewayError> {
+        let endpoint = &self.endpoints[member];
+        let mut request = Request::post(path)
+            .header(hyper::header::HOST, endpoint.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(token) = &self.token {
+            request = request.header(hyper::header::AUTHORIZATION, token.as_str());
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| GatewayError::Protocol {
+                path,
+                reason: e.to_string(),
+            })?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| GatewayError::Unreachable {
+                endpoint: endpoint.clone(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The kept connection, if it goes to `member` and can take a request.
+    fn take_pooled(&self, member: usize) -> Option<Sender> {
+        let mut pooled = self.pooled.lock().unwrap_or_else(|e| e.into_inner());
+        match pooled.take() {
+            Some((m, sender)) if m == member && sender.is_ready() => Some(sender),
+            _ => None,
         }
     }
+
+    fn pool(&self, member: usize, sender: Sender) {
+        if sender.is_ready() {
+            *self.pooled.lock().unwrap_or_else(|e| e.into_inner()) = Some((member, sender));
+        }
+    }
+
+    /// Drops the kept connection to a member that failed.
+    fn forget(&self, member: usize) {
+        let mut pooled = self.pooled.lock().unwrap_or_else(|e| e.into_inner());
+        if pooled.as_ref().is_some_and(|(m, _)| *m == member) {
+            *pooled = None;
+        }
+    }
+}
+
+impl GatewayError {
+    /// Whether another member might answer where this one failed: it could
+    /// not be reached, or answered 5xx (no leader, no quorum, behind).
+    fn another_member_may_answer(&self) -> bool {
+        match self {
+            GatewayError::Unreachable { .. } => true,
+            GatewayError::Status { status, .. } => *status >= 500,
+            GatewayError::Protocol { .. } | GatewayError::Lost(_) => false,
+        }
+    }
+}
+
+/// A key, or (with `range_end`) every key from it up to that one.
+#[derive(Serialize)]
+struct KeyRange {
+    key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    range_end: Option<String>,
+}
+
+impl KeyRange {
+    /// Every key under `prefix`.
+    fn prefix(prefix: &str) -> KeyRange {
+        let (key, range_end) = prefix_range(prefix);
+        KeyRange {
+            key,
+            range_end: Some(range_end),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct LeaseId {
+    #[serde(rename = "ID", serialize_with = "as_string")]
+    id: i64,
+}
+
+/// The gateway takes int64 fields as strings, as it writes them.
+fn as_string<S: serde::Serializer>(n: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(n)
 }
 
 /// A watch stream: JSON objects, one after another.
@@ -522,17 +714,6 @@ fn int64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         }
     }
     d.deserialize_any(Int64)
-}
-
-/// A range request for every key under `prefix`.
-fn range_body(prefix: &str) -> String {
-    let (key, range_end) = prefix_range(prefix);
-    format!(r#"{{"key":"{key}","range_end":"{range_end}"}}"#)
-}
-
-/// A JSON string literal.
-fn quote(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_default()
 }
 
 /// `key` and `range_end` (both base64) selecting every key under `prefix`.

@@ -240,7 +240,10 @@ fn a_watch_from_a_compacted_revision_is_canceled_with_the_compact_revision() {
         let first = g.put("corral/svc/a/1", b"1", 0).await.unwrap_or_default();
         let last = g.put("corral/svc/a/1", b"2", 0).await.unwrap_or_default();
         let _: serde_json::Value = g
-            .call("/v3/kv/compaction", format!(r#"{{"revision":"{last}"}}"#))
+            .call(
+                "/v3/kv/compaction",
+                &serde_json::json!({ "revision": last.to_string() }),
+            )
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let mut watch = g
@@ -286,6 +289,198 @@ fn the_next_endpoint_answers_when_the_first_is_down() {
     });
 }
 
+/// A watch catching up on more than 1,000 revisions gets them in several
+/// messages, each with the header at the current revision; one broken
+/// after the first message and resumed from `seen_up_to` misses nothing.
+#[test]
+fn a_catching_up_watch_resumed_after_its_first_message_misses_nothing() {
+    const CHANGES: i64 = 1500;
+    let etcd = TestEtcd::start();
+    run(async {
+        let g = etcd.gateway();
+        ready(&g).await;
+        let mut first = 0;
+        for i in 0..CHANGES {
+            let revision = g
+                .put(&format!("corral/svc/k/{i}"), b"v", 0)
+                .await
+                .unwrap_or_default();
+            if i == 0 {
+                first = revision;
+            }
+        }
+        let mut watch = g
+            .watch("corral/svc/", first)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (header, events, resume) = loop {
+            match next(&mut watch).await {
+                Some(message @ WatchMessage::Events { .. }) => {
+                    let resume = message.seen_up_to().unwrap_or_default();
+                    let WatchMessage::Events { revision, changes } = message else {
+                        unreachable!()
+                    };
+                    break (revision, changes.len() as i64, resume);
+                }
+                Some(_) => continue,
+                None => panic!("the watch ended"),
+            }
+        };
+        // The premise: a partial batch, the header already at the end.
+        assert!(events < CHANGES, "{events} events in the first message");
+        assert_eq!(header, first + CHANGES - 1);
+        assert_eq!(resume, first + events - 1);
+        drop(watch);
+        // Resumed at what was seen (that event again), the rest follows.
+        let mut watch = g
+            .watch("corral/svc/", resume)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut seen = events - 1;
+        while seen < CHANGES {
+            match next(&mut watch).await {
+                Some(WatchMessage::Events { changes, .. }) => seen += changes.len() as i64,
+                Some(_) => {}
+                None => panic!("the watch ended after {seen}"),
+            }
+        }
+        assert_eq!(seen, CHANGES);
+    });
+}
+
+/// A member that drops packets (a listener whose accept queue is full: the
+/// kernel drops further SYNs, as a firewall's DROP rule would): a call
+/// costs the connect bound, then goes to the next member.
+#[test]
+fn a_member_that_drops_packets_is_passed_over_within_the_connect_bound() {
+    let etcd = TestEtcd::start();
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let dead = blackhole
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    // Fill its accept queue (std listens with a backlog of 128).
+    let _queued: Vec<std::net::TcpStream> = (0..140)
+        .filter_map(|_| {
+            let addr = dead.parse().ok()?;
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50)).ok()
+        })
+        .collect();
+    run(async {
+        ready(&etcd.gateway()).await;
+        let g = Gateway::new(
+            vec![dead.clone(), etcd.client.clone()],
+            Duration::from_secs(5),
+        );
+        let started = Instant::now();
+        let put = g.put("corral/x", b"1", 0).await;
+        assert!(put.is_ok(), "{put:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        // The member that answered is tried first from then on.
+        let started = Instant::now();
+        assert!(g.put("corral/y", b"1", 0).await.is_ok());
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    });
+}
+
+/// A member that answers 503 (no leader, no quorum) hands the call on.
+#[test]
+fn a_member_without_quorum_hands_the_call_to_the_next() {
+    let etcd = TestEtcd::start();
+    let sick = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let sick_addr = sick.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut conn in sick.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: 46\r\n\r\n{\"error\":\"etcdserver: no leader\",\"code\":14}\r\n\r\n",
+            );
+        }
+    });
+    run(async {
+        ready(&etcd.gateway()).await;
+        let g = Gateway::new(vec![sick_addr, etcd.client.clone()], Duration::from_secs(5));
+        let put = g.put("corral/x", b"1", 0).await;
+        assert!(put.is_ok(), "{put:?}");
+    });
+}
+
+/// Unary calls share one connection: keep-alives do not open a TCP
+/// connection (and a TLS handshake) each.
+#[test]
+fn unary_calls_share_one_connection() {
+    let etcd = TestEtcd::start();
+    let proxy = Proxy::start(&etcd.client);
+    run(async {
+        ready(&etcd.gateway()).await;
+        let g = Gateway::new(vec![proxy.addr.clone()], Duration::from_secs(5));
+        let lease = g
+            .grant(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..20 {
+            assert!(g.keep_alive(lease.id).await.unwrap_or(0) > 0);
+            assert!(g.put(&format!("corral/k{i}"), b"v", lease.id).await.is_ok());
+        }
+        assert_eq!(proxy.accepted(), 1);
+    });
+}
+
+/// A TCP relay in front of etcd that counts the connections it accepted
+/// (its threads end with the test process).
+struct Proxy {
+    addr: String,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Proxy {
+    fn start(target: &str) -> Proxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (count, target) = (accepted.clone(), target.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                count.fetch_add(1, Ordering::Relaxed);
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let pairs = [
+                    (client.try_clone(), server.try_clone()),
+                    (server.try_clone(), client.try_clone()),
+                ];
+                for (from, to) in pairs {
+                    if let (Ok(mut from), Ok(mut to)) = (from, to) {
+                        std::thread::spawn(move || {
+                            let _ = std::io::copy(&mut from, &mut to);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                        });
+                    }
+                }
+            }
+        });
+        Proxy { addr, accepted }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 #[test]
 fn with_auth_enabled_calls_need_the_token() {
     let etcd = TestEtcd::start();
@@ -305,7 +500,7 @@ fn with_auth_enabled_calls_need_the_token() {
             ("/v3/auth/enable", serde_json::json!({})),
         ] {
             let _: serde_json::Value = g
-                .call(path, body.to_string())
+                .call(path, &body)
                 .await
                 .unwrap_or_else(|e| panic!("{path}: {e}"));
         }
@@ -578,6 +773,65 @@ mod agent {
             // The next run of host "a" starts long before the old lease expires.
             let _again = Peer::start(long);
             b.until("stale key deleted", |p| p.view.is_empty()).await;
+        });
+    }
+
+    /// A put that fails (etcd is down) is remembered and sent once etcd
+    /// answers again, under the same lease (etcd keeps leases across a
+    /// restart).
+    #[test]
+    fn a_put_that_failed_is_sent_again_when_etcd_answers() {
+        let mut etcd = TestEtcd::start();
+        run(async {
+            ready(&etcd.gateway()).await;
+            let mut slow = settings(&etcd, "a");
+            // Long enough that the lease outlives the freeze.
+            slow.ttl = Duration::from_secs(6);
+            let mut a = Peer::start(slow);
+            let mut b = Peer::start(settings(&etcd, "b"));
+            let _ = a
+                .commands
+                .send(Command::Register(endpoint("db", "a", "db", 1)));
+            b.until("db", |p| p.has("a:db", 1)).await;
+            etcd.kill();
+            let _ = a
+                .commands
+                .send(Command::Register(endpoint("cache", "a", "cache", 2)));
+            a.until("the put failed", |p| p.degraded).await;
+            etcd.restart();
+            b.until("the put sent again", |p| {
+                p.has("a:cache", 2) && p.has("a:db", 1)
+            })
+            .await;
+        });
+    }
+
+    /// A delete that fails is sent again too: a withdrawn instance is not
+    /// left advertised under a lease that is still kept alive.
+    #[test]
+    fn a_delete_that_failed_is_sent_again_when_etcd_answers() {
+        let mut etcd = TestEtcd::start();
+        run(async {
+            ready(&etcd.gateway()).await;
+            let mut slow = settings(&etcd, "a");
+            slow.ttl = Duration::from_secs(6);
+            let mut a = Peer::start(slow);
+            let mut b = Peer::start(settings(&etcd, "b"));
+            for (service, port) in [("db", 1), ("cache", 2)] {
+                let _ = a
+                    .commands
+                    .send(Command::Register(endpoint(service, "a", service, port)));
+            }
+            b.until("both", |p| p.has("a:db", 1) && p.has("a:cache", 2))
+                .await;
+            etcd.kill();
+            let _ = a.commands.send(Command::Withdraw("a:cache".into()));
+            a.until("the delete failed", |p| p.degraded).await;
+            etcd.restart();
+            b.until("the delete sent again", |p| {
+                !p.has("a:cache", 2) && p.has("a:db", 1)
+            })
+            .await;
         });
     }
 
