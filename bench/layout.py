@@ -14,7 +14,8 @@ installed), builds corral in release with the layout off and a link map, runs
 scenarios under `valgrind --tool=callgrind --dump-instr=yes` (start 100
 services, ps, logs, restart, stop/start, reload, SIGTERM; the same with
 `up -d`, wait, scale, kill and `down`; the basic example with its probes,
-a oneshot and a crash loop, then `down`), maps each
+a oneshot and a crash loop, then `down`; last, discovery through an etcd
+that speaks only TLS, whose functions go after all the others), maps each
 executed address to its input section through the map, and writes the
 functions' symbol names: those of the first scenario first, each group in
 the order the compiler laid them out. build.rs also matches them with their
@@ -171,6 +172,66 @@ def detached_scenario(tmp):
     wait_for(lambda: daemon_dumped(tmp), 120)
 
 
+def openssl(work, *args):
+    subprocess.run(["openssl", *args], cwd=work, check=True, capture_output=True)
+
+
+def etcd_tls_scenario(tmp):
+    """Discovery through an etcd that speaks only TLS and asks for a client
+    certificate: the TLS path, for users who configure it. Its functions go
+    last in the list, after every common path's."""
+    work = os.path.join(tmp, "etcd-tls")
+    os.makedirs(work)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl(work, "req", "-x509", "-days", "1", "-subj", "/CN=layout-ca", *ec,
+            "-keyout", "ca.key", "-out", "ca.pem")
+    for who, ext in [("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
+                     ("client", "extendedKeyUsage=clientAuth\n")]:
+        with open(os.path.join(work, f"{who}.ext"), "w") as f:
+            f.write(ext)
+        openssl(work, "req", "-subj", f"/CN=layout-{who}", *ec, "-keyout", f"{who}.key",
+                "-out", f"{who}.csr")
+        openssl(work, "x509", "-req", "-days", "1", "-in", f"{who}.csr", "-CA", "ca.pem",
+                "-CAkey", "ca.key", "-CAcreateserial", "-extfile", f"{who}.ext", "-out", f"{who}.pem")
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    client, peer = f"https://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
+    etcd = subprocess.Popen(
+        ["etcd", "--name", "l", "--data-dir", os.path.join(work, "data"),
+         "--listen-client-urls", client, "--advertise-client-urls", client,
+         "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+         "--initial-cluster", f"l={peer}", "--cert-file", "server.pem", "--key-file", "server.key",
+         "--trusted-ca-file", "ca.pem", "--client-cert-auth"],
+        cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with open(os.path.join(work, "corral.toml"), "w") as f:
+            f.write(f"""[discovery]
+backend = "etcd"
+etcd = {{ endpoints = ["{client}"], ttl = "3s", tls = {{ ca = "ca.pem", cert = "client.pem", key = "client.key" }} }}
+
+[services.db]
+command = ["sleep", "86400"]
+provides = [{{ name = "db", port = 5432 }}]
+
+[services.app]
+command = ["sleep", "86400"]
+requires = ["db"]
+""")
+        daemon = under_callgrind(work, tmp)
+        if not wait_for(lambda: running(work) >= 2, 180):
+            sys.exit("layout: the TLS scenario's services did not start under valgrind")
+        time.sleep(5)  # keep-alives over the kept connection
+        cli(work, "ps")
+        cli(work, "down", timeout=120)
+        daemon.wait(timeout=120)
+    finally:
+        etcd.kill()
+        etcd.wait()
+
+
 def daemon_dumped(tmp):
     """Whether a complete profile of a daemon is in `tmp` (callgrind ends
     each file with its totals)."""
@@ -279,22 +340,8 @@ def profile(tmp, link_map, order, seen):
     starts = [s[0] for s in sections]
     count, total = 0, 0
     for scenario in (sleeps_scenario, detached_scenario, example_scenario):
-        for f in glob.glob(os.path.join(tmp, "cg.*")):
-            os.remove(f)
-        scenario(tmp)
-        run = set()
-        for f in glob.glob(os.path.join(tmp, "cg.*")):
-            for addr in executed(f) or ():
-                i = bisect.bisect_right(starts, addr) - 1
-                if i >= 0 and addr < sections[i][0] + sections[i][1]:
-                    run.add(i)
-        new = sorted(i for i in run if symbol(sections[i][2]) not in seen)
-        for i in new:
-            seen.add(symbol(sections[i][2]))
-            order.append(symbol(sections[i][2]))
-            total += sections[i][1]
-        count += len(new)
-        print(f"{scenario.__name__}: {len(run)} functions run, {len(new)} new", file=sys.stderr)
+        n, size = run_scenario(tmp, scenario, sections, starts, order, seen)
+        count, total = count + n, total + size
     # Under valgrind clone3 fails, so a spawn takes the fork fallback; the
     # real daemon's vfork-style child runs the rest of the spawn module, in
     # corral's own memory: all of it goes in.
@@ -315,7 +362,30 @@ def profile(tmp, link_map, order, seen):
     count += len(bulk)
     print(f"BTreeMap's bulk build: {len(bulk)} more functions ({sum(s[1] for s in bulk)} bytes)",
           file=sys.stderr)
+    # What only some configs run, after everything every daemon runs.
+    n, size = run_scenario(tmp, etcd_tls_scenario, sections, starts, order, seen)
+    count, total = count + n, total + size
     return count, total, sum(s[1] for s in sections)
+
+
+def run_scenario(tmp, scenario, sections, starts, order, seen):
+    """Runs one scenario; appends the functions it ran that are not listed
+    yet; returns how many and their size."""
+    for f in glob.glob(os.path.join(tmp, "cg.*")):
+        os.remove(f)
+    scenario(tmp)
+    run = set()
+    for f in glob.glob(os.path.join(tmp, "cg.*")):
+        for addr in executed(f) or ():
+            i = bisect.bisect_right(starts, addr) - 1
+            if i >= 0 and addr < sections[i][0] + sections[i][1]:
+                run.add(i)
+    new = sorted(i for i in run if symbol(sections[i][2]) not in seen)
+    for i in new:
+        seen.add(symbol(sections[i][2]))
+        order.append(symbol(sections[i][2]))
+    print(f"{scenario.__name__}: {len(run)} functions run, {len(new)} new", file=sys.stderr)
+    return len(new), sum(sections[i][1] for i in new)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-//! Outgoing connections: TCP (HTTP probes, etcd), TLS over TCP with the
-//! `tls` cargo feature, and the control socket (the CLI). One connection
+//! Outgoing connections: TCP (HTTP probes, etcd), TLS over TCP (etcd),
+//! and the control socket (the CLI). One connection
 //! type for all of them, so hyper's client exists once in the binary
 //! whatever it talks to (two copies cost ~20 KB of resident code).
 
@@ -15,7 +15,6 @@ use tokio::net::TcpStream;
 pub enum Conn {
     Plain(TcpStream),
     Unix(tokio::net::UnixStream),
-    #[cfg(feature = "tls")]
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
@@ -35,10 +34,7 @@ impl Conn {
         }
         match tls {
             None => Ok(Conn::Plain(stream)),
-            #[cfg(feature = "tls")]
             Some(tls) => tls.wrap(addr, stream).await,
-            #[cfg(not(feature = "tls"))]
-            Some(never) => match *never {},
         }
     }
 }
@@ -76,7 +72,6 @@ impl AsyncRead for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            #[cfg(feature = "tls")]
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -91,7 +86,6 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Conn::Unix(s) => Pin::new(s).poll_write(cx, buf),
-            #[cfg(feature = "tls")]
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -104,7 +98,6 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Conn::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            #[cfg(feature = "tls")]
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -113,7 +106,6 @@ impl AsyncWrite for Conn {
         match self {
             Conn::Plain(s) => s.is_write_vectored(),
             Conn::Unix(s) => s.is_write_vectored(),
-            #[cfg(feature = "tls")]
             Conn::Tls(s) => s.is_write_vectored(),
         }
     }
@@ -122,7 +114,6 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
             Conn::Unix(s) => Pin::new(s).poll_flush(cx),
-            #[cfg(feature = "tls")]
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
@@ -131,32 +122,23 @@ impl AsyncWrite for Conn {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Conn::Unix(s) => Pin::new(s).poll_shutdown(cx),
-            #[cfg(feature = "tls")]
             Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
 
-/// Without the `tls` feature there is no TLS: this type has no values.
-#[cfg(not(feature = "tls"))]
-#[derive(Debug, Clone)]
-pub enum Tls {}
-
 /// How to talk TLS to a server: whom to trust, and who we are.
-#[cfg(feature = "tls")]
 #[derive(Clone)]
 pub struct Tls {
     connector: tokio_rustls::TlsConnector,
 }
 
-#[cfg(feature = "tls")]
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Tls")
     }
 }
 
-#[cfg(feature = "tls")]
 impl Tls {
     /// Trusts the CA certificates in `ca` (PEM); presents the certificate
     /// and key in `client` (PEM), when given, to a server that asks.

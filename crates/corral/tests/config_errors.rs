@@ -294,11 +294,7 @@ command = "true"
         &[
             "corral.toml:3:44: error: \"etcd\" is not an etcd endpoint: use http://host:port",
             "corral.toml:3:59: error: ttl must be at least 1s",
-            if cfg!(feature = "tls") {
-                "corral.toml:3:74: error: tls: "
-            } else {
-                "corral.toml:3:74: error: this corral was built without TLS"
-            },
+            "corral.toml:3:74: error: tls: ",
         ],
     );
     assert_error(

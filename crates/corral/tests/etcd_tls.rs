@@ -1,8 +1,6 @@
-//! TLS to etcd (the `tls` cargo feature): a real etcd that serves only TLS
-//! and asks for a client certificate, with a CA, server and client
-//! certificates made by openssl for this test. `scripts/test` runs it with
-//! `cargo test --features tls --test etcd_tls`.
-#![cfg(feature = "tls")]
+//! TLS to etcd: a real etcd that serves only TLS and asks for a client
+//! certificate, with a CA, server and client certificates made by openssl
+//! for this test.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod common;

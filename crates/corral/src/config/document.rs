@@ -384,8 +384,7 @@ const TLS_FIELDS: [Field<TlsDraft>; 3] = [
     ("key", |t, d, v| t.key = text(d, v)),
 ];
 
-/// The files of a `tls` table, checked by loading them (with the `tls`
-/// feature); an error at `span` without it.
+/// The files of a `tls` table, checked by loading them.
 fn tls_files(
     d: &mut Diagnostics<'_>,
     draft: TlsDraft,
@@ -393,14 +392,6 @@ fn tls_files(
     vars: &dyn super::interp::Vars,
     base_dir: &Path,
 ) -> Option<super::EtcdTls> {
-    if !cfg!(feature = "tls") {
-        d.error(
-            span,
-            "this corral was built without TLS: build it with `cargo build --features tls` \
-             (off by default: it costs ~0.5 MB of resident code)",
-        );
-        return None;
-    }
     let mut path = |t: Option<Text>| t.and_then(|t| t.expand(d, vars)).map(|p| base_dir.join(p));
     let (ca, cert, key) = (path(draft.ca), path(draft.cert), path(draft.key));
     let Some(ca) = ca else {

@@ -592,17 +592,12 @@ pub struct EtcdTls {
 impl EtcdTls {
     /// Reads the files into what connections need.
     pub fn load(&self) -> Result<crate::tcp::Tls, String> {
-        #[cfg(feature = "tls")]
-        {
-            crate::tcp::Tls::load(
-                &self.ca,
-                self.client
-                    .as_ref()
-                    .map(|(c, k)| (c.as_path(), k.as_path())),
-            )
-        }
-        #[cfg(not(feature = "tls"))]
-        Err("this corral was built without TLS (cargo feature `tls`)".into())
+        crate::tcp::Tls::load(
+            &self.ca,
+            self.client
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path())),
+        )
     }
 }
 
