@@ -315,27 +315,31 @@ def symbol(section):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="corral-layout-")
-    order, seen, totals = [], set(), []
+    # What every daemon runs (both builds') first, then what only some
+    # configs run: a build's own common names after another build's
+    # optional ones would scatter the common path.
+    order, optional, seen, totals = [], [], set(), []
     # Each build's own names (their hashes differ by target); a name of the
     # other build matches nothing exactly, and its glob the same function.
     for target in [None] + ([MUSL] if musl_installed() else []):
         work = os.path.join(tmp, target or "host")
         os.makedirs(work)
         link_map = build(work, target)
-        totals.append(profile(work, link_map, order, seen))
+        totals.append(profile(work, link_map, order, optional, seen))
     rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     summary = "; ".join(f"{n} functions, {run // 1024} of {text // 1024} KiB" for n, run, text in totals)
     with open(OUT, "w") as f:
         f.write(f"# Written by bench/layout.py ({rustc}): per build (host, static), "
                 f"{summary} of .text run in its scenarios.\n")
-        f.write("\n".join(order) + "\n")
+        f.write("\n".join(order + optional) + "\n")
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"wrote {OUT}: {summary}")
     print("now: cargo build --release (the layout is on again)")
 
 
-def profile(tmp, link_map, order, seen):
-    """Runs the scenarios on one build; appends its new names to `order`."""
+def profile(tmp, link_map, order, optional, seen):
+    """Runs the scenarios on one build; appends its new names to `order`
+    (those of the etcd TLS scenario to `optional`)."""
     sections = text_sections(link_map)
     starts = [s[0] for s in sections]
     count, total = 0, 0
@@ -363,7 +367,7 @@ def profile(tmp, link_map, order, seen):
     print(f"BTreeMap's bulk build: {len(bulk)} more functions ({sum(s[1] for s in bulk)} bytes)",
           file=sys.stderr)
     # What only some configs run, after everything every daemon runs.
-    n, size = run_scenario(tmp, etcd_tls_scenario, sections, starts, order, seen)
+    n, size = run_scenario(tmp, etcd_tls_scenario, sections, starts, optional, seen)
     count, total = count + n, total + size
     return count, total, sum(s[1] for s in sections)
 

@@ -131,6 +131,9 @@ impl AsyncWrite for Conn {
 #[derive(Clone)]
 pub struct Tls {
     connector: tokio_rustls::TlsConnector,
+    /// The files it came from, named when a handshake fails.
+    ca: std::path::PathBuf,
+    cert: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -141,7 +144,8 @@ impl std::fmt::Debug for Tls {
 
 impl Tls {
     /// Trusts the CA certificates in `ca` (PEM); presents the certificate
-    /// and key in `client` (PEM), when given, to a server that asks.
+    /// and key in `client` (PEM), when given, to a server that asks. The
+    /// files are read as config files are (regular files, bounded).
     pub fn load(
         ca: &std::path::Path,
         client: Option<(&std::path::Path, &std::path::Path)>,
@@ -149,9 +153,12 @@ impl Tls {
         use tokio_rustls::rustls;
         use tokio_rustls::rustls::pki_types::pem::PemObject;
         use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let read = |path: &std::path::Path| {
+            crate::config::files::read(path).map_err(|e| format!("{}: {e}", path.display()))
+        };
         let certs = |path: &std::path::Path| -> Result<Vec<CertificateDer<'static>>, String> {
-            let list = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            let list = CertificateDer::pem_slice_iter(&read(path)?)
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             if list.is_empty() {
                 return Err(format!("{}: no certificate in it", path.display()));
@@ -171,7 +178,7 @@ impl Tls {
             .with_root_certificates(roots);
         let config = match client {
             Some((cert, key)) => {
-                let key = PrivateKeyDer::from_pem_file(key)
+                let key = PrivateKeyDer::from_pem_slice(&read(key)?)
                     .map_err(|e| format!("{}: {e}", key.display()))?;
                 builder
                     .with_client_auth_cert(certs(cert)?, key)
@@ -181,6 +188,8 @@ impl Tls {
         };
         Ok(Tls {
             connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+            ca: ca.to_path_buf(),
+            cert: client.map(|(cert, _)| cert.to_path_buf()),
         })
     }
 
@@ -192,7 +201,58 @@ impl Tls {
             .trim_matches(['[', ']']);
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let tls = self.connector.connect(name, stream).await?;
+        let tls = self
+            .connector
+            .connect(name, stream)
+            .await
+            .map_err(|e| self.explain(e))?;
         Ok(Conn::Tls(Box::new(tls)))
+    }
+
+    /// A failed handshake, said with the file to look at.
+    fn explain(&self, e: io::Error) -> io::Error {
+        match self.describe(&e) {
+            Some(said) => io::Error::new(io::ErrorKind::PermissionDenied, said),
+            None => e,
+        }
+    }
+
+    /// What went wrong in TLS, with the file to look at, if `e` (or what
+    /// caused it) is a TLS error. A server that refuses the client
+    /// certificate says so after the handshake (TLS 1.3), so this is also
+    /// asked of errors of the first request.
+    pub fn describe(&self, e: &(dyn std::error::Error + 'static)) -> Option<String> {
+        use tokio_rustls::rustls::Error;
+        let mut cause = Some(e);
+        let tls = loop {
+            let current = cause?;
+            if let Some(tls) = current.downcast_ref::<Error>() {
+                break tls;
+            }
+            let inner = current
+                .downcast_ref::<io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<Error>());
+            if let Some(tls) = inner {
+                break tls;
+            }
+            cause = current.source();
+        };
+        Some(match tls {
+            Error::InvalidCertificate(why) => format!(
+                "the server's certificate is not accepted ({why:?}), checked against {}",
+                self.ca.display()
+            ),
+            Error::AlertReceived(alert) => match &self.cert {
+                Some(cert) => format!(
+                    "the server refused the client certificate {} ({alert:?})",
+                    cert.display()
+                ),
+                None => format!(
+                    "the server refused the handshake ({alert:?}): does it want a client certificate (tls cert and key)?"
+                ),
+            },
+            other => format!("TLS: {other}"),
+        })
     }
 }

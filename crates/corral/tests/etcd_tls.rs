@@ -78,6 +78,46 @@ fn make_certs(dir: &Path) {
     }
 }
 
+/// other-ca.pem, and other.pem/other.key: a client certificate that CA
+/// signed, which etcd (trusting ca.pem only) refuses.
+fn make_other_ca(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509", "-days", "1", "-subj", "/CN=corral-other-ca"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "other-ca.key", "-out", "other-ca.pem"]);
+    openssl(dir, &ca);
+    let mut req = vec!["req", "-subj", "/CN=corral-other-client"];
+    req.extend(ec);
+    req.extend(["-keyout", "other.key", "-out", "other.csr"]);
+    openssl(dir, &req);
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            "other.csr",
+            "-CA",
+            "other-ca.pem",
+            "-CAkey",
+            "other-ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "client.ext",
+            "-out",
+            "other.pem",
+        ],
+    );
+}
+
 struct TlsEtcd {
     child: Child,
     client: String,
@@ -200,4 +240,81 @@ command = ["sleep", "600"]
     ));
     let other = refused.up();
     other.wait_for("discovery degraded", SECS10);
+}
+
+/// A CA that did not sign etcd's certificate, and a client certificate etcd
+/// refuses: each is one line naming the file to look at. Certificates
+/// renewed in place are used at the next `reload`, no restart.
+#[test]
+fn bad_certificates_are_named_and_renewed_ones_are_used_after_a_reload() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    make_other_ca(certs.path());
+    let etcd = start_etcd(certs.path());
+    assert!(
+        eventually(Duration::from_secs(10), || keys(certs.path(), &etcd)
+            .is_some()),
+        "etcd (TLS) did not come up"
+    );
+    let tls = |name: &str| certs.path().join(name).display().to_string();
+
+    let wrong_ca = Project::new(&format!(
+        r#"
+[discovery]
+backend = "etcd"
+etcd = {{ endpoints = ["https://{client}"], tls = {{ ca = "{ca}", cert = "{cert}", key = "{key}" }} }}
+
+[services.app]
+command = ["sleep", "600"]
+"#,
+        client = etcd.client,
+        ca = tls("other-ca.pem"),
+        cert = tls("client.pem"),
+        key = tls("client.key"),
+    ));
+    let corral = wrong_ca.up();
+    let line = corral.wait_for("discovery degraded", SECS10);
+    assert!(
+        line.contains("certificate is not accepted") && line.contains("other-ca.pem"),
+        "{line}"
+    );
+    drop(corral);
+
+    // The client certificate in use is one etcd refuses; then renewed.
+    let project = Project::new(&format!(
+        r#"
+[discovery]
+backend = "etcd"
+host-id = "renewed"
+etcd = {{ endpoints = ["https://{client}"], ttl = "2s", tls = {{ ca = "{ca}", cert = "renew.pem", key = "renew.key" }} }}
+
+[services.db]
+command = ["sleep", "600"]
+provides = [{{ name = "db", port = 5432 }}]
+"#,
+        client = etcd.client,
+        ca = tls("ca.pem"),
+    ));
+    let copy = |from: &str, to: &str| {
+        std::fs::copy(certs.path().join(from), project.file(to)).unwrap();
+    };
+    copy("other.pem", "renew.pem");
+    copy("other.key", "renew.key");
+    let corral = project.up();
+    let line = corral.wait_for("discovery degraded", SECS10);
+    assert!(
+        line.contains("refused the client certificate") && line.contains("renew.pem"),
+        "{line}"
+    );
+    copy("client.pem", "renew.pem");
+    copy("client.key", "renew.key");
+    let (code, out, err) = project.run(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    corral.wait_for_service_event("db", "registered db", SECS10);
+    let key = base64_encode(b"corral/svc/db/renewed:db");
+    assert!(
+        eventually(SECS5, || keys(certs.path(), &etcd)
+            .is_some_and(|k| k.contains(&key))),
+        "the key did not reach etcd with the renewed certificate"
+    );
 }

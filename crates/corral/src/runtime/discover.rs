@@ -53,6 +53,16 @@ impl Remote {
         }
     }
 
+    /// Reads the TLS files again (renewed certificates) for the next
+    /// connections; if they cannot be used, the ones in use stay.
+    pub(super) fn renew_tls(&self, etcd: &crate::config::Etcd) -> Result<(), String> {
+        if let Some(files) = &etcd.tls {
+            let tls = files.load()?;
+            let _ = self.commands.send(Command::Tls(tls));
+        }
+        Ok(())
+    }
+
     /// The agent's next report; never, without an agent.
     pub(super) async fn next(remote: &mut Option<Remote>) -> Option<Report> {
         match remote {

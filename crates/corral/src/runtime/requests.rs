@@ -369,6 +369,14 @@ impl Supervisor<'_> {
         }
         self.refresh_requirements();
         self.drain_queue();
+        // The backend stays the one corral started with; its certificates
+        // are read again, so renewed files are used without a restart.
+        if let (Some(remote), Some(etcd)) = (&self.remote, &self.config.global.discovery.etcd) {
+            if let Err(e) = remote.renew_tls(etcd) {
+                self.hub
+                    .event(None, format!("etcd tls: {e}; the certificates in use stay"));
+            }
+        }
         Ok(result)
     }
 

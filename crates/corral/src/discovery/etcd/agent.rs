@@ -37,6 +37,9 @@ pub enum Command {
     Withdraw(String),
     /// Revoke the lease (its keys go with it) and end.
     Stop,
+    /// TLS as the files say now (renewed certificates), from the next
+    /// connection on.
+    Tls(crate::tcp::Tls),
 }
 
 /// What the agent tells the supervisor.
@@ -369,6 +372,10 @@ impl Agent {
                     self.withdrawn.insert(key.clone());
                 }
                 gone
+            }
+            Command::Tls(tls) => {
+                self.gateway.set_tls(tls);
+                Vec::new()
             }
             Command::Stop => Vec::new(),
         }

@@ -146,6 +146,12 @@ impl Gateway {
         self
     }
 
+    /// New TLS settings: the kept connection goes, the next one uses them.
+    pub fn set_tls(&mut self, tls: crate::tcp::Tls) {
+        self.tls = Some(tls);
+        *self.pooled.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Logs in; later calls carry the token.
     pub async fn authenticate(&mut self, name: &str, password: &str) -> Result<(), GatewayError> {
         #[derive(Serialize)]
@@ -451,7 +457,11 @@ impl Gateway {
             .await
             .map_err(|e| GatewayError::Unreachable {
                 endpoint: endpoint.clone(),
-                reason: e.to_string(),
+                reason: self
+                    .tls
+                    .as_ref()
+                    .and_then(|tls| tls.describe(&e))
+                    .unwrap_or_else(|| e.to_string()),
             })
     }
 
