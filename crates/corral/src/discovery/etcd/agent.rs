@@ -300,6 +300,10 @@ impl Agent {
                         self.lease = None;
                         return Err(broken("the lease expired"));
                     }
+                    if self.gateway.watch_member_failed(&watch) {
+                        // The next session resumes the watch where calls succeed.
+                        return Err(broken("the member the watch was on stopped answering"));
+                    }
                 }
             }
         }

@@ -8,7 +8,7 @@
 //! member that drops packets costs that long, not the whole call), takes
 //! too long, or answers 5xx (no leader, no quorum, not caught up).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -124,6 +124,8 @@ pub struct Gateway {
     /// its member: one TCP (and TLS) handshake per member change, not per
     /// call.
     pooled: Mutex<Option<(usize, Sender)>>,
+    /// Calls each member failed (could not be reached, took too long, 5xx).
+    failures: Vec<AtomicU64>,
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -131,12 +133,13 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 impl Gateway {
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Gateway {
         Gateway {
-            endpoints,
             token: None,
             timeout,
             tls: None,
             preferred: AtomicUsize::new(0),
             pooled: Mutex::new(None),
+            failures: endpoints.iter().map(|_| AtomicU64::new(0)).collect(),
+            endpoints,
         }
     }
 
@@ -314,14 +317,32 @@ impl Gateway {
                         let bytes = collect(response.into_body(), PATH).await?;
                         return Err(status_error(status, PATH, &bytes));
                     }
-                    Ok(response)
+                    Ok((response, member))
                 }
             })
             .await?;
+        let (response, member) = response;
         Ok(Watch {
             body: response.into_body(),
             pending: Vec::new(),
+            member,
+            failures: self.failures(member),
         })
+    }
+
+    /// How many calls `member` has failed so far.
+    fn failures(&self, member: usize) -> u64 {
+        self.failures
+            .get(member)
+            .map_or(0, |f| f.load(Ordering::Relaxed))
+    }
+
+    /// Whether the member `watch` streams from has failed a call since the
+    /// watch began: frozen or cut off, it would keep the stream open and
+    /// silent (etcd sends progress notices only every few minutes), so the
+    /// watch should move to a member that answers.
+    pub fn watch_member_failed(&self, watch: &Watch) -> bool {
+        self.failures(watch.member) > watch.failures
     }
 
     /// A unary call: POST a JSON body, decode the JSON answer.
@@ -403,6 +424,9 @@ impl Gateway {
                 },
             };
             self.forget(member);
+            if let Some(failures) = self.failures.get(member) {
+                failures.fetch_add(1, Ordering::Relaxed);
+            }
             last = Some(error);
         }
         Err(last.unwrap_or(GatewayError::Unreachable {
@@ -535,6 +559,10 @@ fn as_string<S: serde::Serializer>(n: &i64, s: S) -> Result<S::Ok, S::Error> {
 pub struct Watch {
     body: Incoming,
     pending: Vec<u8>,
+    /// The member it streams from, and how many calls that member had
+    /// failed when it began.
+    member: usize,
+    failures: u64,
 }
 
 impl Watch {

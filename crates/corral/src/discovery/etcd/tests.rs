@@ -79,6 +79,102 @@ impl Drop for TestEtcd {
     }
 }
 
+/// A cluster of etcd members on loopback, each with its own data dir and
+/// ports; members are killed and restarted by index.
+struct TestCluster {
+    members: Vec<Option<Child>>,
+    clients: Vec<String>,
+    peers: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    fn start(n: usize) -> TestCluster {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let clients: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let peers: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let mut cluster = TestCluster {
+            members: (0..n).map(|_| None).collect(),
+            clients,
+            peers,
+            dir,
+        };
+        for i in 0..n {
+            cluster.restart(i);
+        }
+        cluster
+    }
+
+    /// Starts member `i` (again, on its data, if it ran before).
+    fn restart(&mut self, i: usize) {
+        self.kill(i);
+        let initial: Vec<String> = self
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(k, p)| format!("m{k}=http://{p}"))
+            .collect();
+        let (client, peer) = (
+            format!("http://{}", self.clients[i]),
+            format!("http://{}", self.peers[i]),
+        );
+        let child = Command::new("etcd")
+            .args(["--name", &format!("m{i}"), "--data-dir"])
+            .arg(self.dir.path().join(format!("m{i}")))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-token", "corral-test"])
+            .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run etcd ({e})"));
+        self.members[i] = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, i: usize, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &self.members[i] {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pid, signal).unwrap_or_else(|e| panic!("{signal}: {e}"));
+        }
+    }
+
+    /// A gateway to every member.
+    fn gateway(&self) -> Gateway {
+        Gateway::new(self.clients.clone(), Duration::from_secs(2))
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
 /// A current-thread loop, as corral's own.
 fn run<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -525,7 +621,7 @@ mod agent {
     use tokio::sync::mpsc;
 
     use super::super::agent::{run as run_agent, Command, Report, Settings};
-    use super::{ready, run, TestEtcd};
+    use super::{ready, run, TestCluster, TestEtcd};
 
     fn settings(etcd: &TestEtcd, host_id: &str) -> Settings {
         Settings {
@@ -558,6 +654,8 @@ mod agent {
         /// (name, instance, port) of every endpoint in the view.
         view: BTreeSet<(String, String, u16)>,
         degraded: bool,
+        /// Every (name, instance) a report took out of the view.
+        removed: Vec<(String, String)>,
     }
 
     impl Peer {
@@ -571,6 +669,7 @@ mod agent {
                 task,
                 view: BTreeSet::new(),
                 degraded: false,
+                removed: Vec::new(),
             }
         }
 
@@ -588,9 +687,14 @@ mod agent {
                     .unwrap_or_else(|_| panic!("{what}: not within 10 s; view {:?}", self.view));
                 match report {
                     Some(Report::Reset(all)) => {
-                        self.view = all.iter().map(Peer::key).collect();
+                        let view: BTreeSet<_> = all.iter().map(Peer::key).collect();
+                        for (n, i, _) in self.view.difference(&view) {
+                            self.removed.push((n.clone(), i.clone()));
+                        }
+                        self.view = view;
                     }
                     Some(Report::Changed { upserts, removed }) => {
+                        self.removed.extend(removed.iter().cloned());
                         for (name, instance) in removed {
                             self.view
                                 .retain(|(n, i, _)| !(n == &name && i == &instance));
@@ -832,6 +936,136 @@ mod agent {
                 !p.has("a:cache", 2) && p.has("a:db", 1)
             })
             .await;
+        });
+    }
+
+    fn cluster_settings(cluster: &TestCluster, host_id: &str) -> Settings {
+        Settings {
+            endpoints: cluster.clients.clone(),
+            prefix: "corral".into(),
+            ttl: Duration::from_secs(2),
+            host_id: host_id.into(),
+            credentials: None,
+            tls: None,
+        }
+    }
+
+    /// The lease etcd holds `instance`'s key under (0: no such key).
+    async fn lease_of(cluster: &TestCluster, instance: &str) -> i64 {
+        let (kvs, _) = cluster
+            .gateway()
+            .range_prefix("corral/svc/")
+            .await
+            .unwrap_or_default();
+        kvs.iter()
+            .find(|kv| kv.key.ends_with(instance))
+            .map_or(0, |kv| kv.lease)
+    }
+
+    /// Three members; the one every corral talks to (the first) is killed
+    /// while a provider changes its port again and again: the corrals move
+    /// to the others, the consumer ends with etcd's view, and the
+    /// provider's lease lives on.
+    #[test]
+    fn a_member_killed_under_changes_loses_nothing() {
+        let mut cluster = TestCluster::start(3);
+        run(async {
+            ready(&cluster.gateway()).await;
+            let a = Peer::start(cluster_settings(&cluster, "a"));
+            let mut b = Peer::start(cluster_settings(&cluster, "b"));
+            let _ = a
+                .commands
+                .send(Command::Register(endpoint("db", "a", "db", 1000)));
+            b.until("first", |p| p.has("a:db", 1000)).await;
+            let lease = lease_of(&cluster, "a:db").await;
+            for port in 1001..1040 {
+                if port == 1010 {
+                    cluster.kill(0);
+                }
+                let _ = a
+                    .commands
+                    .send(Command::Register(endpoint("db", "a", "db", port)));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            b.until("the last change", |p| {
+                p.has("a:db", 1039) && p.view.len() == 1
+            })
+            .await;
+            assert_eq!(
+                lease_of(&cluster, "a:db").await,
+                lease,
+                "the lease lived on"
+            );
+        });
+    }
+
+    /// The member both corrals talk to freezes (as if cut off: connections
+    /// stay open, nothing answers): calls move to the others within their
+    /// bound (a third of the TTL), and so does the consumer's watch, so a
+    /// change made meanwhile reaches it.
+    #[test]
+    fn a_frozen_member_is_left_by_calls_and_by_the_watch() {
+        let cluster = TestCluster::start(3);
+        run(async {
+            ready(&cluster.gateway()).await;
+            let a = Peer::start(cluster_settings(&cluster, "a"));
+            let mut b = Peer::start(cluster_settings(&cluster, "b"));
+            let _ = a
+                .commands
+                .send(Command::Register(endpoint("db", "a", "db", 1)));
+            b.until("registered", |p| p.has("a:db", 1)).await;
+            cluster.signal(0, nix::sys::signal::Signal::SIGSTOP);
+            let frozen = Instant::now();
+            let _ = a
+                .commands
+                .send(Command::Register(endpoint("cache", "a", "cache", 2)));
+            b.until("the change, through another member", |p| {
+                p.has("a:cache", 2)
+            })
+            .await;
+            let took = frozen.elapsed();
+            cluster.signal(0, nix::sys::signal::Signal::SIGCONT);
+            // A keep-alive interval (TTL/3) to notice, one call bound to move.
+            assert!(took < Duration::from_secs(4), "{took:?}");
+        });
+    }
+
+    /// Quorum lost (two of three members down) for longer than the TTL:
+    /// both corrals say degraded, nothing is withdrawn from the consumer's
+    /// view meanwhile, and once quorum is back everything catches up under
+    /// the same lease.
+    #[test]
+    fn quorum_lost_for_a_while_withdraws_nothing() {
+        let mut cluster = TestCluster::start(3);
+        run(async {
+            ready(&cluster.gateway()).await;
+            let mut a = Peer::start(cluster_settings(&cluster, "a"));
+            let mut b = Peer::start(cluster_settings(&cluster, "b"));
+            let _ = a
+                .commands
+                .send(Command::Register(endpoint("db", "a", "db", 1)));
+            b.until("registered", |p| p.has("a:db", 1)).await;
+            let lease = lease_of(&cluster, "a:db").await;
+            cluster.kill(1);
+            cluster.kill(2);
+            a.until("a degraded", |p| p.degraded).await;
+            b.until("b degraded", |p| p.degraded).await;
+            // Twice the TTL without quorum.
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            cluster.restart(1);
+            cluster.restart(2);
+            b.until("healthy again", |p| !p.degraded && p.has("a:db", 1))
+                .await;
+            assert!(b.removed.is_empty(), "withdrawn meanwhile: {:?}", b.removed);
+            let _ = a
+                .commands
+                .send(Command::Register(endpoint("cache", "a", "cache", 2)));
+            b.until("a later change", |p| p.has("a:cache", 2)).await;
+            assert_eq!(
+                lease_of(&cluster, "a:db").await,
+                lease,
+                "the lease lived on"
+            );
         });
     }
 
