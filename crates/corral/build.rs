@@ -82,6 +82,14 @@ fn hot_text_first(target: &str) {
         script.push_str(&format!("    *(.text.{name} .text.unlikely.{name})\n"));
     }
     script.push_str("  }\n}\nINSERT AFTER .plt;\n");
+    // ring's C and assembly objects hold 180 KB of tables (TLS only, when
+    // etcd has `tls`): after the read-only data every daemon reads, not
+    // among it, where the fault-around windows of that data would map them.
+    script.push_str(
+        "SECTIONS\n{\n  .rodata.common :\n  {\n    \
+         *(EXCLUDE_FILE(*libring-*) .rodata EXCLUDE_FILE(*libring-*) .rodata.*)\n  \
+         }\n}\nINSERT BEFORE .rodata;\n",
+    );
     let path = std::path::Path::new(&out).join("corrald-layout.ld");
     if std::fs::write(&path, script).is_ok() {
         println!("cargo:rustc-link-arg-bin=corral=-Wl,-T,{}", path.display());
