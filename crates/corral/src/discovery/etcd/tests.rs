@@ -1069,6 +1069,52 @@ mod agent {
         });
     }
 
+    /// Compaction and defragmentation while corrals watch: the watches go
+    /// on, later changes arrive, and the view ends equal to etcd's.
+    #[test]
+    fn compaction_and_defragmentation_under_watches_change_nothing() {
+        let etcd = TestEtcd::start();
+        run(async {
+            let g = etcd.gateway();
+            ready(&g).await;
+            let a = Peer::start(settings(&etcd, "a"));
+            let mut b = Peer::start(settings(&etcd, "b"));
+            for port in 1..=50 {
+                let _ = a
+                    .commands
+                    .send(Command::Register(endpoint("db", "a", "db", port)));
+            }
+            b.until("the last port", |p| p.has("a:db", 50)).await;
+            let (_, revision) = g.range_prefix("corral/").await.unwrap_or_default();
+            for (path, body) in [
+                (
+                    "/v3/kv/compaction",
+                    serde_json::json!({ "revision": revision.to_string(), "physical": true }),
+                ),
+                ("/v3/maintenance/defragment", serde_json::json!({})),
+            ] {
+                let _: serde_json::Value = g
+                    .call(path, &body)
+                    .await
+                    .unwrap_or_else(|e| panic!("{path}: {e}"));
+            }
+            let _ = a
+                .commands
+                .send(Command::Register(endpoint("cache", "a", "cache", 2)));
+            b.until("a change after", |p| p.has("a:cache", 2)).await;
+            let (kvs, _) = g.range_prefix("corral/svc/").await.unwrap_or_default();
+            let mut in_etcd: Vec<String> = kvs.iter().map(|kv| kv.key.clone()).collect();
+            in_etcd.sort();
+            let view: Vec<String> = b
+                .view
+                .iter()
+                .map(|(n, i, _)| format!("corral/svc/{n}/{i}"))
+                .collect();
+            assert_eq!(view, in_etcd);
+            assert!(!b.degraded);
+        });
+    }
+
     #[test]
     fn etcd_restarting_loses_nothing_and_later_changes_still_arrive() {
         let mut etcd = TestEtcd::start();
