@@ -14,8 +14,9 @@ installed), builds corral in release with the layout off and a link map, runs
 scenarios under `valgrind --tool=callgrind --dump-instr=yes` (start 100
 services, ps, logs, restart, stop/start, reload, SIGTERM; the same with
 `up -d`, wait, scale, kill and `down`; the basic example with its probes,
-a oneshot and a crash loop, then `down`; last, discovery through an etcd
-that speaks only TLS, whose functions go after all the others), maps each
+a oneshot and a crash loop, then `down`; last, discovery through etcd,
+then through an etcd that speaks only TLS, whose functions go after all
+the others, in that order), maps each
 executed address to its input section through the map, and writes the
 functions' symbol names: those of the first scenario first, each group in
 the order the compiler laid them out. build.rs also matches them with their
@@ -176,41 +177,55 @@ def openssl(work, *args):
     subprocess.run(["openssl", *args], cwd=work, check=True, capture_output=True)
 
 
+def etcd_scenario(tmp):
+    """Discovery through etcd over plain HTTP: what a corral with etcd runs,
+    listed after the common paths and before what only TLS adds."""
+    etcd_run(tmp, tls=False)
+
+
 def etcd_tls_scenario(tmp):
     """Discovery through an etcd that speaks only TLS and asks for a client
     certificate: the TLS path, for users who configure it. Its functions go
     last in the list, after every common path's."""
-    work = os.path.join(tmp, "etcd-tls")
+    etcd_run(tmp, tls=True)
+
+
+def etcd_run(tmp, tls):
+    work = os.path.join(tmp, "etcd-tls" if tls else "etcd")
     os.makedirs(work)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    openssl(work, "req", "-x509", "-days", "1", "-subj", "/CN=layout-ca", *ec,
-            "-keyout", "ca.key", "-out", "ca.pem")
-    for who, ext in [("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
-                     ("client", "extendedKeyUsage=clientAuth\n")]:
-        with open(os.path.join(work, f"{who}.ext"), "w") as f:
-            f.write(ext)
-        openssl(work, "req", "-subj", f"/CN=layout-{who}", *ec, "-keyout", f"{who}.key",
-                "-out", f"{who}.csr")
-        openssl(work, "x509", "-req", "-days", "1", "-in", f"{who}.csr", "-CA", "ca.pem",
-                "-CAkey", "ca.key", "-CAcreateserial", "-extfile", f"{who}.ext", "-out", f"{who}.pem")
+    if tls:
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        openssl(work, "req", "-x509", "-days", "1", "-subj", "/CN=layout-ca", *ec,
+                "-keyout", "ca.key", "-out", "ca.pem")
+        for who, ext in [("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
+                         ("client", "extendedKeyUsage=clientAuth\n")]:
+            with open(os.path.join(work, f"{who}.ext"), "w") as f:
+                f.write(ext)
+            openssl(work, "req", "-subj", f"/CN=layout-{who}", *ec, "-keyout", f"{who}.key",
+                    "-out", f"{who}.csr")
+            openssl(work, "x509", "-req", "-days", "1", "-in", f"{who}.csr", "-CA", "ca.pem",
+                    "-CAkey", "ca.key", "-CAcreateserial", "-extfile", f"{who}.ext", "-out", f"{who}.pem")
     ports = []
     for _ in range(2):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
-    client, peer = f"https://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
+    scheme = "https" if tls else "http"
+    client, peer = f"{scheme}://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
+    certs = ["--cert-file", "server.pem", "--key-file", "server.key",
+             "--trusted-ca-file", "ca.pem", "--client-cert-auth"] if tls else []
     etcd = subprocess.Popen(
         ["etcd", "--name", "l", "--data-dir", os.path.join(work, "data"),
          "--listen-client-urls", client, "--advertise-client-urls", client,
          "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-         "--initial-cluster", f"l={peer}", "--cert-file", "server.pem", "--key-file", "server.key",
-         "--trusted-ca-file", "ca.pem", "--client-cert-auth"],
+         "--initial-cluster", f"l={peer}", *certs],
         cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    files = ', tls = { ca = "ca.pem", cert = "client.pem", key = "client.key" }' if tls else ""
     try:
         with open(os.path.join(work, "corral.toml"), "w") as f:
             f.write(f"""[discovery]
 backend = "etcd"
-etcd = {{ endpoints = ["{client}"], ttl = "3s", tls = {{ ca = "ca.pem", cert = "client.pem", key = "client.key" }} }}
+etcd = {{ endpoints = ["{client}"], ttl = "3s"{files} }}
 
 [services.db]
 command = ["sleep", "86400"]
@@ -222,7 +237,7 @@ requires = ["db"]
 """)
         daemon = under_callgrind(work, tmp)
         if not wait_for(lambda: running(work) >= 2, 180):
-            sys.exit("layout: the TLS scenario's services did not start under valgrind")
+            sys.exit(f"layout: {work}: the services did not start under valgrind")
         time.sleep(5)  # keep-alives over the kept connection
         cli(work, "ps")
         cli(work, "down", timeout=120)
@@ -367,8 +382,9 @@ def profile(tmp, link_map, order, optional, seen):
     print(f"BTreeMap's bulk build: {len(bulk)} more functions ({sum(s[1] for s in bulk)} bytes)",
           file=sys.stderr)
     # What only some configs run, after everything every daemon runs.
-    n, size = run_scenario(tmp, etcd_tls_scenario, sections, starts, optional, seen)
-    count, total = count + n, total + size
+    for scenario in (etcd_scenario, etcd_tls_scenario):
+        n, size = run_scenario(tmp, scenario, sections, starts, optional, seen)
+        count, total = count + n, total + size
     return count, total, sum(s[1] for s in sections)
 
 
