@@ -76,7 +76,7 @@ pub struct EnvParts<'a> {
 
 /// A service's environment, sorted by name, kept for as long as the
 /// service is configured: its `NAME=value` entries in one allocation (a
-/// vector of string pairs took 510 bytes per service, bench/RESULTS.md).
+/// vector of string pairs takes several times that).
 /// Without the instance's own variables (`Service::own_env`), so services
 /// whose environments are otherwise the same share one.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]

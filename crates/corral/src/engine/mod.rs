@@ -303,8 +303,8 @@ pub struct Engine {
     abort_on_exit: Option<AbortOnExit>,
     /// False only when no service in `order` is Waiting: `poll_all`, run
     /// after every event, then has nothing to offer a start to. Without it,
-    /// each event cost a look at every service, and a start of N services
-    /// N^2 looks. Set wherever a unit becomes Waiting (`wait`, new units).
+    /// each event would cost a look at every service, and a start of N
+    /// services N^2 looks. Set wherever a unit becomes Waiting (`wait`, new units).
     may_wait: bool,
     /// How many times `wait` made a unit Waiting.
     waits: u64,

@@ -5,7 +5,7 @@
 //! `std::process::Command`, for two reasons. With a cgroup, the child is
 //! created in it (`clone3` with `CLONE_INTO_CGROUP`): moving a process into
 //! a cgroup after the fork, by a write to `cgroup.procs`, waits for an RCU
-//! grace period on most kernels (measured: +10 ms on every restart). And the
+//! grace period on most kernels, a delay on every restart. And the
 //! child shares corral's memory until it execs, as posix_spawn does (on
 //! x86-64: `CLONE_VM | CLONE_VFORK`), where a fork would copy the page
 //! tables of the whole daemon for every process it starts, so one spawn
@@ -178,8 +178,7 @@ pub fn spawn(launch: Launch<'_>) -> Result<Spawned, SpawnError> {
     let (pid, failed) = loop {
         // A child that shares corral's memory until it execs reports a
         // failure to exec in it (`Child::failed`); one that was forked,
-        // through a close-on-exec pipe. The pipe was 6 system calls and
-        // ~11 ms of corral's CPU in a start of 1,000 (bench/RESULTS.md).
+        // through a close-on-exec pipe, system calls the first one spares.
         let shared = shares_memory();
         let (status_r, status_w) = if shared {
             (None, None)
@@ -463,8 +462,7 @@ static SLOTS: std::sync::Mutex<Option<bool>> = std::sync::Mutex::new(None);
 /// Why the slots: a child that got a copy of corral's whole descriptor
 /// table (what a fork does) costs the kernel a copy of every entry and,
 /// at exec, a close of every one: with two pipes per service, that is
-/// O(services) per spawn and O(services^2) to start them all (measured:
-/// `dup_fd` and the closes were a fifth of corral's time starting 1,000).
+/// O(services) per spawn and O(services^2) to start them all.
 /// Instead the child shares corral's table (CLONE_FILES) and takes a
 /// private copy of its first SLOT_END entries (`close_range` with
 /// CLOSE_RANGE_UNSHARE) before it changes anything.
@@ -926,7 +924,7 @@ fn run_child(child: &Child<'_>, join: Option<RawFd>) -> ! {
         // ignores SIGPIPE) or whoever started corral had: the raw system
         // call, as libc refuses to touch the signals it keeps for itself.
         // With CLONE_CLEAR_SIGHAND the kernel reset the handled ones: only
-        // the ignored ones are left (62 system calls -> 1, ~11 us a spawn).
+        // the ignored ones are left, one system call for all of them.
         let default = KernelSigaction::default(); // SIG_DFL, no flags, empty mask
         let reset = child.reset.load(Ordering::Relaxed);
         for sig in 1..=64 {

@@ -44,9 +44,8 @@ pub struct Run {
     /// Leaves that were killed and are removed once empty.
     retired: Vec<PathBuf>,
     /// During a shutdown, the cgroups of instances that ended are removed
-    /// on a thread of their own while the others end: one rmdir each,
-    /// ~35 us under the kernel's cgroup mutex, were the last 30 ms of a
-    /// shutdown of 1,000 services when `end` did them all.
+    /// on a thread of their own while the others end: each rmdir holds the
+    /// kernel's cgroup mutex, and all of them at `end` would come last.
     sweeper: Option<Sweeper>,
     /// The instances handed to the sweeper, which also kills what they left.
     released: std::collections::HashSet<String>,
@@ -173,10 +172,9 @@ impl Run {
     /// An instance ended for good (corral is shutting down): its cgroup is
     /// removed now, on the sweeper thread, rather than at `end`; what its
     /// service left there (a double-forked daemon) is killed there too, and
-    /// that cgroup removed at `end`. Looking from this thread cost an open and a read of the
-    /// cgroup's `cgroup.events` per instance, which waited on the sweeper's
-    /// removals (the same kernel lock): a shutdown of 1,000 services
-    /// 105 -> 93 ms.
+    /// that cgroup removed at `end`. Looking from this thread would cost an
+    /// open and a read of the cgroup's `cgroup.events` per instance, each
+    /// waiting on the sweeper's removals (the same kernel lock).
     pub fn release_instance(&mut self, instance: &str) {
         let (Some(cg), Some(run)) = (&self.cgroup, &self.cgroup_dir) else {
             return;

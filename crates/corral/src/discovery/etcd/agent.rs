@@ -249,8 +249,7 @@ impl Agent {
         // was compacted away: then etcd cancels the watch and it is listed
         // again below. It resumes *at* the last revision seen, not after it:
         // etcd accepts a watch that starts exactly at the compaction revision
-        // but has dropped the deletions made at that revision (measured: a
-        // revoke then a compaction while corral was cut off went unseen).
+        // but has dropped the deletions made at that revision.
         // Starting one earlier gets a cancel instead; the one event seen
         // twice changes nothing.
         let mut watch = if self.revision > 0 {
