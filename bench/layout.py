@@ -55,17 +55,19 @@ BTREE_BULK = re.compile(r"btree\w*(bulk_steal_left|bulk_steal_right|move_to_slic
 MUSL = "x86_64-unknown-linux-musl"
 
 
-def build(tmp, target):
-    """Builds corral for `target` (None: the host's); returns its link map."""
+def build(tmp, target, layout=False):
+    """Builds corral for `target` (None: the host's), with the layout off
+    unless `layout`; returns its link map."""
     flags = ["--target", target] if target else []
     subprocess.run(["cargo", "build", "--release", *flags], cwd=ROOT, check=True)
     link_map = os.path.join(tmp, "corral.map")
     # The same crate metadata (symbol hashes) as `cargo build --release`:
     # link arguments and build-script settings are not part of it.
+    env = {**os.environ} if layout else {**os.environ, "CORRAL_LAYOUT": "off"}
     subprocess.run(
         ["cargo", "rustc", "-p", "corral", "--release", *flags, "--bin", "corral", "--",
          "-C", f"link-arg=-Wl,-Map={link_map}"],
-        cwd=ROOT, check=True, env={**os.environ, "CORRAL_LAYOUT": "off"},
+        cwd=ROOT, check=True, env=env,
     )
     global CORRAL
     CORRAL = os.path.join(ROOT, "target", *([target] if target else []), "release/corral")
@@ -328,7 +330,82 @@ def symbol(section):
     return re.sub(r"^\.text\.(unlikely\.)?", "", section)
 
 
+def name_glob(name):
+    """The symbol with what a rebuild changes made `*`, as build.rs does
+    (crates/corral/layout/glob.rs): the legacy hash, v0 crate
+    disambiguators, LTO's numbered copies."""
+    stem = name.rstrip("0123456789")
+    lto = None
+    if len(stem) != len(name) and stem.endswith("."):
+        lto = stem[:-1]
+        if lto.endswith(".llvm"):
+            lto = lto[:-len(".llvm")]
+    base = lto if lto is not None else name
+    out, i = [], 0
+    while i < len(base):
+        rest = base[i:]
+        if (base.startswith("_ZN") and len(rest) == 20 and rest.startswith("17h")
+                and all(c in "0123456789abcdefABCDEF" for c in rest[3:19]) and rest[19] == "E"):
+            out.append("17h*")
+            return "".join(out)
+        if base.startswith("_R") and rest.startswith("Cs"):
+            n = 0
+            while 2 + n < len(rest) and rest[2 + n].isascii() and rest[2 + n].isalnum():
+                n += 1
+            if n > 0 and rest[2 + n:3 + n] == "_":
+                out.append("Cs*_")
+                i += 3 + n
+                continue
+        out.append(base[i])
+        i += 1
+    if lto is not None:
+        out.append("*")
+    return "".join(out)
+
+
+def check(minimum):
+    """How much of the code the common scenarios run the list places first,
+    on a build with the layout on; exits 1 below `minimum` (a share of the
+    bytes run): the list is stale, run this script without --check."""
+    tmp = tempfile.mkdtemp(prefix="corral-layout-")
+    listed = set()
+    for line in open(OUT):
+        if line.strip() and not line.startswith("#"):
+            listed.add(line.strip())
+            listed.add(name_glob(line.strip()))
+    link_map = build(tmp, None, layout=True)
+    sections = text_sections(link_map)
+    starts = [sec[0] for sec in sections]
+    run = set()
+    for scenario in (sleeps_scenario, detached_scenario, example_scenario):
+        for f in glob_files(tmp):
+            os.remove(f)
+        scenario(tmp)
+        for f in glob_files(tmp):
+            for addr in executed(f) or ():
+                i = bisect.bisect_right(starts, addr) - 1
+                if i >= 0 and addr < sections[i][0] + sections[i][1]:
+                    run.add(i)
+    first = [i for i in run
+             if symbol(sections[i][2]) in listed or name_glob(symbol(sections[i][2])) in listed]
+    size = lambda ids: sum(sections[i][1] for i in ids)
+    share = size(first) / max(size(run), 1)
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"layout check: {len(first)} of {len(run)} functions run are listed first, "
+          f"{size(first) // 1024} of {size(run) // 1024} KiB ({share:.1%}; minimum {minimum:.0%})")
+    if share < minimum:
+        sys.exit("layout check: below the minimum: regenerate with `python3 bench/layout.py`")
+
+
+def glob_files(tmp):
+    return glob.glob(os.path.join(tmp, "cg.*"))
+
+
 def main():
+    if "--check" in sys.argv[1:]:
+        args = sys.argv[1:]
+        minimum = float(args[args.index("--min") + 1]) if "--min" in args else 0.97
+        return check(minimum)
     tmp = tempfile.mkdtemp(prefix="corral-layout-")
     # What every daemon runs (both builds') first, then what only some
     # configs run: a build's own common names after another build's

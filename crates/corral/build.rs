@@ -11,7 +11,7 @@ fn main() {
     // Pack relative relocations (DT_RELR, glibc 2.36+, binutils 2.38+): a PIE
     // has about 2,900 of them, 24 bytes each in .rela.dyn, which the loader
     // reads at start and which then stay resident; packed they take under
-    // 1 KB. Measured with bench/supervise.py at N=100: about -40 kB PSS.
+    // 1 KB.
     // The static build (musl, src/lib.rs) relocates itself at start
     // (static PIE): the same packing applies; musl 1.2.4+ reads it.
     if target.ends_with("-linux-gnu") || target.ends_with("-linux-musl") {
@@ -19,7 +19,7 @@ fn main() {
         hot_text_first(&target);
     }
     if target.ends_with("-linux-gnu") {
-        static_unwinder();
+        static_unwinder(&target);
     }
 }
 
@@ -100,11 +100,30 @@ fn hot_text_first(target: &str) {
 /// libgcc_s.so.1 at run time. std asks for libgcc_s for its `_Unwind_*`
 /// symbols; the archive comes first on the link line (a crate's native
 /// libraries precede std's), so the linker takes those symbols from it and,
-/// with `--as-needed`, never records libgcc_s. The shared library cost a
-/// mapping of its own (84 kB of PSS, none of it shared with the services);
+/// with `--as-needed`, never records libgcc_s. The shared library would
+/// cost a mapping of its own, none of it shared with the services;
 /// the few objects taken from the archive are counted with corral's code.
-fn static_unwinder() {
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+///
+/// The archive is the target's: its C compiler is asked where it is
+/// (`CC_<target>` or `TARGET_CC`, the names the cc crate reads, else `CC`
+/// or `cc` when building for this machine). Cross-compiling without one
+/// named, nothing is added and libgcc_s stays a dependency.
+fn static_unwinder(target: &str) {
+    let own = format!("CC_{}", target.replace('-', "_"));
+    for var in [own.as_str(), "TARGET_CC", "CC"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    let native = std::env::var("HOST").is_ok_and(|host| host == target);
+    let cc = match std::env::var(&own).or_else(|_| std::env::var("TARGET_CC")) {
+        Ok(cc) => cc,
+        Err(_) if native => std::env::var("CC").unwrap_or_else(|_| "cc".into()),
+        Err(_) => {
+            println!(
+                "cargo:warning=cross-compiling without {own} or TARGET_CC: libgcc_s stays dynamic"
+            );
+            return;
+        }
+    };
     let Ok(out) = std::process::Command::new(cc)
         .arg("-print-file-name=libgcc_eh.a")
         .output()
