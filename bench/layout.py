@@ -363,10 +363,13 @@ def name_glob(name):
     return "".join(out)
 
 
-def check(minimum):
+def check(most):
     """How much of the code the common scenarios run the list places first,
-    on a build with the layout on; exits 1 below `minimum` (a share of the
-    bytes run): the list is stale, run this script without --check."""
+    on a build with the layout on; exits 1 when more than `most` functions
+    run outside it: each may land in a 64 KiB window of its own and make all
+    of that resident (a share of bytes hides that: 0.5% of the code run,
+    unlisted, cost 450 kB of PSS), so the list is stale: run this script
+    without --check."""
     tmp = tempfile.mkdtemp(prefix="corral-layout-")
     listed = set()
     for line in open(OUT):
@@ -390,11 +393,13 @@ def check(minimum):
              if symbol(sections[i][2]) in listed or name_glob(symbol(sections[i][2])) in listed]
     size = lambda ids: sum(sections[i][1] for i in ids)
     share = size(first) / max(size(run), 1)
+    missing = len(run) - len(first)
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"layout check: {len(first)} of {len(run)} functions run are listed first, "
-          f"{size(first) // 1024} of {size(run) // 1024} KiB ({share:.1%}; minimum {minimum:.0%})")
-    if share < minimum:
-        sys.exit("layout check: below the minimum: regenerate with `python3 bench/layout.py`")
+          f"{size(first) // 1024} of {size(run) // 1024} KiB ({share:.1%}); "
+          f"{missing} run outside the list (at most {most})")
+    if missing > most:
+        sys.exit("layout check: the list is stale: regenerate it with `python3 bench/layout.py`")
 
 
 def glob_files(tmp):
@@ -404,8 +409,8 @@ def glob_files(tmp):
 def main():
     if "--check" in sys.argv[1:]:
         args = sys.argv[1:]
-        minimum = float(args[args.index("--min") + 1]) if "--min" in args else 0.97
-        return check(minimum)
+        most = int(args[args.index("--max-missing") + 1]) if "--max-missing" in args else 4
+        return check(most)
     tmp = tempfile.mkdtemp(prefix="corral-layout-")
     # What every daemon runs (both builds') first, then what only some
     # configs run: a build's own common names after another build's
