@@ -125,3 +125,32 @@ fn corrals_on_two_hosts_follow_each_others_endpoints() {
     a.run(&["down"]);
     drop(corral_b);
 }
+
+/// A corral watches only the names its services require: one that requires
+/// nothing does not list other hosts' endpoints; a reload that adds a
+/// dependent makes it watch that name, and the dependent starts.
+#[test]
+fn a_corral_watches_the_names_it_requires_and_a_reload_adds_them() {
+    let etcd = Etcd::start();
+    let a = Project::new(&config(&etcd, "host-a", "127.0.0.2", PROVIDER));
+    let idle = "\n[services.idle]\ncommand = [\"sleep\", \"600\"]\n";
+    let b = Project::new(&config(&etcd, "host-b", "127.0.0.3", idle));
+    let corral_a = a.up();
+    corral_a.wait_for_service_event("db", "registered db", SECS10);
+    let corral_b = b.up();
+    corral_b.started_pid("idle", SECS5);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !endpoints(&b).contains("host-a:db"),
+        "b requires nothing: {}",
+        endpoints(&b)
+    );
+    b.write(
+        "corral.toml",
+        &config(&etcd, "host-b", "127.0.0.3", &format!("{idle}{DEPENDENT}")),
+    );
+    let (code, out, err) = b.run(&["reload"]);
+    assert_eq!(code, 0, "{out}{err}");
+    corral_b.wait_for("addr=127.0.0.2:5432", SECS10);
+    assert!(endpoints(&b).contains("host-a:db"), "{}", endpoints(&b));
+}

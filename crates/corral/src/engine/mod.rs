@@ -175,6 +175,9 @@ pub struct ReloadPlan {
     pub added: Vec<usize>,
     pub removed: Vec<usize>,
     pub shutdown_timeout: Duration,
+    /// Required names without an endpoint now, by service (those with
+    /// requirements): an added dependent waits for them from the start.
+    pub missing: Vec<(usize, Vec<String>)>,
 }
 
 /// One service's live bookkeeping.
@@ -544,6 +547,11 @@ impl Engine {
         self.position = positions(&plan.order, self.specs.len());
         self.order = plan.order;
         self.shutdown_timeout = plan.shutdown_timeout;
+        for (svc, missing) in plan.missing {
+            if let Some(unit) = self.units.get_mut(svc) {
+                unit.missing = missing;
+            }
+        }
         for svc in plan.removed {
             fx.push(report(svc, Report::Removed));
             self.ask(svc, Ask::Remove, now, fx);

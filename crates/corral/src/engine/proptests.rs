@@ -493,6 +493,7 @@ impl World {
                 .collect(),
             specs,
             shutdown_timeout: Duration::from_secs(30),
+            missing: Vec::new(),
         };
         self.send(Event::Reload(Box::new(plan)))
     }

@@ -874,6 +874,7 @@ fn reload_restarts_changed_starts_added_stops_removed() {
         added: vec![3],
         removed: vec![2],
         shutdown_timeout: Duration::from_secs(30),
+        missing: Vec::new(),
     };
     h.send(Event::Reload(Box::new(plan)));
     assert_eq!(h.pid(0), keep);

@@ -26,8 +26,13 @@ pub(super) struct Remote {
 }
 
 impl Remote {
-    pub(super) fn start(etcd: &crate::config::Etcd, host_id: &str) -> Remote {
+    pub(super) fn start(
+        etcd: &crate::config::Etcd,
+        host_id: &str,
+        services: &[crate::config::Service],
+    ) -> Remote {
         let settings = agent::Settings {
+            names: required_names(services),
             endpoints: etcd.endpoints.clone(),
             prefix: etcd.prefix.clone(),
             ttl: etcd.ttl,
@@ -63,6 +68,11 @@ impl Remote {
         Ok(())
     }
 
+    /// Lists and watches the names `services` require now.
+    pub(super) fn require(&self, services: &[crate::config::Service]) {
+        let _ = self.commands.send(Command::Names(required_names(services)));
+    }
+
     /// The agent's next report; never, without an agent.
     pub(super) async fn next(remote: &mut Option<Remote>) -> Option<Report> {
         match remote {
@@ -77,6 +87,14 @@ impl Remote {
         let _ = self.commands.send(Command::Stop);
         let _ = tokio::time::timeout(limit, self.task).await;
     }
+}
+
+/// Every name some service requires: the names to watch.
+fn required_names(services: &[crate::config::Service]) -> BTreeSet<String> {
+    services
+        .iter()
+        .flat_map(|s| s.links().requires.iter().map(|r| r.name.clone()))
+        .collect()
 }
 
 /// Endpoint sets of a dependent, by required name.
@@ -250,7 +268,7 @@ impl Supervisor<'_> {
     }
 
     /// Which required names of `svc` have no matching endpoint.
-    fn missing(&self, svc: usize) -> Vec<String> {
+    pub(super) fn missing(&self, svc: usize) -> Vec<String> {
         self.endpoint_sets(svc)
             .into_iter()
             .filter(|(_, list)| list.is_empty())

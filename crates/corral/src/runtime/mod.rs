@@ -325,7 +325,7 @@ pub async fn run(
         .discovery
         .etcd
         .as_ref()
-        .map(|etcd| discover::Remote::start(etcd, &host_id));
+        .map(|etcd| discover::Remote::start(etcd, &host_id, &config.services));
     let mut sup = Supervisor {
         config,
         engine,

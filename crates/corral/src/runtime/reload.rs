@@ -94,6 +94,7 @@ pub fn realign(old: &[Service], old_retired: &[bool], new: Config) -> Realigned 
         added,
         removed,
         shutdown_timeout: aligned.global.shutdown_timeout,
+        missing: Vec::new(),
     };
     aligned.start_order = plan.order.clone();
     Realigned {

@@ -358,8 +358,14 @@ impl Supervisor<'_> {
                 result.unchanged.len()
             ),
         );
-        self.queue
-            .push_back(Event::Reload(Box::new(realigned.plan)));
+        let mut plan = realigned.plan;
+        // What each dependent still lacks, before any is started: a
+        // dependent the reload adds waits for its names like any other.
+        plan.missing = (0..self.config.services.len())
+            .filter(|&svc| !self.config.services[svc].links().requires.is_empty())
+            .map(|svc| (svc, self.missing(svc)))
+            .collect();
+        self.queue.push_back(Event::Reload(Box::new(plan)));
         self.drain_queue();
         self.release_sockets();
         if self.engine.is_booted() {
@@ -371,6 +377,9 @@ impl Supervisor<'_> {
         self.drain_queue();
         // The backend stays the one corral started with; its certificates
         // are read again, so renewed files are used without a restart.
+        if let Some(remote) = &self.remote {
+            remote.require(&self.config.services);
+        }
         if let (Some(remote), Some(etcd)) = (&self.remote, &self.config.global.discovery.etcd) {
             if let Err(e) = remote.renew_tls(etcd) {
                 self.hub

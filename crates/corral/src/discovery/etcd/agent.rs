@@ -1,7 +1,9 @@
 //! The etcd agent: one task per corral that holds a lease, publishes this
-//! host's endpoints under it, and reports every endpoint under the prefix
-//! from a list and a watch. It reconnects, re-grants and re-registers by itself;
-//! while etcd cannot be reached the view stays as it was (degraded).
+//! host's endpoints under it, and reports the endpoints of the names this
+//! corral requires, from a list and a watch per name (none when it requires
+//! nothing, so a change reaches only the corrals that use it). It
+//! reconnects, re-grants and re-registers by itself; while etcd cannot be
+//! reached the view stays as it was (degraded).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -11,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::{sleep, Instant};
 
-use super::gateway::{Change, Gateway, GatewayError, KeyValue, Watch, WatchMessage};
+use super::gateway::{Change, Gateway, GatewayError, KeyValue, Origin, Watch, WatchMessage};
 
 /// How the agent reaches etcd and names this host.
 #[derive(Debug, Clone)]
@@ -26,7 +28,15 @@ pub struct Settings {
     pub credentials: Option<(String, String)>,
     /// TLS to every endpoint.
     pub tls: Option<crate::tcp::Tls>,
+    /// The names this corral requires: only their endpoints are listed and
+    /// watched.
+    pub names: BTreeSet<String>,
 }
+
+/// Up to this many required names get a watch each (a connection each:
+/// the JSON gateway streams one watch per request); more are watched as
+/// the whole prefix.
+const MAX_WATCHES: usize = 8;
 
 /// What the supervisor asks of the agent.
 #[derive(Debug)]
@@ -40,6 +50,9 @@ pub enum Command {
     /// TLS as the files say now (renewed certificates), from the next
     /// connection on.
     Tls(crate::tcp::Tls),
+    /// The names required now (a reload changed them): listed and watched
+    /// instead of the earlier ones.
+    Names(BTreeSet<String>),
 }
 
 /// What the agent tells the supervisor.
@@ -75,6 +88,16 @@ pub struct Record {
 impl Settings {
     fn svc_prefix(&self) -> String {
         format!("{}/svc/", self.prefix.trim_matches('/'))
+    }
+
+    /// The key ranges (as prefixes) to list and watch: one per required
+    /// name, the whole prefix beyond MAX_WATCHES names, none for none.
+    fn ranges(&self) -> Vec<String> {
+        let all = self.svc_prefix();
+        if self.names.len() > MAX_WATCHES {
+            return vec![all];
+        }
+        self.names.iter().map(|n| format!("{all}{n}/")).collect()
     }
 
     fn key(&self, e: &Endpoint) -> String {
@@ -167,7 +190,7 @@ pub async fn run(
         mine: BTreeMap::new(),
         withdrawn: BTreeSet::new(),
         lease: None,
-        revision: 0,
+        revisions: BTreeMap::new(),
         reports,
         degraded: false,
         cleaned: false,
@@ -208,8 +231,9 @@ struct Agent {
     /// each session until it does (the lease that holds them may live on).
     withdrawn: BTreeSet<String>,
     lease: Option<i64>,
-    /// The highest revision seen; never moves back.
-    revision: i64,
+    /// By range watched: the revision it has been seen up to; never moves
+    /// back. Empty until the ranges are listed.
+    revisions: BTreeMap<String, i64>,
     reports: mpsc::UnboundedSender<Report>,
     degraded: bool,
     /// Keys of an earlier run of this host-id are deleted once, at start.
@@ -245,19 +269,25 @@ impl Agent {
             self.withdrawn.remove(&key);
         }
         // The first time, list everything; after a disconnect, resume the
-        // watch where it was, so nothing is listed again, unless that history
-        // was compacted away: then etcd cancels the watch and it is listed
-        // again below. It resumes *at* the last revision seen, not after it:
-        // etcd accepts a watch that starts exactly at the compaction revision
-        // but has dropped the deletions made at that revision.
-        // Starting one earlier gets a cancel instead; the one event seen
-        // twice changes nothing.
-        let mut watch = if self.revision > 0 {
-            let prefix = self.settings.svc_prefix();
-            self.gateway.watch(&prefix, self.revision).await?
-        } else {
-            self.relist().await?
-        };
+        // watches where they were, so nothing is listed again, unless that
+        // history was compacted away: then etcd cancels the watch and the
+        // ranges are listed again below. A watch resumes *at* the last
+        // revision seen, not after it: etcd accepts a watch that starts
+        // exactly at the compaction revision but has dropped the deletions
+        // made at that revision. Starting one earlier gets a cancel
+        // instead; the one event seen twice changes nothing.
+        let ranges = self.settings.ranges();
+        let mut watches =
+            if ranges.iter().all(|r| self.revisions.contains_key(r)) && !ranges.is_empty() {
+                let mut watches = Watches::new(ranges.clone());
+                for (i, range) in ranges.iter().enumerate() {
+                    let from = self.revisions.get(range).copied().unwrap_or(0);
+                    watches.add(i, self.gateway.watch(range, from).await?);
+                }
+                watches
+            } else {
+                self.relist().await?
+            };
         self.heal();
         let period = self.settings.ttl / 3;
         let mut next_keepalive = Instant::now() + period;
@@ -268,16 +298,22 @@ impl Agent {
                         let _ = self.gateway.revoke(lease).await;
                         return Ok(());
                     }
+                    Some(Command::Names(names)) => {
+                        if names != self.settings.names {
+                            self.settings.names = names;
+                            watches = self.relist().await?;
+                        }
+                    }
                     Some(c) => {
                         self.remember_and_send(c, lease).await?;
                     }
                 },
-                message = watch.next() => match message? {
+                (i, message) = watches.next() => match message? {
                     None => return Err(broken("the watch stream ended")),
                     Some(WatchMessage::Canceled { compact_revision, reason }) => {
                         if compact_revision > 0 {
                             // Its start was compacted away: list again and diff.
-                            watch = self.relist().await?;
+                            watches = self.relist().await?;
                         } else {
                             return Err(broken(&format!("the watch was canceled: {reason}")));
                         }
@@ -287,8 +323,9 @@ impl Agent {
                         if let WatchMessage::Events { changes, .. } = message {
                             self.apply(changes);
                         }
-                        if let Some(revision) = seen {
-                            self.seen(revision);
+                        if let (Some(revision), Some(range)) = (seen, watches.ranges.get(i)) {
+                            let at = self.revisions.entry(range.clone()).or_default();
+                            *at = (*at).max(revision);
                         }
                     }
                 },
@@ -299,32 +336,38 @@ impl Agent {
                         self.lease = None;
                         return Err(broken("the lease expired"));
                     }
-                    if self.gateway.watch_member_failed(&watch) {
+                    if watches.origins.iter().any(|o| self.gateway.failed_since(*o)) {
                         // The next session resumes the watch where calls succeed.
-                        return Err(broken("the member the watch was on stopped answering"));
+                        return Err(broken("the member a watch was on stopped answering"));
                     }
                 }
             }
         }
     }
 
-    fn seen(&mut self, revision: i64) {
-        self.revision = self.revision.max(revision);
-    }
-
-    /// Lists the prefix, reports the view as it is now, and watches from there.
-    /// The agent keeps no copy of the view: the supervisor has one, and a
+    /// Lists each range, reports the view as it is now (every other host's
+    /// endpoints of the required names), and watches each from there. The
+    /// agent keeps no copy of the view: the supervisor has one, and a
     /// deleted key names its endpoint (`<prefix>/svc/<name>/<instance>`).
-    async fn relist(&mut self) -> Result<Watch, GatewayError> {
-        let prefix = self.settings.svc_prefix();
-        let (kvs, revision) = self.gateway.range_prefix(&prefix).await?;
-        let all = kvs
-            .iter()
-            .filter_map(|kv| Some(self.settings.endpoint(kv)?.0))
-            .collect();
-        self.seen(revision);
+    async fn relist(&mut self) -> Result<Watches, GatewayError> {
+        let ranges = self.settings.ranges();
+        let mut all = Vec::new();
+        let mut listed = Vec::new();
+        for range in &ranges {
+            let (kvs, revision) = self.gateway.range_prefix(range).await?;
+            all.extend(
+                kvs.iter()
+                    .filter_map(|kv| Some(self.settings.endpoint(kv)?.0)),
+            );
+            listed.push(revision);
+        }
+        self.revisions = ranges.iter().cloned().zip(listed.iter().copied()).collect();
         let _ = self.reports.send(Report::Reset(all));
-        self.gateway.watch(&prefix, revision + 1).await
+        let mut watches = Watches::new(ranges.clone());
+        for (i, (range, revision)) in ranges.iter().zip(listed).enumerate() {
+            watches.add(i, self.gateway.watch(range, revision + 1).await?);
+        }
+        Ok(watches)
     }
 
     fn apply(&mut self, changes: Vec<Change>) {
@@ -380,6 +423,14 @@ impl Agent {
                 self.gateway.set_tls(tls);
                 Vec::new()
             }
+            Command::Names(names) => {
+                // Listed afresh at the next session.
+                if names != self.settings.names {
+                    self.settings.names = names;
+                    self.revisions.clear();
+                }
+                Vec::new()
+            }
             Command::Stop => Vec::new(),
         }
     }
@@ -417,6 +468,65 @@ impl Agent {
     }
 }
 
+/// The watches of one session, each read by a task of its own (the JSON
+/// gateway streams one watch per connection), their messages merged.
+struct Watches {
+    /// The range each watches, by index.
+    ranges: Vec<String>,
+    /// Where each streams from.
+    origins: Vec<Origin>,
+    messages: mpsc::UnboundedReceiver<(usize, WatchNext)>,
+    /// Kept so that, with no watch at all, `next` waits forever.
+    sender: mpsc::UnboundedSender<(usize, WatchNext)>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+type WatchNext = Result<Option<WatchMessage>, GatewayError>;
+
+impl Watches {
+    fn new(ranges: Vec<String>) -> Watches {
+        let (sender, messages) = mpsc::unbounded_channel();
+        Watches {
+            ranges,
+            origins: Vec::new(),
+            messages,
+            sender,
+            readers: Vec::new(),
+        }
+    }
+
+    /// Reads `watch` (of range `i`) until it ends or breaks.
+    fn add(&mut self, i: usize, mut watch: Watch) {
+        self.origins.push(watch.origin());
+        let sender = self.sender.clone();
+        self.readers.push(tokio::spawn(async move {
+            loop {
+                let next = watch.next().await;
+                let last = !matches!(next, Ok(Some(_)));
+                if sender.send((i, next)).is_err() || last {
+                    return;
+                }
+            }
+        }));
+    }
+
+    /// The next message of any watch, and which.
+    async fn next(&mut self) -> (usize, WatchNext) {
+        match self.messages.recv().await {
+            Some(next) => next,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for reader in &self.readers {
+            reader.abort();
+        }
+    }
+}
+
 fn broken(reason: &str) -> GatewayError {
     GatewayError::Lost(reason.to_string())
 }
@@ -446,6 +556,7 @@ mod tests {
             host_id: "b".into(),
             credentials: None,
             tls: None,
+            names: BTreeSet::new(),
         }
     }
 

@@ -337,12 +337,12 @@ impl Gateway {
             .map_or(0, |f| f.load(Ordering::Relaxed))
     }
 
-    /// Whether the member `watch` streams from has failed a call since the
-    /// watch began: frozen or cut off, it would keep the stream open and
-    /// silent (etcd sends progress notices only every few minutes), so the
-    /// watch should move to a member that answers.
-    pub fn watch_member_failed(&self, watch: &Watch) -> bool {
-        self.failures(watch.member) > watch.failures
+    /// Whether the member a watch streams from (`origin`) has failed a
+    /// call since the watch began: frozen or cut off, it would keep the
+    /// stream open and silent (etcd sends progress notices only every few
+    /// minutes), so the watch should move to a member that answers.
+    pub fn failed_since(&self, origin: Origin) -> bool {
+        self.failures(origin.member) > origin.failures
     }
 
     /// A unary call: POST a JSON body, decode the JSON answer.
@@ -565,7 +565,21 @@ pub struct Watch {
     failures: u64,
 }
 
+/// Where a watch streams from (see `Gateway::failed_since`).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    member: usize,
+    failures: u64,
+}
+
 impl Watch {
+    pub fn origin(&self) -> Origin {
+        Origin {
+            member: self.member,
+            failures: self.failures,
+        }
+    }
+
     /// The next message; None when etcd closed the stream.
     pub async fn next(&mut self) -> Result<Option<WatchMessage>, GatewayError> {
         const PATH: &str = "/v3/watch";

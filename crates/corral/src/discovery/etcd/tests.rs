@@ -631,7 +631,16 @@ mod agent {
             host_id: host_id.into(),
             credentials: None,
             tls: None,
+            names: watched(),
         }
+    }
+
+    /// The names the tests' corrals require (the contract's and these tests').
+    fn watched() -> BTreeSet<String> {
+        ["api", "admin", "db", "cache"]
+            .into_iter()
+            .map(String::from)
+            .collect()
     }
 
     fn endpoint(name: &str, host_id: &str, service: &str, port: u16) -> Endpoint {
@@ -823,6 +832,49 @@ mod agent {
         });
     }
 
+    /// A corral sees only the names it requires: one that requires
+    /// nothing watches nothing, and a change of names (a reload) lists and
+    /// watches the new ones.
+    #[test]
+    fn a_corral_watches_only_the_names_it_requires() {
+        let etcd = TestEtcd::start();
+        run(async {
+            ready(&etcd.gateway()).await;
+            let a = Peer::start(settings(&etcd, "a"));
+            let mut b = Peer::start(Settings {
+                names: ["db".to_string()].into(),
+                ..settings(&etcd, "b")
+            });
+            let mut none = Peer::start(Settings {
+                names: BTreeSet::new(),
+                ..settings(&etcd, "none")
+            });
+            for (service, port) in [("db", 1), ("cache", 2)] {
+                let _ = a
+                    .commands
+                    .send(Command::Register(endpoint(service, "a", service, port)));
+            }
+            b.until("db", |p| p.has("a:db", 1)).await;
+            // What b got by then: db, not cache; the other, nothing.
+            none.until("its empty view", |p| p.reports.is_empty()).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            while let Ok(report) = none.reports.try_recv() {
+                assert!(
+                    matches!(&report, Report::Reset(all) if all.is_empty())
+                        || matches!(report, Report::Healthy),
+                    "a corral that requires nothing got {report:?}"
+                );
+            }
+            assert!(!b.has("a:cache", 2), "{:?}", b.view);
+            let _ = none
+                .commands
+                .send(Command::Names(["cache".to_string()].into()));
+            none.until("cache, after the names changed", |p| p.has("a:cache", 2))
+                .await;
+            assert!(!none.has("a:db", 1), "{:?}", none.view);
+        });
+    }
+
     #[test]
     fn a_dead_host_vanishes_within_its_ttl_and_a_clean_stop_at_once() {
         let etcd = TestEtcd::start();
@@ -947,6 +999,7 @@ mod agent {
             host_id: host_id.into(),
             credentials: None,
             tls: None,
+            names: watched(),
         }
     }
 
