@@ -188,16 +188,23 @@ fn keys(dir: &Path, etcd: &TlsEtcd) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-#[test]
-fn corral_registers_through_an_etcd_that_speaks_only_tls() {
+/// Certificates made for this test, and an etcd serving only TLS with them.
+fn tls_etcd() -> (tempfile::TempDir, TlsEtcd) {
     let certs = tempfile::tempdir().unwrap();
     make_certs(certs.path());
+    make_other_ca(certs.path());
     let etcd = start_etcd(certs.path());
     assert!(
         eventually(Duration::from_secs(10), || keys(certs.path(), &etcd)
             .is_some()),
         "etcd (TLS) did not come up"
     );
+    (certs, etcd)
+}
+
+#[test]
+fn corral_registers_through_an_etcd_that_speaks_only_tls() {
+    let (certs, etcd) = tls_etcd();
     let tls = |name: &str| certs.path().join(name).display().to_string();
     let project = Project::new(&format!(
         r#"
@@ -247,15 +254,7 @@ command = ["sleep", "600"]
 /// renewed in place are used at the next `reload`, no restart.
 #[test]
 fn bad_certificates_are_named_and_renewed_ones_are_used_after_a_reload() {
-    let certs = tempfile::tempdir().unwrap();
-    make_certs(certs.path());
-    make_other_ca(certs.path());
-    let etcd = start_etcd(certs.path());
-    assert!(
-        eventually(Duration::from_secs(10), || keys(certs.path(), &etcd)
-            .is_some()),
-        "etcd (TLS) did not come up"
-    );
+    let (certs, etcd) = tls_etcd();
     let tls = |name: &str| certs.path().join(name).display().to_string();
 
     let wrong_ca = Project::new(&format!(
