@@ -85,11 +85,20 @@ fn hot_text_first(target: &str) {
     // ring's C and assembly objects hold 180 KB of tables (TLS only, when
     // etcd has `tls`): after the read-only data every daemon reads, not
     // among it, where the fault-around windows of that data would map them.
-    script.push_str(
-        "SECTIONS\n{\n  .rodata.common :\n  {\n    \
+    // GNU ld (the static build) inserts it ahead of the statement that
+    // starts the read-only segment, so that statement comes along: the
+    // data stays out of the executable segment.
+    let segment = if target.ends_with("-linux-musl") {
+        "  . = SEGMENT_START(\"rodata-segment\", ALIGN(CONSTANT (MAXPAGESIZE)) \
+         + (. & (CONSTANT (MAXPAGESIZE) - 1)));\n"
+    } else {
+        ""
+    };
+    script.push_str(&format!(
+        "SECTIONS\n{{\n{segment}  .rodata.common :\n  {{\n    \
          *(EXCLUDE_FILE(*libring-*) .rodata EXCLUDE_FILE(*libring-*) .rodata.*)\n  \
-         }\n}\nINSERT BEFORE .rodata;\n",
-    );
+         }}\n}}\nINSERT BEFORE .rodata;\n",
+    ));
     let path = std::path::Path::new(&out).join("corrald-layout.ld");
     if std::fs::write(&path, script).is_ok() {
         println!("cargo:rustc-link-arg-bin=corral=-Wl,-T,{}", path.display());
