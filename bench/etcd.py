@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Discovery through etcd (Step 7), on loopback, with an etcd of its own.
+"""Discovery through etcd (Step 7), on loopback, with an etcd of its own,
+then (Step 16) the same through an etcd that speaks only TLS.
 
   latency    provider ready (corral A) -> dependent's on-change action
              started (corral B), through etcd; change-wait 0, so no
@@ -8,6 +9,8 @@
              exec of a new corral until its 50 dependents (one per name)
              all run, and that corral's PSS then
   pss        corral's PSS with 100 sleeps, local backend vs etcd configured
+  tls        latency and PSS again through an etcd that speaks only TLS and
+             asks for a client certificate (certificates made by openssl)
 
 Usage: bench/etcd.py [--corral PATH] [--changes 200]
 Needs etcd (Debian's etcd-server) on PATH.
@@ -29,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from discovery import stamps  # noqa: E402  (the sibling benchmarks' helpers)
 from supervise import children, pss_kb  # noqa: E402
+from certs import ETCD_FLAGS, make_certs  # noqa: E402
 
 
 def free_port():
@@ -37,18 +41,26 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_etcd():
+# The directory of the certificates when etcd speaks TLS (None: plain HTTP).
+TLS = None
+
+
+def start_etcd(tls=None):
+    global TLS
+    TLS = tls
     client, peer = free_port(), free_port()
     data = tempfile.mkdtemp(prefix="corral-bench-etcd-")
+    scheme = "https" if tls else "http"
     proc = subprocess.Popen(
         ["etcd", "--name", "b", "--data-dir", data,
-         "--listen-client-urls", f"http://127.0.0.1:{client}",
-         "--advertise-client-urls", f"http://127.0.0.1:{client}",
+         "--listen-client-urls", f"{scheme}://127.0.0.1:{client}",
+         "--advertise-client-urls", f"{scheme}://127.0.0.1:{client}",
          "--listen-peer-urls", f"http://127.0.0.1:{peer}",
          "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
          "--initial-cluster", f"b=http://127.0.0.1:{peer}",
-         "--heartbeat-interval", "10", "--election-timeout", "100"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--heartbeat-interval", "10", "--election-timeout", "100",
+         *(ETCD_FLAGS if tls else [])],
+        cwd=tls, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     addr = f"127.0.0.1:{client}"
     for _ in range(500):
         try:
@@ -64,12 +76,23 @@ def b64(s):
 
 
 def call(addr, path, body):
-    req = urllib.request.Request(f"http://{addr}{path}", data=json.dumps(body).encode())
-    with urllib.request.urlopen(req, timeout=5) as r:
+    context = None
+    if TLS:
+        import ssl
+        context = ssl.create_default_context(cafile=os.path.join(TLS, "ca.pem"))
+        context.load_cert_chain(os.path.join(TLS, "client.pem"), os.path.join(TLS, "client.key"))
+    scheme = "https" if TLS else "http"
+    req = urllib.request.Request(f"{scheme}://{addr}{path}", data=json.dumps(body).encode())
+    with urllib.request.urlopen(req, timeout=5, context=context) as r:
         return json.load(r)
 
 
 def discovery(addr, host):
+    if TLS:
+        files = ", ".join(f'{k} = "{os.path.join(TLS, v)}"'
+                          for k, v in (("ca", "ca.pem"), ("cert", "client.pem"), ("key", "client.key")))
+        return (f'[discovery]\nbackend = "etcd"\nhost-id = "{host}"\n'
+                f'etcd = {{ endpoints = ["https://{addr}"], ttl = "5s", tls = {{ {files} }} }}\n\n')
     return (f'[discovery]\nbackend = "etcd"\nhost-id = "{host}"\n'
             f'etcd = {{ endpoints = ["http://{addr}"], ttl = "5s" }}\n\n')
 
@@ -135,7 +158,8 @@ change-wait = { min = "0ms", max = "0ms" }
     lat = sorted((min(x for x in actions if x >= r) - r) / 1e6
                  for r in ready if any(x >= r for x in actions))
     p99 = lat[int(len(lat) * 0.99) - 1]
-    print(f"latency    {len(lat)} of {len(ready)} changes: provider ready (A) -> action started (B):"
+    label = "latency+TLS" if TLS else "latency   "
+    print(f"{label} {len(lat)} of {len(ready)} changes: provider ready (A) -> action started (B):"
           f" median {statistics.median(lat):.2f} ms, p99 {p99:.2f} ms, max {lat[-1]:.2f} ms")
 
 
@@ -178,7 +202,8 @@ def pss_compare(corral, addr):
             res[who].append(pss_kb(proc.pid))
             stop(proc)
     local, etcd = statistics.median(res["local"]), statistics.median(res["etcd"])
-    print(f"pss        N=100: local {local:.0f} kB, etcd configured {etcd:.0f} kB"
+    label = "pss+TLS   " if TLS else "pss       "
+    print(f"{label} N=100: local {local:.0f} kB, etcd configured {etcd:.0f} kB"
           f" ({etcd - local:+.0f} kB; 4 alternating rounds each)")
 
 
@@ -192,6 +217,15 @@ def main():
     try:
         latency(corral, addr, args.changes)
         converge(corral, addr)
+        pss_compare(corral, addr)
+    finally:
+        etcd.kill()
+        etcd.wait()
+    certs = tempfile.mkdtemp(prefix="corral-bench-certs-")
+    make_certs(certs)
+    etcd, addr = start_etcd(certs)
+    try:
+        latency(corral, addr, args.changes)
         pss_compare(corral, addr)
     finally:
         etcd.kill()

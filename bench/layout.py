@@ -39,6 +39,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from certs import ETCD_FLAGS, make_certs  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "crates/corral/layout/corrald.hot")
 CORRAL = os.path.join(ROOT, "target/release/corral")
@@ -175,10 +178,6 @@ def detached_scenario(tmp):
     wait_for(lambda: daemon_dumped(tmp), 120)
 
 
-def openssl(work, *args):
-    subprocess.run(["openssl", *args], cwd=work, check=True, capture_output=True)
-
-
 def etcd_scenario(tmp):
     """Discovery through etcd over plain HTTP: what a corral with etcd runs,
     listed after the common paths and before what only TLS adds."""
@@ -196,17 +195,7 @@ def etcd_run(tmp, tls):
     work = os.path.join(tmp, "etcd-tls" if tls else "etcd")
     os.makedirs(work)
     if tls:
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-        openssl(work, "req", "-x509", "-days", "1", "-subj", "/CN=layout-ca", *ec,
-                "-keyout", "ca.key", "-out", "ca.pem")
-        for who, ext in [("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"),
-                         ("client", "extendedKeyUsage=clientAuth\n")]:
-            with open(os.path.join(work, f"{who}.ext"), "w") as f:
-                f.write(ext)
-            openssl(work, "req", "-subj", f"/CN=layout-{who}", *ec, "-keyout", f"{who}.key",
-                    "-out", f"{who}.csr")
-            openssl(work, "x509", "-req", "-days", "1", "-in", f"{who}.csr", "-CA", "ca.pem",
-                    "-CAkey", "ca.key", "-CAcreateserial", "-extfile", f"{who}.ext", "-out", f"{who}.pem")
+        make_certs(work)
     ports = []
     for _ in range(2):
         with socket.socket() as s:
@@ -214,8 +203,7 @@ def etcd_run(tmp, tls):
             ports.append(s.getsockname()[1])
     scheme = "https" if tls else "http"
     client, peer = f"{scheme}://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
-    certs = ["--cert-file", "server.pem", "--key-file", "server.key",
-             "--trusted-ca-file", "ca.pem", "--client-cert-auth"] if tls else []
+    certs = ETCD_FLAGS if tls else []
     etcd = subprocess.Popen(
         ["etcd", "--name", "l", "--data-dir", os.path.join(work, "data"),
          "--listen-client-urls", client, "--advertise-client-urls", client,
