@@ -385,7 +385,7 @@ impl Engine {
                 let input = Input::LaunchFailed { error, permanent };
                 self.transition(svc, input, now, &mut fx)
             }
-            Event::Exited { svc, pid, exit } => {
+            Event::Reaped { svc, pid, exit } => {
                 let unit = &mut self.units[svc];
                 if unit.state.pid() == Some(pid) {
                     self.transition(svc, Input::Ended { exit }, now, &mut fx);

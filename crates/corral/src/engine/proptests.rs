@@ -306,7 +306,7 @@ impl World {
             return Ok(());
         };
         self.live.remove(&pid);
-        self.send(Event::Exited { svc, pid, exit })
+        self.send(Event::Reaped { svc, pid, exit })
     }
 
     fn fire(&mut self, k: usize) -> Result<(), TestCaseError> {
@@ -330,7 +330,7 @@ impl World {
                 };
                 self.end(s % n, exit)?;
             }
-            Op::StaleEnd(s) => self.send(Event::Exited {
+            Op::StaleEnd(s) => self.send(Event::Reaped {
                 svc: s % n,
                 pid: 1,
                 exit: Exit::Code(0),
@@ -352,7 +352,7 @@ impl World {
                     } else {
                         Exit::Code(code)
                     };
-                    self.send(Event::Exited { svc, pid, exit })?;
+                    self.send(Event::Reaped { svc, pid, exit })?;
                 }
             }
             Op::Notify(s, kind) => {
@@ -515,7 +515,7 @@ impl World {
             if let Some((&pid, &svc)) = self.live.iter().chain(&self.retired).next() {
                 self.live.remove(&pid);
                 self.retired.remove(&pid);
-                self.send(Event::Exited {
+                self.send(Event::Reaped {
                     svc,
                     pid,
                     exit: Exit::Signal(15),

@@ -148,7 +148,7 @@ impl Harness {
 
     pub(super) fn exit(&mut self, svc: usize, exit: Exit) {
         let pid = self.pid(svc);
-        self.send(Event::Exited { svc, pid, exit });
+        self.send(Event::Reaped { svc, pid, exit });
     }
 
     /// Advances the clock to the earliest timer and fires it.

@@ -70,7 +70,7 @@ fn start_first_starts_the_new_process_and_stops_the_old_once_it_is_ready() {
         .iter()
         .any(|e| matches!(e, Effect::Withdraw { .. })));
     // The old one's exit is not the service's.
-    h.send(Event::Exited {
+    h.send(Event::Reaped {
         svc: 0,
         pid: old,
         exit: Exit::Signal(15),
@@ -90,7 +90,7 @@ fn a_new_process_that_never_gets_ready_is_stopped_and_the_old_one_kept() {
         h.fire_next_timer().expect("a start-timeout");
     }
     assert_eq!(h.signals(), vec![(0, Signal::SIGTERM)]);
-    h.send(Event::Exited {
+    h.send(Event::Reaped {
         svc: 0,
         pid: new,
         exit: Exit::Signal(15),
@@ -187,7 +187,7 @@ fn mainpid_is_the_process_followed_and_extend_timeout_moves_the_deadline() {
     });
     assert_eq!(h.pid(0), 4242);
     // The first process's exit is no longer the service's.
-    h.send(Event::Exited {
+    h.send(Event::Reaped {
         svc: 0,
         pid: spawned,
         exit: Exit::Code(0),

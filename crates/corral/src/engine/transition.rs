@@ -786,7 +786,7 @@ impl Engine {
                 let spec = &self.specs[svc];
                 let ended = !(spec.oneshot && exit.success()) && spec.job.is_none();
                 if ended {
-                    fx.push(report(svc, Report::Exited { exit }));
+                    fx.push(report(svc, Report::Ended { exit }));
                 }
                 let from = self.abort_on_exit.and_then(|a| a.exit_code_from);
                 let aborts = self.abort_on_exit.is_some() && (ended || from == Some(svc));
@@ -795,7 +795,7 @@ impl Engine {
                     // run (once this run is over, below).
                     abort = true;
                     if exit.success() {
-                        Outcome::Exited(exit)
+                        Outcome::Done(exit)
                     } else {
                         Outcome::Failed(exit)
                     }
@@ -865,7 +865,7 @@ impl Engine {
         if restart {
             self.count_restart(svc, exit)
         } else if exit.success() {
-            Outcome::Exited(exit)
+            Outcome::Done(exit)
         } else {
             Outcome::Failed(exit)
         }
@@ -921,7 +921,7 @@ impl Engine {
             Outcome::Failed(_) | Outcome::Completed => outcome,
             _ if !wanted => Outcome::Stopped,
             Outcome::Stopped => Outcome::Wait,
-            Outcome::Exited(_) | Outcome::Restart { .. } | Outcome::Wait => outcome,
+            Outcome::Done(_) | Outcome::Restart { .. } | Outcome::Wait => outcome,
         };
         match outcome {
             Outcome::Completed => {
@@ -937,7 +937,7 @@ impl Engine {
                     self.poll_all(now, fx);
                 }
             }
-            Outcome::Exited(exit) => {
+            Outcome::Done(exit) => {
                 self.units[svc].state = State::Exited { exit };
                 // An essential service's end ends everything: nothing starts after it.
                 if self.specs[svc].essential {
@@ -1102,7 +1102,7 @@ impl Engine {
         if let Some(started) = unit.run_started.take() {
             let exit = match outcome {
                 Outcome::Completed => Exit::Code(0),
-                Outcome::Exited(exit) | Outcome::Failed(exit) => exit,
+                Outcome::Done(exit) | Outcome::Failed(exit) => exit,
                 Outcome::Restart { .. } | Outcome::Wait | Outcome::Stopped => {
                     unit.last_exit.unwrap_or(Exit::Signal(libc::SIGKILL))
                 }

@@ -54,7 +54,7 @@ pub enum Outcome {
     /// A oneshot that exited 0.
     Completed,
     /// Ended cleanly and is not restarted.
-    Exited(Exit),
+    Done(Exit),
     /// Restart after the given delay (restart number `attempt`).
     Restart { delay: Duration, attempt: u32 },
     /// Wait for the dependencies again (a `restart = true` dependency restarted).
@@ -257,7 +257,7 @@ pub enum Event {
         permanent: bool,
     },
     /// A process of a service was reaped.
-    Exited { svc: usize, pid: Pid, exit: Exit },
+    Reaped { svc: usize, pid: Pid, exit: Exit },
     /// A timer armed by an earlier effect is due.
     TimerFired(Timer),
     /// A probe ran (or, for log and notify-fd readiness, the service said it is ready).
@@ -463,7 +463,8 @@ pub enum Report {
         step: Step,
         exit: Exit,
     },
-    Exited {
+    /// It ended cleanly and is not restarted.
+    Ended {
         exit: Exit,
     },
     Completed,

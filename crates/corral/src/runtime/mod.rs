@@ -863,7 +863,7 @@ impl Supervisor<'_> {
                         self.cpu_ended.resize(svc + 1, Duration::ZERO);
                     }
                     self.cpu_ended[svc] += cpu;
-                    self.queue.push_back(Event::Exited { svc, pid, exit });
+                    self.queue.push_back(Event::Reaped { svc, pid, exit });
                     // Shutting down, a service without a post step is done:
                     // its cgroup can go while the others end.
                     let service = &self.config.services[svc];

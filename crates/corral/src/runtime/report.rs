@@ -53,7 +53,7 @@ pub fn describe(report: &Report) -> String {
             format!("{} did not start: {error}", step_name(*step))
         }
         Report::StepFailed { step, exit } => format!("{} failed with {exit}", step_name(*step)),
-        Report::Exited { exit } => format!("exited with {exit}"),
+        Report::Ended { exit } => format!("exited with {exit}"),
         Report::Completed => "completed".into(),
         Report::RunStarted { pid } => format!("run started (pid {pid})"),
         Report::RunEnded { exit, took } => format!("run ended with {exit} after {}", short(*took)),
