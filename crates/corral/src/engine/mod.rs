@@ -24,8 +24,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub use types::{
-    Ask, Effect, Event, Exit, HealthStatus, Input, Notified, Outcome, Pid, ProbeRole, Report,
-    State, Step, StopCause, Timer, TimerKind, Want,
+    Ask, Effect, Event, Exit, HealthStatus, Input, Launch, Notified, Outcome, Pid, ProbeRole,
+    Report, State, Step, StopCause, Timer, TimerKind, Want,
 };
 
 use crate::config::{Backoff, Condition, Config, Overlap, RestartPolicy};
@@ -532,7 +532,7 @@ impl Engine {
         self.transition(svc, Input::Asked(ask), now, fx);
         // The request's grace was for the stop it causes (now, or once the
         // process being spawned is there), not for a later one.
-        if !matches!(self.units[svc].state, State::Launching { .. }) {
+        if !matches!(self.units[svc].state, State::Launching(_)) {
             self.units[svc].stop_within = None;
         }
     }
@@ -810,7 +810,7 @@ impl Engine {
             )
             | (
                 State::Waiting
-                | State::Launching { .. }
+                | State::Launching(_)
                 | State::Pre { .. }
                 | State::Stopping { .. }
                 | State::Post { .. }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use super::{
-    report, DepStatus, Effect, Engine, Exit, HealthStatus, Input, LastRun, Notified, Outcome,
-    Phase, Pid, ProbeRole, Report, State, Step, StopCause, TimerKind, Want,
+    report, DepStatus, Effect, Engine, Exit, HealthStatus, Input, LastRun, Launch, Notified,
+    Outcome, Phase, Pid, ProbeRole, Report, State, Step, StopCause, TimerKind, Want,
 };
 use crate::config::{Overlap, RestartPolicy};
 
@@ -28,36 +28,22 @@ impl Engine {
         let state = self.units[svc].state;
         match (state, input) {
             // A spawn was asked for; the runtime answers at once.
-            (
-                S::Launching {
-                    step: Step::Pre, ..
-                },
-                Input::Launched { pid },
-            ) => {
+            (S::Launching(Launch::Pre), Input::Launched { pid }) => {
                 self.units[svc].state = S::Pre { pid };
                 fx.push(report(svc, Report::PreStarted { pid }));
                 if self.units[svc].want != Want::Up {
                     self.stop(svc, pid, Step::Pre, StopCause::Asked, now, fx);
                 }
             }
-            (
-                S::Launching {
-                    step: Step::Main, ..
-                },
-                Input::Launched { pid },
-            ) => self.main_launched(svc, pid, now, fx),
-            (
-                S::Launching {
-                    step: Step::Post,
-                    then,
-                },
-                Input::Launched { pid },
-            ) => {
-                let then = then.unwrap_or(Outcome::Stopped);
+            (S::Launching(Launch::Main), Input::Launched { pid }) => {
+                self.main_launched(svc, pid, now, fx)
+            }
+            (S::Launching(Launch::Post(then)), Input::Launched { pid }) => {
                 self.units[svc].state = S::Post { pid, then };
                 fx.push(report(svc, Report::PostStarted { pid }));
             }
-            (S::Launching { step, then }, Input::LaunchFailed { error, permanent }) => {
+            (S::Launching(launch), Input::LaunchFailed { error, permanent }) => {
+                let step = launch.step();
                 fx.push(report(
                     svc,
                     Report::SpawnFailed {
@@ -80,12 +66,10 @@ impl Engine {
                     self.finish_run(svc, Outcome::Failed(exit), now, fx);
                     return;
                 }
-                match step {
-                    Step::Pre => self.pre_ended(svc, exit, None, now, fx),
-                    Step::Main => self.main_ended(svc, exit, None, Duration::ZERO, None, now, fx),
-                    Step::Post => {
-                        self.post_ended(svc, exit, then.unwrap_or(Outcome::Stopped), now, fx)
-                    }
+                match launch {
+                    Launch::Pre => self.pre_ended(svc, exit, None, now, fx),
+                    Launch::Main => self.main_ended(svc, exit, None, Duration::ZERO, None, now, fx),
+                    Launch::Post(then) => self.post_ended(svc, exit, then, now, fx),
                 }
             }
             // No spawn is outstanding in these states, so no answer can come.
@@ -141,7 +125,7 @@ impl Engine {
             // No process: the router passes only the current process's end.
             (
                 S::Waiting
-                | S::Launching { .. }
+                | S::Launching(_)
                 | S::Backoff { .. }
                 | S::Completed
                 | S::Exited { .. }
@@ -154,8 +138,8 @@ impl Engine {
 
             // Timers of the current epoch.
             (S::Backoff { .. }, Input::Timer(TimerKind::Backoff)) => {
-                let step = self.first_step(svc);
-                self.launch(svc, step, None, fx);
+                let first = self.first_step(svc);
+                self.launch(svc, first, fx);
             }
             (
                 S::Starting { .. } | S::Stopping { .. },
@@ -216,7 +200,7 @@ impl Engine {
             // A timer for another state than the current one: stale.
             (
                 S::Waiting
-                | S::Launching { .. }
+                | S::Launching(_)
                 | S::Pre { .. }
                 | S::Starting { .. }
                 | S::Running { .. }
@@ -272,7 +256,7 @@ impl Engine {
             // A probe of a role this state does not run: stale.
             (
                 S::Waiting
-                | S::Launching { .. }
+                | S::Launching(_)
                 | S::Pre { .. }
                 | S::Starting { .. }
                 | S::Running { .. }
@@ -314,8 +298,8 @@ impl Engine {
                 unit.restart_pending = false;
                 unit.outgoing = Some((pid, since));
                 fx.push(report(svc, Report::StartingFirst { old: pid }));
-                let step = self.first_step(svc);
-                self.launch(svc, step, None, fx);
+                let first = self.first_step(svc);
+                self.launch(svc, first, fx);
             }
             (S::Starting { pid, .. } | S::Running { pid, .. }, Input::Asked(_)) => {
                 if self.units[svc].want != Want::Up || self.units[svc].restart_pending {
@@ -324,13 +308,13 @@ impl Engine {
             }
             // The process is on its way: what follows is decided once it is
             // there (Launched) or gone (finish_run), from what is wanted then.
-            (S::Launching { .. } | S::Stopping { .. } | S::Post { .. }, Input::Asked(_)) => {}
+            (S::Launching(_) | S::Stopping { .. } | S::Post { .. }, Input::Asked(_)) => {}
             (S::Backoff { .. }, Input::Asked(_)) => {
                 if self.units[svc].want == Want::Up {
                     // Asked to run: no point waiting out the backoff.
                     self.units[svc].restart_pending = false;
-                    let step = self.first_step(svc);
-                    self.launch(svc, step, None, fx);
+                    let first = self.first_step(svc);
+                    self.launch(svc, first, fx);
                 } else {
                     self.units[svc].state = S::Stopped;
                     fx.push(report(svc, Report::Stopped));
@@ -366,7 +350,7 @@ impl Engine {
                 self.try_start(svc, now, fx);
             }
             (
-                S::Launching { .. }
+                S::Launching(_)
                 | S::Pre { .. }
                 | S::Starting { .. }
                 | S::Running { .. }
@@ -389,7 +373,7 @@ impl Engine {
             // Something it waits for may have changed.
             (S::Waiting, Input::Poll) => self.try_start(svc, now, fx),
             (
-                S::Launching { .. }
+                S::Launching(_)
                 | S::Pre { .. }
                 | S::Starting { .. }
                 | S::Running { .. }
@@ -427,7 +411,7 @@ impl Engine {
             }
             (
                 S::Waiting
-                | S::Launching { .. }
+                | S::Launching(_)
                 | S::Stopping { .. }
                 | S::Post { .. }
                 | S::Completed
@@ -463,7 +447,7 @@ impl Engine {
                 },
             ) => {}
             (
-                S::Launching { .. }
+                S::Launching(_)
                 | S::Stopping { .. }
                 | S::Post { .. }
                 | S::Completed
@@ -521,7 +505,7 @@ impl Engine {
             // Nothing to follow, extend or check in these states.
             (
                 S::Waiting
-                | S::Launching { .. }
+                | S::Launching(_)
                 | S::Pre { .. }
                 | S::Starting { .. }
                 | S::Stopping { .. }
@@ -537,7 +521,7 @@ impl Engine {
             )
             | (
                 S::Waiting
-                | S::Launching { .. }
+                | S::Launching(_)
                 | S::Pre { .. }
                 | S::Stopping { .. }
                 | S::Post { .. }
@@ -552,7 +536,7 @@ impl Engine {
             )
             | (
                 S::Waiting
-                | S::Launching { .. }
+                | S::Launching(_)
                 | S::Pre { .. }
                 | S::Post { .. }
                 | S::Backoff { .. }
@@ -566,7 +550,7 @@ impl Engine {
             )
             | (
                 S::Waiting
-                | S::Launching { .. }
+                | S::Launching(_)
                 | S::Pre { .. }
                 | S::Running { .. }
                 | S::Post { .. }
@@ -608,7 +592,7 @@ impl Engine {
             }
             (
                 S::Waiting
-                | S::Launching { .. }
+                | S::Launching(_)
                 | S::Backoff { .. }
                 | S::Completed
                 | S::Exited { .. }
@@ -737,7 +721,7 @@ impl Engine {
         }
         match cause {
             Some(_) => self.finish_run(svc, Outcome::Stopped, now, fx),
-            None if exit.success() && go_on => self.launch(svc, Step::Main, None, fx),
+            None if exit.success() && go_on => self.launch(svc, Launch::Main, fx),
             None if exit.success() => self.finish_run(svc, Outcome::Stopped, now, fx),
             None => {
                 fx.push(report(
@@ -820,7 +804,7 @@ impl Engine {
             fx.push(kill(svc, pid));
         }
         if self.specs[svc].has_post {
-            self.launch(svc, Step::Post, Some(outcome), fx);
+            self.launch(svc, Launch::Post(outcome), fx);
         } else {
             self.finish_run(svc, outcome, now, fx);
         }
@@ -954,8 +938,8 @@ impl Engine {
                 self.restart_dependents(svc, now, fx);
                 if delay.is_zero() {
                     // No timer round trip when there is nothing to wait for.
-                    let step = self.first_step(svc);
-                    self.launch(svc, step, None, fx);
+                    let first = self.first_step(svc);
+                    self.launch(svc, first, fx);
                 } else {
                     self.units[svc].state = State::Backoff {
                         until: now + delay,
@@ -1031,8 +1015,8 @@ impl Engine {
         }
         unit.require_armed = false;
         if self.specs[svc].job.is_none() {
-            let step = self.first_step(svc);
-            self.launch(svc, step, None, fx);
+            let first = self.first_step(svc);
+            self.launch(svc, first, fx);
         } else if unit.due {
             self.begin_run(svc, now, fx);
         } else {
@@ -1048,8 +1032,8 @@ impl Engine {
         unit.due = false;
         unit.run_started = Some(now);
         unit.last_exit = None;
-        let step = self.first_step(svc);
-        self.launch(svc, step, None, fx);
+        let first = self.first_step(svc);
+        self.launch(svc, first, fx);
     }
 
     /// A tick (or an operator's start) while a job's run is still going.
@@ -1303,17 +1287,20 @@ impl Engine {
     }
 
     /// A start begins with the pre step, if there is one.
-    fn first_step(&self, svc: usize) -> Step {
+    fn first_step(&self, svc: usize) -> Launch {
         if self.specs[svc].has_pre {
-            Step::Pre
+            Launch::Pre
         } else {
-            Step::Main
+            Launch::Main
         }
     }
 
-    fn launch(&mut self, svc: usize, step: Step, then: Option<Outcome>, fx: &mut Vec<Effect>) {
-        self.units[svc].state = State::Launching { step, then };
-        fx.push(Effect::Spawn { svc, step });
+    fn launch(&mut self, svc: usize, launch: Launch, fx: &mut Vec<Effect>) {
+        self.units[svc].state = State::Launching(launch);
+        fx.push(Effect::Spawn {
+            svc,
+            step: launch.step(),
+        });
     }
 
     /// Arms a timer for the service's current epoch.

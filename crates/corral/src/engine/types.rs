@@ -48,6 +48,25 @@ pub enum Step {
     Post,
 }
 
+/// What a spawn under way is for: a step, and for the post step what
+/// follows it (the outcome of the run it ends).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Launch {
+    Pre,
+    Main,
+    Post(Outcome),
+}
+
+impl Launch {
+    pub fn step(self) -> Step {
+        match self {
+            Launch::Pre => Step::Pre,
+            Launch::Main => Step::Main,
+            Launch::Post(_) => Step::Post,
+        }
+    }
+}
+
 /// What happens once a service's run (and its post step) is over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -71,7 +90,7 @@ pub enum State {
     /// Not started: waiting for its dependencies (or for boot).
     Waiting,
     /// A spawn was requested; the runtime answers with Spawned or SpawnFailed at once.
-    Launching { step: Step, then: Option<Outcome> },
+    Launching(Launch),
     /// The pre step runs.
     Pre { pid: Pid },
     /// The service runs but is not ready yet (its readiness probe has not passed).
@@ -107,7 +126,7 @@ impl State {
     pub fn is_active(&self) -> bool {
         matches!(
             self,
-            State::Launching { .. }
+            State::Launching(_)
                 | State::Pre { .. }
                 | State::Starting { .. }
                 | State::Running { .. }
@@ -145,7 +164,7 @@ impl State {
         use corral_proto::ServiceState as P;
         match self {
             State::Waiting => P::Waiting,
-            State::Launching { .. } => P::Launching,
+            State::Launching(_) => P::Launching,
             State::Pre { .. } => P::Pre,
             State::Starting { .. } => P::Starting,
             State::Running { .. } => P::Running,
