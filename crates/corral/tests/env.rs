@@ -291,14 +291,20 @@ env-file = "app.env"
     project.write(".env", "VAR.WITH.DOTS=x\nOPTION-B=y\n");
     let (code, _, err) = project.run(&["check"]);
     assert_eq!(code, 0, "{err}");
-    let mut corral = project.up();
-    corral.started_pid("show", SECS5);
-    assert!(eventually(SECS5, || !project.read("seen").is_empty()));
     assert_eq!(
-        project.read("seen"),
+        seen_by_show(&project, &[]),
         "hello\tworld \"quoted\"|kept|-----BEGIN-----\nabc\n-----END-----|"
     );
+}
+
+/// What service `show` wrote to `seen` once it started (corral run with `env`).
+fn seen_by_show(project: &Project, env: &[(&str, &str)]) -> String {
+    let mut corral = project.up_with(env, &[]);
+    corral.started_pid("show", SECS5);
+    assert!(eventually(SECS5, || !project.read("seen").is_empty()));
+    let seen = project.read("seen");
     corral.stop();
+    seen
 }
 
 /// The project's `.env` expands `${...}` as compose does (from corral's
@@ -326,12 +332,8 @@ env-file = "app.env"
         err.contains(".env:2:1: warning: ${NAME} is not set"),
         "{err}"
     );
-    let mut corral = project.up_with(&env, &[]);
-    corral.started_pid("show", SECS5);
-    assert!(eventually(SECS5, || !project.read("seen").is_empty()));
     assert_eq!(
-        project.read("seen"),
+        seen_by_show(&project, &env),
         "postgres://db:5432/|from-shell+|${HOST}|{\"a\":1}|${HOST}|through|"
     );
-    corral.stop();
 }
